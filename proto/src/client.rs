@@ -1,0 +1,115 @@
+//! One multiplexed connection to a store node: many calls in flight, matched to their replies by
+//! correlation id. No retries and no timeouts here — those are the coordinator's policy.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::frame::{Envelope, FrameCodec};
+use crate::message::{Reply, Request, Response};
+use crate::status::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connection to store node closed")]
+    Closed,
+    #[error("connect: {0}")]
+    Connect(#[from] std::io::Error),
+}
+
+/// A cheap-to-clone handle; the connection closes when every handle is dropped.
+#[derive(Clone)]
+pub struct NodeConnection {
+    outbound: mpsc::Sender<(Request, oneshot::Sender<Response>)>,
+}
+
+/// Replies still owed by the node, by correlation id.
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+impl NodeConnection {
+    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self::from_stream(stream))
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Self {
+        let (rd, wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(4096);
+        let pending: Pending = Arc::default();
+        let next = Arc::new(AtomicU64::new(1));
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader_closed = closed.clone();
+
+        let writer_pending = pending.clone();
+        tokio::spawn(async move {
+            let mut sink = FramedWrite::new(wr, FrameCodec::<Request, Response>::default());
+            while let Some((body, reply)) = rx.recv().await {
+                let mut batch = vec![(body, reply)];
+                // Coalesce whatever else is queued into one write.
+                while batch.len() < 256 {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                for (body, reply) in batch {
+                    let corr = next.fetch_add(1, Ordering::Relaxed);
+                    lock(&writer_pending).insert(corr, reply);
+                    if closed.load(Ordering::Acquire) {
+                        // The reader is gone: nobody would ever complete this call.
+                        lock(&writer_pending).clear();
+                        return;
+                    }
+                    if sink.feed(Envelope { corr, body }).await.is_err() {
+                        lock(&writer_pending).clear();
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    lock(&writer_pending).clear();
+                    return;
+                }
+            }
+        });
+
+        tokio::spawn(async move {
+            let mut stream = FramedRead::new(rd, FrameCodec::<Request, Response>::default());
+            while let Some(Ok(inbound)) = stream.next().await {
+                let (corr, response) = match inbound {
+                    Ok(env) => (env.corr, env.body),
+                    Err((corr, e)) => (corr, Response::Reply(Reply::error(Status::BadRequest, e.to_string()))),
+                };
+                if let Some(waiter) = lock(&pending).remove(&corr) {
+                    let _ = waiter.send(response);
+                }
+            }
+            // Dropping the senders wakes every caller still waiting with `Closed`.
+            reader_closed.store(true, Ordering::Release);
+            lock(&pending).clear();
+        });
+
+        NodeConnection { outbound: tx }
+    }
+
+    /// Sends one request and waits for its reply.
+    pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.outbound.send((request, tx)).await.map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.outbound.is_closed()
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map half-updated (single insert/remove calls).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,27 @@
+//! Vesta's internal protocol: what a proxy (the 2PC coordinator) and a store node say to each other.
+//!
+//! * [`record`]: the record — metadata every copy carries, and its versioned on-disk encoding.
+//! * [`message`]: requests (prepare, commit, abort, read, repair, mark-delete, scan, ping) and replies.
+//! * [`status`]: what a store node answers.
+//! * [`frame`]: length-delimited frames with a protocol version and a correlation id, so that thousands of
+//!   requests can be in flight on one connection and answered out of order.
+//! * [`shard`]: which shard a key belongs to (Redis-Cluster-style `{hash tags}` included).
+//! * [`client`]: one multiplexed connection to a store node (mechanism only; retry and timeout policy
+//!   belong to the coordinator).
+//!
+//! This crate has no storage engine and no policy, so it builds in seconds and the fuzz target only needs it.
+
+pub mod client;
+pub mod frame;
+pub mod message;
+pub mod record;
+pub mod shard;
+pub mod status;
+
+pub use frame::{Envelope, FrameCodec, FrameError, PROTOCOL_VERSION};
+pub use message::{
+    Abort, Commit, Condition, KeyRef, MarkDelete, Pong, Prepare, PrepareKind, Read, Repair, Reply,
+    Request, Response, Scan, ScanEntry, ScanPage,
+};
+pub use record::{Flags, Meta, Record, RecordError, RequestId};
+pub use status::Status;

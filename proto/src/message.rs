@@ -1,0 +1,210 @@
+//! Requests a coordinator sends to a store node, and the node's replies.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Meta, Record, RequestId};
+use crate::status::Status;
+
+/// Which record an operation is about. The shard is computed by the sender with [`crate::shard::shard_of`];
+/// the node checks it, so a proxy with a different shard count cannot write to the wrong range.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyRef {
+    pub shard: u32,
+    /// At most 255 bytes; keys of two namespaces never collide.
+    pub namespace: Bytes,
+    pub key: Bytes,
+}
+
+/// What the coordinator intends; it implies the node-side condition when none is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrepareKind {
+    /// Insert only if absent (`SET NX`, locks, idempotency keys).
+    Create,
+    /// Write only if present (`SET XX`).
+    Update,
+    /// Unconditional upsert (`SET`).
+    Set,
+    /// Remove (`DEL`); the node reports `Absent` when there was nothing to remove.
+    Delete,
+    /// Read the current value and write one computed from it (`INCR`, `APPEND`, `GETSET`, …).
+    ReadModifyWrite,
+}
+
+impl PrepareKind {
+    pub fn implied_condition(self) -> Option<Condition> {
+        match self {
+            PrepareKind::Create => Some(Condition::Absent),
+            PrepareKind::Update => Some(Condition::Present),
+            PrepareKind::Set | PrepareKind::Delete | PrepareKind::ReadModifyWrite => None,
+        }
+    }
+}
+
+/// A condition evaluated on the node's current copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    Absent,
+    Present,
+    ValueEquals(Bytes),
+    VersionEquals(u64),
+}
+
+/// Phase one: take the key's lease and report this node's copy. Writes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    pub req: RequestId,
+    pub target: KeyRef,
+    pub kind: PrepareKind,
+    /// Overrides the kind's implied condition.
+    pub condition: Option<Condition>,
+    /// Return the value with the copy (read-modify-write needs it; a plain SET does not).
+    pub want_value: bool,
+}
+
+/// Phase two: install exactly `record` and release the lease — only under the lease `req` took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub req: RequestId,
+    pub target: KeyRef,
+    pub record: Record,
+}
+
+/// Release the lease `req` took, writing nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Abort {
+    pub req: RequestId,
+    pub target: KeyRef,
+}
+
+/// Return the committed copy; never waits on a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Read {
+    pub target: KeyRef,
+    pub want_value: bool,
+}
+
+/// Install `record` if it is newer by (HLC, origin) than this node's copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    pub req: RequestId,
+    pub target: KeyRef,
+    pub record: Record,
+}
+
+/// Write a tombstone with this metadata (if newer than this node's copy), so that a delete that missed a
+/// replica cannot be undone by repairing from it. The tombstone lives until `meta.expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkDelete {
+    pub req: RequestId,
+    pub target: KeyRef,
+    pub meta: Meta,
+}
+
+/// One page of the records of a shard range, in storage-key order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scan {
+    /// First shard of the range.
+    pub shard_from: u32,
+    /// One past the last shard of the range.
+    pub shard_to: u32,
+    /// Resume after this cursor (the `next` of the previous page); `None` starts at `shard_from`.
+    pub after: Option<Bytes>,
+    /// Maximum entries in the page (the node may cap it).
+    pub limit: u32,
+    /// Only this namespace, when given.
+    pub namespace: Option<Bytes>,
+    /// Include tombstones (redistribution needs them; SCAN/KEYS do not).
+    pub include_tombstones: bool,
+    pub want_values: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Prepare(Prepare),
+    Commit(Commit),
+    Abort(Abort),
+    Read(Read),
+    Repair(Repair),
+    MarkDelete(MarkDelete),
+    Scan(Scan),
+    Ping,
+}
+
+impl Request {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Prepare(_) => "prepare",
+            Request::Commit(_) => "commit",
+            Request::Abort(_) => "abort",
+            Request::Read(_) => "read",
+            Request::Repair(_) => "repair",
+            Request::MarkDelete(_) => "mark_delete",
+            Request::Scan(_) => "scan",
+            Request::Ping => "ping",
+        }
+    }
+}
+
+/// The answer to one key operation: a status and, where it makes sense, this node's copy (a tombstone's
+/// metadata included, since it orders copies even though it reads as absent).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Reply {
+    pub status: Status,
+    pub copy: Option<Record>,
+    /// Human-readable detail for `BadRequest` / `Internal` / `Overloaded`.
+    pub message: String,
+}
+
+impl Reply {
+    pub fn status(status: Status) -> Self {
+        Reply { status, copy: None, message: String::new() }
+    }
+    pub fn with_copy(status: Status, copy: Option<Record>) -> Self {
+        Reply { status, copy, message: String::new() }
+    }
+    pub fn error(status: Status, message: impl Into<String>) -> Self {
+        Reply { status, copy: None, message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanEntry {
+    pub shard: u32,
+    pub namespace: Bytes,
+    pub key: Bytes,
+    pub record: Record,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScanPage {
+    pub entries: Vec<ScanEntry>,
+    /// Cursor for the next page; `None` when the range is exhausted.
+    pub next: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The node's name (zone and index, as configured).
+    pub node: String,
+    pub protocol: u8,
+    /// The cluster's shard count as this node knows it.
+    pub shards: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Reply(Reply),
+    Scan(ScanPage),
+    Pong(Pong),
+}
+
+impl Response {
+    /// The status of the answer (`Ok` for a scan page or a pong).
+    pub fn status(&self) -> Status {
+        match self {
+            Response::Reply(r) => r.status,
+            Response::Scan(_) | Response::Pong(_) => Status::Ok,
+        }
+    }
+}

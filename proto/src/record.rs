@@ -1,0 +1,231 @@
+//! The record: a value plus the metadata every copy carries, and its versioned on-disk encoding.
+
+use bytes::{Buf, BufMut, Bytes};
+use serde::{Deserialize, Serialize};
+
+/// The id of one client request, the same at every replica and on every retry of it. Operations are
+/// idempotent by it: a node that already applied request `r` answers `AlreadyDone` to `r` again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct RequestId(pub u128);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Record flags, kept as bits so that unknown future bits survive a round trip through an older node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    /// The record is a delete marker: absent to every reader, but its metadata stops an older copy from
+    /// being repaired back (a resurrection) until it expires.
+    pub const TOMBSTONE: u8 = 0x01;
+    /// The value is ciphertext, sealed by the proxy with key `Meta::key_id`.
+    pub const ENCRYPTED: u8 = 0x02;
+
+    pub fn tombstone(self) -> bool {
+        self.0 & Self::TOMBSTONE != 0
+    }
+    pub fn encrypted(self) -> bool {
+        self.0 & Self::ENCRYPTED != 0
+    }
+    pub fn with(self, bit: u8) -> Self {
+        Flags(self.0 | bit)
+    }
+}
+
+/// Metadata of one copy of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Meta {
+    /// +1 per write of the key; 1 for a freshly created record.
+    pub version: u64,
+    /// Unix ms when the record (not this version of it) was created.
+    pub created_at: u64,
+    /// Unix ms after which the record is gone; 0 = never.
+    pub expires_at: u64,
+    /// Hybrid-logical-clock timestamp of the write that made this copy.
+    pub hlc: u64,
+    /// Data centre the write came from; breaks HLC ties across data centres.
+    pub origin: u32,
+    /// The request that wrote this copy (idempotent retries).
+    pub last_writer: RequestId,
+    pub flags: Flags,
+    /// Encryption key id when `flags.encrypted()`; 0 otherwise.
+    pub key_id: u32,
+}
+
+impl Meta {
+    /// The order of copies: the newest copy has the greatest (HLC, origin).
+    pub fn order(&self) -> (u64, u32) {
+        (self.hlc, self.origin)
+    }
+
+    /// Whether this copy is strictly newer than `other`.
+    pub fn newer_than(&self, other: &Meta) -> bool {
+        self.order() > other.order()
+    }
+
+    /// Whether the record has expired at `now_ms`.
+    pub fn expired_at(&self, now_ms: u64) -> bool {
+        self.expires_at != 0 && self.expires_at <= now_ms
+    }
+
+    /// Whether this copy is a live value at `now_ms` (neither a tombstone nor expired).
+    pub fn live_at(&self, now_ms: u64) -> bool {
+        !self.flags.tombstone() && !self.expired_at(now_ms)
+    }
+}
+
+/// One copy of a record: metadata and value (empty for tombstones).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Record {
+    pub meta: Meta,
+    pub value: Bytes,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("record too short: {0} bytes, the header needs {HEADER_LEN}")]
+    Truncated(usize),
+    #[error("unknown record format {0}")]
+    UnknownFormat(u8),
+}
+
+/// On-disk format of the header. A node refuses to guess at a format it does not know.
+pub const FORMAT_V1: u8 = 1;
+
+/// Header layout, big-endian:
+///
+/// | off | len | field |
+/// |-----|-----|-------|
+/// | 0   | 1   | format (1) |
+/// | 1   | 1   | flags |
+/// | 2   | 4   | key id |
+/// | 6   | 8   | expires at (ms) — first after the small fields so a compaction filter reads it cheaply |
+/// | 14  | 8   | version |
+/// | 22  | 8   | created at (ms) |
+/// | 30  | 8   | HLC |
+/// | 38  | 4   | origin |
+/// | 42  | 16  | last writer request id |
+/// | 58  | …   | value |
+pub const HEADER_LEN: usize = 58;
+const EXPIRES_AT_OFFSET: usize = 6;
+
+impl Record {
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + self.value.len()
+    }
+
+    /// Encodes the record for storage.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        let m = &self.meta;
+        out.put_u8(FORMAT_V1);
+        out.put_u8(m.flags.0);
+        out.put_u32(m.key_id);
+        out.put_u64(m.expires_at);
+        out.put_u64(m.version);
+        out.put_u64(m.created_at);
+        out.put_u64(m.hlc);
+        out.put_u32(m.origin);
+        out.put_u128(m.last_writer.0);
+        out.extend_from_slice(&self.value);
+        out
+    }
+
+    /// Decodes a stored record; the value is copied out of `raw` only when `with_value`.
+    pub fn decode(raw: &[u8], with_value: bool) -> Result<Record, RecordError> {
+        let meta = Self::decode_meta(raw)?;
+        let value = if with_value { Bytes::copy_from_slice(&raw[HEADER_LEN..]) } else { Bytes::new() };
+        Ok(Record { meta, value })
+    }
+
+    /// Decodes only the metadata of a stored record.
+    pub fn decode_meta(raw: &[u8]) -> Result<Meta, RecordError> {
+        if raw.len() < HEADER_LEN {
+            return Err(RecordError::Truncated(raw.len()));
+        }
+        let mut b = raw;
+        let format = b.get_u8();
+        if format != FORMAT_V1 {
+            return Err(RecordError::UnknownFormat(format));
+        }
+        let flags = Flags(b.get_u8());
+        let key_id = b.get_u32();
+        let expires_at = b.get_u64();
+        let version = b.get_u64();
+        let created_at = b.get_u64();
+        let hlc = b.get_u64();
+        let origin = b.get_u32();
+        let last_writer = RequestId(b.get_u128());
+        Ok(Meta { version, created_at, expires_at, hlc, origin, last_writer, flags, key_id })
+    }
+
+    /// Reads only the expiry of a stored record (the compaction filter's hot path). `None` when the bytes
+    /// are not a record this node understands, so the caller keeps them rather than destroying data.
+    pub fn peek_expires_at(raw: &[u8]) -> Option<u64> {
+        if raw.len() < HEADER_LEN || raw[0] != FORMAT_V1 {
+            return None;
+        }
+        let mut b = &raw[EXPIRES_AT_OFFSET..EXPIRES_AT_OFFSET + 8];
+        Some(b.get_u64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub fn arb_meta() -> impl Strategy<Value = Meta> {
+        (any::<[u64; 4]>(), any::<u32>(), any::<u128>(), any::<u8>(), any::<u32>()).prop_map(
+            |([version, created_at, expires_at, hlc], origin, w, flags, key_id)| Meta {
+                version,
+                created_at,
+                expires_at,
+                hlc,
+                origin,
+                last_writer: RequestId(w),
+                flags: Flags(flags),
+                key_id,
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn record_round_trips(meta in arb_meta(), value in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let rec = Record { meta, value: Bytes::from(value) };
+            let raw = rec.encode();
+            prop_assert_eq!(raw.len(), rec.encoded_len());
+            prop_assert_eq!(Record::decode(&raw, true).unwrap(), rec.clone());
+            prop_assert_eq!(Record::decode_meta(&raw).unwrap(), rec.meta);
+            prop_assert_eq!(Record::peek_expires_at(&raw), Some(rec.meta.expires_at));
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = Record::decode(&raw, true);
+            let _ = Record::peek_expires_at(&raw);
+        }
+    }
+
+    #[test]
+    fn short_and_unknown_headers_are_errors() {
+        assert_eq!(Record::decode_meta(&[1; 10]), Err(RecordError::Truncated(10)));
+        let mut raw = Record::default().encode();
+        raw[0] = 9;
+        assert_eq!(Record::decode_meta(&raw), Err(RecordError::UnknownFormat(9)));
+        assert_eq!(Record::peek_expires_at(&raw), None);
+    }
+
+    #[test]
+    fn newest_copy_is_greatest_hlc_then_origin() {
+        let a = Meta { hlc: 10, origin: 1, ..Meta::default() };
+        let b = Meta { hlc: 10, origin: 2, ..Meta::default() };
+        let c = Meta { hlc: 11, origin: 0, ..Meta::default() };
+        assert!(b.newer_than(&a) && c.newer_than(&b) && !a.newer_than(&a));
+    }
+}

@@ -1,0 +1,248 @@
+//! `store.toml`: every key has a default, and every key can be overridden by a flag or an environment
+//! variable (`--lease-ms 800` / `VESTA_STORE_LEASE_MS=800`); flags win over the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// RocksDB on disk.
+    Rocksdb,
+    /// An in-memory ordered map: no disk, the same semantics, gone on exit.
+    Memory,
+}
+
+/// When a write is forced to stable storage (RocksDB's WAL is always on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncPolicy {
+    /// fsync the WAL before a commit is acknowledged: nothing acknowledged is lost, even on power loss.
+    EveryWrite,
+    /// fsync the WAL every `sync_interval_ms`: a process crash loses nothing, a machine crash loses at
+    /// most that interval.
+    Periodic,
+    /// Never fsync: a process crash loses nothing (the WAL is in the OS page cache), a machine crash can
+    /// lose whatever the OS had not written back.
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// This node's name in logs, metrics and pings, e.g. `zone1-node0`.
+    pub node: String,
+    /// Address of the internal protocol.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint; none when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    pub engine: EngineKind,
+    pub data_dir: PathBuf,
+    pub sync: SyncPolicy,
+    pub sync_interval_ms: u64,
+    /// How long a prepare's lease lasts; longer than the proxy's per-node timeout.
+    pub lease_ms: u64,
+    /// Shards in the cluster (fixed at creation).
+    pub shards: u32,
+    /// Shards this node serves, as ranges like `"0-511"` or single shards; empty means all.
+    pub owned_shards: Vec<String>,
+    /// Requests processed at once; beyond it the node answers `Overloaded` at once.
+    pub max_in_flight: usize,
+    pub max_frame_bytes: usize,
+    /// How long a tombstone for a record without expiry is kept.
+    pub tombstone_retention_secs: u64,
+    /// RocksDB block cache.
+    pub block_cache_mb: usize,
+    /// RocksDB memtable size (three may exist at once).
+    pub write_buffer_mb: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            node: "store".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            metrics_listen: None,
+            engine: EngineKind::Rocksdb,
+            data_dir: PathBuf::from("data/store"),
+            sync: SyncPolicy::EveryWrite,
+            sync_interval_ms: 100,
+            lease_ms: 600,
+            shards: 1024,
+            owned_shards: Vec::new(),
+            max_in_flight: 10_000,
+            max_frame_bytes: vesta_proto::frame::DEFAULT_MAX_FRAME,
+            tombstone_retention_secs: 7 * 24 * 3600,
+            block_cache_mb: 256,
+            write_buffer_mb: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreConfig {
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.shards == 0 {
+            return bad("shards must be at least 1".into());
+        }
+        if self.lease_ms == 0 {
+            return bad("lease_ms must be at least 1".into());
+        }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight must be at least 1".into());
+        }
+        if self.max_frame_bytes < 1024 {
+            return bad("max_frame_bytes must be at least 1024".into());
+        }
+        if self.sync == SyncPolicy::Periodic && self.sync_interval_ms == 0 {
+            return bad("sync_interval_ms must be at least 1 with sync = \"periodic\"".into());
+        }
+        self.owned().map(|_| ())
+    }
+
+    /// The owned shards as a membership table indexed by shard.
+    pub fn owned(&self) -> Result<Vec<bool>, ConfigError> {
+        let n = self.shards as usize;
+        if self.owned_shards.is_empty() {
+            return Ok(vec![true; n]);
+        }
+        let mut owned = vec![false; n];
+        for range in &self.owned_shards {
+            let parse = |s: &str| {
+                s.trim().parse::<u32>().map_err(|_| ConfigError::Invalid(format!("owned_shards: bad range {range:?}")))
+            };
+            let (lo, hi) = match range.split_once('-') {
+                Some((a, b)) => (parse(a)?, parse(b)?),
+                None => (parse(range)?, parse(range)?),
+            };
+            if lo > hi || hi >= self.shards {
+                return Err(ConfigError::Invalid(format!(
+                    "owned_shards: range {range:?} is outside 0-{}",
+                    self.shards - 1
+                )));
+            }
+            owned[lo as usize..=hi as usize].iter_mut().for_each(|o| *o = true);
+        }
+        Ok(owned)
+    }
+}
+
+/// Command-line and environment overrides of [`StoreConfig`]; each is optional so that an unset flag
+/// leaves the file's value alone.
+#[derive(Debug, Default, clap::Args)]
+pub struct StoreFlags {
+    /// TOML configuration file.
+    #[arg(long, env = "VESTA_STORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "VESTA_STORE_NODE")]
+    pub node: Option<String>,
+    #[arg(long, env = "VESTA_STORE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[arg(long, env = "VESTA_STORE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[arg(long, env = "VESTA_STORE_ENGINE")]
+    pub engine: Option<EngineKind>,
+    #[arg(long, env = "VESTA_STORE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "VESTA_STORE_SYNC")]
+    pub sync: Option<SyncPolicy>,
+    #[arg(long, env = "VESTA_STORE_SYNC_INTERVAL_MS")]
+    pub sync_interval_ms: Option<u64>,
+    #[arg(long, env = "VESTA_STORE_LEASE_MS")]
+    pub lease_ms: Option<u64>,
+    #[arg(long, env = "VESTA_STORE_SHARDS")]
+    pub shards: Option<u32>,
+    /// Comma-separated ranges, e.g. `0-511,1000`.
+    #[arg(long, env = "VESTA_STORE_OWNED_SHARDS", value_delimiter = ',')]
+    pub owned_shards: Option<Vec<String>>,
+    #[arg(long, env = "VESTA_STORE_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    #[arg(long, env = "VESTA_STORE_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    #[arg(long, env = "VESTA_STORE_TOMBSTONE_RETENTION_SECS")]
+    pub tombstone_retention_secs: Option<u64>,
+    #[arg(long, env = "VESTA_STORE_BLOCK_CACHE_MB")]
+    pub block_cache_mb: Option<usize>,
+    #[arg(long, env = "VESTA_STORE_WRITE_BUFFER_MB")]
+    pub write_buffer_mb: Option<usize>,
+}
+
+impl StoreFlags {
+    /// The file (or the defaults), then the flags on top, validated.
+    pub fn resolve(self) -> Result<StoreConfig, ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => StoreConfig::from_file(path)?,
+            None => StoreConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
+        }
+        set!(
+            node,
+            listen,
+            engine,
+            data_dir,
+            sync,
+            sync_interval_ms,
+            lease_ms,
+            shards,
+            owned_shards,
+            max_in_flight,
+            max_frame_bytes,
+            tombstone_retention_secs,
+            block_cache_mb,
+            write_buffer_mb
+        );
+        if self.metrics_listen.is_some() {
+            c.metrics_listen = self.metrics_listen;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.toml");
+        std::fs::write(&path, "node = \"z1\"\nlease_ms = 900\nsync = \"periodic\"\nowned_shards = [\"0-3\", \"9\"]\nshards = 16\n").unwrap();
+        let flags = StoreFlags { config: Some(path), lease_ms: Some(700), ..Default::default() };
+        let c = flags.resolve().unwrap();
+        assert_eq!((c.node.as_str(), c.lease_ms, c.sync), ("z1", 700, SyncPolicy::Periodic));
+        let owned = c.owned().unwrap();
+        assert_eq!(owned.iter().filter(|o| **o).count(), 5);
+        assert!(owned[9] && !owned[8]);
+    }
+
+    #[test]
+    fn bad_configs_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.toml");
+        std::fs::write(&path, "lease = 3\n").unwrap();
+        let err = StoreFlags { config: Some(path), ..Default::default() }.resolve().unwrap_err().to_string();
+        assert!(err.contains("unknown field `lease`"), "{err}");
+        let c = StoreConfig { owned_shards: vec!["5-2000".into()], ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("outside 0-1023"));
+    }
+}

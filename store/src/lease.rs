@@ -1,0 +1,158 @@
+//! The prepare-lock table: which request holds a short lease on which storage key.
+//!
+//! Leases live only in memory. That is safe because a prepare writes nothing: after a crash every lease
+//! is gone, and so is every prepare that could have relied on one (a late commit is refused).
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use vesta_proto::RequestId;
+
+/// A deadline meaning "being committed": a commit in progress cannot lose its lease half-way through
+/// writing, or another request could prepare on the old copy and overwrite the commit (a lost update).
+const COMMITTING: u64 = u64::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lease {
+    owner: RequestId,
+    /// Monotonic ms.
+    deadline: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquire {
+    /// Newly taken; `reclaimed` when it replaced another request's expired lease.
+    Taken { reclaimed: bool },
+    /// This request already held it (a retried prepare); the lease was renewed.
+    Reentrant,
+    /// Another request holds a live lease.
+    HeldBy(RequestId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The lease is this request's and is now pinned until [`LeaseTable::release`].
+    Pinned,
+    /// This request's lease ran out before the commit arrived (it has been removed).
+    Expired,
+    /// Another request holds the key.
+    HeldBy(RequestId),
+    /// Nobody holds the key.
+    Free,
+}
+
+#[derive(Default)]
+pub struct LeaseTable {
+    leases: DashMap<Vec<u8>, Lease>,
+}
+
+impl LeaseTable {
+    /// Takes (or renews) `owner`'s lease on `key` until `now + lease_ms`.
+    pub fn acquire(&self, key: &[u8], owner: RequestId, now: u64, lease_ms: u64) -> Acquire {
+        let deadline = now.saturating_add(lease_ms);
+        match self.leases.entry(key.to_vec()) {
+            Entry::Vacant(v) => {
+                v.insert(Lease { owner, deadline });
+                Acquire::Taken { reclaimed: false }
+            }
+            Entry::Occupied(mut o) => {
+                let held = *o.get();
+                if held.owner == owner {
+                    if held.deadline != COMMITTING {
+                        o.get_mut().deadline = deadline;
+                    }
+                    Acquire::Reentrant
+                } else if held.deadline > now {
+                    Acquire::HeldBy(held.owner)
+                } else {
+                    o.insert(Lease { owner, deadline });
+                    Acquire::Taken { reclaimed: true }
+                }
+            }
+        }
+    }
+
+    /// For a commit: pins `owner`'s live lease so that it cannot expire while the record is written.
+    pub fn claim(&self, key: &[u8], owner: RequestId, now: u64) -> Claim {
+        match self.leases.entry(key.to_vec()) {
+            Entry::Vacant(_) => Claim::Free,
+            Entry::Occupied(mut o) => {
+                let held = *o.get();
+                if held.owner != owner {
+                    if held.deadline > now {
+                        Claim::HeldBy(held.owner)
+                    } else {
+                        Claim::Free
+                    }
+                } else if held.deadline > now {
+                    o.get_mut().deadline = COMMITTING;
+                    Claim::Pinned
+                } else {
+                    o.remove();
+                    Claim::Expired
+                }
+            }
+        }
+    }
+
+    /// Releases `owner`'s lease; false when `owner` did not hold it (never releases another's).
+    pub fn release(&self, key: &[u8], owner: RequestId) -> bool {
+        self.leases.remove_if(key, |_, l| l.owner == owner).is_some()
+    }
+
+    /// Whether a request other than `me` holds a live lease on `key`.
+    pub fn held_by_other(&self, key: &[u8], me: RequestId, now: u64) -> Option<RequestId> {
+        self.leases.get(key).filter(|l| l.owner != me && l.deadline > now).map(|l| l.owner)
+    }
+
+    /// Drops expired leases (abandoned prepares); returns how many.
+    pub fn reap(&self, now: u64) -> usize {
+        let before = self.leases.len();
+        self.leases.retain(|_, l| l.deadline > now);
+        before - self.leases.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: RequestId = RequestId(1);
+    const B: RequestId = RequestId(2);
+
+    #[test]
+    fn lease_lifecycle() {
+        let t = LeaseTable::default();
+        assert_eq!(t.acquire(b"k", A, 100, 50), Acquire::Taken { reclaimed: false });
+        assert_eq!(t.acquire(b"k", B, 120, 50), Acquire::HeldBy(A));
+        assert_eq!(t.acquire(b"k", A, 140, 50), Acquire::Reentrant); // renewed to 190
+        assert_eq!(t.acquire(b"k", B, 170, 50), Acquire::HeldBy(A));
+        assert_eq!(t.acquire(b"k", B, 190, 50), Acquire::Taken { reclaimed: true });
+        assert_eq!(t.claim(b"k", A, 191), Claim::HeldBy(B));
+        assert!(!t.release(b"k", A));
+        assert_eq!(t.claim(b"k", B, 200), Claim::Pinned);
+        // Pinned: neither time nor another request takes it.
+        assert_eq!(t.acquire(b"k", A, 10_000, 50), Acquire::HeldBy(B));
+        assert!(t.release(b"k", B));
+        assert_eq!(t.claim(b"k", B, 200), Claim::Free);
+    }
+
+    #[test]
+    fn late_claim_is_expired_and_reap_cleans_up() {
+        let t = LeaseTable::default();
+        t.acquire(b"k", A, 0, 10);
+        assert_eq!(t.claim(b"k", A, 10), Claim::Expired);
+        assert!(t.is_empty());
+        t.acquire(b"x", A, 0, 10);
+        t.acquire(b"y", B, 0, 100);
+        assert_eq!(t.reap(50), 1);
+        assert_eq!(t.len(), 1);
+    }
+}

@@ -1,0 +1,25 @@
+//! The Vesta storage node.
+//!
+//! A store node holds one replica of the shards assigned to it and runs the storage side of JunoDB's
+//! two-phase commit: a `Prepare` takes a short lease on a key and reports the node's copy, a `Commit`
+//! installs the record the coordinator computed (only under that lease), `Abort` releases it, `Read`
+//! never waits, `Repair` and `MarkDelete` install newer copies and tombstones.
+//!
+//! Reading order: [`node`] (the operations, one file each under `ops/`) → [`lease`] (the prepare-lock
+//! table) → [`engine`] (the storage trait, RocksDB and memory) → [`server`] (TCP, framing, in-flight cap).
+
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod key;
+pub mod lease;
+pub mod metrics;
+pub mod node;
+mod ops;
+pub mod server;
+mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{EngineKind, StoreConfig, SyncPolicy};
+pub use engine::{Engine, EngineError};
+pub use node::StoreNode;

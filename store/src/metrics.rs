@@ -1,0 +1,40 @@
+//! Metric names and the Prometheus endpoint.
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Operations by `op` and `status`.
+pub const OPERATIONS: &str = "vesta_store_operations_total";
+/// Latency of operations by `op`, in seconds.
+pub const OPERATION_SECONDS: &str = "vesta_store_operation_seconds";
+/// Prepares (and repairs) refused because another request held the key.
+pub const LOCK_CONFLICTS: &str = "vesta_store_lock_conflicts_total";
+/// Leases that ran out: reclaimed by another prepare, found expired by a late commit, or reaped.
+pub const LEASE_EXPIRIES: &str = "vesta_store_lease_expiries_total";
+/// Leases currently held.
+pub const LEASES_HELD: &str = "vesta_store_leases_held";
+/// Requests being processed.
+pub const IN_FLIGHT: &str = "vesta_store_in_flight_requests";
+/// Requests refused with `overloaded`.
+pub const OVERLOADED: &str = "vesta_store_overloaded_total";
+/// Commits folded into one engine write.
+pub const GROUP_COMMIT_JOBS: &str = "vesta_store_group_commit_jobs";
+pub const CONNECTIONS: &str = "vesta_store_connections";
+pub const ENGINE_ESTIMATED_KEYS: &str = "vesta_store_engine_estimated_keys";
+pub const ENGINE_SST_BYTES: &str = "vesta_store_engine_sst_bytes";
+pub const ENGINE_PENDING_COMPACTION_BYTES: &str = "vesta_store_engine_pending_compaction_bytes";
+pub const EXPIRED_PURGED: &str = "vesta_store_expired_purged_total";
+
+const LATENCY_BUCKETS: &[f64] =
+    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// Serves `/metrics` on `addr` (must be called inside a tokio runtime).
+pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Full(OPERATION_SECONDS.into()), LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GROUP_COMMIT_JOBS.into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0]))
+        .and_then(|b| b.install())
+        .map_err(|e| format!("metrics endpoint on {addr}: {e}"))
+}

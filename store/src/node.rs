@@ -1,0 +1,212 @@
+//! The store node: validation, dispatch and bookkeeping around the operations in `ops/`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vesta_proto::{KeyRef, Pong, Record, Reply, Request, Response, Status, PROTOCOL_VERSION};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{EngineKind, StoreConfig, SyncPolicy};
+use crate::engine::{Engine, EngineError, MemoryEngine, Mutation, RocksEngine, RocksOptions};
+use crate::key;
+use crate::lease::LeaseTable;
+use crate::metrics as m;
+use crate::writer::Writer;
+
+/// What the operations need to know; a subset of [`StoreConfig`].
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub name: String,
+    pub lease_ms: u64,
+    pub shards: u32,
+    /// Indexed by shard.
+    pub owned: Vec<bool>,
+    pub tombstone_retention_ms: u64,
+    /// fsync before acknowledging a commit.
+    pub sync_writes: bool,
+}
+
+impl NodeSettings {
+    /// All shards of a `shards`-shard cluster, 600 ms leases.
+    pub fn all_shards(name: &str, shards: u32) -> Self {
+        NodeSettings {
+            name: name.into(),
+            lease_ms: 600,
+            shards,
+            owned: vec![true; shards as usize],
+            tombstone_retention_ms: 7 * 24 * 3600 * 1000,
+            sync_writes: true,
+        }
+    }
+}
+
+pub struct StoreNode {
+    pub(crate) settings: NodeSettings,
+    pub(crate) engine: Arc<dyn Engine>,
+    pub(crate) leases: LeaseTable,
+    pub(crate) clock: Arc<dyn Clock>,
+    writer: Writer,
+}
+
+impl StoreNode {
+    /// Opens the configured engine and builds the node.
+    pub fn open(config: &StoreConfig) -> Result<Arc<Self>, EngineError> {
+        let owned = config.owned().map_err(|e| EngineError::Other(e.to_string()))?;
+        let engine: Arc<dyn Engine> = match config.engine {
+            EngineKind::Memory => Arc::new(MemoryEngine::new()),
+            EngineKind::Rocksdb => {
+                std::fs::create_dir_all(&config.data_dir)
+                    .map_err(|e| EngineError::Other(format!("create {}: {e}", config.data_dir.display())))?;
+                let background_sync = (config.sync == SyncPolicy::Periodic)
+                    .then(|| Duration::from_millis(config.sync_interval_ms));
+                let options = RocksOptions {
+                    block_cache_mb: config.block_cache_mb,
+                    write_buffer_mb: config.write_buffer_mb,
+                    background_sync,
+                };
+                Arc::new(RocksEngine::open(&config.data_dir, &options)?)
+            }
+        };
+        let settings = NodeSettings {
+            name: config.node.clone(),
+            lease_ms: config.lease_ms,
+            shards: config.shards,
+            owned,
+            tombstone_retention_ms: config.tombstone_retention_secs.saturating_mul(1000),
+            sync_writes: config.sync == SyncPolicy::EveryWrite,
+        };
+        Self::with_engine(settings, engine, Arc::new(SystemClock::default()))
+    }
+
+    pub fn with_engine(
+        settings: NodeSettings,
+        engine: Arc<dyn Engine>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, EngineError> {
+        let writer = Writer::start(engine.clone(), settings.sync_writes)
+            .map_err(|e| EngineError::Other(format!("start group-commit thread: {e}")))?;
+        Ok(Arc::new(StoreNode { settings, engine, leases: LeaseTable::default(), clock, writer }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// Runs one request, recording its metrics.
+    pub async fn handle(&self, request: Request) -> Response {
+        let op = request.kind();
+        let started = Instant::now();
+        let response = match request {
+            Request::Prepare(p) => Response::Reply(self.prepare(p)),
+            Request::Commit(c) => Response::Reply(self.commit(c).await),
+            Request::Abort(a) => Response::Reply(self.abort(a)),
+            Request::Read(r) => Response::Reply(self.read(r)),
+            Request::Repair(r) => Response::Reply(self.repair(r).await),
+            Request::MarkDelete(d) => Response::Reply(self.mark_delete(d).await),
+            Request::Scan(s) => match self.scan(s) {
+                Ok(page) => Response::Scan(page),
+                Err(reply) => Response::Reply(reply),
+            },
+            Request::Ping => Response::Pong(Pong {
+                node: self.settings.name.clone(),
+                protocol: PROTOCOL_VERSION,
+                shards: self.settings.shards,
+            }),
+        };
+        let status = response.status();
+        metrics::counter!(m::OPERATIONS, "op" => op, "status" => status.as_str()).increment(1);
+        metrics::histogram!(m::OPERATION_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
+        response
+    }
+
+    /// Checks that the target is well-formed and ours; returns its storage key.
+    pub(crate) fn locate(&self, target: &KeyRef) -> Result<Vec<u8>, Reply> {
+        if target.namespace.len() > key::MAX_NAMESPACE {
+            return Err(Reply::error(Status::BadRequest, "namespace longer than 255 bytes"));
+        }
+        if target.shard >= self.settings.shards {
+            return Err(Reply::error(
+                Status::BadRequest,
+                format!("shard {} out of range: the cluster has {}", target.shard, self.settings.shards),
+            ));
+        }
+        let expected = vesta_proto::shard::shard_of(&target.key, self.settings.shards);
+        if target.shard != expected {
+            return Err(Reply::error(
+                Status::BadRequest,
+                format!("key belongs to shard {expected}, not {}", target.shard),
+            ));
+        }
+        if !self.owns(target.shard) {
+            return Err(Reply::error(Status::NotOwner, format!("shard {} is not on this node", target.shard)));
+        }
+        Ok(key::encode(target.shard, &target.namespace, &target.key))
+    }
+
+    pub(crate) fn owns(&self, shard: u32) -> bool {
+        self.settings.owned.get(shard as usize).copied().unwrap_or(false)
+    }
+
+    /// The stored copy of `skey`, or `None` when absent or expired (expired is absent for every
+    /// operation). Tombstones are returned: they order copies.
+    pub(crate) fn load(&self, skey: &[u8], with_value: bool) -> Result<Option<Record>, Reply> {
+        let Some(raw) = self.engine.get(skey).map_err(internal)? else {
+            return Ok(None);
+        };
+        let record = Record::decode(&raw, with_value).map_err(|e| Reply::error(Status::Internal, e.to_string()))?;
+        if record.meta.expired_at(self.clock.wall_ms()) {
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+
+    /// Writes `record` at `skey` (a tombstone without expiry gets the retention period).
+    pub(crate) async fn store(&self, skey: Vec<u8>, mut record: Record) -> Result<(), Reply> {
+        if record.meta.flags.tombstone() {
+            record.value = Default::default();
+            if record.meta.expires_at == 0 {
+                record.meta.expires_at = self.clock.wall_ms().saturating_add(self.settings.tombstone_retention_ms);
+            }
+        }
+        let put = Mutation::Put { key: skey, value: record.encode() };
+        self.writer.write(vec![put]).await.map_err(|e| Reply::error(Status::Internal, e))
+    }
+
+    /// Periodic upkeep: reap abandoned leases, purge expired records from the memory engine, publish
+    /// engine figures.
+    pub fn spawn_housekeeping(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                n += 1;
+                let reaped = node.leases.reap(node.clock.mono_ms());
+                metrics::counter!(m::LEASE_EXPIRIES).increment(reaped as u64);
+                metrics::gauge!(m::LEASES_HELD).set(node.leases.len() as f64);
+                if n % 10 == 0 {
+                    let engine = node.engine.clone();
+                    let now = node.clock.wall_ms();
+                    if let Ok(Ok(purged)) = tokio::task::spawn_blocking(move || engine.purge_expired(now)).await {
+                        metrics::counter!(m::EXPIRED_PURGED).increment(purged);
+                    }
+                }
+                if n % 5 == 0 {
+                    let s = node.engine.stats();
+                    metrics::gauge!(m::ENGINE_ESTIMATED_KEYS).set(s.estimated_keys as f64);
+                    metrics::gauge!(m::ENGINE_SST_BYTES).set(s.sst_bytes as f64);
+                    metrics::gauge!(m::ENGINE_PENDING_COMPACTION_BYTES).set(s.pending_compaction_bytes as f64);
+                }
+            }
+        })
+    }
+}
+
+pub(crate) fn internal(e: EngineError) -> Reply {
+    Reply::error(Status::Internal, e.to_string())
+}

@@ -1,0 +1,20 @@
+use vesta_proto::{Flags, MarkDelete, Record, Reply};
+
+use crate::node::StoreNode;
+
+impl StoreNode {
+    /// Writes a tombstone carrying `meta` (if newer than this node's copy): the key reads as absent, and
+    /// an older copy on another replica can no longer win a repair and bring the key back. The tombstone
+    /// lives until `meta.expires_at` (the deleted record's own expiry), or for the configured retention
+    /// when the record never expired.
+    pub(crate) async fn mark_delete(&self, d: MarkDelete) -> Reply {
+        let skey = match self.locate(&d.target) {
+            Ok(k) => k,
+            Err(reply) => return reply,
+        };
+        let mut meta = d.meta;
+        meta.flags = meta.flags.with(Flags::TOMBSTONE);
+        meta.last_writer = d.req;
+        self.install_if_newer(d.req, skey, Record { meta, value: Default::default() }).await
+    }
+}

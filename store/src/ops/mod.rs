@@ -1,0 +1,21 @@
+//! The store-node operations, one file each. Shared rule: a key's copy only changes under a lease
+//! (prepare→commit, or the one-shot lease repair and mark-delete take), so no two writers interleave.
+
+mod abort;
+mod install;
+mod commit;
+mod mark_delete;
+mod prepare;
+mod read;
+mod repair;
+mod scan;
+
+use vesta_proto::Record;
+
+/// A copy as returned to the coordinator: the value only when asked for and only for live records.
+pub(crate) fn reply_copy(mut record: Record, want_value: bool) -> Record {
+    if !want_value || record.meta.flags.tombstone() {
+        record.value = Default::default();
+    }
+    record
+}

@@ -1,0 +1,79 @@
+use bytes::Bytes;
+use vesta_proto::{Record, Reply, Scan, ScanEntry, ScanPage, Status};
+
+use crate::key;
+use crate::node::StoreNode;
+use crate::ops::reply_copy;
+
+/// Largest page a node returns, whatever was asked.
+const MAX_PAGE: usize = 10_000;
+/// Keys examined per page beyond the page size (filtered-out keys still cost a visit); bounds how long
+/// one scan request can hold a worker when most keys are filtered out.
+const EXAMINE_SLACK: usize = 1_000;
+
+impl StoreNode {
+    /// One page of the live records (and tombstones, when asked) of a shard range, in storage-key order.
+    /// The `next` cursor resumes after the last key examined, so a page can be short — even empty — and
+    /// still not be the end; only `next: None` is the end.
+    pub(crate) fn scan(&self, s: Scan) -> Result<ScanPage, Reply> {
+        if s.shard_from >= s.shard_to || s.shard_to > self.settings.shards {
+            return Err(Reply::error(
+                Status::BadRequest,
+                format!("bad shard range {}..{} (the cluster has {})", s.shard_from, s.shard_to, self.settings.shards),
+            ));
+        }
+        if let Some(shard) = (s.shard_from..s.shard_to).find(|&sh| !self.owns(sh)) {
+            return Err(Reply::error(Status::NotOwner, format!("shard {shard} is not on this node")));
+        }
+        let range_start = key::shard_start(s.shard_from as u64);
+        let range_end = key::shard_start(s.shard_to as u64);
+        let start = match &s.after {
+            Some(cursor) if cursor.as_ref() >= range_start.as_slice() && cursor.as_ref() < range_end.as_slice() => {
+                // The smallest key strictly after the cursor.
+                let mut k = cursor.to_vec();
+                k.push(0);
+                k
+            }
+            Some(_) => return Err(Reply::error(Status::BadRequest, "scan cursor outside the shard range")),
+            None => range_start,
+        };
+        let limit = (s.limit as usize).clamp(1, MAX_PAGE);
+        let budget = limit + EXAMINE_SLACK;
+        let now = self.clock.wall_ms();
+        let (mut entries, mut examined, mut last) = (Vec::new(), 0usize, None::<Vec<u8>>);
+        let mut bad = None;
+        self.engine
+            .scan(&start, &range_end, &mut |k, v| {
+                examined += 1;
+                last = Some(k.to_vec());
+                let Some((shard, namespace, user_key)) = key::decode(k) else {
+                    return examined < budget;
+                };
+                if s.namespace.as_ref().is_some_and(|ns| *ns != namespace) {
+                    return examined < budget;
+                }
+                match Record::decode(v, s.want_values) {
+                    Ok(rec) if rec.meta.expired_at(now) => {}
+                    Ok(rec) if rec.meta.flags.tombstone() && !s.include_tombstones => {}
+                    Ok(rec) => entries.push(ScanEntry {
+                        shard,
+                        namespace,
+                        key: user_key,
+                        record: reply_copy(rec, s.want_values),
+                    }),
+                    Err(e) => {
+                        bad = Some(e.to_string());
+                        return false;
+                    }
+                }
+                entries.len() < limit && examined < budget
+            })
+            .map_err(crate::node::internal)?;
+        if let Some(e) = bad {
+            return Err(Reply::error(Status::Internal, e));
+        }
+        let exhausted = entries.len() < limit && examined < budget;
+        let next = if exhausted { None } else { last.map(Bytes::from) };
+        Ok(ScanPage { entries, next })
+    }
+}

@@ -1,0 +1,138 @@
+//! The node's TCP front: frames in, operations run concurrently, replies out as they finish (matched
+//! by correlation id, so out of order). A global cap on requests in flight answers the excess with
+//! `Overloaded` at once rather than queueing without bound or silently dropping.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use vesta_proto::frame::{Envelope, FrameCodec};
+use vesta_proto::{Reply, Request, Response, Status};
+
+use crate::metrics as m;
+use crate::node::StoreNode;
+
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    pub max_in_flight: usize,
+    pub max_frame_bytes: usize,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, waits (bounded) for requests in flight to
+/// finish, and returns.
+pub async fn serve(
+    node: Arc<StoreNode>,
+    listener: TcpListener,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracing::debug!(%peer, "connection");
+                    let (node, in_flight, max_frame) = (node.clone(), in_flight.clone(), limits.max_frame_bytes);
+                    tokio::spawn(async move {
+                        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+                        if let Err(e) = connection(node, stream, in_flight, max_frame).await {
+                            tracing::debug!(%peer, error = %e, "connection ended");
+                        }
+                        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+                    });
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    let drained = in_flight.acquire_many(limits.max_in_flight as u32);
+    if tokio::time::timeout(Duration::from_secs(5), drained).await.is_err() {
+        tracing::warn!("requests still in flight after 5 s; stopping anyway");
+    }
+}
+
+async fn connection(
+    node: Arc<StoreNode>,
+    stream: TcpStream,
+    in_flight: Arc<Semaphore>,
+    max_frame: usize,
+) -> std::io::Result<()> {
+    let (rd, wr) = stream.into_split();
+    let mut frames = FramedRead::new(rd, FrameCodec::<Response, Request>::new(max_frame));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Envelope<Response>>();
+
+    let writer = tokio::spawn(async move {
+        let mut sink = FramedWrite::new(wr, FrameCodec::<Response, Request>::new(max_frame));
+        while let Some(env) = rx.recv().await {
+            sink.feed(env).await?;
+            // Whatever else is ready goes out in the same write.
+            while let Ok(env) = rx.try_recv() {
+                sink.feed(env).await?;
+            }
+            sink.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+
+    while let Some(frame) = frames.next().await {
+        let env = match frame? {
+            Ok(env) => env,
+            Err((corr, e)) => {
+                let body = Response::Reply(Reply::error(Status::BadRequest, e.to_string()));
+                let _ = tx.send(Envelope { corr, body });
+                continue;
+            }
+        };
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            metrics::counter!(m::OVERLOADED).increment(1);
+            let body = Response::Reply(Reply::error(Status::Overloaded, "too many requests in flight"));
+            let _ = tx.send(Envelope { corr: env.corr, body });
+            continue;
+        };
+        let (node, tx) = (node.clone(), tx.clone());
+        tokio::spawn(async move {
+            metrics::gauge!(m::IN_FLIGHT).increment(1.0);
+            let body = node.handle(env.body).await;
+            metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
+            drop(permit);
+            let _ = tx.send(Envelope { corr: env.corr, body });
+        });
+    }
+    // Let replies to the requests already running go out before the socket closes.
+    drop(tx);
+    writer.await.map_err(std::io::Error::other)?
+}
+
+/// Runs a whole store node from its configuration until `shutdown`: opens the engine, serves metrics
+/// and the protocol, and calls `on_listening` with the bound address (which differs from the configured
+/// one when that asked for port 0).
+pub async fn run(
+    config: &crate::StoreConfig,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let node = StoreNode::open(config).map_err(|e| format!("open {}: {e}", config.data_dir.display()))?;
+    if let Some(addr) = config.metrics_listen {
+        m::install_exporter(addr)?;
+    }
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let housekeeping = node.spawn_housekeeping();
+    on_listening(addr);
+    let limits = ServerLimits { max_in_flight: config.max_in_flight, max_frame_bytes: config.max_frame_bytes };
+    serve(node.clone(), listener, limits, shutdown).await;
+    housekeeping.abort();
+    node.engine().sync().map_err(|e| format!("final sync: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! Group commit: every write goes through one thread that gathers whatever commits are queued into a
+//! single engine batch. With `sync = every-write` that is one fsync for many commits instead of one each,
+//! which is what lets a node acknowledge only durable commits and still keep up with thousands in flight.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::{Engine, Mutation};
+
+/// Most jobs folded into one batch; bounds the latency one fsync adds to the first job in it.
+const MAX_JOBS_PER_BATCH: usize = 1024;
+
+struct Job {
+    batch: Vec<Mutation>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+pub(crate) struct Writer {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Writer {
+    pub fn start(engine: Arc<dyn Engine>, sync: bool) -> std::io::Result<Self> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        std::thread::Builder::new().name("group-commit".into()).spawn(move || {
+            let mut jobs = Vec::with_capacity(MAX_JOBS_PER_BATCH);
+            let mut batch = Vec::new();
+            while let Some(first) = rx.blocking_recv() {
+                jobs.push(first);
+                while jobs.len() < MAX_JOBS_PER_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                for job in &mut jobs {
+                    batch.append(&mut job.batch);
+                }
+                let result = engine.write(&batch, sync).map_err(|e| e.to_string());
+                metrics::histogram!(crate::metrics::GROUP_COMMIT_JOBS).record(jobs.len() as f64);
+                for job in jobs.drain(..) {
+                    let _ = job.done.send(result.clone());
+                }
+                batch.clear();
+            }
+        })?;
+        Ok(Writer { jobs: tx })
+    }
+
+    /// Applies `batch` atomically; returns once the engine (and, with sync on, the disk) has it.
+    pub async fn write(&self, batch: Vec<Mutation>) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.jobs.send(Job { batch, done }).map_err(|_| "writer stopped".to_string())?;
+        wait.await.map_err(|_| "writer stopped".to_string())?
+    }
+}
