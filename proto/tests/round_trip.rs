@@ -12,18 +12,25 @@ fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
 }
 
 fn arb_meta() -> impl Strategy<Value = Meta> {
-    (any::<[u64; 4]>(), any::<u32>(), any::<u128>(), any::<u8>(), any::<u32>()).prop_map(
-        |([version, created_at, expires_at, hlc], origin, w, flags, key_id)| Meta {
-            version,
-            created_at,
-            expires_at,
-            hlc,
-            origin,
-            last_writer: RequestId(w),
-            flags: Flags(flags),
-            key_id,
-        },
+    (
+        any::<[u64; 4]>(),
+        any::<u32>(),
+        any::<u128>(),
+        any::<u8>(),
+        any::<u32>(),
     )
+        .prop_map(
+            |([version, created_at, expires_at, hlc], origin, w, flags, key_id)| Meta {
+                version,
+                created_at,
+                expires_at,
+                hlc,
+                origin,
+                last_writer: RequestId(w),
+                flags: Flags(flags),
+                key_id,
+            },
+        )
 }
 
 fn arb_record() -> impl Strategy<Value = Record> {
@@ -31,7 +38,11 @@ fn arb_record() -> impl Strategy<Value = Record> {
 }
 
 fn arb_target() -> impl Strategy<Value = KeyRef> {
-    (any::<u32>(), arb_bytes(8), arb_bytes(32)).prop_map(|(shard, namespace, key)| KeyRef { shard, namespace, key })
+    (any::<u32>(), arb_bytes(8), arb_bytes(32)).prop_map(|(shard, namespace, key)| KeyRef {
+        shard,
+        namespace,
+        key,
+    })
 }
 
 fn arb_req() -> impl Strategy<Value = RequestId> {
@@ -59,21 +70,39 @@ fn arb_kind() -> impl Strategy<Value = PrepareKind> {
 
 fn arb_request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (arb_req(), arb_target(), arb_kind(), proptest::option::of(arb_condition()), any::<bool>()).prop_map(
-            |(req, target, kind, condition, want_value)| Request::Prepare(Prepare {
+        (
+            arb_req(),
+            arb_target(),
+            arb_kind(),
+            proptest::option::of(arb_condition()),
+            any::<bool>()
+        )
+            .prop_map(
+                |(req, target, kind, condition, want_value)| Request::Prepare(Prepare {
+                    req,
+                    target,
+                    kind,
+                    condition,
+                    want_value
+                })
+            ),
+        (arb_req(), arb_target(), arb_record()).prop_map(|(req, target, record)| Request::Commit(
+            Commit {
                 req,
                 target,
-                kind,
-                condition,
-                want_value
-            })
-        ),
-        (arb_req(), arb_target(), arb_record())
-            .prop_map(|(req, target, record)| Request::Commit(Commit { req, target, record })),
+                record
+            }
+        )),
         (arb_req(), arb_target()).prop_map(|(req, target)| Request::Abort(Abort { req, target })),
-        (arb_target(), any::<bool>()).prop_map(|(target, want_value)| Request::Read(Read { target, want_value })),
-        (arb_req(), arb_target(), arb_record())
-            .prop_map(|(req, target, record)| Request::Repair(Repair { req, target, record })),
+        (arb_target(), any::<bool>())
+            .prop_map(|(target, want_value)| Request::Read(Read { target, want_value })),
+        (arb_req(), arb_target(), arb_record()).prop_map(|(req, target, record)| Request::Repair(
+            Repair {
+                req,
+                target,
+                record
+            }
+        )),
         (arb_req(), arb_target(), arb_meta())
             .prop_map(|(req, target, meta)| Request::MarkDelete(MarkDelete { req, target, meta })),
         (
@@ -82,9 +111,24 @@ fn arb_request() -> impl Strategy<Value = Request> {
             proptest::option::of(arb_bytes(8)),
             any::<(bool, bool)>()
         )
-            .prop_map(|((shard_from, shard_to, limit), after, namespace, (include_tombstones, want_values))| {
-                Request::Scan(Scan { shard_from, shard_to, after, limit, namespace, include_tombstones, want_values })
-            }),
+            .prop_map(
+                |(
+                    (shard_from, shard_to, limit),
+                    after,
+                    namespace,
+                    (include_tombstones, want_values),
+                )| {
+                    Request::Scan(Scan {
+                        shard_from,
+                        shard_to,
+                        after,
+                        limit,
+                        namespace,
+                        include_tombstones,
+                        want_values,
+                    })
+                }
+            ),
         Just(Request::Ping),
     ]
 }
@@ -106,15 +150,34 @@ fn arb_status() -> impl Strategy<Value = Status> {
 }
 
 fn arb_response() -> impl Strategy<Value = Response> {
-    let entry = (any::<u32>(), arb_bytes(8), arb_bytes(16), arb_record())
-        .prop_map(|(shard, namespace, key, record)| ScanEntry { shard, namespace, key, record });
+    let entry = (any::<u32>(), arb_bytes(8), arb_bytes(16), arb_record()).prop_map(
+        |(shard, namespace, key, record)| ScanEntry {
+            shard,
+            namespace,
+            key,
+            record,
+        },
+    );
     prop_oneof![
-        (arb_status(), proptest::option::of(arb_record()), ".{0,20}")
-            .prop_map(|(status, copy, message)| Response::Reply(Reply { status, copy, message })),
-        (proptest::collection::vec(entry, 0..5), proptest::option::of(arb_bytes(40)))
+        (arb_status(), proptest::option::of(arb_record()), ".{0,20}").prop_map(
+            |(status, copy, message)| Response::Reply(Reply {
+                status,
+                copy,
+                message
+            })
+        ),
+        (
+            proptest::collection::vec(entry, 0..5),
+            proptest::option::of(arb_bytes(40))
+        )
             .prop_map(|(entries, next)| Response::Scan(ScanPage { entries, next })),
-        (".{0,12}", any::<u8>(), any::<u32>())
-            .prop_map(|(node, protocol, shards)| Response::Pong(Pong { node, protocol, shards })),
+        (".{0,12}", any::<u8>(), any::<u32>()).prop_map(|(node, protocol, shards)| Response::Pong(
+            Pong {
+                node,
+                protocol,
+                shards
+            }
+        )),
     ]
 }
 
@@ -161,6 +224,8 @@ fn a_huge_declared_length_inside_a_message_does_not_allocate_it() {
     let mut body = vec![1u8]; // version
     body.extend_from_slice(&7u64.to_be_bytes());
     body.push(1); // Request::Commit
-    body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]);
+    body.extend_from_slice(&[
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3,
+    ]);
     assert!(decode_body::<Request>(&body).is_err());
 }

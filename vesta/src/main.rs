@@ -4,6 +4,7 @@
 //!
 //! The proxy, the all-in-one `vesta dev` cluster and `vesta admin` arrive with their issues.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -11,7 +12,11 @@ use tracing_subscriber::EnvFilter;
 use vesta_store::config::StoreFlags;
 
 #[derive(Parser)]
-#[command(name = "vesta", version, about = "Redis-compatible quorum-replicated key-value cluster")]
+#[command(
+    name = "vesta",
+    version,
+    about = "Redis-compatible quorum-replicated key-value cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,7 +31,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("VESTA_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("VESTA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -42,15 +49,20 @@ fn main() -> ExitCode {
 }
 
 fn store(flags: StoreFlags) -> Result<(), String> {
-    let config = flags.resolve().map_err(|e| format!("store configuration: {e}"))?;
+    let config = flags
+        .resolve()
+        .map_err(|e| format!("store configuration: {e}"))?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
         let name = config.node.clone();
         vesta_store::server::run(
             &config,
             |addr| {
-                println!("store {name} listening on {addr}");
-                println!("ready");
+                // Whoever started us may have stopped reading stdout; that is no reason to die.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "store {name} listening on {addr}");
+                let _ = writeln!(out, "ready");
+                let _ = out.flush();
             },
             shutdown_signal(),
         )

@@ -22,7 +22,15 @@ struct StoreProcess {
 impl StoreProcess {
     fn start(data_dir: &std::path::Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vesta"))
-            .args(["store", "--node", "crash-test", "--listen", "127.0.0.1:0", "--sync", "every-write"])
+            .args([
+                "store",
+                "--node",
+                "crash-test",
+                "--listen",
+                "127.0.0.1:0",
+                "--sync",
+                "every-write",
+            ])
             .args(["--shards", &SHARDS.to_string(), "--data-dir"])
             .arg(data_dir)
             .stdout(Stdio::piped())
@@ -34,11 +42,16 @@ impl StoreProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
             assert!(Instant::now() < deadline, "store did not start");
-            let line = lines.next().expect("store exited before listening").unwrap();
+            let line = lines
+                .next()
+                .expect("store exited before listening")
+                .unwrap();
             if let Some(addr) = line.split(" listening on ").nth(1) {
                 break addr.trim().to_string();
             }
         };
+        // Keep draining stdout so the node never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
         StoreProcess { child, addr }
     }
 }
@@ -66,16 +79,45 @@ struct Expect {
     in_flight: Option<String>,
 }
 
-async fn write(conn: &NodeConnection, req: u128, key: &str, value: &str, hlc: u64) -> Result<bool, ()> {
-    let p = Prepare { req: RequestId(req), target: target(key), kind: PrepareKind::Set, condition: None, want_value: false };
+async fn write(
+    conn: &NodeConnection,
+    req: u128,
+    key: &str,
+    value: &str,
+    hlc: u64,
+) -> Result<bool, ()> {
+    let p = Prepare {
+        req: RequestId(req),
+        target: target(key),
+        kind: PrepareKind::Set,
+        condition: None,
+        want_value: false,
+    };
     match conn.call(Request::Prepare(p)).await {
         Ok(r) if r.status().holds_lease() => {}
         Ok(_) => return Ok(false),
         Err(_) => return Err(()),
     }
-    let meta = Meta { version: hlc, created_at: 1, hlc, origin: 1, last_writer: RequestId(req), ..Meta::default() };
-    let record = Record { meta, value: Bytes::copy_from_slice(value.as_bytes()) };
-    match conn.call(Request::Commit(Commit { req: RequestId(req), target: target(key), record })).await {
+    let meta = Meta {
+        version: hlc,
+        created_at: 1,
+        hlc,
+        origin: 1,
+        last_writer: RequestId(req),
+        ..Meta::default()
+    };
+    let record = Record {
+        meta,
+        value: Bytes::copy_from_slice(value.as_bytes()),
+    };
+    match conn
+        .call(Request::Commit(Commit {
+            req: RequestId(req),
+            target: target(key),
+            record,
+        }))
+        .await
+    {
         Ok(r) => Ok(r.status() == Status::Ok),
         Err(_) => Err(()),
     }
@@ -100,7 +142,12 @@ async fn acknowledged_commits_survive_kill_9() {
             for n in 0..100_000u64 {
                 let key = format!("w{w}:k{}", n % 20);
                 let value = format!("w{w}:n{n}");
-                expect.lock().await.entry(key.clone()).or_default().in_flight = Some(value.clone());
+                expect
+                    .lock()
+                    .await
+                    .entry(key.clone())
+                    .or_default()
+                    .in_flight = Some(value.clone());
                 match write(&conn, (w << 64) | n as u128, &key, &value, n + 1).await {
                     Ok(true) => {
                         let mut e = expect.lock().await;
@@ -120,7 +167,12 @@ async fn acknowledged_commits_survive_kill_9() {
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let acked = expect.lock().await.values().filter(|e| e.acked.is_some()).count();
+        let acked = expect
+            .lock()
+            .await
+            .values()
+            .filter(|e| e.acked.is_some())
+            .count();
         if acked >= 5_000 || started.elapsed() > Duration::from_secs(20) {
             break;
         }
@@ -133,7 +185,10 @@ async fn acknowledged_commits_survive_kill_9() {
     for w in writers {
         total_acked += w.await.unwrap();
     }
-    assert!(total_acked > 1_000, "the load should have been running ({total_acked} acks)");
+    assert!(
+        total_acked > 1_000,
+        "the load should have been running ({total_acked} acks)"
+    );
 
     let store = StoreProcess::start(dir.path());
     let conn = NodeConnection::connect(&store.addr).await.unwrap();
@@ -141,8 +196,19 @@ async fn acknowledged_commits_survive_kill_9() {
     let mut checked = 0;
     for (key, e) in &expect {
         let Some(acked) = &e.acked else { continue };
-        let r = conn.call(Request::Read(Read { target: target(key), want_value: true })).await.unwrap();
-        let Response::Reply(Reply { status: Status::Ok, copy: Some(rec), .. }) = r else {
+        let r = conn
+            .call(Request::Read(Read {
+                target: target(key),
+                want_value: true,
+            }))
+            .await
+            .unwrap();
+        let Response::Reply(Reply {
+            status: Status::Ok,
+            copy: Some(rec),
+            ..
+        }) = r
+        else {
             panic!("{key}: acknowledged value {acked} lost: {r:?}");
         };
         let got = String::from_utf8(rec.value.to_vec()).unwrap();
@@ -154,7 +220,9 @@ async fn acknowledged_commits_survive_kill_9() {
         checked += 1;
     }
     assert!(checked >= 1_000, "checked {checked} keys");
-    eprintln!("{total_acked} commits acknowledged before kill -9; {checked} keys verified after restart");
+    eprintln!(
+        "{total_acked} commits acknowledged before kill -9; {checked} keys verified after restart"
+    );
 }
 
 #[tokio::test]
@@ -162,9 +230,16 @@ async fn sigterm_stops_cleanly_and_bad_config_fails_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = StoreProcess::start(dir.path());
     let conn = NodeConnection::connect(&store.addr).await.unwrap();
-    assert!(matches!(conn.call(Request::Ping).await.unwrap(), Response::Pong(_)));
+    assert!(matches!(
+        conn.call(Request::Ping).await.unwrap(),
+        Response::Pong(_)
+    ));
     let pid = store.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = store.child.wait().unwrap();
     assert!(status.success(), "SIGTERM exit: {status:?}");
 

@@ -2,8 +2,8 @@
 //! (prepare→commit, or the one-shot lease repair and mark-delete take), so no two writers interleave.
 
 mod abort;
-mod install;
 mod commit;
+mod install;
 mod mark_delete;
 mod prepare;
 mod read;
