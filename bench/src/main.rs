@@ -76,15 +76,7 @@ fn spawn_store(b: &StoreBench) -> Result<(Spawned, String)> {
     };
     let dir = std::env::temp_dir().join(format!("vesta-bench-{}", std::process::id()));
     let mut child = Command::new(&vesta)
-        .args([
-            "store",
-            "--node",
-            "bench",
-            "--listen",
-            "127.0.0.1:0",
-            "--sync",
-            &b.sync,
-        ])
+        .args(["store", "--node", "bench", "--listen", "127.0.0.1:0", "--sync", &b.sync])
         .args(["--shards", &b.shards.to_string(), "--data-dir"])
         .arg(&dir)
         .stdout(Stdio::piped())
@@ -109,27 +101,13 @@ enum Phase {
 
 fn target(i: u64, shards: u32) -> KeyRef {
     let key = Bytes::from(format!("bench:{i:010}"));
-    KeyRef {
-        shard: shard::shard_of(&key, shards),
-        namespace: Bytes::from_static(b"0"),
-        key,
-    }
+    KeyRef { shard: shard::shard_of(&key, shards), namespace: Bytes::from_static(b"0"), key }
 }
 
-async fn one_op(
-    conn: &NodeConnection,
-    phase: Phase,
-    req: u128,
-    t: KeyRef,
-    value: &Bytes,
-) -> Result<()> {
+async fn one_op(conn: &NodeConnection, phase: Phase, req: u128, t: KeyRef, value: &Bytes) -> Result<()> {
     match phase {
         Phase::Read => {
-            conn.call(Request::Read(Read {
-                target: t,
-                want_value: true,
-            }))
-            .await?;
+            conn.call(Request::Read(Read { target: t, want_value: true })).await?;
         }
         Phase::Write => {
             let p = Prepare {
@@ -144,25 +122,10 @@ async fn one_op(
                 return Ok(()); // contention on a random key: counted, not retried
             }
             let hlc = req as u64;
-            let meta = Meta {
-                version: 1,
-                created_at: hlc,
-                hlc,
-                origin: 1,
-                last_writer: RequestId(req),
-                ..Meta::default()
-            };
-            let record = Record {
-                meta,
-                value: value.clone(),
-            };
-            let r = conn
-                .call(Request::Commit(Commit {
-                    req: RequestId(req),
-                    target: t,
-                    record,
-                }))
-                .await?;
+            let meta =
+                Meta { version: 1, created_at: hlc, hlc, origin: 1, last_writer: RequestId(req), ..Meta::default() };
+            let record = Record { meta, value: value.clone() };
+            let r = conn.call(Request::Commit(Commit { req: RequestId(req), target: t, record })).await?;
             if r.status() != Status::Ok {
                 bail!("commit answered {}", r.status());
             }
@@ -171,20 +134,14 @@ async fn one_op(
     Ok(())
 }
 
-async fn run_phase(
-    b: &StoreBench,
-    conns: &[NodeConnection],
-    phase: Phase,
-    name: &str,
-) -> Result<()> {
+async fn run_phase(b: &StoreBench, conns: &[NodeConnection], phase: Phase, name: &str) -> Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let stop_at = Instant::now() + Duration::from_secs(b.seconds);
     let value = Bytes::from(vec![b'x'; b.value_size]);
     let mut tasks = Vec::new();
     for (c, conn) in conns.iter().enumerate() {
         for slot in 0..b.in_flight {
-            let (conn, done, value, keys, shards) =
-                (conn.clone(), done.clone(), value.clone(), b.keys, b.shards);
+            let (conn, done, value, keys, shards) = (conn.clone(), done.clone(), value.clone(), b.keys, b.shards);
             let worker = (c * b.in_flight + slot) as u64;
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
@@ -207,11 +164,7 @@ async fn run_phase(
     while Instant::now() < stop_at {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = done.load(Ordering::Relaxed);
-        eprintln!(
-            "  {name}: {:>3.0}s  {:>9} ops/s this second",
-            started.elapsed().as_secs_f64(),
-            now - last
-        );
+        eprintln!("  {name}: {:>3.0}s  {:>9} ops/s this second", started.elapsed().as_secs_f64(), now - last);
         last = now;
     }
     let mut lat = Vec::new();
@@ -221,9 +174,7 @@ async fn run_phase(
     let secs = started.elapsed().as_secs_f64();
     lat.sort();
     let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
     };
     println!(
         "{name:<16} {:>10.0} ops/s   p50 {:>7.0} µs   p99 {:>7.0} µs   ({} ops in {secs:.1} s)",
@@ -247,11 +198,7 @@ async fn main() -> Result<()> {
     };
     let mut conns = Vec::new();
     for _ in 0..b.connections {
-        conns.push(
-            NodeConnection::connect(&addr)
-                .await
-                .with_context(|| format!("connect {addr}"))?,
-        );
+        conns.push(NodeConnection::connect(&addr).await.with_context(|| format!("connect {addr}"))?);
     }
     println!(
         "store node {addr} (sync {}): {} connections x {} in flight, {}-byte values, {} keys, {} s per phase",

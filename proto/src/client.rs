@@ -83,10 +83,7 @@ impl NodeConnection {
             while let Some(Ok(inbound)) = stream.next().await {
                 let (corr, response) = match inbound {
                     Ok(env) => (env.corr, env.body),
-                    Err((corr, e)) => (
-                        corr,
-                        Response::Reply(Reply::error(Status::BadRequest, e.to_string())),
-                    ),
+                    Err((corr, e)) => (corr, Response::Reply(Reply::error(Status::BadRequest, e.to_string()))),
                 };
                 if let Some(waiter) = lock(&pending).remove(&corr) {
                     let _ = waiter.send(response);
@@ -103,10 +100,7 @@ impl NodeConnection {
     /// Sends one request and waits for its reply.
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.outbound
-            .send((request, tx))
-            .await
-            .map_err(|_| ClientError::Closed)?;
+        self.outbound.send((request, tx)).await.map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)
     }
 

@@ -51,14 +51,9 @@ pub struct FrameCodec<E, D> {
 
 impl<E, D> FrameCodec<E, D> {
     pub fn new(max_frame: usize) -> Self {
-        let inner = LengthDelimitedCodec::builder()
-            .length_field_length(PREFIX_LEN)
-            .max_frame_length(max_frame)
-            .new_codec();
-        FrameCodec {
-            inner,
-            _types: PhantomData,
-        }
+        let inner =
+            LengthDelimitedCodec::builder().length_field_length(PREFIX_LEN).max_frame_length(max_frame).new_codec();
+        FrameCodec { inner, _types: PhantomData }
     }
 }
 
@@ -105,8 +100,7 @@ impl<E: Serialize, D> Encoder<Envelope<E>> for FrameCodec<E, D> {
         postcard::to_io(&item.body, dst.writer())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let len = dst.len() - start - PREFIX_LEN;
-        let len =
-            u32::try_from(len).map_err(|_| std::io::Error::other("frame longer than 4 GiB"))?;
+        let len = u32::try_from(len).map_err(|_| std::io::Error::other("frame longer than 4 GiB"))?;
         dst[start..start + PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
         Ok(())
     }
@@ -121,15 +115,7 @@ mod tests {
     fn wrong_version_keeps_correlation_id() {
         let mut codec: FrameCodec<Request, Request> = FrameCodec::default();
         let mut buf = BytesMut::new();
-        codec
-            .encode(
-                Envelope {
-                    corr: 42,
-                    body: Request::Ping,
-                },
-                &mut buf,
-            )
-            .unwrap();
+        codec.encode(Envelope { corr: 42, body: Request::Ping }, &mut buf).unwrap();
         buf[4] = 99;
         let got = codec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(got, Err((42, FrameError::Version(99))));

@@ -158,25 +158,13 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: Status) -> Self {
-        Reply {
-            status,
-            copy: None,
-            message: String::new(),
-        }
+        Reply { status, copy: None, message: String::new() }
     }
     pub fn with_copy(status: Status, copy: Option<Record>) -> Self {
-        Reply {
-            status,
-            copy,
-            message: String::new(),
-        }
+        Reply { status, copy, message: String::new() }
     }
     pub fn error(status: Status, message: impl Into<String>) -> Self {
-        Reply {
-            status,
-            copy: None,
-            message: message.into(),
-        }
+        Reply { status, copy: None, message: message.into() }
     }
 }
 

@@ -5,9 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// The id of one client request, the same at every replica and on every retry of it. Operations are
 /// idempotent by it: a node that already applied request `r` answers `AlreadyDone` to `r` again.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct RequestId(pub u128);
 
 impl std::fmt::Display for RequestId {
@@ -140,11 +138,7 @@ impl Record {
     /// Decodes a stored record; the value is copied out of `raw` only when `with_value`.
     pub fn decode(raw: &[u8], with_value: bool) -> Result<Record, RecordError> {
         let meta = Self::decode_meta(raw)?;
-        let value = if with_value {
-            Bytes::copy_from_slice(&raw[HEADER_LEN..])
-        } else {
-            Bytes::new()
-        };
+        let value = if with_value { Bytes::copy_from_slice(&raw[HEADER_LEN..]) } else { Bytes::new() };
         Ok(Record { meta, value })
     }
 
@@ -166,16 +160,7 @@ impl Record {
         let hlc = b.get_u64();
         let origin = b.get_u32();
         let last_writer = RequestId(b.get_u128());
-        Ok(Meta {
-            version,
-            created_at,
-            expires_at,
-            hlc,
-            origin,
-            last_writer,
-            flags,
-            key_id,
-        })
+        Ok(Meta { version, created_at, expires_at, hlc, origin, last_writer, flags, key_id })
     }
 
     /// Reads only the expiry of a stored record (the compaction filter's hot path). `None` when the bytes
@@ -195,25 +180,18 @@ mod tests {
     use proptest::prelude::*;
 
     pub fn arb_meta() -> impl Strategy<Value = Meta> {
-        (
-            any::<[u64; 4]>(),
-            any::<u32>(),
-            any::<u128>(),
-            any::<u8>(),
-            any::<u32>(),
+        (any::<[u64; 4]>(), any::<u32>(), any::<u128>(), any::<u8>(), any::<u32>()).prop_map(
+            |([version, created_at, expires_at, hlc], origin, w, flags, key_id)| Meta {
+                version,
+                created_at,
+                expires_at,
+                hlc,
+                origin,
+                last_writer: RequestId(w),
+                flags: Flags(flags),
+                key_id,
+            },
         )
-            .prop_map(
-                |([version, created_at, expires_at, hlc], origin, w, flags, key_id)| Meta {
-                    version,
-                    created_at,
-                    expires_at,
-                    hlc,
-                    origin,
-                    last_writer: RequestId(w),
-                    flags: Flags(flags),
-                    key_id,
-                },
-            )
     }
 
     proptest! {
@@ -236,36 +214,18 @@ mod tests {
 
     #[test]
     fn short_and_unknown_headers_are_errors() {
-        assert_eq!(
-            Record::decode_meta(&[1; 10]),
-            Err(RecordError::Truncated(10))
-        );
+        assert_eq!(Record::decode_meta(&[1; 10]), Err(RecordError::Truncated(10)));
         let mut raw = Record::default().encode();
         raw[0] = 9;
-        assert_eq!(
-            Record::decode_meta(&raw),
-            Err(RecordError::UnknownFormat(9))
-        );
+        assert_eq!(Record::decode_meta(&raw), Err(RecordError::UnknownFormat(9)));
         assert_eq!(Record::peek_expires_at(&raw), None);
     }
 
     #[test]
     fn newest_copy_is_greatest_hlc_then_origin() {
-        let a = Meta {
-            hlc: 10,
-            origin: 1,
-            ..Meta::default()
-        };
-        let b = Meta {
-            hlc: 10,
-            origin: 2,
-            ..Meta::default()
-        };
-        let c = Meta {
-            hlc: 11,
-            origin: 0,
-            ..Meta::default()
-        };
+        let a = Meta { hlc: 10, origin: 1, ..Meta::default() };
+        let b = Meta { hlc: 10, origin: 2, ..Meta::default() };
+        let c = Meta { hlc: 11, origin: 0, ..Meta::default() };
         assert!(b.newer_than(&a) && c.newer_than(&b) && !a.newer_than(&a));
     }
 }

@@ -52,10 +52,7 @@ impl Status {
     /// Whether a prepare with this status holds the lease on the node (so the coordinator must commit or
     /// abort it).
     pub fn holds_lease(self) -> bool {
-        matches!(
-            self,
-            Status::Ok | Status::Absent | Status::Exists | Status::ConditionFailed
-        )
+        matches!(self, Status::Ok | Status::Absent | Status::Exists | Status::ConditionFailed)
     }
 }
 

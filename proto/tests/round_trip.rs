@@ -12,25 +12,18 @@ fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
 }
 
 fn arb_meta() -> impl Strategy<Value = Meta> {
-    (
-        any::<[u64; 4]>(),
-        any::<u32>(),
-        any::<u128>(),
-        any::<u8>(),
-        any::<u32>(),
+    (any::<[u64; 4]>(), any::<u32>(), any::<u128>(), any::<u8>(), any::<u32>()).prop_map(
+        |([version, created_at, expires_at, hlc], origin, w, flags, key_id)| Meta {
+            version,
+            created_at,
+            expires_at,
+            hlc,
+            origin,
+            last_writer: RequestId(w),
+            flags: Flags(flags),
+            key_id,
+        },
     )
-        .prop_map(
-            |([version, created_at, expires_at, hlc], origin, w, flags, key_id)| Meta {
-                version,
-                created_at,
-                expires_at,
-                hlc,
-                origin,
-                last_writer: RequestId(w),
-                flags: Flags(flags),
-                key_id,
-            },
-        )
 }
 
 fn arb_record() -> impl Strategy<Value = Record> {
@@ -38,11 +31,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
 }
 
 fn arb_target() -> impl Strategy<Value = KeyRef> {
-    (any::<u32>(), arb_bytes(8), arb_bytes(32)).prop_map(|(shard, namespace, key)| KeyRef {
-        shard,
-        namespace,
-        key,
-    })
+    (any::<u32>(), arb_bytes(8), arb_bytes(32)).prop_map(|(shard, namespace, key)| KeyRef { shard, namespace, key })
 }
 
 fn arb_req() -> impl Strategy<Value = RequestId> {
@@ -70,41 +59,32 @@ fn arb_kind() -> impl Strategy<Value = PrepareKind> {
 
 fn arb_request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (
-            arb_req(),
-            arb_target(),
-            arb_kind(),
-            proptest::option::of(arb_condition()),
-            any::<bool>()
-        )
-            .prop_map(
-                |(req, target, kind, condition, want_value)| Request::Prepare(Prepare {
-                    req,
-                    target,
-                    kind,
-                    condition,
-                    want_value
-                })
-            ),
-        (arb_req(), arb_target(), arb_record()).prop_map(|(req, target, record)| Request::Commit(
-            Commit {
+        (arb_req(), arb_target(), arb_kind(), proptest::option::of(arb_condition()), any::<bool>()).prop_map(
+            |(req, target, kind, condition, want_value)| Request::Prepare(Prepare {
                 req,
                 target,
-                record
-            }
-        )),
+                kind,
+                condition,
+                want_value
+            })
+        ),
+        (arb_req(), arb_target(), arb_record()).prop_map(|(req, target, record)| Request::Commit(Commit {
+            req,
+            target,
+            record
+        })),
         (arb_req(), arb_target()).prop_map(|(req, target)| Request::Abort(Abort { req, target })),
-        (arb_target(), any::<bool>())
-            .prop_map(|(target, want_value)| Request::Read(Read { target, want_value })),
-        (arb_req(), arb_target(), arb_record()).prop_map(|(req, target, record)| Request::Repair(
-            Repair {
-                req,
-                target,
-                record
-            }
-        )),
-        (arb_req(), arb_target(), arb_meta())
-            .prop_map(|(req, target, meta)| Request::MarkDelete(MarkDelete { req, target, meta })),
+        (arb_target(), any::<bool>()).prop_map(|(target, want_value)| Request::Read(Read { target, want_value })),
+        (arb_req(), arb_target(), arb_record()).prop_map(|(req, target, record)| Request::Repair(Repair {
+            req,
+            target,
+            record
+        })),
+        (arb_req(), arb_target(), arb_meta()).prop_map(|(req, target, meta)| Request::MarkDelete(MarkDelete {
+            req,
+            target,
+            meta
+        })),
         (
             any::<(u32, u32, u32)>(),
             proptest::option::of(arb_bytes(40)),
@@ -112,12 +92,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
             any::<(bool, bool)>()
         )
             .prop_map(
-                |(
-                    (shard_from, shard_to, limit),
-                    after,
-                    namespace,
-                    (include_tombstones, want_values),
-                )| {
+                |((shard_from, shard_to, limit), after, namespace, (include_tombstones, want_values))| {
                     Request::Scan(Scan {
                         shard_from,
                         shard_to,
@@ -150,34 +125,18 @@ fn arb_status() -> impl Strategy<Value = Status> {
 }
 
 fn arb_response() -> impl Strategy<Value = Response> {
-    let entry = (any::<u32>(), arb_bytes(8), arb_bytes(16), arb_record()).prop_map(
-        |(shard, namespace, key, record)| ScanEntry {
-            shard,
-            namespace,
-            key,
-            record,
-        },
-    );
+    let entry = (any::<u32>(), arb_bytes(8), arb_bytes(16), arb_record())
+        .prop_map(|(shard, namespace, key, record)| ScanEntry { shard, namespace, key, record });
     prop_oneof![
-        (arb_status(), proptest::option::of(arb_record()), ".{0,20}").prop_map(
-            |(status, copy, message)| Response::Reply(Reply {
-                status,
-                copy,
-                message
-            })
-        ),
-        (
-            proptest::collection::vec(entry, 0..5),
-            proptest::option::of(arb_bytes(40))
-        )
+        (arb_status(), proptest::option::of(arb_record()), ".{0,20}")
+            .prop_map(|(status, copy, message)| Response::Reply(Reply { status, copy, message })),
+        (proptest::collection::vec(entry, 0..5), proptest::option::of(arb_bytes(40)))
             .prop_map(|(entries, next)| Response::Scan(ScanPage { entries, next })),
-        (".{0,12}", any::<u8>(), any::<u32>()).prop_map(|(node, protocol, shards)| Response::Pong(
-            Pong {
-                node,
-                protocol,
-                shards
-            }
-        )),
+        (".{0,12}", any::<u8>(), any::<u32>()).prop_map(|(node, protocol, shards)| Response::Pong(Pong {
+            node,
+            protocol,
+            shards
+        })),
     ]
 }
 
@@ -224,8 +183,6 @@ fn a_huge_declared_length_inside_a_message_does_not_allocate_it() {
     let mut body = vec![1u8]; // version
     body.extend_from_slice(&7u64.to_be_bytes());
     body.push(1); // Request::Commit
-    body.extend_from_slice(&[
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3,
-    ]);
+    body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]);
     assert!(decode_body::<Request>(&body).is_err());
 }

@@ -18,18 +18,13 @@ pub struct SystemClock {
 
 impl Default for SystemClock {
     fn default() -> Self {
-        SystemClock {
-            start: Instant::now(),
-        }
+        SystemClock { start: Instant::now() }
     }
 }
 
 impl Clock for SystemClock {
     fn wall_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     }
     fn mono_ms(&self) -> u64 {
         // Offset by one so that a deadline of 0 never looks like "now".
@@ -45,10 +40,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(wall_ms: u64) -> Self {
-        ManualClock {
-            wall: AtomicU64::new(wall_ms),
-            mono: AtomicU64::new(1_000),
-        }
+        ManualClock { wall: AtomicU64::new(wall_ms), mono: AtomicU64::new(1_000) }
     }
     pub fn advance(&self, ms: u64) {
         self.wall.fetch_add(ms, Ordering::SeqCst);

@@ -84,29 +84,17 @@ impl Default for StoreConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("{0}")]
     Invalid(String),
 }
 
 impl StoreConfig {
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source: Box::new(source),
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -138,9 +126,7 @@ impl StoreConfig {
         let mut owned = vec![false; n];
         for range in &self.owned_shards {
             let parse = |s: &str| {
-                s.trim()
-                    .parse::<u32>()
-                    .map_err(|_| ConfigError::Invalid(format!("owned_shards: bad range {range:?}")))
+                s.trim().parse::<u32>().map_err(|_| ConfigError::Invalid(format!("owned_shards: bad range {range:?}")))
             };
             let (lo, hi) = match range.split_once('-') {
                 Some((a, b)) => (parse(a)?, parse(b)?),
@@ -152,9 +138,7 @@ impl StoreConfig {
                     self.shards - 1
                 )));
             }
-            owned[lo as usize..=hi as usize]
-                .iter_mut()
-                .for_each(|o| *o = true);
+            owned[lo as usize..=hi as usize].iter_mut().for_each(|o| *o = true);
         }
         Ok(owned)
     }
@@ -242,17 +226,14 @@ mod tests {
     fn file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.toml");
-        std::fs::write(&path, "node = \"z1\"\nlease_ms = 900\nsync = \"periodic\"\nowned_shards = [\"0-3\", \"9\"]\nshards = 16\n").unwrap();
-        let flags = StoreFlags {
-            config: Some(path),
-            lease_ms: Some(700),
-            ..Default::default()
-        };
+        std::fs::write(
+            &path,
+            "node = \"z1\"\nlease_ms = 900\nsync = \"periodic\"\nowned_shards = [\"0-3\", \"9\"]\nshards = 16\n",
+        )
+        .unwrap();
+        let flags = StoreFlags { config: Some(path), lease_ms: Some(700), ..Default::default() };
         let c = flags.resolve().unwrap();
-        assert_eq!(
-            (c.node.as_str(), c.lease_ms, c.sync),
-            ("z1", 700, SyncPolicy::Periodic)
-        );
+        assert_eq!((c.node.as_str(), c.lease_ms, c.sync), ("z1", 700, SyncPolicy::Periodic));
         let owned = c.owned().unwrap();
         assert_eq!(owned.iter().filter(|o| **o).count(), 5);
         assert!(owned[9] && !owned[8]);
@@ -263,22 +244,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.toml");
         std::fs::write(&path, "lease = 3\n").unwrap();
-        let err = StoreFlags {
-            config: Some(path),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err()
-        .to_string();
+        let err = StoreFlags { config: Some(path), ..Default::default() }.resolve().unwrap_err().to_string();
         assert!(err.contains("unknown field `lease`"), "{err}");
-        let c = StoreConfig {
-            owned_shards: vec!["5-2000".into()],
-            ..Default::default()
-        };
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("outside 0-1023"));
+        let c = StoreConfig { owned_shards: vec!["5-2000".into()], ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("outside 0-1023"));
     }
 }

@@ -33,11 +33,7 @@ pub fn decode(raw: &[u8]) -> Option<(u32, Bytes, Bytes)> {
     let ns_len = *raw.get(4)? as usize;
     let namespace = raw.get(5..5 + ns_len)?;
     let key = raw.get(5 + ns_len..)?;
-    Some((
-        shard,
-        Bytes::copy_from_slice(namespace),
-        Bytes::copy_from_slice(key),
-    ))
+    Some((shard, Bytes::copy_from_slice(namespace), Bytes::copy_from_slice(key)))
 }
 
 #[cfg(test)]
@@ -47,14 +43,9 @@ mod tests {
     #[test]
     fn round_trips_and_orders_by_shard() {
         let k = encode(7, b"ns", b"key");
-        assert_eq!(
-            decode(&k),
-            Some((7, Bytes::from_static(b"ns"), Bytes::from_static(b"key")))
-        );
+        assert_eq!(decode(&k), Some((7, Bytes::from_static(b"ns"), Bytes::from_static(b"key"))));
         assert!(encode(7, b"zz", b"zz") < encode(8, b"", b""));
-        assert!(
-            shard_start(7) <= encode(7, b"", b"") && encode(7, b"\xff", b"\xff") < shard_start(8)
-        );
+        assert!(shard_start(7) <= encode(7, b"", b"") && encode(7, b"\xff", b"\xff") < shard_start(8));
         assert!(encode(u32::MAX, b"\xff", b"\xff\xff") < shard_start(u32::MAX as u64 + 1));
         assert_eq!(decode(&[0, 0, 0, 1, 9, b'a']), None);
     }

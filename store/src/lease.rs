@@ -96,17 +96,12 @@ impl LeaseTable {
 
     /// Releases `owner`'s lease; false when `owner` did not hold it (never releases another's).
     pub fn release(&self, key: &[u8], owner: RequestId) -> bool {
-        self.leases
-            .remove_if(key, |_, l| l.owner == owner)
-            .is_some()
+        self.leases.remove_if(key, |_, l| l.owner == owner).is_some()
     }
 
     /// Whether a request other than `me` holds a live lease on `key`.
     pub fn held_by_other(&self, key: &[u8], me: RequestId, now: u64) -> Option<RequestId> {
-        self.leases
-            .get(key)
-            .filter(|l| l.owner != me && l.deadline > now)
-            .map(|l| l.owner)
+        self.leases.get(key).filter(|l| l.owner != me && l.deadline > now).map(|l| l.owner)
     }
 
     /// Drops expired leases (abandoned prepares); returns how many.
@@ -135,17 +130,11 @@ mod tests {
     #[test]
     fn lease_lifecycle() {
         let t = LeaseTable::default();
-        assert_eq!(
-            t.acquire(b"k", A, 100, 50),
-            Acquire::Taken { reclaimed: false }
-        );
+        assert_eq!(t.acquire(b"k", A, 100, 50), Acquire::Taken { reclaimed: false });
         assert_eq!(t.acquire(b"k", B, 120, 50), Acquire::HeldBy(A));
         assert_eq!(t.acquire(b"k", A, 140, 50), Acquire::Reentrant); // renewed to 190
         assert_eq!(t.acquire(b"k", B, 170, 50), Acquire::HeldBy(A));
-        assert_eq!(
-            t.acquire(b"k", B, 190, 50),
-            Acquire::Taken { reclaimed: true }
-        );
+        assert_eq!(t.acquire(b"k", B, 190, 50), Acquire::Taken { reclaimed: true });
         assert_eq!(t.claim(b"k", A, 191), Claim::HeldBy(B));
         assert!(!t.release(b"k", A));
         assert_eq!(t.claim(b"k", B, 200), Claim::Pinned);

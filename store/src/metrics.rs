@@ -26,9 +26,8 @@ pub const ENGINE_SST_BYTES: &str = "vesta_store_engine_sst_bytes";
 pub const ENGINE_PENDING_COMPACTION_BYTES: &str = "vesta_store_engine_pending_compaction_bytes";
 pub const EXPIRED_PURGED: &str = "vesta_store_expired_purged_total";
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 /// Serves `/metrics` on `addr` (must be called inside a tokio runtime).
 pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {

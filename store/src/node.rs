@@ -51,17 +51,14 @@ pub struct StoreNode {
 impl StoreNode {
     /// Opens the configured engine and builds the node.
     pub fn open(config: &StoreConfig) -> Result<Arc<Self>, EngineError> {
-        let owned = config
-            .owned()
-            .map_err(|e| EngineError::Other(e.to_string()))?;
+        let owned = config.owned().map_err(|e| EngineError::Other(e.to_string()))?;
         let engine: Arc<dyn Engine> = match config.engine {
             EngineKind::Memory => Arc::new(MemoryEngine::new()),
             EngineKind::Rocksdb => {
-                std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-                    EngineError::Other(format!("create {}: {e}", config.data_dir.display()))
-                })?;
-                let background_sync = (config.sync == SyncPolicy::Periodic)
-                    .then(|| Duration::from_millis(config.sync_interval_ms));
+                std::fs::create_dir_all(&config.data_dir)
+                    .map_err(|e| EngineError::Other(format!("create {}: {e}", config.data_dir.display())))?;
+                let background_sync =
+                    (config.sync == SyncPolicy::Periodic).then(|| Duration::from_millis(config.sync_interval_ms));
                 let options = RocksOptions {
                     block_cache_mb: config.block_cache_mb,
                     write_buffer_mb: config.write_buffer_mb,
@@ -88,13 +85,7 @@ impl StoreNode {
     ) -> Result<Arc<Self>, EngineError> {
         let writer = Writer::start(engine.clone(), settings.sync_writes)
             .map_err(|e| EngineError::Other(format!("start group-commit thread: {e}")))?;
-        Ok(Arc::new(StoreNode {
-            settings,
-            engine,
-            leases: LeaseTable::default(),
-            clock,
-            writer,
-        }))
+        Ok(Arc::new(StoreNode { settings, engine, leases: LeaseTable::default(), clock, writer }))
     }
 
     pub fn name(&self) -> &str {
@@ -128,26 +119,19 @@ impl StoreNode {
         };
         let status = response.status();
         metrics::counter!(m::OPERATIONS, "op" => op, "status" => status.as_str()).increment(1);
-        metrics::histogram!(m::OPERATION_SECONDS, "op" => op)
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::OPERATION_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
         response
     }
 
     /// Checks that the target is well-formed and ours; returns its storage key.
     pub(crate) fn locate(&self, target: &KeyRef) -> Result<Vec<u8>, Reply> {
         if target.namespace.len() > key::MAX_NAMESPACE {
-            return Err(Reply::error(
-                Status::BadRequest,
-                "namespace longer than 255 bytes",
-            ));
+            return Err(Reply::error(Status::BadRequest, "namespace longer than 255 bytes"));
         }
         if target.shard >= self.settings.shards {
             return Err(Reply::error(
                 Status::BadRequest,
-                format!(
-                    "shard {} out of range: the cluster has {}",
-                    target.shard, self.settings.shards
-                ),
+                format!("shard {} out of range: the cluster has {}", target.shard, self.settings.shards),
             ));
         }
         let expected = vesta_proto::shard::shard_of(&target.key, self.settings.shards);
@@ -158,20 +142,13 @@ impl StoreNode {
             ));
         }
         if !self.owns(target.shard) {
-            return Err(Reply::error(
-                Status::NotOwner,
-                format!("shard {} is not on this node", target.shard),
-            ));
+            return Err(Reply::error(Status::NotOwner, format!("shard {} is not on this node", target.shard)));
         }
         Ok(key::encode(target.shard, &target.namespace, &target.key))
     }
 
     pub(crate) fn owns(&self, shard: u32) -> bool {
-        self.settings
-            .owned
-            .get(shard as usize)
-            .copied()
-            .unwrap_or(false)
+        self.settings.owned.get(shard as usize).copied().unwrap_or(false)
     }
 
     /// The stored copy of `skey`, or `None` when absent or expired (expired is absent for every
@@ -180,8 +157,7 @@ impl StoreNode {
         let Some(raw) = self.engine.get(skey).map_err(internal)? else {
             return Ok(None);
         };
-        let record = Record::decode(&raw, with_value)
-            .map_err(|e| Reply::error(Status::Internal, e.to_string()))?;
+        let record = Record::decode(&raw, with_value).map_err(|e| Reply::error(Status::Internal, e.to_string()))?;
         if record.meta.expired_at(self.clock.wall_ms()) {
             return Ok(None);
         }
@@ -193,20 +169,11 @@ impl StoreNode {
         if record.meta.flags.tombstone() {
             record.value = Default::default();
             if record.meta.expires_at == 0 {
-                record.meta.expires_at = self
-                    .clock
-                    .wall_ms()
-                    .saturating_add(self.settings.tombstone_retention_ms);
+                record.meta.expires_at = self.clock.wall_ms().saturating_add(self.settings.tombstone_retention_ms);
             }
         }
-        let put = Mutation::Put {
-            key: skey,
-            value: record.encode(),
-        };
-        self.writer
-            .write(vec![put])
-            .await
-            .map_err(|e| Reply::error(Status::Internal, e))
+        let put = Mutation::Put { key: skey, value: record.encode() };
+        self.writer.write(vec![put]).await.map_err(|e| Reply::error(Status::Internal, e))
     }
 
     /// Periodic upkeep: reap abandoned leases, purge expired records from the memory engine, publish
@@ -225,9 +192,7 @@ impl StoreNode {
                 if n.is_multiple_of(10) {
                     let engine = node.engine.clone();
                     let now = node.clock.wall_ms();
-                    if let Ok(Ok(purged)) =
-                        tokio::task::spawn_blocking(move || engine.purge_expired(now)).await
-                    {
+                    if let Ok(Ok(purged)) = tokio::task::spawn_blocking(move || engine.purge_expired(now)).await {
                         metrics::counter!(m::EXPIRED_PURGED).increment(purged);
                     }
                 }
@@ -235,8 +200,7 @@ impl StoreNode {
                     let s = node.engine.stats();
                     metrics::gauge!(m::ENGINE_ESTIMATED_KEYS).set(s.estimated_keys as f64);
                     metrics::gauge!(m::ENGINE_SST_BYTES).set(s.sst_bytes as f64);
-                    metrics::gauge!(m::ENGINE_PENDING_COMPACTION_BYTES)
-                        .set(s.pending_compaction_bytes as f64);
+                    metrics::gauge!(m::ENGINE_PENDING_COMPACTION_BYTES).set(s.pending_compaction_bytes as f64);
                 }
             }
         })

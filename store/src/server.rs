@@ -57,10 +57,7 @@ pub async fn serve(
         }
     }
     let drained = in_flight.acquire_many(limits.max_in_flight as u32);
-    if tokio::time::timeout(Duration::from_secs(5), drained)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(5), drained).await.is_err() {
         tracing::warn!("requests still in flight after 5 s; stopping anyway");
     }
 }
@@ -99,14 +96,8 @@ async fn connection(
         };
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             metrics::counter!(m::OVERLOADED).increment(1);
-            let body = Response::Reply(Reply::error(
-                Status::Overloaded,
-                "too many requests in flight",
-            ));
-            let _ = tx.send(Envelope {
-                corr: env.corr,
-                body,
-            });
+            let body = Response::Reply(Reply::error(Status::Overloaded, "too many requests in flight"));
+            let _ = tx.send(Envelope { corr: env.corr, body });
             continue;
         };
         let (node, tx) = (node.clone(), tx.clone());
@@ -115,10 +106,7 @@ async fn connection(
             let body = node.handle(env.body).await;
             metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
             drop(permit);
-            let _ = tx.send(Envelope {
-                corr: env.corr,
-                body,
-            });
+            let _ = tx.send(Envelope { corr: env.corr, body });
         });
     }
     // Let replies to the requests already running go out before the socket closes.
@@ -134,25 +122,17 @@ pub async fn run(
     on_listening: impl FnOnce(std::net::SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let node =
-        StoreNode::open(config).map_err(|e| format!("open {}: {e}", config.data_dir.display()))?;
+    let node = StoreNode::open(config).map_err(|e| format!("open {}: {e}", config.data_dir.display()))?;
     if let Some(addr) = config.metrics_listen {
         m::install_exporter(addr)?;
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let housekeeping = node.spawn_housekeeping();
     on_listening(addr);
-    let limits = ServerLimits {
-        max_in_flight: config.max_in_flight,
-        max_frame_bytes: config.max_frame_bytes,
-    };
+    let limits = ServerLimits { max_in_flight: config.max_in_flight, max_frame_bytes: config.max_frame_bytes };
     serve(node.clone(), listener, limits, shutdown).await;
     housekeeping.abort();
-    node.engine()
-        .sync()
-        .map_err(|e| format!("final sync: {e}"))?;
+    node.engine().sync().map_err(|e| format!("final sync: {e}"))?;
     Ok(())
 }

@@ -23,40 +23,35 @@ pub(crate) struct Writer {
 impl Writer {
     pub fn start(engine: Arc<dyn Engine>, sync: bool) -> std::io::Result<Self> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        std::thread::Builder::new()
-            .name("group-commit".into())
-            .spawn(move || {
-                let mut jobs = Vec::with_capacity(MAX_JOBS_PER_BATCH);
-                let mut batch = Vec::new();
-                while let Some(first) = rx.blocking_recv() {
-                    jobs.push(first);
-                    while jobs.len() < MAX_JOBS_PER_BATCH {
-                        match rx.try_recv() {
-                            Ok(job) => jobs.push(job),
-                            Err(_) => break,
-                        }
+        std::thread::Builder::new().name("group-commit".into()).spawn(move || {
+            let mut jobs = Vec::with_capacity(MAX_JOBS_PER_BATCH);
+            let mut batch = Vec::new();
+            while let Some(first) = rx.blocking_recv() {
+                jobs.push(first);
+                while jobs.len() < MAX_JOBS_PER_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
                     }
-                    for job in &mut jobs {
-                        batch.append(&mut job.batch);
-                    }
-                    let result = engine.write(&batch, sync).map_err(|e| e.to_string());
-                    metrics::histogram!(crate::metrics::GROUP_COMMIT_JOBS)
-                        .record(jobs.len() as f64);
-                    for job in jobs.drain(..) {
-                        let _ = job.done.send(result.clone());
-                    }
-                    batch.clear();
                 }
-            })?;
+                for job in &mut jobs {
+                    batch.append(&mut job.batch);
+                }
+                let result = engine.write(&batch, sync).map_err(|e| e.to_string());
+                metrics::histogram!(crate::metrics::GROUP_COMMIT_JOBS).record(jobs.len() as f64);
+                for job in jobs.drain(..) {
+                    let _ = job.done.send(result.clone());
+                }
+                batch.clear();
+            }
+        })?;
         Ok(Writer { jobs: tx })
     }
 
     /// Applies `batch` atomically; returns once the engine (and, with sync on, the disk) has it.
     pub async fn write(&self, batch: Vec<Mutation>) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        self.jobs
-            .send(Job { batch, done })
-            .map_err(|_| "writer stopped".to_string())?;
+        self.jobs.send(Job { batch, done }).map_err(|_| "writer stopped".to_string())?;
         wait.await.map_err(|_| "writer stopped".to_string())?
     }
 }

@@ -81,10 +81,7 @@ struct Model {
 
 impl Model {
     fn current(&self, k: usize, wall: u64) -> Option<Record> {
-        self.records
-            .get(&k)
-            .filter(|r| !r.meta.expired_at(wall))
-            .cloned()
+        self.records.get(&k).filter(|r| !r.meta.expired_at(wall)).cloned()
     }
 
     fn other_holds(&self, k: usize, req: RequestId, mono: u64) -> bool {
@@ -124,14 +121,7 @@ impl Model {
         Reply::with_copy(status, shown)
     }
 
-    fn commit(
-        &mut self,
-        k: usize,
-        req: RequestId,
-        mut record: Record,
-        wall: u64,
-        mono: u64,
-    ) -> Status {
+    fn commit(&mut self, k: usize, req: RequestId, mut record: Record, wall: u64, mono: u64) -> Status {
         match self.leases.get(&k) {
             Some(&(owner, deadline)) if owner == req && deadline > mono => {
                 self.leases.remove(&k);
@@ -149,10 +139,7 @@ impl Model {
                 if matches!(lease, Some(&(owner, _)) if owner == req) {
                     self.leases.remove(&k);
                 }
-                if self
-                    .current(k, wall)
-                    .is_some_and(|r| r.meta.last_writer == req)
-                {
+                if self.current(k, wall).is_some_and(|r| r.meta.last_writer == req) {
                     Status::AlreadyDone
                 } else {
                     Status::NoLease
@@ -183,16 +170,10 @@ impl Model {
         }
         self.leases.remove(&k);
         match self.current(k, wall) {
-            Some(cur) if cur.meta.order() == record.meta.order() => {
-                Reply::status(Status::AlreadyDone)
+            Some(cur) if cur.meta.order() == record.meta.order() => Reply::status(Status::AlreadyDone),
+            Some(cur) if cur.meta.newer_than(&record.meta) => {
+                Reply::with_copy(Status::ConditionFailed, Some(Record { value: Bytes::new(), ..cur }))
             }
-            Some(cur) if cur.meta.newer_than(&record.meta) => Reply::with_copy(
-                Status::ConditionFailed,
-                Some(Record {
-                    value: Bytes::new(),
-                    ..cur
-                }),
-            ),
             _ => {
                 self.records.insert(k, record);
                 Reply::status(Status::Ok)
@@ -202,10 +183,7 @@ impl Model {
 }
 
 fn run(h: Harness, steps: Vec<Step>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         use vesta_store::Clock;
         let mut model = Model::default();
@@ -215,48 +193,21 @@ fn run(h: Harness, steps: Vec<Step>) -> Result<(), TestCaseError> {
         for (i, s) in steps.into_iter().enumerate() {
             let (wall, mono) = (h.clock.wall_ms(), h.clock.mono_ms());
             match s {
-                Step::Prepare {
-                    c,
-                    k,
-                    kind,
-                    want_value,
-                } => {
+                Step::Prepare { c, k, kind, want_value } => {
                     let req = RequestId(reqs[c]);
-                    let p = Prepare {
-                        req,
-                        target: target(KEYS[k]),
-                        kind,
-                        condition: None,
-                        want_value,
-                    };
+                    let p = Prepare { req, target: target(KEYS[k]), kind, condition: None, want_value };
                     let got = h.reply(Request::Prepare(p)).await;
                     let want = model.prepare(k, req, kind, want_value, wall, mono);
                     prop_assert_eq!(got, want, "step {}", i);
                 }
-                Step::Commit {
-                    c,
-                    k,
-                    value,
-                    tombstone,
-                    ttl,
-                } => {
+                Step::Commit { c, k, value, tombstone, ttl } => {
                     hlc += 1;
-                    let mut r = record(
-                        reqs[c],
-                        hlc,
-                        &value.to_string(),
-                        ttl.map_or(0, |t| wall + t),
-                    );
+                    let mut r = record(reqs[c], hlc, &value.to_string(), ttl.map_or(0, |t| wall + t));
                     if tombstone {
                         r.meta.flags = Flags(Flags::TOMBSTONE);
                     }
                     let got = h.commit(reqs[c], KEYS[k], r.clone()).await.status;
-                    prop_assert_eq!(
-                        got,
-                        model.commit(k, RequestId(reqs[c]), r, wall, mono),
-                        "step {}",
-                        i
-                    );
+                    prop_assert_eq!(got, model.commit(k, RequestId(reqs[c]), r, wall, mono), "step {}", i);
                 }
                 Step::Abort { c, k } => {
                     let got = h.abort(reqs[c], KEYS[k]).await.status;
@@ -265,27 +216,12 @@ fn run(h: Harness, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 Step::Read { k } => {
                     prop_assert_eq!(h.read(KEYS[k]).await, model.read(k, wall), "step {}", i);
                 }
-                Step::Repair {
-                    k,
-                    hlc_back,
-                    origin,
-                    value,
-                } => {
+                Step::Repair { k, hlc_back, origin, value } => {
                     repair_id += 1;
-                    let mut r = record(
-                        repair_id,
-                        hlc.saturating_sub(hlc_back),
-                        &value.to_string(),
-                        0,
-                    );
+                    let mut r = record(repair_id, hlc.saturating_sub(hlc_back), &value.to_string(), 0);
                     r.meta.origin = origin;
                     let got = h.repair(repair_id, KEYS[k], r.clone()).await;
-                    prop_assert_eq!(
-                        got,
-                        model.repair(k, RequestId(repair_id), r, wall, mono),
-                        "step {}",
-                        i
-                    );
+                    prop_assert_eq!(got, model.repair(k, RequestId(repair_id), r, wall, mono), "step {}", i);
                 }
                 Step::Next { c } => reqs[c] += 1,
                 Step::Advance { ms } => h.clock.advance(ms),

@@ -57,11 +57,7 @@ async fn prepare_on_absent_record(h: Harness) {
         let r = h.prepare(req, &key, kind).await;
         assert_eq!((r.status, r.copy), (want, None), "{kind:?}");
         assert!(r.status.holds_lease());
-        assert_eq!(
-            h.prepare(99, &key, PrepareKind::Set).await.status,
-            Status::Locked,
-            "{kind:?} holds the lease"
-        );
+        assert_eq!(h.prepare(99, &key, PrepareKind::Set).await.status, Status::Locked, "{kind:?} holds the lease");
     }
 }
 
@@ -76,29 +72,14 @@ async fn prepare_on_live_record(h: Harness) {
     ] {
         let r = h.prepare(req, "k", kind).await;
         assert_eq!(r.status, want, "{kind:?}");
-        assert_eq!(
-            r.copy.as_ref(),
-            Some(&rec),
-            "{kind:?} returns the copy with its value"
-        );
+        assert_eq!(r.copy.as_ref(), Some(&rec), "{kind:?} returns the copy with its value");
         assert_eq!(h.abort(req, "k").await.status, Status::Ok);
     }
     // Without want_value the metadata comes back, the value does not.
-    let p = Prepare {
-        req: RequestId(6),
-        target: target("k"),
-        kind: PrepareKind::Set,
-        condition: None,
-        want_value: false,
-    };
+    let p =
+        Prepare { req: RequestId(6), target: target("k"), kind: PrepareKind::Set, condition: None, want_value: false };
     let r = h.reply(Request::Prepare(p)).await;
-    assert_eq!(
-        r.copy.unwrap(),
-        Record {
-            meta: rec.meta,
-            value: Bytes::new()
-        }
-    );
+    assert_eq!(r.copy.unwrap(), Record { meta: rec.meta, value: Bytes::new() });
 }
 
 async fn prepare_on_expired_record(h: Harness) {
@@ -106,81 +87,44 @@ async fn prepare_on_expired_record(h: Harness) {
     h.write(10, "k", 5, "v", now + 100).await;
     h.clock.advance(100);
     let r = h.prepare(1, "k", PrepareKind::Create).await;
-    assert_eq!(
-        (r.status, r.copy),
-        (Status::Ok, None),
-        "an expired record is absent"
-    );
+    assert_eq!((r.status, r.copy), (Status::Ok, None), "an expired record is absent");
     assert_eq!(h.abort(1, "k").await.status, Status::Ok);
-    assert_eq!(
-        h.prepare(2, "k", PrepareKind::Update).await.status,
-        Status::Absent
-    );
+    assert_eq!(h.prepare(2, "k", PrepareKind::Update).await.status, Status::Absent);
 }
 
 async fn prepare_on_tombstone(h: Harness) {
     h.write(10, "k", 5, "v", 0).await;
-    assert_eq!(
-        h.mark_delete(11, "k", tombstone_meta(6, 0)).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.mark_delete(11, "k", tombstone_meta(6, 0)).await.status, Status::Ok);
     let r = h.prepare(1, "k", PrepareKind::Create).await;
     assert_eq!(r.status, Status::Ok, "a tombstone counts as absent");
     let copy = r.copy.expect("the tombstone's metadata orders copies");
     assert!(copy.meta.flags.tombstone() && copy.value.is_empty() && copy.meta.hlc == 6);
     assert_eq!(h.abort(1, "k").await.status, Status::Ok);
-    assert_eq!(
-        h.prepare(2, "k", PrepareKind::Update).await.status,
-        Status::Absent
-    );
+    assert_eq!(h.prepare(2, "k", PrepareKind::Update).await.status, Status::Absent);
     assert_eq!(h.abort(2, "k").await.status, Status::Ok);
-    assert_eq!(
-        h.prepare(3, "k", PrepareKind::Delete).await.status,
-        Status::Absent
-    );
+    assert_eq!(h.prepare(3, "k", PrepareKind::Delete).await.status, Status::Absent);
 }
 
 async fn prepare_locked_by_another_request(h: Harness) {
     h.write(10, "k", 5, "v", 0).await;
     assert_eq!(h.prepare(1, "k", PrepareKind::Set).await.status, Status::Ok);
-    for kind in [
-        PrepareKind::Create,
-        PrepareKind::Set,
-        PrepareKind::Delete,
-        PrepareKind::ReadModifyWrite,
-    ] {
+    for kind in [PrepareKind::Create, PrepareKind::Set, PrepareKind::Delete, PrepareKind::ReadModifyWrite] {
         let r = h.prepare(2, "k", kind).await;
         assert_eq!((r.status, r.copy), (Status::Locked, None), "{kind:?}");
     }
     // The conflict did not disturb the holder.
-    assert_eq!(
-        h.commit(1, "k", record(1, 6, "mine", 0)).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.commit(1, "k", record(1, 6, "mine", 0)).await.status, Status::Ok);
     assert_eq!(h.read("k").await.copy.unwrap().value, "mine");
 }
 
 async fn prepare_locked_by_same_request_is_reentrant(h: Harness) {
-    assert_eq!(
-        h.prepare(1, "k", PrepareKind::Create).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.prepare(1, "k", PrepareKind::Create).await.status, Status::Ok);
     h.clock.advance(LEASE_MS - 100);
     // A retried prepare renews the lease and gives the same answer.
-    assert_eq!(
-        h.prepare(1, "k", PrepareKind::Create).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.prepare(1, "k", PrepareKind::Create).await.status, Status::Ok);
     h.clock.advance(LEASE_MS - 100);
-    assert_eq!(
-        h.prepare(2, "k", PrepareKind::Set).await.status,
-        Status::Locked,
-        "renewed, not expired"
-    );
-    assert_eq!(
-        h.commit(1, "k", record(1, 1, "x", 0)).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.prepare(2, "k", PrepareKind::Set).await.status, Status::Locked, "renewed, not expired");
+    assert_eq!(h.commit(1, "k", record(1, 1, "x", 0)).await.status, Status::Ok);
 }
 
 async fn prepare_writes_nothing(h: Harness) {
@@ -203,14 +147,8 @@ async fn prepare_after_own_commit_is_already_done(h: Harness) {
 async fn value_and_version_conditions(h: Harness) {
     h.write(10, "k", 5, "v1", 0).await;
     let cases = [
-        (
-            Condition::ValueEquals(Bytes::from_static(b"v1")),
-            Status::Ok,
-        ),
-        (
-            Condition::ValueEquals(Bytes::from_static(b"v2")),
-            Status::ConditionFailed,
-        ),
+        (Condition::ValueEquals(Bytes::from_static(b"v1")), Status::Ok),
+        (Condition::ValueEquals(Bytes::from_static(b"v2")), Status::ConditionFailed),
         (Condition::VersionEquals(5), Status::Ok),
         (Condition::VersionEquals(4), Status::ConditionFailed),
         (Condition::Absent, Status::Exists),
@@ -218,55 +156,31 @@ async fn value_and_version_conditions(h: Harness) {
     ];
     for (i, (cond, want)) in cases.into_iter().enumerate() {
         let req = 100 + i as u128;
-        let r = h
-            .prepare_if(req, "k", PrepareKind::Update, Some(cond.clone()))
-            .await;
+        let r = h.prepare_if(req, "k", PrepareKind::Update, Some(cond.clone())).await;
         assert_eq!(r.status, want, "{cond:?}");
-        assert!(
-            r.status.holds_lease(),
-            "{cond:?}: the coordinator decides, so the lease is held"
-        );
+        assert!(r.status.holds_lease(), "{cond:?}: the coordinator decides, so the lease is held");
         assert_eq!(h.abort(req, "k").await.status, Status::Ok);
     }
-    let r = h
-        .prepare_if(
-            1,
-            "nothing",
-            PrepareKind::Update,
-            Some(Condition::VersionEquals(1)),
-        )
-        .await;
+    let r = h.prepare_if(1, "nothing", PrepareKind::Update, Some(Condition::VersionEquals(1))).await;
     assert_eq!(r.status, Status::Absent);
     // An explicit condition overrides the kind's.
-    let r = h
-        .prepare_if(2, "k", PrepareKind::Create, Some(Condition::Present))
-        .await;
+    let r = h.prepare_if(2, "k", PrepareKind::Create, Some(Condition::Present)).await;
     assert_eq!(r.status, Status::Ok);
 }
 
 async fn commit_applies_exactly_the_record_and_releases(h: Harness) {
-    assert_eq!(
-        h.prepare(1, "k", PrepareKind::Create).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.prepare(1, "k", PrepareKind::Create).await.status, Status::Ok);
     let mut rec = record(999, 42, "value", h.now() + 60_000);
     rec.meta.flags = Flags(Flags::ENCRYPTED);
     rec.meta.key_id = 3;
     assert_eq!(h.commit(1, "k", rec.clone()).await.status, Status::Ok);
     rec.meta.last_writer = RequestId(1); // the node stamps the committing request
     assert_eq!(h.read("k").await.copy, Some(rec));
-    assert_eq!(
-        h.prepare(2, "k", PrepareKind::Set).await.status,
-        Status::Ok,
-        "released"
-    );
+    assert_eq!(h.prepare(2, "k", PrepareKind::Set).await.status, Status::Ok, "released");
 }
 
 async fn commit_without_prepare_is_refused(h: Harness) {
-    assert_eq!(
-        h.commit(1, "k", record(1, 1, "v", 0)).await.status,
-        Status::NoLease
-    );
+    assert_eq!(h.commit(1, "k", record(1, 1, "v", 0)).await.status, Status::NoLease);
     assert_eq!(h.read("k").await.status, Status::Absent);
 }
 
@@ -274,49 +188,27 @@ async fn late_commit_after_lease_expired_is_refused(h: Harness) {
     h.write(10, "k", 5, "old", 0).await;
     assert_eq!(h.prepare(1, "k", PrepareKind::Set).await.status, Status::Ok);
     h.clock.advance(LEASE_MS);
-    assert_eq!(
-        h.commit(1, "k", record(1, 6, "late", 0)).await.status,
-        Status::NoLease
-    );
+    assert_eq!(h.commit(1, "k", record(1, 6, "late", 0)).await.status, Status::NoLease);
     assert_eq!(h.read("k").await.copy.unwrap().value, "old");
 }
 
 async fn late_commit_after_another_request_took_over(h: Harness) {
     h.write(10, "k", 5, "old", 0).await;
-    assert_eq!(
-        h.prepare(1, "k", PrepareKind::ReadModifyWrite).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.prepare(1, "k", PrepareKind::ReadModifyWrite).await.status, Status::Ok);
     h.clock.advance(LEASE_MS + 1);
     let r = h.prepare(2, "k", PrepareKind::ReadModifyWrite).await;
     assert_eq!(r.status, Status::Ok, "an expired lease is reclaimed");
     // The first coordinator wakes up: its commit must not land under request 2's lease.
-    assert_eq!(
-        h.commit(1, "k", record(1, 6, "stale", 0)).await.status,
-        Status::NoLease
-    );
-    assert_eq!(
-        h.abort(1, "k").await.status,
-        Status::AlreadyDone,
-        "and its abort frees nothing of 2's"
-    );
-    assert_eq!(
-        h.prepare(3, "k", PrepareKind::Set).await.status,
-        Status::Locked
-    );
-    assert_eq!(
-        h.commit(2, "k", record(2, 7, "new", 0)).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.commit(1, "k", record(1, 6, "stale", 0)).await.status, Status::NoLease);
+    assert_eq!(h.abort(1, "k").await.status, Status::AlreadyDone, "and its abort frees nothing of 2's");
+    assert_eq!(h.prepare(3, "k", PrepareKind::Set).await.status, Status::Locked);
+    assert_eq!(h.commit(2, "k", record(2, 7, "new", 0)).await.status, Status::Ok);
     assert_eq!(h.read("k").await.copy.unwrap().value, "new");
 }
 
 async fn retried_commit_is_already_done(h: Harness) {
     let rec = h.write(1, "k", 1, "v", 0).await;
-    assert_eq!(
-        h.commit(1, "k", rec.clone()).await.status,
-        Status::AlreadyDone
-    );
+    assert_eq!(h.commit(1, "k", rec.clone()).await.status, Status::AlreadyDone);
     h.clock.advance(10 * LEASE_MS);
     assert_eq!(h.commit(1, "k", rec).await.status, Status::AlreadyDone);
     assert_eq!(h.read("k").await.copy.unwrap().meta.version, 1);
@@ -324,35 +216,22 @@ async fn retried_commit_is_already_done(h: Harness) {
 
 async fn commit_of_tombstone_deletes(h: Harness) {
     h.write(1, "k", 1, "v", 0).await;
-    assert_eq!(
-        h.prepare(2, "k", PrepareKind::Delete).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.prepare(2, "k", PrepareKind::Delete).await.status, Status::Ok);
     let mut t = record(2, 2, "ignored", 0);
     t.meta.flags = Flags(Flags::TOMBSTONE);
     assert_eq!(h.commit(2, "k", t).await.status, Status::Ok);
     let r = h.read("k").await;
     assert_eq!(r.status, Status::Absent);
     let copy = r.copy.unwrap();
-    assert!(
-        copy.value.is_empty() && copy.meta.expires_at > h.now(),
-        "a tombstone never lives forever"
-    );
+    assert!(copy.value.is_empty() && copy.meta.expires_at > h.now(), "a tombstone never lives forever");
 }
 
 async fn abort_releases_only_own_lease(h: Harness) {
     assert_eq!(h.prepare(1, "k", PrepareKind::Set).await.status, Status::Ok);
     assert_eq!(h.abort(2, "k").await.status, Status::AlreadyDone);
-    assert_eq!(
-        h.prepare(2, "k", PrepareKind::Set).await.status,
-        Status::Locked
-    );
+    assert_eq!(h.prepare(2, "k", PrepareKind::Set).await.status, Status::Locked);
     assert_eq!(h.abort(1, "k").await.status, Status::Ok);
-    assert_eq!(
-        h.abort(1, "k").await.status,
-        Status::AlreadyDone,
-        "idempotent"
-    );
+    assert_eq!(h.abort(1, "k").await.status, Status::AlreadyDone, "idempotent");
     assert_eq!(h.prepare(2, "k", PrepareKind::Set).await.status, Status::Ok);
     assert_eq!(h.raw_count(), 0, "abort wrote nothing");
 }
@@ -360,167 +239,81 @@ async fn abort_releases_only_own_lease(h: Harness) {
 async fn read_never_waits_on_a_lease(h: Harness) {
     let rec = h.write(1, "k", 1, "committed", 0).await;
     assert_eq!(h.prepare(2, "k", PrepareKind::Set).await.status, Status::Ok);
-    let r = tokio::time::timeout(std::time::Duration::from_secs(1), h.read("k"))
-        .await
-        .unwrap();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(1), h.read("k")).await.unwrap();
     assert_eq!((r.status, r.copy), (Status::Ok, Some(rec)));
 }
 
 async fn read_states(h: Harness) {
-    assert_eq!(
-        h.read("never").await,
-        Reply::with_copy(Status::Absent, None)
-    );
+    assert_eq!(h.read("never").await, Reply::with_copy(Status::Absent, None));
     let now = h.now();
     h.write(1, "ttl", 1, "v", now + 50).await;
     assert_eq!(h.read("ttl").await.status, Status::Ok);
     h.clock.advance(50);
-    assert_eq!(
-        h.read("ttl").await,
-        Reply::with_copy(Status::Absent, None),
-        "expired is absent"
-    );
-    let p = Read {
-        target: target("ttl"),
-        want_value: false,
-    };
+    assert_eq!(h.read("ttl").await, Reply::with_copy(Status::Absent, None), "expired is absent");
+    let p = Read { target: target("ttl"), want_value: false };
     h.write(2, "ttl", 2, "again", 0).await;
     let r = h.reply(Request::Read(p)).await;
-    assert_eq!(
-        (r.status, r.copy.unwrap().value),
-        (Status::Ok, Bytes::new())
-    );
+    assert_eq!((r.status, r.copy.unwrap().value), (Status::Ok, Bytes::new()));
 }
 
 async fn repair_installs_only_newer_copies(h: Harness) {
     let cur = h.write(1, "k", 10, "ten", 0).await;
     let r = h.repair(50, "k", record(5, 9, "nine", 0)).await;
-    assert_eq!(
-        (r.status, r.copy.map(|c| c.meta)),
-        (Status::ConditionFailed, Some(cur.meta))
-    );
-    assert_eq!(
-        h.repair(51, "k", cur.clone()).await.status,
-        Status::AlreadyDone,
-        "same copy"
-    );
+    assert_eq!((r.status, r.copy.map(|c| c.meta)), (Status::ConditionFailed, Some(cur.meta)));
+    assert_eq!(h.repair(51, "k", cur.clone()).await.status, Status::AlreadyDone, "same copy");
     let mut same_hlc_other_origin = record(6, 10, "dc2", 0);
     same_hlc_other_origin.meta.origin = 2;
-    assert_eq!(
-        h.repair(52, "k", same_hlc_other_origin.clone())
-            .await
-            .status,
-        Status::Ok,
-        "origin breaks ties"
-    );
+    assert_eq!(h.repair(52, "k", same_hlc_other_origin.clone()).await.status, Status::Ok, "origin breaks ties");
     let newer = record(7, 11, "eleven", 0);
     assert_eq!(h.repair(53, "k", newer.clone()).await.status, Status::Ok);
-    assert_eq!(
-        h.repair(53, "k", newer.clone()).await.status,
-        Status::AlreadyDone,
-        "retry"
-    );
-    assert_eq!(
-        h.read("k").await.copy,
-        Some(newer),
-        "a repair keeps the original writer"
-    );
-    assert_eq!(
-        h.repair(54, "absent", record(8, 1, "x", 0)).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.repair(53, "k", newer.clone()).await.status, Status::AlreadyDone, "retry");
+    assert_eq!(h.read("k").await.copy, Some(newer), "a repair keeps the original writer");
+    assert_eq!(h.repair(54, "absent", record(8, 1, "x", 0)).await.status, Status::Ok);
     assert_eq!(h.read("absent").await.status, Status::Ok);
 }
 
 async fn repair_respects_leases(h: Harness) {
     assert_eq!(h.prepare(1, "k", PrepareKind::Set).await.status, Status::Ok);
-    assert_eq!(
-        h.repair(50, "k", record(5, 9, "r", 0)).await.status,
-        Status::Locked
-    );
+    assert_eq!(h.repair(50, "k", record(5, 9, "r", 0)).await.status, Status::Locked);
     h.clock.advance(LEASE_MS);
-    assert_eq!(
-        h.repair(50, "k", record(5, 9, "r", 0)).await.status,
-        Status::Ok,
-        "after the lease lapsed"
-    );
-    assert_eq!(
-        h.prepare(2, "k", PrepareKind::Set).await.status,
-        Status::Ok,
-        "repair released its own lease"
-    );
+    assert_eq!(h.repair(50, "k", record(5, 9, "r", 0)).await.status, Status::Ok, "after the lease lapsed");
+    assert_eq!(h.prepare(2, "k", PrepareKind::Set).await.status, Status::Ok, "repair released its own lease");
 }
 
 async fn repair_of_expired_copy_replaces_it(h: Harness) {
     let now = h.now();
     h.write(1, "k", 100, "old", now + 10).await;
     h.clock.advance(10);
-    assert_eq!(
-        h.repair(50, "k", record(5, 1, "fresh", 0)).await.status,
-        Status::Ok
-    );
+    assert_eq!(h.repair(50, "k", record(5, 1, "fresh", 0)).await.status, Status::Ok);
     assert_eq!(h.read("k").await.copy.unwrap().value, "fresh");
 }
 
 async fn mark_delete_writes_tombstone_until_expiry(h: Harness) {
     let now = h.now();
     h.write(1, "k", 1, "v", now + 10_000).await;
-    assert_eq!(
-        h.mark_delete(2, "k", tombstone_meta(2, now + 10_000))
-            .await
-            .status,
-        Status::Ok
-    );
+    assert_eq!(h.mark_delete(2, "k", tombstone_meta(2, now + 10_000)).await.status, Status::Ok);
     let r = h.read("k").await;
     let t = r.copy.unwrap();
     assert_eq!(r.status, Status::Absent);
-    assert!(
-        t.meta.flags.tombstone()
-            && t.meta.expires_at == now + 10_000
-            && t.meta.last_writer == RequestId(2)
-    );
+    assert!(t.meta.flags.tombstone() && t.meta.expires_at == now + 10_000 && t.meta.last_writer == RequestId(2));
     // An older live copy can no longer be repaired back.
-    assert_eq!(
-        h.repair(3, "k", record(1, 1, "v", now + 10_000))
-            .await
-            .status,
-        Status::ConditionFailed
-    );
+    assert_eq!(h.repair(3, "k", record(1, 1, "v", now + 10_000)).await.status, Status::ConditionFailed);
     h.clock.advance(10_000);
-    assert_eq!(
-        h.read("k").await,
-        Reply::with_copy(Status::Absent, None),
-        "the tombstone expired too"
-    );
+    assert_eq!(h.read("k").await, Reply::with_copy(Status::Absent, None), "the tombstone expired too");
 }
 
 async fn mark_delete_on_absent_record_and_retry(h: Harness) {
-    assert_eq!(
-        h.mark_delete(2, "k", tombstone_meta(5, 0)).await.status,
-        Status::Ok
-    );
-    assert_eq!(
-        h.mark_delete(2, "k", tombstone_meta(5, 0)).await.status,
-        Status::AlreadyDone
-    );
+    assert_eq!(h.mark_delete(2, "k", tombstone_meta(5, 0)).await.status, Status::Ok);
+    assert_eq!(h.mark_delete(2, "k", tombstone_meta(5, 0)).await.status, Status::AlreadyDone);
     let t = h.read("k").await.copy.unwrap();
-    assert!(
-        t.meta.expires_at > h.now() + 1000,
-        "retention applies when there is no expiry"
-    );
+    assert!(t.meta.expires_at > h.now() + 1000, "retention applies when there is no expiry");
     assert_eq!(h.prepare(9, "k", PrepareKind::Set).await.status, Status::Ok);
-    assert_eq!(
-        h.mark_delete(3, "k", tombstone_meta(6, 0)).await.status,
-        Status::Locked
-    );
+    assert_eq!(h.mark_delete(3, "k", tombstone_meta(6, 0)).await.status, Status::Locked);
 }
 
 async fn mark_delete_never_beats_a_newer_copy(h: Harness) {
     h.write(1, "k", 10, "v", 0).await;
-    assert_eq!(
-        h.mark_delete(2, "k", tombstone_meta(9, 0)).await.status,
-        Status::ConditionFailed
-    );
+    assert_eq!(h.mark_delete(2, "k", tombstone_meta(9, 0)).await.status, Status::ConditionFailed);
     assert_eq!(h.read("k").await.status, Status::Ok);
 }
 
@@ -529,27 +322,14 @@ async fn ttl_expiry_and_purge(h: Harness) {
     h.write(1, "short", 1, "v", now + 20).await;
     h.write(2, "long", 1, "v", now + 3_600_000).await;
     h.write(3, "forever", 1, "v", 0).await;
-    assert_eq!(
-        h.mark_delete(4, "gone", tombstone_meta(1, now + 20))
-            .await
-            .status,
-        Status::Ok
-    );
+    assert_eq!(h.mark_delete(4, "gone", tombstone_meta(1, now + 20)).await.status, Status::Ok);
     // The RocksDB filter reads the real clock: let real time pass the expiry as well.
     std::thread::sleep(std::time::Duration::from_millis(30));
     h.clock.advance(30);
     assert_eq!(h.read("short").await.status, Status::Absent);
-    assert_eq!(
-        h.raw_count(),
-        4,
-        "expired records stay on disk until purged"
-    );
+    assert_eq!(h.raw_count(), 4, "expired records stay on disk until purged");
     h.purge();
-    assert_eq!(
-        h.raw_count(),
-        2,
-        "the expired record and the expired tombstone are dropped"
-    );
+    assert_eq!(h.raw_count(), 2, "the expired record and the expired tombstone are dropped");
     assert_eq!(h.read("long").await.status, Status::Ok);
     assert_eq!(h.read("forever").await.status, Status::Ok);
 }
@@ -569,18 +349,8 @@ async fn scan_pages_and_filters(h: Harness) {
         want_value: false,
     }))
     .await;
-    h.reply(Request::Commit(Commit {
-        req: RequestId(500),
-        target: t,
-        record: record(500, 1, "o", 0),
-    }))
-    .await;
-    assert_eq!(
-        h.mark_delete(501, "key1", tombstone_meta(2, 0))
-            .await
-            .status,
-        Status::Ok
-    );
+    h.reply(Request::Commit(Commit { req: RequestId(500), target: t, record: record(500, 1, "o", 0) })).await;
+    assert_eq!(h.mark_delete(501, "key1", tombstone_meta(2, 0)).await.status, Status::Ok);
     h.write(502, "key2", 3, "v", now + 5).await;
     h.clock.advance(5);
 
@@ -597,10 +367,7 @@ async fn scan_pages_and_filters(h: Harness) {
     let mut cursor = None;
     let mut pages = 0;
     loop {
-        let Response::Scan(page) = h.call(Request::Scan(scan(cursor, Some(NS), false))).await
-        else {
-            panic!()
-        };
+        let Response::Scan(page) = h.call(Request::Scan(scan(cursor, Some(NS), false))).await else { panic!() };
         assert!(page.entries.len() <= 7);
         pages += 1;
         for e in &page.entries {
@@ -620,25 +387,12 @@ async fn scan_pages_and_filters(h: Harness) {
     assert_eq!(seen, want, "every live key of the namespace exactly once");
     assert!(pages >= 7);
 
-    let Response::Scan(all) = h
-        .call(Request::Scan(Scan {
-            limit: 1000,
-            ..scan(None, None, true)
-        }))
-        .await
-    else {
+    let Response::Scan(all) = h.call(Request::Scan(Scan { limit: 1000, ..scan(None, None, true) })).await else {
         panic!()
     };
-    assert_eq!(
-        all.entries.len(),
-        49 + 1,
-        "tombstone and other namespace included, expired never"
-    );
+    assert_eq!(all.entries.len(), 49 + 1, "tombstone and other namespace included, expired never");
     assert!(all.next.is_none());
-    assert!(all
-        .entries
-        .iter()
-        .any(|e| e.record.meta.flags.tombstone() && e.key == "key1"));
+    assert!(all.entries.iter().any(|e| e.record.meta.flags.tombstone() && e.key == "key1"));
 }
 
 async fn scan_rejects_bad_ranges(h: Harness) {
@@ -651,43 +405,16 @@ async fn scan_rejects_bad_ranges(h: Harness) {
         include_tombstones: false,
         want_values: false,
     };
-    assert_eq!(
-        h.call(Request::Scan(s.clone())).await.status(),
-        Status::BadRequest
-    );
-    let beyond = Scan {
-        shard_to: SHARDS + 1,
-        ..s.clone()
-    };
-    assert_eq!(
-        h.call(Request::Scan(beyond)).await.status(),
-        Status::BadRequest
-    );
-    let outside = Scan {
-        shard_to: 6,
-        after: Some(Bytes::from_static(&[0, 0, 0, 9])),
-        ..s.clone()
-    };
-    assert_eq!(
-        h.call(Request::Scan(outside)).await.status(),
-        Status::BadRequest
-    );
+    assert_eq!(h.call(Request::Scan(s.clone())).await.status(), Status::BadRequest);
+    let beyond = Scan { shard_to: SHARDS + 1, ..s.clone() };
+    assert_eq!(h.call(Request::Scan(beyond)).await.status(), Status::BadRequest);
+    let outside = Scan { shard_to: 6, after: Some(Bytes::from_static(&[0, 0, 0, 9])), ..s.clone() };
+    assert_eq!(h.call(Request::Scan(outside)).await.status(), Status::BadRequest);
     let h = h.with_settings(|s| s.owned = (0..SHARDS).map(|i| i < 8).collect());
-    let ok = Scan {
-        shard_from: 0,
-        shard_to: 8,
-        ..s.clone()
-    };
+    let ok = Scan { shard_from: 0, shard_to: 8, ..s.clone() };
     assert_eq!(h.call(Request::Scan(ok)).await.status(), Status::Ok);
-    let not_mine = Scan {
-        shard_from: 0,
-        shard_to: 9,
-        ..s
-    };
-    assert_eq!(
-        h.call(Request::Scan(not_mine)).await.status(),
-        Status::NotOwner
-    );
+    let not_mine = Scan { shard_from: 0, shard_to: 9, ..s };
+    assert_eq!(h.call(Request::Scan(not_mine)).await.status(), Status::NotOwner);
 }
 
 async fn validation_and_ownership(h: Harness) {
@@ -718,11 +445,6 @@ async fn validation_and_ownership(h: Harness) {
 }
 
 async fn ping_answers(h: Harness) {
-    let Response::Pong(p) = h.call(Request::Ping).await else {
-        panic!()
-    };
-    assert_eq!(
-        (p.node.as_str(), p.protocol, p.shards),
-        ("test", PROTOCOL_VERSION, SHARDS)
-    );
+    let Response::Pong(p) = h.call(Request::Ping).await else { panic!() };
+    assert_eq!((p.node.as_str(), p.protocol, p.shards), ("test", PROTOCOL_VERSION, SHARDS));
 }

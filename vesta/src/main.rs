@@ -12,11 +12,7 @@ use tracing_subscriber::EnvFilter;
 use vesta_store::config::StoreFlags;
 
 #[derive(Parser)]
-#[command(
-    name = "vesta",
-    version,
-    about = "Redis-compatible quorum-replicated key-value cluster"
-)]
+#[command(name = "vesta", version, about = "Redis-compatible quorum-replicated key-value cluster")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,9 +27,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("VESTA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_env("VESTA_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
@@ -49,9 +43,7 @@ fn main() -> ExitCode {
 }
 
 fn store(flags: StoreFlags) -> Result<(), String> {
-    let config = flags
-        .resolve()
-        .map_err(|e| format!("store configuration: {e}"))?;
+    let config = flags.resolve().map_err(|e| format!("store configuration: {e}"))?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
         let name = config.node.clone();

@@ -21,16 +21,13 @@ struct StoreProcess {
 
 impl StoreProcess {
     fn start(data_dir: &std::path::Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vesta"))
-            .args([
-                "store",
-                "--node",
-                "crash-test",
-                "--listen",
-                "127.0.0.1:0",
-                "--sync",
-                "every-write",
-            ])
+            .args(["store", "--node", "crash-test", "--listen", "127.0.0.1:0", "--sync", "every-write"])
+            .args(extra)
             .args(["--shards", &SHARDS.to_string(), "--data-dir"])
             .arg(data_dir)
             .stdout(Stdio::piped())
@@ -42,10 +39,7 @@ impl StoreProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
             assert!(Instant::now() < deadline, "store did not start");
-            let line = lines
-                .next()
-                .expect("store exited before listening")
-                .unwrap();
+            let line = lines.next().expect("store exited before listening").unwrap();
             if let Some(addr) = line.split(" listening on ").nth(1) {
                 break addr.trim().to_string();
             }
@@ -79,13 +73,7 @@ struct Expect {
     in_flight: Option<String>,
 }
 
-async fn write(
-    conn: &NodeConnection,
-    req: u128,
-    key: &str,
-    value: &str,
-    hlc: u64,
-) -> Result<bool, ()> {
+async fn write(conn: &NodeConnection, req: u128, key: &str, value: &str, hlc: u64) -> Result<bool, ()> {
     let p = Prepare {
         req: RequestId(req),
         target: target(key),
@@ -98,26 +86,9 @@ async fn write(
         Ok(_) => return Ok(false),
         Err(_) => return Err(()),
     }
-    let meta = Meta {
-        version: hlc,
-        created_at: 1,
-        hlc,
-        origin: 1,
-        last_writer: RequestId(req),
-        ..Meta::default()
-    };
-    let record = Record {
-        meta,
-        value: Bytes::copy_from_slice(value.as_bytes()),
-    };
-    match conn
-        .call(Request::Commit(Commit {
-            req: RequestId(req),
-            target: target(key),
-            record,
-        }))
-        .await
-    {
+    let meta = Meta { version: hlc, created_at: 1, hlc, origin: 1, last_writer: RequestId(req), ..Meta::default() };
+    let record = Record { meta, value: Bytes::copy_from_slice(value.as_bytes()) };
+    match conn.call(Request::Commit(Commit { req: RequestId(req), target: target(key), record })).await {
         Ok(r) => Ok(r.status() == Status::Ok),
         Err(_) => Err(()),
     }
@@ -142,12 +113,7 @@ async fn acknowledged_commits_survive_kill_9() {
             for n in 0..100_000u64 {
                 let key = format!("w{w}:k{}", n % 20);
                 let value = format!("w{w}:n{n}");
-                expect
-                    .lock()
-                    .await
-                    .entry(key.clone())
-                    .or_default()
-                    .in_flight = Some(value.clone());
+                expect.lock().await.entry(key.clone()).or_default().in_flight = Some(value.clone());
                 match write(&conn, (w << 64) | n as u128, &key, &value, n + 1).await {
                     Ok(true) => {
                         let mut e = expect.lock().await;
@@ -167,12 +133,7 @@ async fn acknowledged_commits_survive_kill_9() {
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let acked = expect
-            .lock()
-            .await
-            .values()
-            .filter(|e| e.acked.is_some())
-            .count();
+        let acked = expect.lock().await.values().filter(|e| e.acked.is_some()).count();
         if acked >= 5_000 || started.elapsed() > Duration::from_secs(20) {
             break;
         }
@@ -185,10 +146,7 @@ async fn acknowledged_commits_survive_kill_9() {
     for w in writers {
         total_acked += w.await.unwrap();
     }
-    assert!(
-        total_acked > 1_000,
-        "the load should have been running ({total_acked} acks)"
-    );
+    assert!(total_acked > 1_000, "the load should have been running ({total_acked} acks)");
 
     let store = StoreProcess::start(dir.path());
     let conn = NodeConnection::connect(&store.addr).await.unwrap();
@@ -196,19 +154,8 @@ async fn acknowledged_commits_survive_kill_9() {
     let mut checked = 0;
     for (key, e) in &expect {
         let Some(acked) = &e.acked else { continue };
-        let r = conn
-            .call(Request::Read(Read {
-                target: target(key),
-                want_value: true,
-            }))
-            .await
-            .unwrap();
-        let Response::Reply(Reply {
-            status: Status::Ok,
-            copy: Some(rec),
-            ..
-        }) = r
-        else {
+        let r = conn.call(Request::Read(Read { target: target(key), want_value: true })).await.unwrap();
+        let Response::Reply(Reply { status: Status::Ok, copy: Some(rec), .. }) = r else {
             panic!("{key}: acknowledged value {acked} lost: {r:?}");
         };
         let got = String::from_utf8(rec.value.to_vec()).unwrap();
@@ -220,26 +167,48 @@ async fn acknowledged_commits_survive_kill_9() {
         checked += 1;
     }
     assert!(checked >= 1_000, "checked {checked} keys");
-    eprintln!(
-        "{total_acked} commits acknowledged before kill -9; {checked} keys verified after restart"
-    );
+    eprintln!("{total_acked} commits acknowledged before kill -9; {checked} keys verified after restart");
+}
+
+/// GET /metrics over plain HTTP/1.0.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
 }
 
 #[tokio::test]
-async fn sigterm_stops_cleanly_and_bad_config_fails_in_one_line() {
+async fn metrics_sigterm_and_bad_config() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = StoreProcess::start(dir.path());
+    // A free port for the metrics endpoint (the exporter cannot report one it picked itself).
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let mut store = StoreProcess::start_with(dir.path(), &["--metrics-listen", &metrics_addr]);
     let conn = NodeConnection::connect(&store.addr).await.unwrap();
-    assert!(matches!(
-        conn.call(Request::Ping).await.unwrap(),
-        Response::Pong(_)
-    ));
+    assert!(matches!(conn.call(Request::Ping).await.unwrap(), Response::Pong(_)));
+    assert!(write(&conn, 1, "m", "v", 1).await.unwrap());
+    let p =
+        Prepare { req: RequestId(2), target: target("m"), kind: PrepareKind::Set, condition: None, want_value: false };
+    assert_eq!(conn.call(Request::Prepare(p)).await.unwrap().status(), Status::Ok);
+    let p =
+        Prepare { req: RequestId(3), target: target("m"), kind: PrepareKind::Set, condition: None, want_value: false };
+    assert_eq!(conn.call(Request::Prepare(p)).await.unwrap().status(), Status::Locked);
+    let metrics = scrape(&metrics_addr);
+    for want in [
+        r#"vesta_store_operations_total{op="ping",status="ok"} 1"#,
+        r#"vesta_store_operations_total{op="commit",status="ok"} 1"#,
+        r#"vesta_store_operations_total{op="prepare",status="locked"} 1"#,
+        "vesta_store_lock_conflicts_total 1",
+        r#"vesta_store_operation_seconds_bucket{op="prepare",le="#,
+        "vesta_store_group_commit_jobs_bucket",
+        "vesta_store_connections 1",
+    ] {
+        assert!(metrics.contains(want), "missing {want} in:\n{metrics}");
+    }
     let pid = store.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = store.child.wait().unwrap();
     assert!(status.success(), "SIGTERM exit: {status:?}");
 

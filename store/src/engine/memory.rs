@@ -37,12 +37,7 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        from: &[u8],
-        to: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), EngineError> {
+    fn scan(&self, from: &[u8], to: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), EngineError> {
         if from >= to {
             return Ok(());
         }
@@ -68,9 +63,6 @@ impl Engine for MemoryEngine {
 
     fn stats(&self) -> EngineStats {
         let map = self.map.read();
-        EngineStats {
-            estimated_keys: map.len() as u64,
-            ..EngineStats::default()
-        }
+        EngineStats { estimated_keys: map.len() as u64, ..EngineStats::default() }
     }
 }

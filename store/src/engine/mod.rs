@@ -39,12 +39,7 @@ pub trait Engine: Send + Sync + 'static {
     fn write(&self, batch: &[Mutation], sync: bool) -> Result<(), EngineError>;
 
     /// Visits keys in `[from, to)` in order until `visit` returns false.
-    fn scan(
-        &self,
-        from: &[u8],
-        to: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), EngineError>;
+    fn scan(&self, from: &[u8], to: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), EngineError>;
 
     /// Forces everything written so far to stable storage (the periodic sync policy).
     fn sync(&self) -> Result<(), EngineError>;

@@ -19,11 +19,7 @@ pub struct RocksOptions {
 
 impl Default for RocksOptions {
     fn default() -> Self {
-        RocksOptions {
-            block_cache_mb: 256,
-            write_buffer_mb: 64,
-            background_sync: None,
-        }
+        RocksOptions { block_cache_mb: 256, write_buffer_mb: 64, background_sync: None }
     }
 }
 
@@ -33,10 +29,7 @@ pub struct RocksEngine {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl RocksEngine {
@@ -129,12 +122,7 @@ impl Engine for RocksEngine {
         Ok(self.db.write_opt(wb, &wo)?)
     }
 
-    fn scan(
-        &self,
-        from: &[u8],
-        to: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), EngineError> {
+    fn scan(&self, from: &[u8], to: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), EngineError> {
         if from >= to {
             return Ok(());
         }

@@ -21,15 +21,11 @@ impl StoreNode {
                     metrics::counter!(m::LEASE_EXPIRIES).increment(1);
                 }
                 return match self.load(&skey, false) {
-                    Ok(Some(cur)) if cur.meta.last_writer == c.req => {
-                        Reply::status(Status::AlreadyDone)
-                    }
+                    Ok(Some(cur)) if cur.meta.last_writer == c.req => Reply::status(Status::AlreadyDone),
                     Ok(_) => Reply::error(
                         Status::NoLease,
                         match refused {
-                            Claim::Expired => {
-                                "the prepare's lease expired before the commit arrived"
-                            }
+                            Claim::Expired => "the prepare's lease expired before the commit arrived",
                             Claim::HeldBy(_) => "another request holds the key",
                             _ => "no prepare of this request holds the key",
                         },

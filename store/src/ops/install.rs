@@ -10,12 +10,7 @@ impl StoreNode {
     /// its own so that it cannot slip between another request's prepare and commit. Equal order means this
     /// very copy is already here (`AlreadyDone`); an older one is refused with `ConditionFailed` and this
     /// node's copy. Expired copies are absent, so anything replaces them.
-    pub(crate) async fn install_if_newer(
-        &self,
-        req: RequestId,
-        skey: Vec<u8>,
-        record: Record,
-    ) -> Reply {
+    pub(crate) async fn install_if_newer(&self, req: RequestId, skey: Vec<u8>, record: Record) -> Reply {
         let now = self.clock.mono_ms();
         match self.leases.acquire(&skey, req, now, self.settings.lease_ms) {
             Acquire::HeldBy(_) => {
@@ -31,9 +26,7 @@ impl StoreNode {
         }
         let reply = match self.load(&skey, false) {
             Err(reply) => reply,
-            Ok(Some(cur)) if cur.meta.order() == record.meta.order() => {
-                Reply::status(Status::AlreadyDone)
-            }
+            Ok(Some(cur)) if cur.meta.order() == record.meta.order() => Reply::status(Status::AlreadyDone),
             Ok(Some(cur)) if cur.meta.newer_than(&record.meta) => {
                 Reply::with_copy(Status::ConditionFailed, Some(reply_copy(cur, false)))
             }

@@ -15,10 +15,7 @@ impl StoreNode {
             Ok(k) => k,
             Err(reply) => return reply,
         };
-        match self
-            .leases
-            .acquire(&skey, p.req, self.clock.mono_ms(), self.settings.lease_ms)
-        {
+        match self.leases.acquire(&skey, p.req, self.clock.mono_ms(), self.settings.lease_ms) {
             Acquire::HeldBy(_) => {
                 metrics::counter!(m::LOCK_CONFLICTS).increment(1);
                 return Reply::status(Status::Locked);
@@ -35,16 +32,10 @@ impl StoreNode {
                 return reply;
             }
         };
-        if current
-            .as_ref()
-            .is_some_and(|c| c.meta.last_writer == p.req)
-        {
+        if current.as_ref().is_some_and(|c| c.meta.last_writer == p.req) {
             // This request already committed here: a retry of a finished write must not run it twice.
             self.leases.release(&skey, p.req);
-            return Reply::with_copy(
-                Status::AlreadyDone,
-                current.map(|c| reply_copy(c, p.want_value)),
-            );
+            return Reply::with_copy(Status::AlreadyDone, current.map(|c| reply_copy(c, p.want_value)));
         }
         let live = current.as_ref().filter(|c| !c.meta.flags.tombstone());
         let status = match condition {
@@ -65,8 +56,6 @@ fn evaluate(condition: &Condition, live: Option<&Record>) -> Status {
         (Condition::Present, Some(_)) => Status::Ok,
         (Condition::ValueEquals(v), Some(r)) if r.value == *v => Status::Ok,
         (Condition::VersionEquals(v), Some(r)) if r.meta.version == *v => Status::Ok,
-        (Condition::ValueEquals(_) | Condition::VersionEquals(_), Some(_)) => {
-            Status::ConditionFailed
-        }
+        (Condition::ValueEquals(_) | Condition::VersionEquals(_), Some(_)) => Status::ConditionFailed,
     }
 }

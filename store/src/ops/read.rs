@@ -16,9 +16,7 @@ impl StoreNode {
             Ok(Some(rec)) if !rec.meta.flags.tombstone() => {
                 Reply::with_copy(Status::Ok, Some(reply_copy(rec, r.want_value)))
             }
-            Ok(tombstone) => {
-                Reply::with_copy(Status::Absent, tombstone.map(|t| reply_copy(t, false)))
-            }
+            Ok(tombstone) => Reply::with_copy(Status::Absent, tombstone.map(|t| reply_copy(t, false))),
             Err(reply) => reply,
         }
     }

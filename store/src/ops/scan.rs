@@ -19,36 +19,22 @@ impl StoreNode {
         if s.shard_from >= s.shard_to || s.shard_to > self.settings.shards {
             return Err(Reply::error(
                 Status::BadRequest,
-                format!(
-                    "bad shard range {}..{} (the cluster has {})",
-                    s.shard_from, s.shard_to, self.settings.shards
-                ),
+                format!("bad shard range {}..{} (the cluster has {})", s.shard_from, s.shard_to, self.settings.shards),
             ));
         }
         if let Some(shard) = (s.shard_from..s.shard_to).find(|&sh| !self.owns(sh)) {
-            return Err(Reply::error(
-                Status::NotOwner,
-                format!("shard {shard} is not on this node"),
-            ));
+            return Err(Reply::error(Status::NotOwner, format!("shard {shard} is not on this node")));
         }
         let range_start = key::shard_start(s.shard_from as u64);
         let range_end = key::shard_start(s.shard_to as u64);
         let start = match &s.after {
-            Some(cursor)
-                if cursor.as_ref() >= range_start.as_slice()
-                    && cursor.as_ref() < range_end.as_slice() =>
-            {
+            Some(cursor) if cursor.as_ref() >= range_start.as_slice() && cursor.as_ref() < range_end.as_slice() => {
                 // The smallest key strictly after the cursor.
                 let mut k = cursor.to_vec();
                 k.push(0);
                 k
             }
-            Some(_) => {
-                return Err(Reply::error(
-                    Status::BadRequest,
-                    "scan cursor outside the shard range",
-                ))
-            }
+            Some(_) => return Err(Reply::error(Status::BadRequest, "scan cursor outside the shard range")),
             None => range_start,
         };
         let limit = (s.limit as usize).clamp(1, MAX_PAGE);
@@ -87,11 +73,7 @@ impl StoreNode {
             return Err(Reply::error(Status::Internal, e));
         }
         let exhausted = entries.len() < limit && examined < budget;
-        let next = if exhausted {
-            None
-        } else {
-            last.map(Bytes::from)
-        };
+        let next = if exhausted { None } else { last.map(Bytes::from) };
         Ok(ScanPage { entries, next })
     }
 }

@@ -26,20 +26,13 @@ pub struct Harness {
 }
 
 pub fn real_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 impl Harness {
     pub fn memory() -> Self {
         let engine = Arc::new(MemoryEngine::new());
-        Self::build(
-            engine.clone(),
-            Backing::Memory(engine),
-            NodeSettings::all_shards("test", SHARDS),
-        )
+        Self::build(engine.clone(), Backing::Memory(engine), NodeSettings::all_shards("test", SHARDS))
     }
 
     pub fn rocks() -> Self {
@@ -66,11 +59,7 @@ impl Harness {
         // and the node agree on what has expired.
         let clock = Arc::new(ManualClock::new(real_now_ms()));
         let node = StoreNode::with_engine(settings, engine, clock.clone()).unwrap();
-        Harness {
-            node,
-            clock,
-            backing,
-        }
+        Harness { node, clock, backing }
     }
 
     pub fn now(&self) -> u64 {
@@ -115,75 +104,33 @@ impl Harness {
         self.prepare_if(req, key, kind, None).await
     }
 
-    pub async fn prepare_if(
-        &self,
-        req: u128,
-        key: &str,
-        kind: PrepareKind,
-        condition: Option<Condition>,
-    ) -> Reply {
-        let p = Prepare {
-            req: RequestId(req),
-            target: target(key),
-            kind,
-            condition,
-            want_value: true,
-        };
+    pub async fn prepare_if(&self, req: u128, key: &str, kind: PrepareKind, condition: Option<Condition>) -> Reply {
+        let p = Prepare { req: RequestId(req), target: target(key), kind, condition, want_value: true };
         self.reply(Request::Prepare(p)).await
     }
 
     pub async fn commit(&self, req: u128, key: &str, record: Record) -> Reply {
-        self.reply(Request::Commit(Commit {
-            req: RequestId(req),
-            target: target(key),
-            record,
-        }))
-        .await
+        self.reply(Request::Commit(Commit { req: RequestId(req), target: target(key), record })).await
     }
 
     pub async fn abort(&self, req: u128, key: &str) -> Reply {
-        self.reply(Request::Abort(Abort {
-            req: RequestId(req),
-            target: target(key),
-        }))
-        .await
+        self.reply(Request::Abort(Abort { req: RequestId(req), target: target(key) })).await
     }
 
     pub async fn read(&self, key: &str) -> Reply {
-        self.reply(Request::Read(Read {
-            target: target(key),
-            want_value: true,
-        }))
-        .await
+        self.reply(Request::Read(Read { target: target(key), want_value: true })).await
     }
 
     pub async fn repair(&self, req: u128, key: &str, record: Record) -> Reply {
-        self.reply(Request::Repair(Repair {
-            req: RequestId(req),
-            target: target(key),
-            record,
-        }))
-        .await
+        self.reply(Request::Repair(Repair { req: RequestId(req), target: target(key), record })).await
     }
 
     pub async fn mark_delete(&self, req: u128, key: &str, meta: Meta) -> Reply {
-        self.reply(Request::MarkDelete(MarkDelete {
-            req: RequestId(req),
-            target: target(key),
-            meta,
-        }))
-        .await
+        self.reply(Request::MarkDelete(MarkDelete { req: RequestId(req), target: target(key), meta })).await
     }
 
     /// A full prepare + commit of `value` by `req`.
-    pub async fn write(
-        &self,
-        req: u128,
-        key: &str,
-        hlc: u64,
-        value: &str,
-        expires_at: u64,
-    ) -> Record {
+    pub async fn write(&self, req: u128, key: &str, hlc: u64, value: &str, expires_at: u64) -> Record {
         let p = self.prepare(req, key, PrepareKind::Set).await;
         assert!(p.status.holds_lease(), "prepare for write: {p:?}");
         let r = record(req, hlc, value, expires_at);
@@ -221,12 +168,5 @@ pub fn record(req: u128, hlc: u64, value: &str, expires_at: u64) -> Record {
 }
 
 pub fn tombstone_meta(hlc: u64, expires_at: u64) -> Meta {
-    Meta {
-        version: hlc,
-        created_at: 1,
-        expires_at,
-        hlc,
-        origin: 1,
-        ..Meta::default()
-    }
+    Meta { version: hlc, created_at: 1, expires_at, hlc, origin: 1, ..Meta::default() }
 }
