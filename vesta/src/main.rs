@@ -1,14 +1,18 @@
 //! `vesta`: one binary for every Vesta process.
 //!
 //! * `vesta store --config store.toml` — a storage node.
-//!
-//! The proxy, the all-in-one `vesta dev` cluster and `vesta admin` arrive with their issues.
+//! * `vesta proxy --config proxy.toml` — a RESP proxy in front of the store nodes of a topology file.
+//! * `vesta dev` — proxy + three store zones in one process: a local cluster in one command.
+
+mod dev;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use vesta_proxy::topology::Topology;
+use vesta_proxy::ProxyFlags;
 use vesta_store::config::StoreFlags;
 
 #[derive(Parser)]
@@ -22,6 +26,10 @@ struct Cli {
 enum Command {
     /// Run a storage node (RocksDB or memory engine) serving the internal protocol.
     Store(StoreFlags),
+    /// Run a RESP proxy (the quorum coordinator) in front of the store nodes of a topology.
+    Proxy(ProxyFlags),
+    /// Run a whole local cluster in this process: a proxy and three store zones (N=3, W=2, R=2).
+    Dev(dev::DevFlags),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +40,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Store(flags) => store(flags),
+        Command::Proxy(flags) => proxy(flags),
+        Command::Dev(flags) => dev::run(flags),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,13 +59,7 @@ fn store(flags: StoreFlags) -> Result<(), String> {
         let name = config.node.clone();
         vesta_store::server::run(
             &config,
-            |addr| {
-                // Whoever started us may have stopped reading stdout; that is no reason to die.
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "store {name} listening on {addr}");
-                let _ = writeln!(out, "ready");
-                let _ = out.flush();
-            },
+            |addr| say(&format!("store {name} listening on {addr}\nready")),
             shutdown_signal(),
         )
         .await?;
@@ -64,8 +68,35 @@ fn store(flags: StoreFlags) -> Result<(), String> {
     })
 }
 
+fn proxy(flags: ProxyFlags) -> Result<(), String> {
+    let config = flags.resolve().map_err(|e| format!("proxy configuration: {e}"))?;
+    let topology = Topology::from_file(&config.topology).map_err(|e| format!("topology: {e}"))?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        if let Some(addr) = config.metrics_listen {
+            vesta_proxy::metrics::install_exporter(addr)?;
+        }
+        vesta_proxy::server::run(
+            &config,
+            &topology,
+            |addr| say(&format!("proxy listening on {addr}\nready")),
+            shutdown_signal(),
+        )
+        .await?;
+        tracing::info!("proxy stopped");
+        Ok(())
+    })
+}
+
+/// A line for whoever started us (scripts wait for `ready`); a closed stdout is no reason to die.
+pub(crate) fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
 /// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {

@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Vesta vs Redis, same machine, same run: redis-benchmark (GET, SET, INCR; pipeline 1 and 16; 50 clients)
+# against a Debian `redis-server` (no persistence) and against `vesta dev` (3 store zones + RESP proxy),
+# then one table of requests per second, the ratio vesta/redis and p50 latency.
+#
+#   bench/redis-compare.sh               # build vesta (release) and compare
+#   bench/redis-compare.sh --self-test   # no build: a second redis-server stands in for vesta
+#   bench/redis-compare.sh --no-build    # use the vesta binary already built
+#
+# Environment (defaults in brackets):
+#   BENCH_REQUESTS [200000]              requests per run at pipeline 1
+#   BENCH_REQUESTS_PIPELINED [5×that]    requests per run at pipeline > 1
+#   BENCH_CLIENTS [50]  BENCH_PIPELINES ["1 16"]  BENCH_TESTS ["set get incr"]
+#   BENCH_TIMEOUT [600]                  seconds before one redis-benchmark run is abandoned
+#   BENCH_CSV                            also write the results to this CSV file
+#   VESTA_BIN [$CARGO_TARGET_DIR/release/vesta]   VESTA_DEV_ARGS (extra flags, e.g. "--sync off")
+#   VESTA_READY_TIMEOUT [120]            seconds to wait for `vesta dev` to print `ready`
+#
+# Everything listens on 127.0.0.1 only; both servers are stopped by pid and the temp dir removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,19s/^# \{0,1\}//p' "$0"; }
+
+self_test=0
+build=1
+for arg in "$@"; do
+    case "$arg" in
+        --self-test) self_test=1 build=0 ;;
+        --no-build) build=0 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "redis-compare: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vesta/target}"
+requests="${BENCH_REQUESTS:-200000}"
+requests_pipelined="${BENCH_REQUESTS_PIPELINED:-$((requests * 5))}"
+clients="${BENCH_CLIENTS:-50}"
+read -ra pipelines <<<"${BENCH_PIPELINES:-1 16}"
+read -ra tests <<<"${BENCH_TESTS:-set get incr}"
+run_timeout="${BENCH_TIMEOUT:-600}"
+ready_timeout="${VESTA_READY_TIMEOUT:-120}"
+vesta_bin="${VESTA_BIN:-$CARGO_TARGET_DIR/release/vesta}"
+read -ra vesta_dev_args <<<"${VESTA_DEV_ARGS:-}"
+host=127.0.0.1
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'redis-compare: %s\n' "$*" >&2; exit 1; }
+
+# --- tools -------------------------------------------------------------------------------------------
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null ||
+    ! command -v redis-cli >/dev/null; then
+    log "installing redis-server and redis-tools"
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools
+fi
+command -v timeout >/dev/null || die "needs timeout (coreutils)"
+
+if ((build)); then
+    log "building vesta (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    cargo build --release -p vesta
+fi
+if ((!self_test)); then
+    [[ -x $vesta_bin ]] || die "no vesta binary at $vesta_bin (build it, or set VESTA_BIN)"
+fi
+
+# --- processes, cleanup --------------------------------------------------------------------------------
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/vesta-redis-compare.XXXXXX")"
+pids=()
+
+# shellcheck disable=SC2317 # called from the EXIT trap
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do # 10 s to stop cleanly
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid ignored SIGTERM for 10 s: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# shellcheck disable=SC2317
+cleanup() {
+    local status=$? pid
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do stop_pid "$pid"; done
+    rm -rf "$tmp"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_open() { (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; }
+
+free_port() {
+    local port
+    if command -v python3 >/dev/null &&
+        port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null)"; then
+        echo "$port"
+        return
+    fi
+    for _ in $(seq 200); do
+        port=$((20000 + RANDOM % 30000))
+        port_open "$port" || { echo "$port"; return; }
+    done
+    die "found no free port"
+}
+
+ping_ok() { [[ "$(timeout 2 redis-cli -h "$host" -p "$1" ping 2>/dev/null)" == PONG ]]; }
+
+show_logs() { # name
+    local f
+    for f in "$tmp/$1".out "$tmp/$1".err; do
+        [[ -s $f ]] && { echo "--- $f (last 20 lines)" >&2; tail -n 20 "$f" >&2; }
+    done
+    return 0
+}
+
+# start_server NAME PORT KIND: KIND is redis or vesta; sets pid_of_NAME
+declare -A pid_of port_of
+start_server() {
+    local name=$1 port=$2 kind=$3 pid limit=20 deadline
+    [[ $kind == vesta ]] && limit=$ready_timeout
+    if [[ $kind == redis ]]; then
+        mkdir -p "$tmp/$name"
+        redis-server --port "$port" --bind "$host" --save '' --appendonly no --daemonize no \
+            --dir "$tmp/$name" --protected-mode yes >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    else
+        "$vesta_bin" dev --port "$port" --data-dir "$tmp/vesta-data" "${vesta_dev_args[@]}" \
+            >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    fi
+    pid=$!
+    pids+=("$pid")
+    pid_of[$name]=$pid
+    port_of[$name]=$port
+    deadline=$((SECONDS + limit))
+    until ping_ok "$port" || { [[ $kind == vesta ]] && grep -qx ready "$tmp/$name.out"; }; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            show_logs "$name"
+            die "$name exited before it was ready"
+        fi
+        if ((SECONDS >= deadline)); then
+            show_logs "$name"
+            die "$name not ready after $limit s"
+        fi
+        sleep 0.2
+    done
+    if [[ $kind == vesta ]]; then
+        sed 's/^/    vesta dev: /' "$tmp/$name.out" >&2
+        ping_ok "$port" || log "warning: vesta printed ready but PING on $host:$port did not answer PONG"
+    fi
+    log "$name ready on $host:$port (pid $pid)"
+}
+
+# --- servers -----------------------------------------------------------------------------------------
+a=redis
+if ((self_test)); then b=redis2; b_kind=redis; else b=vesta; b_kind=vesta; fi
+port_a="$(free_port)"
+port_b="$(free_port)"
+while [[ $port_b == "$port_a" ]]; do port_b="$(free_port)"; done
+
+log "starting $(redis-server --version | cut -d' ' -f1-3)"
+start_server "$a" "$port_a" redis
+if ((self_test)); then
+    log "self-test: a second redis-server stands in for vesta"
+else
+    log "starting vesta dev (data in $tmp/vesta-data${VESTA_DEV_ARGS:+, extra flags: $VESTA_DEV_ARGS})"
+fi
+start_server "$b" "$port_b" "$b_kind"
+
+# --- runs --------------------------------------------------------------------------------------------
+# column VALUE of the first data row of a redis-benchmark --csv output (header-driven; "-" if absent)
+csv_field() { # file column
+    awk -v want="$2" '
+        /^"test"/ { gsub(/"/, ""); n = split($0, h, ","); for (i = 1; i <= n; i++) if (h[i] == want) col = i; header = 1; next }
+        /^"/ { if (!header && want == "rps") col = 2
+               if (col) { gsub(/"/, ""); split($0, f, ","); print f[col]; found = 1 }
+               exit }
+        END { if (!found) print "-" }' "$1"
+}
+
+declare -A rps p50 note
+failed=0
+total=$((${#pipelines[@]} * ${#tests[@]} * 2))
+run=0
+log "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?') on $(nproc 2>/dev/null || echo '?') cores"
+for pipe in "${pipelines[@]}"; do
+    n=$requests
+    ((pipe > 1)) && n=$requests_pipelined
+    for t in "${tests[@]}"; do
+        for target in "$a" "$b"; do
+            run=$((run + 1))
+            key="$t|$pipe|$target"
+            out="$tmp/run-$run.csv"
+            port=${port_of[$target]}
+            label="[$run/$total] ${t^^} pipeline $pipe, $clients clients, $n requests -> $target ($host:$port)"
+            if ! kill -0 "${pid_of[$target]}" 2>/dev/null || ! port_open "$port"; then
+                # redis-benchmark spins forever on a port nobody listens on: never start it there
+                log "$label: server is down, skipped"
+                rps[$key]=-; p50[$key]=-; note[$key]="server down"; failed=1
+                continue
+            fi
+            log "$label"
+            started=$SECONDS
+            status=0
+            timeout --foreground -k 5 "$run_timeout" \
+                redis-benchmark -h "$host" -p "$port" -c "$clients" -P "$pipe" -t "$t" -n "$n" \
+                -r 100000 -d 16 --csv >"$out" 2>"$tmp/run-$run.err" || status=$?
+            rps[$key]="$(csv_field "$out" rps)"
+            p50[$key]="$(csv_field "$out" p50_latency_ms)"
+            # redis-benchmark 7 stops at the first error reply ("Node ... replied with error:" + the error)
+            error="$(grep -A1 'replied with error' "$tmp/run-$run.err" | tail -n 1 | cut -c1-60 || true)"
+            if ((status == 124 || status == 137)); then
+                note[$key]="timed out"
+            elif [[ -n $error ]]; then
+                note[$key]="error reply: $error"
+            elif ((status != 0)); then
+                note[$key]="exit $status"
+            elif [[ ${rps[$key]} == - ]]; then
+                note[$key]="no result"
+            fi
+            if [[ -n ${note[$key]:-} ]]; then
+                failed=1
+                log "    ${note[$key]} after $((SECONDS - started)) s"
+                [[ -s $tmp/run-$run.err ]] && tail -n 5 "$tmp/run-$run.err" | sed 's/^/    /' >&2
+            else
+                log "    ${rps[$key]} requests/s, p50 ${p50[$key]} ms ($((SECONDS - started)) s)"
+            fi
+        done
+    done
+done
+
+# --- table -------------------------------------------------------------------------------------------
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (x + 0 > 0 && y + 0 > 0) printf "%.2f", y / x; else print "-" }'; }
+
+echo
+if ((self_test)); then
+    echo "Self-test: both columns are redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
+fi
+echo "redis-benchmark, $clients clients, -r 100000 -d 16, on $host; $(nproc 2>/dev/null || echo '?') cores"
+fmt='%-7s %8s %12s %12s %12s %13s %13s  %s\n'
+# shellcheck disable=SC2059 # the format is ours
+printf "$fmt" command pipeline "$a rps" "$b rps" "$b/$a" "$a p50 ms" "$b p50 ms" ""
+if [[ -n ${BENCH_CSV:-} ]]; then
+    echo "command,pipeline,clients,requests,${a}_rps,${b}_rps,ratio,${a}_p50_ms,${b}_p50_ms,note" >"$BENCH_CSV"
+fi
+for pipe in "${pipelines[@]}"; do
+    for t in "${tests[@]}"; do
+        ka="$t|$pipe|$a" kb="$t|$pipe|$b"
+        r="$(ratio "${rps[$ka]}" "${rps[$kb]}")"
+        msg=""
+        [[ -n ${note[$ka]:-} ]] && msg+="$a: ${note[$ka]} "
+        [[ -n ${note[$kb]:-} ]] && msg+="$b: ${note[$kb]}"
+        # shellcheck disable=SC2059
+        printf "$fmt" "${t^^}" "$pipe" "${rps[$ka]}" "${rps[$kb]}" "$r" "${p50[$ka]}" "${p50[$kb]}" "$msg"
+        if [[ -n ${BENCH_CSV:-} ]]; then
+            n=$requests
+            ((pipe > 1)) && n=$requests_pipelined
+            echo "${t^^},$pipe,$clients,$n,${rps[$ka]},${rps[$kb]},$r,${p50[$ka]},${p50[$kb]},$msg" >>"$BENCH_CSV"
+        fi
+    done
+done
+exit "$failed"

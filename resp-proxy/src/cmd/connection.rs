@@ -1,0 +1,171 @@
+//! PING ECHO HELLO AUTH SELECT QUIT RESET CLIENT: commands about the connection itself. They run in
+//! order on the connection (a SELECT applies to exactly the commands after it).
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::{int_arg, shown, wrong_arity};
+use crate::resp::Reply;
+use crate::session::{Session, Shared};
+
+/// Databases `SELECT` accepts, as Redis's default `databases 16`.
+pub const DATABASES: u32 = 16;
+/// The Redis version Vesta answers as (commands follow Redis 7 semantics).
+pub const REDIS_VERSION: &str = "7.2.0";
+
+pub enum After {
+    Continue,
+    /// Send the reply, then close (QUIT).
+    Close,
+}
+
+/// Runs a connection command; `None` when `name` is not one.
+pub fn run(s: &mut Session, shared: &Shared, name: &str, a: &[Bytes]) -> Option<(Reply, After)> {
+    let reply = match name {
+        "ping" => match a {
+            [] => Reply::Status("PONG"),
+            [msg] => Reply::Bulk(msg.clone()),
+            _ => wrong_arity("ping"),
+        },
+        "echo" => Reply::Bulk(a[0].clone()),
+        "quit" => return Some((Reply::OK, After::Close)),
+        "reset" => {
+            s.reset();
+            Reply::Status("RESET")
+        }
+        "select" => match int_arg(&a[0]) {
+            Err(e) => e,
+            Ok(db) if db < 0 || db >= DATABASES as i64 => Reply::error("ERR DB index is out of range"),
+            Ok(db) => {
+                s.select(db as u32);
+                Reply::OK
+            }
+        },
+        "auth" => auth(a),
+        "hello" => hello(s, shared, a),
+        "client" => client(s, a),
+        _ => return None,
+    };
+    Some((reply, After::Continue))
+}
+
+/// No users are configured yet: the default user has no password, as in a fresh Redis.
+fn auth(a: &[Bytes]) -> Reply {
+    match a {
+        [_password] => Reply::error(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ),
+        [user, _password] if user.as_ref() == b"default" => Reply::OK,
+        [_, _] => Reply::error("WRONGPASS invalid username-password pair or user is disabled."),
+        _ => Reply::error("ERR syntax error"),
+    }
+}
+
+fn hello(s: &mut Session, shared: &Shared, a: &[Bytes]) -> Reply {
+    let mut resp3 = s.resp3;
+    if let Some(v) = a.first() {
+        match super::parse_i64(v) {
+            Some(2) => resp3 = false,
+            Some(3) => resp3 = true,
+            Some(_) => return Reply::error("NOPROTO unsupported protocol version"),
+            None => return Reply::error("ERR Protocol version is not an integer or out of range"),
+        }
+    }
+    let mut i = 1;
+    let mut name = None;
+    while i < a.len() {
+        let more = a.len() - i - 1;
+        match a[i].to_ascii_uppercase().as_slice() {
+            b"AUTH" if more >= 2 => {
+                if let Reply::Error(e) = auth(&a[i + 1..i + 3]) {
+                    return Reply::Error(e);
+                }
+                i += 3;
+            }
+            b"SETNAME" if more >= 1 => {
+                if !valid_name(&a[i + 1]) {
+                    return Reply::error("ERR Client names cannot contain spaces, newlines or special characters.");
+                }
+                name = Some(a[i + 1].clone());
+                i += 2;
+            }
+            _ => return Reply::error(format!("ERR Syntax error in HELLO option '{}'", shown(&a[i]))),
+        }
+    }
+    s.resp3 = resp3;
+    if let Some(n) = name {
+        s.name = (!n.is_empty()).then_some(n);
+    }
+    let _ = shared;
+    Reply::Map(vec![
+        (Reply::text("server"), Reply::text("redis")),
+        (Reply::text("version"), Reply::text(REDIS_VERSION)),
+        (Reply::text("proto"), Reply::Int(if resp3 { 3 } else { 2 })),
+        (Reply::text("id"), Reply::Int(s.id as i64)),
+        (Reply::text("mode"), Reply::text("standalone")),
+        (Reply::text("role"), Reply::text("master")),
+        (Reply::text("modules"), Reply::Array(vec![])),
+    ])
+}
+
+/// Redis's rule for client names and library info: printable ASCII without spaces.
+fn valid_name(n: &[u8]) -> bool {
+    n.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+fn client(s: &mut Session, a: &[Bytes]) -> Reply {
+    let sub = a[0].to_ascii_lowercase();
+    let rest = &a[1..];
+    match (sub.as_slice(), rest) {
+        (b"id", []) => Reply::Int(s.id as i64),
+        (b"getname", []) => s.name.clone().map_or(Reply::Nil, Reply::Bulk),
+        (b"setname", [name]) => {
+            if !valid_name(name) {
+                return Reply::error("ERR Client names cannot contain spaces, newlines or special characters.");
+            }
+            s.name = (!name.is_empty()).then(|| name.clone());
+            Reply::OK
+        }
+        (b"setinfo", [attr, value]) => {
+            if !valid_name(value) {
+                let what = if attr.eq_ignore_ascii_case(b"lib-name") { "lib-name" } else { "lib-ver" };
+                return Reply::error(format!("ERR {what} cannot contain spaces, newlines or special characters."));
+            }
+            match attr.to_ascii_lowercase().as_slice() {
+                b"lib-name" => s.lib_name = Some(value.clone()),
+                b"lib-ver" => s.lib_ver = Some(value.clone()),
+                _ => return Reply::error(format!("ERR Unrecognized option '{}'", shown(attr))),
+            }
+            Reply::OK
+        }
+        (b"info", []) => Reply::Verbatim(info_line(s)),
+        (b"id" | b"getname" | b"setname" | b"setinfo" | b"info", _) => {
+            wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub)))
+        }
+        _ => Reply::error(format!("ERR unknown subcommand '{}'. Try CLIENT HELP.", shown(&a[0]))),
+    }
+}
+
+fn info_line(s: &Session) -> String {
+    let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    format!(
+        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 \
+         qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info \
+         user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+        s.id,
+        s.peer,
+        s.local,
+        text(&s.name),
+        s.created.elapsed().as_secs(),
+        s.db,
+        if s.resp3 { 3 } else { 2 },
+        text(&s.lib_name),
+        text(&s.lib_ver),
+    )
+}
+
+pub fn client_count(shared: &Shared) -> u64 {
+    shared.connected_clients.load(Ordering::Relaxed)
+}

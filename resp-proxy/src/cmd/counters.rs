@@ -1,0 +1,136 @@
+//! INCR INCRBY DECR DECRBY INCRBYFLOAT: one two-phase commit each, so concurrent increments are never
+//! lost or doubled.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use vesta_proto::PrepareKind;
+
+use super::{int_arg, parse_i64};
+use crate::coordinator::{CoordError, Coordinator, Decision, NewValue};
+use crate::resp::Reply;
+
+#[derive(Debug)]
+pub enum Cmd {
+    /// INCR / INCRBY / DECR / DECRBY. `decrement` only picks the overflow message.
+    Add {
+        key: Bytes,
+        by: i64,
+        decrement: bool,
+    },
+    AddFloat {
+        key: Bytes,
+        by: f64,
+    },
+}
+
+impl Cmd {
+    pub fn parse(name: &str, a: &[Bytes]) -> Option<Result<Cmd, Reply>> {
+        let key = a.first().cloned().unwrap_or_default();
+        Some(match name {
+            "incr" => Ok(Cmd::Add { key, by: 1, decrement: false }),
+            "decr" => Ok(Cmd::Add { key, by: -1, decrement: true }),
+            "incrby" => int_arg(&a[1]).map(|by| Cmd::Add { key, by, decrement: false }),
+            "decrby" => match int_arg(&a[1]) {
+                Err(e) => Err(e),
+                Ok(i64::MIN) => Err(Reply::error("ERR decrement would overflow")),
+                Ok(by) => Ok(Cmd::Add { key, by: -by, decrement: true }),
+            },
+            "incrbyfloat" => parse_float(&a[1]).map(|by| Cmd::AddFloat { key, by }).ok_or_else(not_a_float),
+            _ => return None,
+        })
+    }
+
+    pub async fn execute(self, c: &Arc<Coordinator>, ns: &Bytes) -> Result<Reply, CoordError> {
+        match self {
+            Cmd::Add { key, by, decrement } => {
+                c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, _| {
+                    let current = match live {
+                        None => 0,
+                        Some(r) => match parse_i64(&r.value) {
+                            Some(n) => n,
+                            None => return Decision::Answer(super::not_an_integer()),
+                        },
+                    };
+                    let Some(next) = current.checked_add(by) else {
+                        let what = if decrement { "decrement" } else { "increment or decrement" };
+                        return Decision::Answer(Reply::error(format!("ERR {what} would overflow")));
+                    };
+                    let expires_at = live.map_or(0, |r| r.meta.expires_at);
+                    let value = NewValue { value: Bytes::from(next.to_string()), expires_at, tombstone: false };
+                    Decision::Write(value, Reply::Int(next))
+                })
+                .await
+            }
+            Cmd::AddFloat { key, by } => {
+                c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, _| {
+                    let current = match live {
+                        None => 0.0,
+                        Some(r) => match parse_float(&r.value) {
+                            Some(f) => f,
+                            None => return Decision::Answer(not_a_float()),
+                        },
+                    };
+                    let next = current + by;
+                    if !next.is_finite() {
+                        return Decision::Answer(Reply::error("ERR increment would produce NaN or Infinity"));
+                    }
+                    let text = Bytes::from(format_float(next));
+                    let expires_at = live.map_or(0, |r| r.meta.expires_at);
+                    let value = NewValue { value: text.clone(), expires_at, tombstone: false };
+                    Decision::Write(value, Reply::Bulk(text))
+                })
+                .await
+            }
+        }
+    }
+}
+
+fn not_a_float() -> Reply {
+    Reply::error("ERR value is not a valid float")
+}
+
+/// Like Redis's `string2ld`: a finite decimal number, no surrounding spaces, no NaN or infinity.
+fn parse_float(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.len() > 5000 || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// Redis prints INCRBYFLOAT results in fixed notation with trailing zeros removed (`10.6`, `3`,
+/// `5000`). Redis computes in long double; 15 significant digits reproduce its output for the values
+/// f64 can carry exactly enough.
+pub fn format_float(f: f64) -> String {
+    if f == 0.0 {
+        return "0".into();
+    }
+    let int_digits = (f.abs().log10().floor() as i64 + 1).max(1);
+    let decimals = (15 - int_digits).clamp(0, 17) as usize;
+    let mut s = format!("{f:.decimals$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    if s == "-0" {
+        s = "0".into();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_like_redis() {
+        assert_eq!(format_float(10.5 + 0.1), "10.6");
+        assert_eq!(format_float(0.1 + 0.2), "0.3");
+        assert_eq!(format_float(3.0), "3");
+        assert_eq!(format_float(5.0e3), "5000");
+        assert_eq!(format_float(-1.5), "-1.5");
+        assert_eq!(parse_float(b" 1"), None);
+        assert_eq!(parse_float(b"inf"), None);
+        assert_eq!(parse_float(b"1e3"), Some(1000.0));
+    }
+}

@@ -1,0 +1,212 @@
+//! The Redis command table. Each family file parses its commands (arguments → a typed command, or
+//! Redis's exact error) separately from executing them against the coordinator.
+//!
+//! Connection-state commands (HELLO, SELECT, CLIENT, …) live in `connection.rs` and `server.rs` and run
+//! in order on the connection; data commands run concurrently and their replies are reordered.
+
+pub mod connection;
+pub mod counters;
+mod expiry;
+pub mod keys;
+pub mod server;
+pub mod strings;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::coordinator::Coordinator;
+use crate::resp::Reply;
+
+/// Name, arity (negative: at least that many), flags, first key, last key, key step — as `COMMAND` shows.
+pub struct Spec {
+    pub name: &'static str,
+    pub arity: i64,
+    pub flags: &'static [&'static str],
+    pub keys: (i64, i64, i64),
+    pub group: &'static str,
+}
+
+const W: &[&str] = &["write", "denyoom"];
+const R: &[&str] = &["readonly", "fast"];
+const WF: &[&str] = &["write", "denyoom", "fast"];
+const WO: &[&str] = &["write", "fast"];
+const C: &[&str] = &["fast", "stale", "loading"];
+const S: &[&str] = &["stale", "loading"];
+
+pub const TABLE: &[Spec] = &[
+    Spec { name: "get", arity: 2, flags: R, keys: (1, 1, 1), group: "string" },
+    Spec { name: "set", arity: -3, flags: W, keys: (1, 1, 1), group: "string" },
+    Spec { name: "setnx", arity: 3, flags: WF, keys: (1, 1, 1), group: "string" },
+    Spec { name: "setex", arity: 4, flags: W, keys: (1, 1, 1), group: "string" },
+    Spec { name: "psetex", arity: 4, flags: W, keys: (1, 1, 1), group: "string" },
+    Spec { name: "getset", arity: 3, flags: WF, keys: (1, 1, 1), group: "string" },
+    Spec { name: "getdel", arity: 2, flags: WO, keys: (1, 1, 1), group: "string" },
+    Spec { name: "getex", arity: -2, flags: WO, keys: (1, 1, 1), group: "string" },
+    Spec { name: "mget", arity: -2, flags: R, keys: (1, -1, 1), group: "string" },
+    Spec { name: "mset", arity: -3, flags: W, keys: (1, -1, 2), group: "string" },
+    Spec { name: "append", arity: 3, flags: WF, keys: (1, 1, 1), group: "string" },
+    Spec { name: "strlen", arity: 2, flags: R, keys: (1, 1, 1), group: "string" },
+    Spec { name: "incr", arity: 2, flags: WF, keys: (1, 1, 1), group: "string" },
+    Spec { name: "incrby", arity: 3, flags: WF, keys: (1, 1, 1), group: "string" },
+    Spec { name: "decr", arity: 2, flags: WF, keys: (1, 1, 1), group: "string" },
+    Spec { name: "decrby", arity: 3, flags: WF, keys: (1, 1, 1), group: "string" },
+    Spec { name: "incrbyfloat", arity: 3, flags: WF, keys: (1, 1, 1), group: "string" },
+    Spec { name: "del", arity: -2, flags: &["write"], keys: (1, -1, 1), group: "generic" },
+    Spec { name: "unlink", arity: -2, flags: WO, keys: (1, -1, 1), group: "generic" },
+    Spec { name: "exists", arity: -2, flags: R, keys: (1, -1, 1), group: "generic" },
+    Spec { name: "expire", arity: -3, flags: WO, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "pexpire", arity: -3, flags: WO, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "expireat", arity: -3, flags: WO, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "pexpireat", arity: -3, flags: WO, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "persist", arity: 2, flags: WO, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "ttl", arity: 2, flags: R, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "pttl", arity: 2, flags: R, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "expiretime", arity: 2, flags: R, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "pexpiretime", arity: 2, flags: R, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "ping", arity: -1, flags: C, keys: (0, 0, 0), group: "connection" },
+    Spec { name: "echo", arity: 2, flags: C, keys: (0, 0, 0), group: "connection" },
+    Spec {
+        name: "hello",
+        arity: -1,
+        flags: &["noscript", "loading", "stale", "fast", "no_auth"],
+        keys: (0, 0, 0),
+        group: "connection",
+    },
+    Spec {
+        name: "auth",
+        arity: -2,
+        flags: &["noscript", "loading", "stale", "fast", "no_auth"],
+        keys: (0, 0, 0),
+        group: "connection",
+    },
+    Spec { name: "select", arity: 2, flags: C, keys: (0, 0, 0), group: "connection" },
+    Spec {
+        name: "quit",
+        arity: -1,
+        flags: &["noscript", "loading", "stale", "fast", "no_auth"],
+        keys: (0, 0, 0),
+        group: "connection",
+    },
+    Spec {
+        name: "reset",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast", "no_auth"],
+        keys: (0, 0, 0),
+        group: "connection",
+    },
+    Spec { name: "client", arity: -2, flags: S, keys: (0, 0, 0), group: "connection" },
+    Spec { name: "command", arity: -1, flags: S, keys: (0, 0, 0), group: "server" },
+    Spec { name: "info", arity: -1, flags: S, keys: (0, 0, 0), group: "server" },
+    Spec { name: "config", arity: -2, flags: S, keys: (0, 0, 0), group: "server" },
+];
+
+pub fn spec(name: &str) -> Option<&'static Spec> {
+    TABLE.iter().find(|s| s.name == name)
+}
+
+/// Redis's arity rule: exact for positive arity, at least |arity| for negative (name included).
+pub fn arity_ok(spec: &Spec, argc: usize) -> bool {
+    let argc = argc as i64;
+    if spec.arity >= 0 {
+        argc == spec.arity
+    } else {
+        argc >= -spec.arity
+    }
+}
+
+pub fn wrong_arity(name: &str) -> Reply {
+    Reply::error(format!("ERR wrong number of arguments for '{name}' command"))
+}
+
+/// `-ERR unknown command 'x', with args beginning with: 'a' 'b' `, exactly as Redis words it.
+pub fn unknown_command(name: &[u8], args: &[Bytes]) -> Reply {
+    let mut msg = format!("ERR unknown command '{}', with args beginning with: ", shown(name));
+    for a in args.iter().take(16) {
+        if msg.len() > 128 + 60 {
+            break;
+        }
+        msg.push_str(&format!("'{}' ", shown(a)));
+    }
+    Reply::Error(msg)
+}
+
+/// Text of an argument in an error message: at most 128 bytes, lossy UTF-8, no line breaks.
+pub fn shown(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(128)]).replace(['\r', '\n'], " ")
+}
+
+/// A parsed data command, ready to run.
+pub enum DataCommand {
+    Strings(strings::Cmd),
+    Keys(keys::Cmd),
+    Counters(counters::Cmd),
+}
+
+impl DataCommand {
+    /// Parses a data command (`name` lower-case, `args` without the name). `None`: not a data command.
+    pub fn parse(name: &str, args: &[Bytes]) -> Option<Result<DataCommand, Reply>> {
+        if let Some(c) = strings::Cmd::parse(name, args) {
+            return Some(c.map(DataCommand::Strings));
+        }
+        if let Some(c) = keys::Cmd::parse(name, args) {
+            return Some(c.map(DataCommand::Keys));
+        }
+        counters::Cmd::parse(name, args).map(|c| c.map(DataCommand::Counters))
+    }
+
+    pub async fn execute(self, coord: Arc<Coordinator>, ns: Bytes) -> Reply {
+        let result = match self {
+            DataCommand::Strings(c) => c.execute(&coord, &ns).await,
+            DataCommand::Keys(c) => c.execute(&coord, &ns).await,
+            DataCommand::Counters(c) => c.execute(&coord, &ns).await,
+        };
+        result.unwrap_or_else(|e| e.reply())
+    }
+}
+
+/// Redis's `string2ll`: optional `-`, digits, no `+`, no spaces, no leading zeros, fits in i64.
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || (digits[0] == b'0' && digits.len() > 1) {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+pub fn not_an_integer() -> Reply {
+    Reply::error("ERR value is not an integer or out of range")
+}
+
+pub fn syntax_error() -> Reply {
+    Reply::error("ERR syntax error")
+}
+
+/// The argument as an integer, or Redis's error.
+pub fn int_arg(b: &[u8]) -> Result<i64, Reply> {
+    parse_i64(b).ok_or_else(not_an_integer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_like_string2ll() {
+        assert_eq!(parse_i64(b"123"), Some(123));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [&b""[..], b"+1", b" 1", b"01", b"1.0", b"9223372036854775808", b"-", b"abc"] {
+            assert_eq!(parse_i64(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_command_text() {
+        let r = unknown_command(b"foo", &[Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(r, Reply::error("ERR unknown command 'foo', with args beginning with: 'a' 'b' "));
+        assert_eq!(unknown_command(b"x", &[]), Reply::error("ERR unknown command 'x', with args beginning with: "));
+    }
+}

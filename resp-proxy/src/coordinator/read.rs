@@ -1,0 +1,139 @@
+//! Reads: R replicas answer, the newest copy wins, and a disagreement is settled before answering.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use vesta_proto::{KeyRef, Read, Record, Repair, Request, Response, Status};
+
+use super::{back_off, newest, order, CoordError, Coordinator};
+use crate::metrics as m;
+use crate::topology::NodeIndex;
+
+enum Failed {
+    /// The newest copy could not be made to stick on a write quorum yet (a writer holds the key).
+    Unsettled,
+    Final(CoordError),
+}
+
+impl Coordinator {
+    /// The newest live copy of `key` on a read quorum (`None`: absent, expired or deleted).
+    ///
+    /// When the replicas that answered disagree, the newest copy is first written back until a write
+    /// quorum holds it, and only then returned: once a value has been read, no later read can return an
+    /// older one. Replicas that answer late with an older copy are repaired in the background.
+    pub async fn read(self: &Arc<Self>, namespace: &Bytes, key: &Bytes) -> Result<Option<Record>, CoordError> {
+        let target = self.target(namespace, key);
+        let deadline = Instant::now() + self.settings.deadline;
+        let mut attempt = 0;
+        loop {
+            match self.read_once(&target).await {
+                Ok(copy) => {
+                    metrics::counter!(m::QUORUM, "op" => "read", "outcome" => "ok").increment(1);
+                    return Ok(copy.filter(|r| !r.meta.flags.tombstone()));
+                }
+                Err(Failed::Unsettled) if Instant::now() < deadline => {
+                    metrics::counter!(m::QUORUM, "op" => "read", "outcome" => "retried_locked").increment(1);
+                    back_off(attempt).await;
+                    attempt += 1;
+                }
+                Err(Failed::Unsettled) => return Err(CoordError::Contended),
+                Err(Failed::Final(e)) => {
+                    metrics::counter!(m::QUORUM, "op" => "read", "outcome" => "below_quorum").increment(1);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn read_once(self: &Arc<Self>, target: &KeyRef) -> Result<Option<Record>, Failed> {
+        let r = self.settings.read_quorum;
+        let read = Request::Read(Read { target: target.clone(), want_value: true });
+        // Ask R replicas (starting at a random zone to spread load); each failure brings in the next one.
+        let group = self.map.storage_group(target.shard);
+        let start = rand::random::<u32>() as usize % group.len();
+        let mut spare = (0..group.len()).map(|i| group[(start + i) % group.len()]);
+        let mut pending = FuturesUnordered::new();
+        for node in spare.by_ref().take(r) {
+            pending.push(self.ask(node, read.clone()));
+        }
+        let mut copies: Vec<(NodeIndex, Option<Record>)> = Vec::new();
+        while copies.len() < r {
+            let Some((node, answer)) = pending.next().await else { break };
+            match answer {
+                Ok(Response::Reply(reply)) if matches!(reply.status, Status::Ok | Status::Absent) => {
+                    copies.push((node, reply.copy))
+                }
+                _ => {
+                    if let Some(next) = spare.next() {
+                        pending.push(self.ask(next, read.clone()));
+                    }
+                }
+            }
+        }
+        if copies.len() < r {
+            return Err(Failed::Final(CoordError::Unavailable { reached: copies.len(), needed: r }));
+        }
+        let newest = newest(copies.iter().map(|(_, c)| c)).cloned();
+        let newest_order = newest.as_ref().map(|r| r.meta.order());
+        self.repair_late(pending, target.clone(), newest.clone());
+
+        let stale: Vec<NodeIndex> =
+            copies.iter().filter(|(_, c)| order(c) != newest_order).map(|(node, _)| *node).collect();
+        let Some(newest_copy) = newest else { return Ok(None) };
+        if stale.is_empty() {
+            return Ok(Some(newest_copy));
+        }
+        // Disagreement: write the newest copy back until a write quorum holds it.
+        let mut holders = copies.len() - stale.len();
+        let mut repairs: FuturesUnordered<_> = stale
+            .into_iter()
+            .map(|node| {
+                let this = self.clone();
+                let repair = Request::Repair(Repair {
+                    req: self.ids.next(),
+                    target: target.clone(),
+                    record: newest_copy.clone(),
+                });
+                async move { this.pool.call(node, repair).await }
+            })
+            .collect();
+        while let Some(answer) = repairs.next().await {
+            metrics::counter!(m::REPAIRS, "kind" => "read").increment(1);
+            if matches!(answer.map(|a| a.status()), Ok(Status::Ok | Status::AlreadyDone)) {
+                holders += 1;
+            }
+        }
+        if holders >= self.settings.write_quorum {
+            Ok(Some(newest_copy))
+        } else {
+            Err(Failed::Unsettled)
+        }
+    }
+
+    /// Reads still in flight when the quorum answered: repair the ones that turn out to be stale.
+    fn repair_late(
+        self: &Arc<Self>,
+        mut pending: FuturesUnordered<
+            impl std::future::Future<Output = (NodeIndex, Result<Response, crate::pool::NodeError>)> + Send + 'static,
+        >,
+        target: KeyRef,
+        newest: Option<Record>,
+    ) {
+        let Some(newest) = newest else { return };
+        if pending.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some((node, answer)) = pending.next().await {
+                let Ok(Response::Reply(reply)) = answer else { continue };
+                if matches!(reply.status, Status::Ok | Status::Absent) && order(&reply.copy) < Some(newest.meta.order())
+                {
+                    this.repair_in_background(node, target.clone(), newest.clone());
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,17 @@
+//! Vesta's RESP proxy: Redis clients in, two-phase commits over the storage group out.
+//!
+//! Reading order: [`server`] (connections, pipelining, ordered replies) → `cmd/` (the command table,
+//! one file per family, parsing separate from execution) → [`coordinator`] (the single 2PC driver) →
+//! [`pool`] (store-node connections) and [`topology`] (where shards live).
+
+pub mod cmd;
+pub mod config;
+pub mod coordinator;
+pub mod metrics;
+pub mod pool;
+pub mod resp;
+pub mod server;
+pub mod session;
+pub mod topology;
+
+pub use config::{ProxyConfig, ProxyFlags};

@@ -1,0 +1,31 @@
+//! Metric names and the Prometheus endpoint.
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Commands by `cmd`.
+pub const COMMANDS: &str = "vesta_proxy_commands_total";
+/// Command latency by `cmd`, seconds.
+pub const COMMAND_SECONDS: &str = "vesta_proxy_command_seconds";
+/// Quorum outcomes by `op` (read, write) and `outcome` (ok, retried_locked, contended, below_quorum,
+/// outcome_unknown).
+pub const QUORUM: &str = "vesta_proxy_quorum_total";
+/// Repairs sent, by `kind` (read: before answering; background: stale or failed replicas).
+pub const REPAIRS: &str = "vesta_proxy_repairs_total";
+/// 1 while the proxy holds a connection to the store node `node`.
+pub const STORE_UP: &str = "vesta_proxy_store_up";
+pub const CLIENT_CONNECTIONS: &str = "vesta_proxy_client_connections";
+
+const LATENCY_BUCKETS: &[f64] =
+    &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// Serves `/metrics` on `addr` (inside a tokio runtime). One exporter per process: `vesta dev` runs
+/// stores and proxy in one process and shares it.
+pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .and_then(|b| b.install())
+        .map_err(|e| format!("metrics endpoint on {addr}: {e}"))
+}

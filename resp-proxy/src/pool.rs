@@ -1,0 +1,123 @@
+//! One multiplexed connection per store node, reconnected with back-off; every call has the per-node
+//! timeout. A node that cannot be reached fails fast until its back-off ends, so a dead zone costs
+//! nothing per request.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use vesta_proto::client::NodeConnection;
+use vesta_proto::{Request, Response};
+
+use crate::metrics as m;
+use crate::topology::NodeIndex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeError {
+    /// No connection (refused, reset, or in back-off after a failure).
+    Down,
+    /// No answer within the per-node timeout.
+    Timeout,
+}
+
+struct Node {
+    addr: String,
+    conn: Mutex<Option<NodeConnection>>,
+    /// When the next connection attempt may happen, and the back-off after that.
+    retry: Mutex<(Instant, Duration)>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+pub struct NodePool {
+    nodes: Vec<Node>,
+    timeout: Duration,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+impl NodePool {
+    pub fn new(addrs: &[String], timeout: Duration) -> Self {
+        let nodes = addrs
+            .iter()
+            .map(|a| Node {
+                addr: a.clone(),
+                conn: Mutex::new(None),
+                retry: Mutex::new((Instant::now(), MIN_BACKOFF)),
+                connecting: tokio::sync::Mutex::new(()),
+            })
+            .collect();
+        NodePool { nodes, timeout }
+    }
+
+    pub fn addr(&self, node: NodeIndex) -> &str {
+        &self.nodes[node].addr
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Whether the node currently has a live connection.
+    pub fn is_up(&self, node: NodeIndex) -> bool {
+        lock(&self.nodes[node].conn).as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    pub async fn call(&self, node: NodeIndex, request: Request) -> Result<Response, NodeError> {
+        let conn = self.connection(node).await?;
+        match tokio::time::timeout(self.timeout, conn.call(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_closed)) => {
+                self.mark_down(node);
+                Err(NodeError::Down)
+            }
+            Err(_elapsed) => Err(NodeError::Timeout),
+        }
+    }
+
+    async fn connection(&self, node: NodeIndex) -> Result<NodeConnection, NodeError> {
+        let n = &self.nodes[node];
+        if let Some(c) = lock(&n.conn).as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        if lock(&n.retry).0 > Instant::now() {
+            return Err(NodeError::Down);
+        }
+        let _one_at_a_time = n.connecting.lock().await;
+        if let Some(c) = lock(&n.conn).as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        match tokio::time::timeout(self.timeout.max(Duration::from_millis(200)), NodeConnection::connect(&n.addr)).await
+        {
+            Ok(Ok(c)) => {
+                *lock(&n.conn) = Some(c.clone());
+                *lock(&n.retry) = (Instant::now(), MIN_BACKOFF);
+                metrics::gauge!(m::STORE_UP, "node" => n.addr.clone()).set(1.0);
+                tracing::info!(node = %n.addr, "connected to store node");
+                Ok(c)
+            }
+            _ => {
+                self.mark_down(node);
+                Err(NodeError::Down)
+            }
+        }
+    }
+
+    fn mark_down(&self, node: NodeIndex) {
+        let n = &self.nodes[node];
+        let was_up = lock(&n.conn).take().is_some();
+        let mut retry = lock(&n.retry);
+        *retry = (Instant::now() + retry.1, (retry.1 * 2).min(MAX_BACKOFF));
+        metrics::gauge!(m::STORE_UP, "node" => n.addr.clone()).set(0.0);
+        if was_up {
+            tracing::warn!(node = %n.addr, "lost connection to store node");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

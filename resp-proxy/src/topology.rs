@@ -1,0 +1,150 @@
+//! Where shards live: zones × nodes, and each shard's storage group (its node in every zone).
+//!
+//! The map sits behind [`ShardMap`] so that the etcd-backed map (with versions and redistribution) can
+//! replace this static one without touching the coordinator.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub name: String,
+    /// `host:port` of each store node of the zone.
+    pub nodes: Vec<String>,
+}
+
+/// The cluster as a topology file describes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    #[serde(default = "default_quorum")]
+    pub write_quorum: usize,
+    #[serde(default = "default_quorum")]
+    pub read_quorum: usize,
+    #[serde(rename = "zone")]
+    pub zones: Vec<Zone>,
+}
+
+fn default_shards() -> u32 {
+    1024
+}
+fn default_quorum() -> usize {
+    2
+}
+
+impl Topology {
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let t: Topology = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        t.validate()?;
+        Ok(t)
+    }
+
+    /// N zones, W + R > N (every read quorum meets every write quorum) and W > N/2 (two write quorums
+    /// always share a replica, so two conflicting writes cannot both win).
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.zones.len();
+        let (w, r) = (self.write_quorum, self.read_quorum);
+        if n == 0 || n > 5 {
+            return Err(format!("a cluster has 1 to 5 zones, this one has {n}"));
+        }
+        if let Some(z) = self.zones.iter().find(|z| z.nodes.is_empty()) {
+            return Err(format!("zone {} has no nodes", z.name));
+        }
+        if self.shards == 0 {
+            return Err("shards must be at least 1".into());
+        }
+        if w == 0 || r == 0 || w > n || r > n {
+            return Err(format!("write_quorum ({w}) and read_quorum ({r}) must be between 1 and the zone count ({n})"));
+        }
+        if w + r <= n {
+            return Err(format!("write_quorum + read_quorum must exceed the zone count: {w} + {r} <= {n}"));
+        }
+        if 2 * w <= n {
+            return Err(format!("write_quorum must be a majority of the {n} zones, not {w}"));
+        }
+        Ok(())
+    }
+
+    pub fn zone_count(&self) -> usize {
+        self.zones.len()
+    }
+}
+
+/// Index of a store node in the proxy's node list.
+pub type NodeIndex = usize;
+
+pub trait ShardMap: Send + Sync + 'static {
+    fn shards(&self) -> u32;
+    /// The shard's storage group: one node per zone, in zone order.
+    fn storage_group(&self, shard: u32) -> &[NodeIndex];
+    /// Every store node's address, indexed by [`NodeIndex`].
+    fn nodes(&self) -> &[String];
+}
+
+/// A map computed once from a topology file: shard `s` lives on node `s % len` of every zone.
+pub struct StaticMap {
+    shards: u32,
+    nodes: Vec<String>,
+    groups: Vec<Vec<NodeIndex>>,
+}
+
+impl StaticMap {
+    pub fn new(t: &Topology) -> Self {
+        let mut nodes = Vec::new();
+        let mut zone_nodes = Vec::new();
+        for z in &t.zones {
+            let first = nodes.len();
+            nodes.extend(z.nodes.iter().cloned());
+            zone_nodes.push((first, z.nodes.len()));
+        }
+        let groups =
+            (0..t.shards).map(|s| zone_nodes.iter().map(|&(first, len)| first + s as usize % len).collect()).collect();
+        StaticMap { shards: t.shards, nodes, groups }
+    }
+}
+
+impl ShardMap for StaticMap {
+    fn shards(&self) -> u32 {
+        self.shards
+    }
+    fn storage_group(&self, shard: u32) -> &[NodeIndex] {
+        &self.groups[shard as usize % self.groups.len()]
+    }
+    fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo(n: usize, w: usize, r: usize) -> Topology {
+        let zones =
+            (0..n).map(|i| Zone { name: format!("z{i}"), nodes: vec![format!("h{i}a"), format!("h{i}b")] }).collect();
+        Topology { shards: 8, write_quorum: w, read_quorum: r, zones }
+    }
+
+    #[test]
+    fn quorum_rules() {
+        assert!(topo(3, 2, 2).validate().is_ok());
+        assert!(topo(5, 3, 3).validate().is_ok());
+        assert!(topo(3, 2, 1).validate().unwrap_err().contains("must exceed"));
+        assert!(topo(4, 2, 3).validate().unwrap_err().contains("majority"));
+        assert!(topo(3, 4, 2).validate().is_err());
+        assert!(topo(6, 4, 4).validate().is_err());
+    }
+
+    #[test]
+    fn one_replica_per_zone() {
+        let m = StaticMap::new(&topo(3, 2, 2));
+        assert_eq!(m.storage_group(0), &[0, 2, 4]);
+        assert_eq!(m.storage_group(1), &[1, 3, 5]);
+        assert_eq!(m.nodes()[3], "h1b");
+    }
+}

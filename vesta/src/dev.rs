@@ -1,0 +1,118 @@
+//! `vesta dev`: a proxy and three store zones in one process (N=3, W=2, R=2), data kept under one
+//! directory across restarts. No etcd, no Docker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::sync::{oneshot, watch};
+use vesta_proxy::topology::{Topology, Zone};
+use vesta_proxy::ProxyConfig;
+use vesta_store::{EngineKind, StoreConfig, SyncPolicy};
+
+use crate::{say, shutdown_signal};
+
+#[derive(Debug, clap::Args)]
+pub struct DevFlags {
+    /// The RESP port.
+    #[arg(long, default_value_t = 6379, env = "VESTA_DEV_PORT")]
+    port: u16,
+    /// Where the three zones keep their RocksDB data.
+    #[arg(long, default_value = "data/dev", env = "VESTA_DEV_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Keep everything in memory (nothing survives a restart).
+    #[arg(long)]
+    memory: bool,
+    #[arg(long, default_value_t = 1024)]
+    shards: u32,
+    /// When store writes reach the disk (see the README's table of what each policy can lose).
+    #[arg(long, value_enum, default_value = "every-write", env = "VESTA_DEV_SYNC")]
+    sync: SyncPolicy,
+    /// How long the proxy waits for one store node.
+    #[arg(long, default_value_t = 100, env = "VESTA_DEV_NODE_TIMEOUT_MS")]
+    node_timeout_ms: u64,
+    /// Prometheus `/metrics` of the whole process.
+    #[arg(long, env = "VESTA_DEV_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+const ZONES: usize = 3;
+
+pub fn run(flags: DevFlags) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async move {
+        if let Some(addr) = flags.metrics_listen {
+            vesta_proxy::metrics::install_exporter(addr)?;
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+
+        let mut stores = Vec::new();
+        let mut zones = Vec::new();
+        for z in 1..=ZONES {
+            let config = StoreConfig {
+                node: format!("zone{z}"),
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                engine: if flags.memory { EngineKind::Memory } else { EngineKind::Rocksdb },
+                data_dir: flags.data_dir.join(format!("zone{z}")),
+                sync: flags.sync,
+                shards: flags.shards,
+                // Three RocksDB instances share this machine.
+                block_cache_mb: 64,
+                write_buffer_mb: 32,
+                ..StoreConfig::default()
+            };
+            config.validate().map_err(|e| e.to_string())?;
+            let (addr_tx, addr_rx) = oneshot::channel();
+            let shutdown = stopped(stop_rx.clone());
+            stores.push(tokio::spawn(async move {
+                vesta_store::server::run(
+                    &config,
+                    |addr| {
+                        let _ = addr_tx.send(addr);
+                    },
+                    shutdown,
+                )
+                .await
+            }));
+            let Ok(addr) = addr_rx.await else {
+                // The store gave up before listening: its own error says why.
+                let failed = stores.pop().map(|task| async move { task.await });
+                let why = match failed {
+                    Some(task) => match task.await {
+                        Ok(Err(e)) => e,
+                        _ => "stopped".into(),
+                    },
+                    None => "stopped".into(),
+                };
+                return Err(format!("store zone{z}: {why}"));
+            };
+            say(&format!("store zone{z} listening on {addr}"));
+            zones.push(Zone { name: format!("zone{z}"), nodes: vec![addr.to_string()] });
+        }
+
+        let topology = Topology { shards: flags.shards, write_quorum: 2, read_quorum: 2, zones };
+        let config = ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], flags.port)),
+            node_timeout_ms: flags.node_timeout_ms,
+            ..ProxyConfig::default()
+        };
+        let proxy = vesta_proxy::server::run(
+            &config,
+            &topology,
+            |addr| say(&format!("proxy listening on {addr}\nready")),
+            shutdown_signal(),
+        )
+        .await;
+        let _ = stop_tx.send(true);
+        for store in stores {
+            match store.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "store stopped with an error"),
+                Err(e) => tracing::error!(error = %e, "store task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        proxy
+    })
+}
