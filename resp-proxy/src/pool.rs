@@ -32,6 +32,7 @@ pub struct NodePool {
     timeout: Duration,
 }
 
+
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -47,6 +48,10 @@ impl NodePool {
             })
             .collect();
         NodePool { nodes, timeout }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn addr(&self, node: NodeIndex) -> &str {
@@ -67,8 +72,14 @@ impl NodePool {
     }
 
     pub async fn call(&self, node: NodeIndex, request: Request) -> Result<Response, NodeError> {
+        self.call_within(node, request, self.timeout).await
+    }
+
+    /// Like [`call`](Self::call) with another timeout (a commit may wait for the disk longer than a
+    /// prepare may take to show the node is alive).
+    pub async fn call_within(&self, node: NodeIndex, request: Request, timeout: Duration) -> Result<Response, NodeError> {
         let conn = self.connection(node).await?;
-        match tokio::time::timeout(self.timeout, conn.call(request)).await {
+        match tokio::time::timeout(timeout, conn.call(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(_closed)) => {
                 self.mark_down(node);

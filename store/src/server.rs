@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -100,14 +100,29 @@ async fn connection(
             let _ = tx.send(Envelope { corr: env.corr, body });
             continue;
         };
-        let (node, tx) = (node.clone(), tx.clone());
-        tokio::spawn(async move {
+        // Most operations (prepare, read, abort, …) finish without waiting: run them right here and
+        // spare a task. Only those that wait for the group commit get a task of their own.
+        let corr = env.corr;
+        let node2 = node.clone();
+        let mut op = Box::pin(async move {
             metrics::gauge!(m::IN_FLIGHT).increment(1.0);
-            let body = node.handle(env.body).await;
+            let body = node2.handle(env.body).await;
             metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
             drop(permit);
-            let _ = tx.send(Envelope { corr: env.corr, body });
+            body
         });
+        match op.as_mut().now_or_never() {
+            Some(body) => {
+                let _ = tx.send(Envelope { corr, body });
+            }
+            None => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let body = op.await;
+                    let _ = tx.send(Envelope { corr, body });
+                });
+            }
+        }
     }
     // Let replies to the requests already running go out before the socket closes.
     drop(tx);

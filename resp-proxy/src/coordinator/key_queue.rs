@@ -33,7 +33,8 @@ impl KeyQueue {
         Turn { queue: self, key: k, guard: Some(guard) }
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 }

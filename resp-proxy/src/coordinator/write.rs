@@ -45,7 +45,7 @@ impl Coordinator {
         };
         let mut attempt = 0;
         loop {
-            match self.write_once(&target, kind, want_value, &mut decide).await {
+            match self.write_once(&target, kind, want_value, deadline, &mut decide).await {
                 Ok(reply) => {
                     metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "ok").increment(1);
                     return Ok(reply);
@@ -76,6 +76,7 @@ impl Coordinator {
         target: &KeyRef,
         kind: PrepareKind,
         want_value: bool,
+        deadline: Instant,
         decide: &mut impl FnMut(Option<&Record>, u64) -> Decision,
     ) -> Result<Reply, Failed> {
         let req = self.ids.next();
@@ -139,13 +140,16 @@ impl Coordinator {
         // Late prepares that succeed still get this commit: every replica that prepared is committed.
         self.settle_late(pending, req, target.clone(), Some(record.clone()));
 
-        // Phase two. From here on a failure means "outcome unknown", never "not written".
+        // Phase two. From here on a failure means "outcome unknown", never "not written". These nodes
+        // just answered, so a slow commit is a slow disk, not a dead node: it may use the client's
+        // remaining time (but never less than the per-node timeout).
         let commit = Request::Commit(Commit { req, target: target.clone(), record: record.clone() });
+        let commit_timeout = deadline.saturating_duration_since(Instant::now()).max(self.pool.timeout());
         let mut commits: FuturesUnordered<_> = leased
             .iter()
             .map(|&(node, _)| {
                 let (this, commit) = (self.clone(), commit.clone());
-                async move { (node, this.pool.call(node, commit).await) }
+                async move { (node, this.pool.call_within(node, commit, commit_timeout).await) }
             })
             .collect();
         let mut acked = 0;
