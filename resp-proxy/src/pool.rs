@@ -32,7 +32,6 @@ pub struct NodePool {
     timeout: Duration,
 }
 
-
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -77,7 +76,12 @@ impl NodePool {
 
     /// Like [`call`](Self::call) with another timeout (a commit may wait for the disk longer than a
     /// prepare may take to show the node is alive).
-    pub async fn call_within(&self, node: NodeIndex, request: Request, timeout: Duration) -> Result<Response, NodeError> {
+    pub async fn call_within(
+        &self,
+        node: NodeIndex,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, NodeError> {
         let conn = self.connection(node).await?;
         match tokio::time::timeout(timeout, conn.call(request)).await {
             Ok(Ok(response)) => Ok(response),

@@ -3,6 +3,7 @@
 //! commands (SELECT, HELLO, …) take effect at their place in the stream, so each data command runs in
 //! the namespace — and its reply is encoded in the protocol — that was current when it arrived.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
 use crate::cmd::connection::After;
 use crate::cmd::{self, DataCommand};
@@ -125,15 +127,19 @@ async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) -> 
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut order = KeyOrder::default();
     // No more requests are read once set: the client hung up, sent QUIT, or broke the protocol.
     let mut closing = false;
     loop {
+        if in_flight.is_empty() {
+            order.last.clear();
+        }
         while !closing && in_flight.len() < proxy.max_pipeline {
             match parse_request(&mut input, &proxy.limits) {
                 Ok(None) => break,
                 Ok(Some(args)) if args.is_empty() => continue,
                 Ok(Some(args)) => {
-                    let (pending, after) = dispatch(proxy, &mut session, args);
+                    let (pending, after) = dispatch(proxy, &mut session, &mut order, args);
                     in_flight.push_back(pending);
                     if let After::Close = after {
                         closing = true;
@@ -166,7 +172,7 @@ async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) -> 
                     closing = true;
                     while let Ok(Some(args)) = parse_request(&mut input, &proxy.limits) {
                         if !args.is_empty() {
-                            in_flight.push_back(dispatch(proxy, &mut session, args).0);
+                            in_flight.push_back(dispatch(proxy, &mut session, &mut order, args).0);
                         }
                     }
                 }
@@ -176,7 +182,41 @@ async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) -> 
 }
 
 /// Turns one request into its (ordered) pending reply, applying connection-state changes now.
-fn dispatch(proxy: &Arc<Proxy>, session: &mut Session, args: Vec<Bytes>) -> (Pending, After) {
+/// Pipelined commands run concurrently, but a command must see the effect of every earlier command of
+/// its connection on the same key (SET then GET answers the new value, as in Redis). Each key keeps the
+/// completion signal of its latest command; a new command on that key waits for it first.
+#[derive(Default)]
+struct KeyOrder {
+    last: HashMap<(Bytes, Bytes), futures::future::Shared<oneshot::Receiver<()>>>,
+}
+
+impl KeyOrder {
+    /// Registers a command on `keys`; returns what it must wait for and the sender it drops when done.
+    fn enter(
+        &mut self,
+        namespace: &Bytes,
+        mut keys: Vec<Bytes>,
+    ) -> (Vec<futures::future::Shared<oneshot::Receiver<()>>>, oneshot::Sender<()>) {
+        keys.sort();
+        keys.dedup();
+        let (done_tx, done_rx) = oneshot::channel();
+        let done = done_rx.shared();
+        let waits = keys.into_iter().filter_map(|k| self.last.insert((namespace.clone(), k), done.clone())).collect();
+        (waits, done_tx)
+    }
+}
+
+/// The key arguments of a command, by its table entry (first, last, step; last < 0 counts from the end).
+fn command_keys(spec: &cmd::Spec, args: &[Bytes]) -> Vec<Bytes> {
+    let (first, last, step) = spec.keys;
+    if first <= 0 || step <= 0 {
+        return Vec::new();
+    }
+    let last = if last < 0 { args.len() as i64 + last } else { last };
+    (first..=last).step_by(step as usize).filter_map(|i| args.get(i as usize).cloned()).collect()
+}
+
+fn dispatch(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, args: Vec<Bytes>) -> (Pending, After) {
     proxy.shared.total_commands.fetch_add(1, Ordering::Relaxed);
     let ready = |resp3: bool, reply: Reply| -> Pending { Box::pin(futures::future::ready((resp3, reply))) };
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
@@ -198,9 +238,14 @@ fn dispatch(proxy: &Arc<Proxy>, session: &mut Session, args: Vec<Bytes>) -> (Pen
         Some(Ok(command)) => {
             let (coordinator, namespace, resp3) = (proxy.coordinator.clone(), session.namespace.clone(), session.resp3);
             let cmd_name = spec.name;
+            let (earlier, done) = order.enter(&namespace, command_keys(spec, &args));
             Box::pin(async move {
                 let started = Instant::now();
+                for e in earlier {
+                    let _ = e.await;
+                }
                 let reply = command.execute(coordinator, namespace).await;
+                drop(done);
                 metrics::histogram!(m::COMMAND_SECONDS, "cmd" => cmd_name).record(started.elapsed().as_secs_f64());
                 (resp3, reply)
             }) as Pending

@@ -12,11 +12,10 @@ use crate::resp::Reply;
 
 #[derive(Debug)]
 pub enum Cmd {
-    /// INCR / INCRBY / DECR / DECRBY. `decrement` only picks the overflow message.
+    /// INCR / INCRBY / DECR / DECRBY.
     Add {
         key: Bytes,
         by: i64,
-        decrement: bool,
     },
     AddFloat {
         key: Bytes,
@@ -28,13 +27,13 @@ impl Cmd {
     pub fn parse(name: &str, a: &[Bytes]) -> Option<Result<Cmd, Reply>> {
         let key = a.first().cloned().unwrap_or_default();
         Some(match name {
-            "incr" => Ok(Cmd::Add { key, by: 1, decrement: false }),
-            "decr" => Ok(Cmd::Add { key, by: -1, decrement: true }),
-            "incrby" => int_arg(&a[1]).map(|by| Cmd::Add { key, by, decrement: false }),
+            "incr" => Ok(Cmd::Add { key, by: 1 }),
+            "decr" => Ok(Cmd::Add { key, by: -1 }),
+            "incrby" => int_arg(&a[1]).map(|by| Cmd::Add { key, by }),
             "decrby" => match int_arg(&a[1]) {
                 Err(e) => Err(e),
                 Ok(i64::MIN) => Err(Reply::error("ERR decrement would overflow")),
-                Ok(by) => Ok(Cmd::Add { key, by: -by, decrement: true }),
+                Ok(by) => Ok(Cmd::Add { key, by: -by }),
             },
             "incrbyfloat" => parse_float(&a[1]).map(|by| Cmd::AddFloat { key, by }).ok_or_else(not_a_float),
             _ => return None,
@@ -43,7 +42,7 @@ impl Cmd {
 
     pub async fn execute(self, c: &Arc<Coordinator>, ns: &Bytes) -> Result<Reply, CoordError> {
         match self {
-            Cmd::Add { key, by, decrement } => {
+            Cmd::Add { key, by } => {
                 c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, _| {
                     let current = match live {
                         None => 0,
@@ -53,8 +52,7 @@ impl Cmd {
                         },
                     };
                     let Some(next) = current.checked_add(by) else {
-                        let what = if decrement { "decrement" } else { "increment or decrement" };
-                        return Decision::Answer(Reply::error(format!("ERR {what} would overflow")));
+                        return Decision::Answer(Reply::error("ERR increment or decrement would overflow"));
                     };
                     let expires_at = live.map_or(0, |r| r.meta.expires_at);
                     let value = NewValue { value: Bytes::from(next.to_string()), expires_at, tombstone: false };
@@ -90,13 +88,14 @@ fn not_a_float() -> Reply {
     Reply::error("ERR value is not a valid float")
 }
 
-/// Like Redis's `string2ld`: a finite decimal number, no surrounding spaces, no NaN or infinity.
+/// Like Redis's `string2ld`: a number, no surrounding spaces, not NaN (infinity parses; the sum is
+/// refused later with its own error).
 fn parse_float(b: &[u8]) -> Option<f64> {
     let s = std::str::from_utf8(b).ok()?;
     if s.is_empty() || s.len() > 5000 || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
         return None;
     }
-    s.parse::<f64>().ok().filter(|f| f.is_finite())
+    s.parse::<f64>().ok().filter(|f| !f.is_nan())
 }
 
 /// Redis prints INCRBYFLOAT results in fixed notation with trailing zeros removed (`10.6`, `3`,
@@ -130,7 +129,8 @@ mod tests {
         assert_eq!(format_float(5.0e3), "5000");
         assert_eq!(format_float(-1.5), "-1.5");
         assert_eq!(parse_float(b" 1"), None);
-        assert_eq!(parse_float(b"inf"), None);
+        assert_eq!(parse_float(b"inf"), Some(f64::INFINITY));
+        assert_eq!(parse_float(b"nan"), None);
         assert_eq!(parse_float(b"1e3"), Some(1000.0));
     }
 }

@@ -35,9 +35,9 @@ impl When {
         ms.checked_add(base)
     }
 
-    pub fn value(self) -> i64 {
+    pub fn unit(self) -> Unit {
         match self {
-            When::In(_, v) | When::At(_, v) => v,
+            When::In(u, _) | When::At(u, _) => u,
         }
     }
 }

@@ -131,7 +131,7 @@ impl Cmd {
                     // Redis rounds the remaining time to the nearest second.
                     Show::Ttl(Unit::Seconds) => (at.saturating_sub(now) as i64 + 500) / 1000,
                     Show::Ttl(Unit::Millis) => at.saturating_sub(now) as i64,
-                    Show::ExpireTime(Unit::Seconds) => at as i64 / 1000,
+                    Show::ExpireTime(Unit::Seconds) => (at as i64 + 500) / 1000,
                     Show::ExpireTime(Unit::Millis) => at as i64,
                 }))
             }

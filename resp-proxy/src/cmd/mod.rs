@@ -121,14 +121,17 @@ pub fn wrong_arity(name: &str) -> Reply {
 
 /// `-ERR unknown command 'x', with args beginning with: 'a' 'b' `, exactly as Redis words it.
 pub fn unknown_command(name: &[u8], args: &[Bytes]) -> Reply {
-    let mut msg = format!("ERR unknown command '{}', with args beginning with: ", shown(name));
-    for a in args.iter().take(16) {
-        if msg.len() > 128 + 60 {
+    // Redis lists arguments while the list is under 128 bytes, cutting each to what is left of that.
+    let mut list = String::new();
+    for a in args {
+        if list.len() >= 128 {
             break;
         }
-        msg.push_str(&format!("'{}' ", shown(a)));
+        let room = 128 - list.len();
+        let text = String::from_utf8_lossy(&a[..a.len().min(room)]).replace(['\r', '\n'], " ");
+        list.push_str(&format!("'{text}' "));
     }
-    Reply::Error(msg)
+    Reply::Error(format!("ERR unknown command '{}', with args beginning with: {list}", shown(name)))
 }
 
 /// Text of an argument in an error message: at most 128 bytes, lossy UTF-8, no line breaks.
@@ -174,6 +177,9 @@ pub fn parse_i64(b: &[u8]) -> Option<i64> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || (digits[0] == b'0' && digits.len() > 1) {
         return None;
     }
+    if b == b"-0" {
+        return None;
+    }
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
@@ -198,7 +204,7 @@ mod tests {
     fn integers_like_string2ll() {
         assert_eq!(parse_i64(b"123"), Some(123));
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [&b""[..], b"+1", b" 1", b"01", b"1.0", b"9223372036854775808", b"-", b"abc"] {
+        for bad in [&b""[..], b"+1", b" 1", b"01", b"-0", b"1.0", b"9223372036854775808", b"-", b"abc"] {
             assert_eq!(parse_i64(bad), None, "{bad:?}");
         }
     }

@@ -29,14 +29,23 @@ fn spec_reply(s: &Spec) -> Reply {
     Reply::Array(vec![
         Reply::text(s.name),
         Reply::Int(s.arity),
-        Reply::Array(flags),
+        Reply::Set(flags),
         Reply::Int(s.keys.0),
         Reply::Int(s.keys.1),
         Reply::Int(s.keys.2),
-        Reply::Array(vec![category]),
+        Reply::Set(vec![category]),
         Reply::Array(vec![]),
         Reply::Array(vec![]),
         Reply::Array(vec![]),
+    ])
+}
+
+fn docs(s: &Spec) -> Reply {
+    Reply::Map(vec![
+        (Reply::text("summary"), Reply::text(&format!("Redis {} command, served by Vesta", s.name.to_uppercase()))),
+        (Reply::text("since"), Reply::text("1.0.0")),
+        (Reply::text("group"), Reply::text(s.group)),
+        (Reply::text("complexity"), Reply::text("O(1)")),
     ])
 }
 
@@ -60,8 +69,16 @@ fn command(a: &[Bytes]) -> Reply {
             )
         }
         b"count" => super::wrong_arity("command|count"),
-        // No command documentation is served: redis-cli then falls back to its built-in help, which
-        // gives better hints than a partial DOCS reply would.
+        // Docs for named commands. Without names (what interactive redis-cli asks on connect) the answer
+        // is an error, so that redis-cli falls back to its built-in help: its argument hints are better
+        // than docs without argument lists would give.
+        b"docs" if a.len() > 1 => Reply::Map(
+            a[1..]
+                .iter()
+                .filter_map(|n| super::spec(&String::from_utf8_lossy(n).to_ascii_lowercase()))
+                .map(|s| (Reply::text(s.name), docs(s)))
+                .collect(),
+        ),
         _ => Reply::error(format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", shown(sub))),
     }
 }

@@ -217,19 +217,27 @@ fn parse_set(a: &[Bytes]) -> Result<Cmd, Reply> {
             (b"NX", _) if only != Only::IfPresent => only = Only::IfAbsent,
             (b"XX", _) if only != Only::IfAbsent => only = Only::IfPresent,
             (b"GET", _) => get = true,
-            (b"KEEPTTL", _) if ttl == Ttl::Clear => ttl = Ttl::Keep,
-            (b"EX" | b"PX" | b"EXAT" | b"PXAT", Some(v)) if ttl == Ttl::Clear => {
+            (b"KEEPTTL", _) if matches!(ttl, Ttl::Clear | Ttl::Keep) => ttl = Ttl::Keep,
+            (b"EX" | b"PX" | b"EXAT" | b"PXAT", Some(v)) => {
                 let n = int_arg(v)?;
-                if n <= 0 {
-                    return Err(invalid_expire("set"));
-                }
                 let when = match opt.as_slice() {
                     b"EX" => When::In(Unit::Seconds, n),
                     b"PX" => When::In(Unit::Millis, n),
                     b"EXAT" => When::At(Unit::Seconds, n),
                     _ => When::At(Unit::Millis, n),
                 };
-                if when.resolve(0).is_none() {
+                // The same option may repeat (the last wins); two different ones conflict.
+                let same_kind = match ttl {
+                    Ttl::Clear => true,
+                    Ttl::Set(prev) => {
+                        std::mem::discriminant(&prev) == std::mem::discriminant(&when) && prev.unit() == when.unit()
+                    }
+                    Ttl::Keep => false,
+                };
+                if !same_kind {
+                    return Err(syntax_error());
+                }
+                if n <= 0 || when.resolve(0).is_none() {
                     return Err(invalid_expire("set"));
                 }
                 ttl = Ttl::Set(when);
@@ -248,7 +256,7 @@ fn parse_getex(a: &[Bytes]) -> Result<Cmd, Reply> {
     while i < a.len() {
         let opt = a[i].to_ascii_uppercase();
         match (opt.as_slice(), a.get(i + 1)) {
-            (b"PERSIST", _) if ttl.is_none() => ttl = Some(Ttl::Clear),
+            (b"PERSIST", _) if matches!(ttl, None | Some(Ttl::Clear)) => ttl = Some(Ttl::Clear),
             (b"EX" | b"PX" | b"EXAT" | b"PXAT", Some(v)) if ttl.is_none() => {
                 let n = int_arg(v)?;
                 if n <= 0 {

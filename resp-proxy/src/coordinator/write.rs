@@ -172,11 +172,7 @@ impl Coordinator {
         shard: u32,
         request: &Request,
     ) -> FuturesUnordered<impl std::future::Future<Output = Answer> + Send + 'static> {
-        self.map
-            .storage_group(shard)
-            .iter()
-            .map(|&node| self.ask(node, request.clone()))
-            .collect()
+        self.map.storage_group(shard).iter().map(|&node| self.ask(node, request.clone())).collect()
     }
 
     /// One request to one node, as a future that owns what it needs.

@@ -16,6 +16,8 @@ pub enum Reply {
     /// A missing value: `$-1` in RESP2, `_` in RESP3.
     Nil,
     Array(Vec<Reply>),
+    /// A set in RESP3 (`COMMAND` flags); an array in RESP2.
+    Set(Vec<Reply>),
     /// A map in RESP3; a flat key, value, … array in RESP2.
     Map(Vec<(Reply, Reply)>),
     /// Text meant for humans (`INFO`, `CLIENT INFO`): verbatim `txt` in RESP3, a bulk string in RESP2.
@@ -58,7 +60,7 @@ impl Reply {
             Reply::Int(i) => Frame2::Integer(*i),
             Reply::Bulk(b) => Frame2::BulkString(b.clone()),
             Reply::Nil => Frame2::Null,
-            Reply::Array(items) => Frame2::Array(items.iter().map(Reply::frame2).collect()),
+            Reply::Array(items) | Reply::Set(items) => Frame2::Array(items.iter().map(Reply::frame2).collect()),
             Reply::Map(pairs) => Frame2::Array(pairs.iter().flat_map(|(k, v)| [k.frame2(), v.frame2()]).collect()),
             Reply::Verbatim(s) => Frame2::BulkString(Bytes::copy_from_slice(s.as_bytes())),
         }
@@ -72,6 +74,7 @@ impl Reply {
             Reply::Bulk(b) => Frame3::BlobString { data: b.clone(), attributes: None },
             Reply::Nil => Frame3::Null,
             Reply::Array(items) => Frame3::Array { data: items.iter().map(Reply::frame3).collect(), attributes: None },
+            Reply::Set(items) => Frame3::Set { data: items.iter().map(Reply::frame3).collect(), attributes: None },
             Reply::Map(pairs) => {
                 let mut map = FrameMap::with_capacity(pairs.len());
                 for (k, v) in pairs {

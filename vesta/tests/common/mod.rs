@@ -9,7 +9,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -329,13 +329,31 @@ pub async fn read_node(addr: SocketAddr, namespace: &[u8], key: &[u8]) -> Result
 /// must use keys of their own.
 pub fn shared_cluster() -> Arc<Cluster> {
     static SHARED: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
+    // A cluster that cannot start fails every later test at once instead of each waiting for its timeout.
+    static START_FAILED: OnceLock<String> = OnceLock::new();
     let mut slot = SHARED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(cluster) = slot.upgrade() {
         return cluster;
     }
-    let cluster = Arc::new(Cluster::start());
-    *slot = Arc::downgrade(&cluster);
-    cluster
+    if let Some(e) = START_FAILED.get() {
+        panic!("the shared cluster failed to start earlier: {e}");
+    }
+    match std::panic::catch_unwind(Cluster::start) {
+        Ok(cluster) => {
+            let cluster = Arc::new(cluster);
+            *slot = Arc::downgrade(&cluster);
+            cluster
+        }
+        Err(panic) => {
+            let e = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let _ = START_FAILED.set(e.clone());
+            panic!("the shared cluster failed to start: {e}");
+        }
+    }
 }
 
 /// A free loopback port (bound then released; good enough for tests).
@@ -350,10 +368,6 @@ pub fn run_id() -> &'static str {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         format!("{}-{}", std::process::id(), nanos % 1_000_000_000)
     })
-}
-
-pub fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
-    dir.path().join(name)
 }
 
 // ---------------------------------------------------------------------------------------------------
