@@ -68,6 +68,7 @@ if ((!self_test)); then
 fi
 
 # --- processes, cleanup --------------------------------------------------------------------------------
+bench_pid=
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/vesta-redis-compare.XXXXXX")"
 pids=()
 
@@ -91,6 +92,7 @@ stop_pid() {
 cleanup() {
     local status=$? pid
     trap - EXIT INT TERM
+    [[ -n $bench_pid ]] && stop_pid "$bench_pid"
     for pid in "${pids[@]}"; do stop_pid "$pid"; done
     rm -rf "$tmp"
     exit "$status"
@@ -212,9 +214,14 @@ for pipe in "${pipelines[@]}"; do
             log "$label"
             started=$SECONDS
             status=0
-            timeout --foreground -k 5 "$run_timeout" \
+            # In the background so that Ctrl-C / SIGTERM reach our traps at once (`wait` is interruptible);
+            # cleanup stops it by pid like the servers.
+            timeout -k 5 "$run_timeout" \
                 redis-benchmark -h "$host" -p "$port" -c "$clients" -P "$pipe" -t "$t" -n "$n" \
-                -r 100000 -d 16 --csv >"$out" 2>"$tmp/run-$run.err" || status=$?
+                -r 100000 -d 16 --csv >"$out" 2>"$tmp/run-$run.err" &
+            bench_pid=$!
+            wait "$bench_pid" || status=$?
+            bench_pid=
             rps[$key]="$(csv_field "$out" rps)"
             p50[$key]="$(csv_field "$out" p50_latency_ms)"
             # redis-benchmark 7 stops at the first error reply ("Node ... replied with error:" + the error)
@@ -258,7 +265,7 @@ for pipe in "${pipelines[@]}"; do
         ka="$t|$pipe|$a" kb="$t|$pipe|$b"
         r="$(ratio "${rps[$ka]}" "${rps[$kb]}")"
         msg=""
-        [[ -n ${note[$ka]:-} ]] && msg+="$a: ${note[$ka]} "
+        [[ -n ${note[$ka]:-} ]] && msg+="$a: ${note[$ka]}; "
         [[ -n ${note[$kb]:-} ]] && msg+="$b: ${note[$kb]}"
         # shellcheck disable=SC2059
         printf "$fmt" "${t^^}" "$pipe" "${rps[$ka]}" "${rps[$kb]}" "$r" "${p50[$ka]}" "${p50[$kb]}" "$msg"

@@ -140,6 +140,8 @@ impl Drop for Proc {
 pub struct ClusterOptions {
     pub node_timeout_ms: Option<u64>,
     pub deadline_ms: Option<u64>,
+    /// Serve the proxy's Prometheus `/metrics` on this loopback port.
+    pub metrics_port: Option<u16>,
 }
 
 /// One store node: its zone, data directory and port survive a kill, so it can be restarted in place.
@@ -209,6 +211,9 @@ impl Cluster {
         }
         if let Some(ms) = options.deadline_ms {
             args.extend(["--deadline-ms".into(), ms.to_string()]);
+        }
+        if let Some(port) = options.metrics_port {
+            args.extend(["--metrics-listen".into(), format!("127.0.0.1:{port}")]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let proxy = Proc::spawn("proxy", &args).unwrap_or_else(|e| panic!("{e}"));
