@@ -2,7 +2,10 @@
 //! timeout. A node that cannot be reached fails fast until its back-off ends, so a dead zone costs
 //! nothing per request.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vesta_proto::client::NodeConnection;
@@ -19,8 +22,18 @@ pub enum NodeError {
     Timeout,
 }
 
+/// A store node in this very process (`vesta dev`): requests are handed to it directly instead of
+/// crossing a loopback socket. Same operations, same semantics, same timeouts; no framing, no syscalls.
+pub trait LocalNode: Send + Sync + 'static {
+    fn call(&self, request: Request) -> Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
+}
+
+/// In-process store nodes by the address the topology names them with.
+pub type LocalNodes = HashMap<String, Arc<dyn LocalNode>>;
+
 struct Node {
     addr: String,
+    local: Option<Arc<dyn LocalNode>>,
     conn: Mutex<Option<NodeConnection>>,
     /// When the next connection attempt may happen, and the back-off after that.
     retry: Mutex<(Instant, Duration)>,
@@ -36,11 +49,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 impl NodePool {
-    pub fn new(addrs: &[String], timeout: Duration) -> Self {
+    pub fn new(addrs: &[String], timeout: Duration, locals: &LocalNodes) -> Self {
         let nodes = addrs
             .iter()
             .map(|a| Node {
                 addr: a.clone(),
+                local: locals.get(a).cloned(),
                 conn: Mutex::new(None),
                 retry: Mutex::new((Instant::now(), MIN_BACKOFF)),
                 connecting: tokio::sync::Mutex::new(()),
@@ -67,7 +81,7 @@ impl NodePool {
 
     /// Whether the node currently has a live connection.
     pub fn is_up(&self, node: NodeIndex) -> bool {
-        lock(&self.nodes[node].conn).as_ref().is_some_and(|c| !c.is_closed())
+        self.nodes[node].local.is_some() || lock(&self.nodes[node].conn).as_ref().is_some_and(|c| !c.is_closed())
     }
 
     pub async fn call(&self, node: NodeIndex, request: Request) -> Result<Response, NodeError> {
@@ -82,6 +96,9 @@ impl NodePool {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, NodeError> {
+        if let Some(local) = &self.nodes[node].local {
+            return tokio::time::timeout(timeout, local.call(request)).await.map_err(|_| NodeError::Timeout);
+        }
         let conn = self.connection(node).await?;
         match tokio::time::timeout(timeout, conn.call(request)).await {
             Ok(Ok(response)) => Ok(response),

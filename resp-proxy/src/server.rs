@@ -23,6 +23,7 @@ use crate::cmd::{self, DataCommand};
 use crate::config::ProxyConfig;
 use crate::coordinator::{Coordinator, QuorumSettings};
 use crate::metrics as m;
+use crate::pool::LocalNodes;
 use crate::resp::{parse_request, Reply, RequestLimits};
 use crate::session::{Session, Shared};
 use crate::topology::{StaticMap, Topology};
@@ -38,7 +39,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &ProxyConfig, topology: &Topology, port: u16) -> Arc<Self> {
+    pub fn new(config: &ProxyConfig, topology: &Topology, port: u16, locals: &LocalNodes) -> Arc<Self> {
         let settings = QuorumSettings {
             write_quorum: topology.write_quorum,
             read_quorum: topology.read_quorum,
@@ -46,7 +47,7 @@ impl Proxy {
             origin: config.origin,
         };
         let map = Arc::new(StaticMap::new(topology));
-        let coordinator = Coordinator::new(map, Duration::from_millis(config.node_timeout_ms), settings);
+        let coordinator = Coordinator::new(map, Duration::from_millis(config.node_timeout_ms), settings, locals);
         let shared = Shared {
             started: Instant::now(),
             run_id: format!("{:040x}", rand::random::<u128>()),
@@ -77,10 +78,21 @@ pub async fn run(
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
+    run_with_local_nodes(config, topology, &LocalNodes::new(), on_listening, shutdown).await
+}
+
+/// [`run`], with some store nodes of the topology living in this process (`vesta dev`).
+pub async fn run_with_local_nodes(
+    config: &ProxyConfig,
+    topology: &Topology,
+    locals: &LocalNodes,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     topology.validate()?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let proxy = Proxy::new(config, topology, addr.port());
+    let proxy = Proxy::new(config, topology, addr.port(), locals);
     on_listening(addr);
     serve(proxy, listener, shutdown).await;
     Ok(())

@@ -138,6 +138,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let node = StoreNode::open(config).map_err(|e| format!("open {}: {e}", config.data_dir.display()))?;
+    run_node(node, config, on_listening, shutdown).await
+}
+
+/// [`run`] for a node opened by the caller (who may also call it directly, in-process).
+pub async fn run_node(
+    node: Arc<StoreNode>,
+    config: &crate::StoreConfig,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     if let Some(addr) = config.metrics_listen {
         m::install_exporter(addr)?;
     }

@@ -1,13 +1,21 @@
 //! `vesta dev`: a proxy and three store zones in one process (N=3, W=2, R=2), data kept under one
-//! directory across restarts. No etcd, no Docker.
+//! directory across restarts. No etcd, no Docker. The proxy hands requests to the in-process zones
+//! directly (`--tcp` sends them over loopback like separate processes); the zones also listen on TCP so
+//! that tools can reach them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use tokio::sync::{oneshot, watch};
+use vesta_proto::{Request, Response};
+use vesta_proxy::pool::{LocalNode, LocalNodes};
 use vesta_proxy::topology::{Topology, Zone};
 use vesta_proxy::ProxyConfig;
-use vesta_store::{EngineKind, StoreConfig, SyncPolicy};
+use vesta_store::{EngineKind, StoreConfig, StoreNode, SyncPolicy};
 
 use crate::{say, shutdown_signal};
 
@@ -30,12 +38,26 @@ pub struct DevFlags {
     /// How long the proxy waits for one store node.
     #[arg(long, default_value_t = 100, env = "VESTA_DEV_NODE_TIMEOUT_MS")]
     node_timeout_ms: u64,
+    /// Send the proxy's requests to the zones over loopback TCP, as separate processes would, instead of
+    /// handing them to the in-process nodes directly (the zones listen on TCP either way).
+    #[arg(long)]
+    tcp: bool,
     /// Prometheus `/metrics` of the whole process.
     #[arg(long, env = "VESTA_DEV_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
 }
 
 const ZONES: usize = 3;
+
+/// The proxy's view of a zone that lives in this process.
+struct InProcess(Arc<StoreNode>);
+
+impl LocalNode for InProcess {
+    fn call(&self, request: Request) -> Pin<Box<dyn Future<Output = Response> + Send + 'static>> {
+        let node = self.0.clone();
+        Box::pin(async move { node.handle(request).await })
+    }
+}
 
 pub fn run(flags: DevFlags) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
@@ -50,6 +72,7 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
 
         let mut stores = Vec::new();
         let mut zones = Vec::new();
+        let mut locals = LocalNodes::new();
         for z in 1..=ZONES {
             let config = StoreConfig {
                 node: format!("zone{z}"),
@@ -64,10 +87,13 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
                 ..StoreConfig::default()
             };
             config.validate().map_err(|e| e.to_string())?;
+            let node = StoreNode::open(&config).map_err(|e| format!("store zone{z}: {e}"))?;
             let (addr_tx, addr_rx) = oneshot::channel();
             let shutdown = stopped(stop_rx.clone());
+            let served = node.clone();
             stores.push(tokio::spawn(async move {
-                vesta_store::server::run(
+                vesta_store::server::run_node(
+                    served,
                     &config,
                     |addr| {
                         let _ = addr_tx.send(addr);
@@ -78,8 +104,7 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
             }));
             let Ok(addr) = addr_rx.await else {
                 // The store gave up before listening: its own error says why.
-                let failed = stores.pop().map(|task| async move { task.await });
-                let why = match failed {
+                let why = match stores.pop() {
                     Some(task) => match task.await {
                         Ok(Err(e)) => e,
                         _ => "stopped".into(),
@@ -88,6 +113,9 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
                 };
                 return Err(format!("store zone{z}: {why}"));
             };
+            if !flags.tcp {
+                locals.insert(addr.to_string(), Arc::new(InProcess(node)));
+            }
             say(&format!("store zone{z} listening on {addr}"));
             zones.push(Zone { name: format!("zone{z}"), nodes: vec![addr.to_string()] });
         }
@@ -98,9 +126,10 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
             node_timeout_ms: flags.node_timeout_ms,
             ..ProxyConfig::default()
         };
-        let proxy = vesta_proxy::server::run(
+        let proxy = vesta_proxy::server::run_with_local_nodes(
             &config,
             &topology,
+            &locals,
             |addr| say(&format!("proxy listening on {addr}\nready")),
             shutdown_signal(),
         )

@@ -20,7 +20,7 @@ pub use hlc::wall_ms;
 use hlc::Hlc;
 use key_queue::KeyQueue;
 
-use crate::pool::NodePool;
+use crate::pool::{LocalNodes, NodePool};
 use crate::resp::Reply;
 use crate::topology::ShardMap;
 
@@ -94,8 +94,13 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(map: Arc<dyn ShardMap>, node_timeout: Duration, settings: QuorumSettings) -> Arc<Self> {
-        let pool = NodePool::new(map.nodes(), node_timeout);
+    pub fn new(
+        map: Arc<dyn ShardMap>,
+        node_timeout: Duration,
+        settings: QuorumSettings,
+        locals: &LocalNodes,
+    ) -> Arc<Self> {
+        let pool = NodePool::new(map.nodes(), node_timeout, locals);
         let ids = RequestIds { prefix: (rand::random::<u64>() as u128) << 64, next: AtomicU64::new(1) };
         Arc::new(Coordinator { map, pool, settings, hlc: Hlc::default(), ids, queue: KeyQueue::default() })
     }
