@@ -17,13 +17,14 @@ struct Job {
 }
 
 pub(crate) struct Writer {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: Option<mpsc::UnboundedSender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
     pub fn start(engine: Arc<dyn Engine>, sync: bool) -> std::io::Result<Self> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        std::thread::Builder::new().name("group-commit".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name("group-commit".into()).spawn(move || {
             let mut jobs = Vec::with_capacity(MAX_JOBS_PER_BATCH);
             let mut batch = Vec::new();
             while let Some(first) = rx.blocking_recv() {
@@ -45,13 +46,25 @@ impl Writer {
                 batch.clear();
             }
         })?;
-        Ok(Writer { jobs: tx })
+        Ok(Writer { jobs: Some(tx), thread: Some(thread) })
     }
 
     /// Applies `batch` atomically; returns once the engine (and, with sync on, the disk) has it.
     pub async fn write(&self, batch: Vec<Mutation>) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        self.jobs.send(Job { batch, done }).map_err(|_| "writer stopped".to_string())?;
+        let jobs = self.jobs.as_ref().ok_or_else(|| "writer stopped".to_string())?;
+        jobs.send(Job { batch, done }).map_err(|_| "writer stopped".to_string())?;
         wait.await.map_err(|_| "writer stopped".to_string())?
+    }
+}
+
+impl Drop for Writer {
+    /// Lets the thread finish what is queued and release the engine before the node is gone, so that a
+    /// database is closed by the time its owner is dropped (RocksDB must not outlive process exit).
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

@@ -26,6 +26,7 @@ impl Default for RocksOptions {
 pub struct RocksEngine {
     db: Arc<DB>,
     stop_sync: Arc<AtomicBool>,
+    sync_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 fn now_ms() -> u64 {
@@ -77,9 +78,10 @@ impl RocksEngine {
 
         let db = Arc::new(DB::open(&opts, path)?);
         let stop_sync = Arc::new(AtomicBool::new(false));
+        let mut sync_thread = None;
         if let Some(period) = o.background_sync {
             let (db, stop) = (db.clone(), stop_sync.clone());
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("wal-sync".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
@@ -90,8 +92,9 @@ impl RocksEngine {
                     }
                 })
                 .map_err(|e| EngineError::Other(format!("spawn wal-sync thread: {e}")))?;
+            sync_thread = Some(thread);
         }
-        Ok(RocksEngine { db, stop_sync })
+        Ok(RocksEngine { db, stop_sync, sync_thread })
     }
 
     /// Flushes the memtable and compacts every file through the expiry filter (operators and tests).
@@ -109,6 +112,10 @@ impl RocksEngine {
 impl Drop for RocksEngine {
     fn drop(&mut self) {
         self.stop_sync.store(true, Ordering::Relaxed);
+        // The sync thread holds the database too; it must let go before this drop closes it.
+        if let Some(thread) = self.sync_thread.take() {
+            let _ = thread.join();
+        }
         let _ = self.db.flush_wal(true);
     }
 }

@@ -114,6 +114,19 @@ impl Proc {
         assert!(status.success(), "kill -{sig} {} ({}) failed", self.pid(), self.name);
     }
 
+    /// Waits (bounded) for the process to exit by itself, e.g. after SIGTERM; SIGKILL if it does not.
+    pub fn wait_exit(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill_now();
+        None
+    }
+
     /// SIGKILL and reap.
     pub fn kill(mut self) {
         self.kill_now();

@@ -1,0 +1,64 @@
+//! `vesta dev` keeps its data across a clean restart; `vesta proxy` refuses an unsafe quorum in one line.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn start_dev(data: &str) -> (Proc, u16) {
+    // The port is chosen before `vesta dev` binds it: retry in case another process took it meanwhile.
+    for _ in 0..3 {
+        let port = free_port();
+        if let Ok(dev) = Proc::spawn("dev", &["dev", "--port", &port.to_string(), "--data-dir", data]) {
+            return (dev, port);
+        }
+    }
+    panic!("vesta dev did not start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vesta_dev_keeps_data_across_restarts_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+
+    let (dev, port) = start_dev(&data);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = connect(addr, false).await;
+    assert_eq!(call(&mut c, &["SET", "kept", "v1"]).await, redis::Value::Okay);
+    assert_eq!(call(&mut c, &["INCRBY", "count", "41"]).await, int(41));
+    assert_eq!(call(&mut c, &["SET", "lease", "t", "EX", "300"]).await, redis::Value::Okay);
+    drop(c);
+    dev.signal("TERM");
+    let status = dev.wait_exit(Duration::from_secs(20)).expect("vesta dev did not stop on SIGTERM");
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+
+    let (_dev, port) = start_dev(&data);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = connect(addr, true).await;
+    assert_eq!(call(&mut c, &["GET", "kept"]).await, bulk("v1"));
+    assert_eq!(call(&mut c, &["INCR", "count"]).await, int(42));
+    let ttl = match call(&mut c, &["TTL", "lease"]).await {
+        redis::Value::Int(t) => t,
+        other => panic!("TTL: {other:?}"),
+    };
+    assert!((1..=300).contains(&ttl), "the TTL survives the restart: {ttl}");
+}
+
+#[test]
+fn proxy_refuses_an_unsafe_quorum_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = dir.path().join("topology.toml");
+    let zones: String =
+        (1..=3).map(|z| format!("[[zone]]\nname = \"z{z}\"\nnodes = [\"127.0.0.1:{}\"]\n", 7000 + z)).collect();
+    std::fs::write(&topology, format!("write_quorum = 2\nread_quorum = 1\n{zones}")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vesta"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--topology"])
+        .arg(&topology)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("write_quorum + read_quorum must exceed the zone count: 2 + 1 <= 3"), "{err}");
+}
