@@ -32,8 +32,11 @@ pub struct DevFlags {
     memory: bool,
     #[arg(long, default_value_t = 1024)]
     shards: u32,
-    /// When store writes reach the disk (see the README's table of what each policy can lose).
-    #[arg(long, value_enum, default_value = "every-write", env = "VESTA_DEV_SYNC")]
+    /// When store writes reach the disk (see the README's table of what each policy can lose). The
+    /// three zones of a dev cluster share one disk and one power supply; like Redis's `appendfsync
+    /// everysec`, the default fsyncs on a timer (every 100 ms): a crashed process loses nothing, a power
+    /// cut at most the last 100 ms. `every-write` fsyncs before each commit is acknowledged.
+    #[arg(long, value_enum, default_value = "periodic", env = "VESTA_DEV_SYNC")]
     sync: SyncPolicy,
     /// How long the proxy waits for one store node.
     #[arg(long, default_value_t = 100, env = "VESTA_DEV_NODE_TIMEOUT_MS")]
@@ -81,9 +84,10 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
                 data_dir: flags.data_dir.join(format!("zone{z}")),
                 sync: flags.sync,
                 shards: flags.shards,
-                // Three RocksDB instances share this machine.
+                // Three RocksDB instances share this machine: modest caches, memtables large enough that
+                // flushes and compactions stay rare under a benchmark.
                 block_cache_mb: 64,
-                write_buffer_mb: 32,
+                write_buffer_mb: 64,
                 ..StoreConfig::default()
             };
             config.validate().map_err(|e| e.to_string())?;

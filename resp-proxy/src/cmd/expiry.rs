@@ -22,6 +22,17 @@ pub fn invalid_expire(cmd: &str) -> Reply {
 }
 
 impl When {
+    /// `EX n`, `PX n`, `EXAT n`, `PXAT n` (option upper-cased).
+    pub fn from_option(opt: &[u8], n: i64) -> Option<When> {
+        Some(match opt {
+            b"EX" => When::In(Unit::Seconds, n),
+            b"PX" => When::In(Unit::Millis, n),
+            b"EXAT" => When::At(Unit::Seconds, n),
+            b"PXAT" => When::At(Unit::Millis, n),
+            _ => return None,
+        })
+    }
+
     /// The absolute expiry in ms; `None` when it overflows (Redis: "invalid expire time").
     pub fn resolve(self, now_ms: u64) -> Option<i64> {
         let (unit, v, base) = match self {

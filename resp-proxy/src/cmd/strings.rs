@@ -220,12 +220,7 @@ fn parse_set(a: &[Bytes]) -> Result<Cmd, Reply> {
             (b"KEEPTTL", _) if matches!(ttl, Ttl::Clear | Ttl::Keep) => ttl = Ttl::Keep,
             (b"EX" | b"PX" | b"EXAT" | b"PXAT", Some(v)) => {
                 let n = int_arg(v)?;
-                let when = match opt.as_slice() {
-                    b"EX" => When::In(Unit::Seconds, n),
-                    b"PX" => When::In(Unit::Millis, n),
-                    b"EXAT" => When::At(Unit::Seconds, n),
-                    _ => When::At(Unit::Millis, n),
-                };
+                let Some(when) = When::from_option(&opt, n) else { return Err(syntax_error()) };
                 // The same option may repeat (the last wins); two different ones conflict.
                 let same_kind = match ttl {
                     Ttl::Clear => true,
@@ -262,12 +257,7 @@ fn parse_getex(a: &[Bytes]) -> Result<Cmd, Reply> {
                 if n <= 0 {
                     return Err(invalid_expire("getex"));
                 }
-                let when = match opt.as_slice() {
-                    b"EX" => When::In(Unit::Seconds, n),
-                    b"PX" => When::In(Unit::Millis, n),
-                    b"EXAT" => When::At(Unit::Seconds, n),
-                    _ => When::At(Unit::Millis, n),
-                };
+                let Some(when) = When::from_option(&opt, n) else { return Err(syntax_error()) };
                 ttl = Some(Ttl::Set(when));
                 i += 1;
             }

@@ -43,11 +43,18 @@ impl RocksEngine {
         opts.set_write_buffer_size(o.write_buffer_mb.max(1) << 20);
         opts.set_max_write_buffer_number(3);
         opts.set_level_compaction_dynamic_level_bytes(true);
-        // Small records dominate; LZ4 is cheap on hot levels, ZSTD pays off only on the bottom level.
-        opts.set_compression_type(DBCompressionType::Lz4);
+        // Small records dominate. The first two levels are rewritten soon anyway: compressing them costs
+        // CPU on every flush for little space; LZ4 below, ZSTD on the bottom level where data settles.
+        opts.set_compression_per_level(&[
+            DBCompressionType::None,
+            DBCompressionType::None,
+            DBCompressionType::Lz4,
+            DBCompressionType::Lz4,
+            DBCompressionType::Lz4,
+            DBCompressionType::Lz4,
+            DBCompressionType::Lz4,
+        ]);
         opts.set_bottommost_compression_type(DBCompressionType::Zstd);
-        // Writes from concurrent commits join one WAL write (group commit) instead of queueing.
-        opts.set_enable_pipelined_write(true);
         opts.set_keep_log_file_num(4);
         // Every key starts with its 4-byte shard. The memtable hashes on it (a skip list per shard)
         // instead of one skip list over everything: a point lookup walks a few hundred keys, not the
