@@ -240,10 +240,10 @@ fn dispatch(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, arg
         return (ready(session.resp3, cmd::wrong_arity(spec.name)), After::Continue);
     }
     let params = &args[1..];
-    if let Some((reply, after)) = cmd::connection::run(session, &proxy.shared, &name, params) {
+    if let Some((reply, after)) = cmd::connection::run(session, &name, params) {
         return (ready(session.resp3, reply), after);
     }
-    if let Some(reply) = cmd::server::run(session, &proxy.shared, &name, params) {
+    if let Some(reply) = cmd::server::run(&proxy.shared, &name, params) {
         return (ready(session.resp3, reply), After::Continue);
     }
     let pending = match DataCommand::parse(&name, params) {

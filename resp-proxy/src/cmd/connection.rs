@@ -1,13 +1,11 @@
 //! PING ECHO HELLO AUTH SELECT QUIT RESET CLIENT: commands about the connection itself. They run in
 //! order on the connection (a SELECT applies to exactly the commands after it).
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 
 use super::{int_arg, shown, wrong_arity};
 use crate::resp::Reply;
-use crate::session::{Session, Shared};
+use crate::session::Session;
 
 /// Databases `SELECT` accepts, as Redis's default `databases 16`.
 pub const DATABASES: u32 = 16;
@@ -21,7 +19,7 @@ pub enum After {
 }
 
 /// Runs a connection command; `None` when `name` is not one.
-pub fn run(s: &mut Session, shared: &Shared, name: &str, a: &[Bytes]) -> Option<(Reply, After)> {
+pub fn run(s: &mut Session, name: &str, a: &[Bytes]) -> Option<(Reply, After)> {
     let reply = match name {
         "ping" => match a {
             [] => Reply::Status("PONG"),
@@ -43,7 +41,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, a: &[Bytes]) -> Option<
             }
         },
         "auth" => auth(a),
-        "hello" => hello(s, shared, a),
+        "hello" => hello(s, a),
         "client" => client(s, a),
         _ => return None,
     };
@@ -63,7 +61,7 @@ fn auth(a: &[Bytes]) -> Reply {
     }
 }
 
-fn hello(s: &mut Session, shared: &Shared, a: &[Bytes]) -> Reply {
+fn hello(s: &mut Session, a: &[Bytes]) -> Reply {
     let mut resp3 = s.resp3;
     if let Some(v) = a.first() {
         match super::parse_i64(v) {
@@ -98,7 +96,6 @@ fn hello(s: &mut Session, shared: &Shared, a: &[Bytes]) -> Reply {
     if let Some(n) = name {
         s.name = (!n.is_empty()).then_some(n);
     }
-    let _ = shared;
     Reply::Map(vec![
         (Reply::text("server"), Reply::text("redis")),
         (Reply::text("version"), Reply::text(REDIS_VERSION)),
@@ -164,8 +161,4 @@ fn info_line(s: &Session) -> String {
         text(&s.lib_name),
         text(&s.lib_ver),
     )
-}
-
-pub fn client_count(shared: &Shared) -> u64 {
-    shared.connected_clients.load(Ordering::Relaxed)
 }

@@ -74,7 +74,7 @@ impl Cmd {
             "getex" => parse_getex(a),
             "mget" => Ok(Cmd::MGet(a.to_vec())),
             "mset" => {
-                if a.len() % 2 != 0 {
+                if !a.len().is_multiple_of(2) {
                     Err(super::wrong_arity("mset"))
                 } else {
                     Ok(Cmd::MSet(a.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect()))
