@@ -16,7 +16,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::cmd::connection::After;
 use crate::cmd::{self, DataCommand};
@@ -199,21 +199,25 @@ async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) -> 
 /// completion signal of its latest command; a new command on that key waits for it first.
 #[derive(Default)]
 struct KeyOrder {
-    last: HashMap<(Bytes, Bytes), futures::future::Shared<oneshot::Receiver<()>>>,
+    /// The latest command on each key: its sender is dropped when it finishes.
+    last: HashMap<(Bytes, Bytes), watch::Receiver<()>>,
 }
 
+/// Keys remembered before finished commands are forgotten (a connection that never pauses its pipeline
+/// would otherwise remember every key it ever touched).
+const KEY_ORDER_PRUNE_AT: usize = 4096;
+
 impl KeyOrder {
-    /// Registers a command on `keys`; returns what it must wait for and the sender it drops when done.
-    fn enter(
-        &mut self,
-        namespace: &Bytes,
-        mut keys: Vec<Bytes>,
-    ) -> (Vec<futures::future::Shared<oneshot::Receiver<()>>>, oneshot::Sender<()>) {
+    /// Registers a command on `keys`; returns what it must wait for, and the sender it drops when done.
+    fn enter(&mut self, namespace: &Bytes, mut keys: Vec<Bytes>) -> (Vec<watch::Receiver<()>>, watch::Sender<()>) {
+        if self.last.len() >= KEY_ORDER_PRUNE_AT {
+            self.last.retain(|_, done| done.has_changed().is_ok());
+        }
         keys.sort();
         keys.dedup();
-        let (done_tx, done_rx) = oneshot::channel();
-        let done = done_rx.shared();
-        let waits = keys.into_iter().filter_map(|k| self.last.insert((namespace.clone(), k), done.clone())).collect();
+        let (done_tx, done_rx) = watch::channel(());
+        let waits =
+            keys.into_iter().filter_map(|k| self.last.insert((namespace.clone(), k), done_rx.clone())).collect();
         (waits, done_tx)
     }
 }
@@ -253,8 +257,9 @@ fn dispatch(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, arg
             let (earlier, done) = order.enter(&namespace, command_keys(spec, &args));
             Box::pin(async move {
                 let started = Instant::now();
-                for e in earlier {
-                    let _ = e.await;
+                for mut e in earlier {
+                    // Resolves (with an error) once that command's sender is dropped, i.e. it finished.
+                    let _ = e.wait_for(|_| false).await;
                 }
                 let reply = command.execute(coordinator, namespace).await;
                 drop(done);
@@ -266,4 +271,31 @@ fn dispatch(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, arg
         None => ready(session.resp3, cmd::unknown_command(&args[0], params)),
     };
     (pending, After::Continue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn key_order_waits_for_the_earlier_command_and_forgets_finished_ones() {
+        let mut order = KeyOrder::default();
+        let ns = Bytes::from_static(b"0");
+        let (none, first) = order.enter(&ns, vec![Bytes::from_static(b"k")]);
+        assert!(none.is_empty());
+        let (mut waits, _second) = order.enter(&ns, vec![Bytes::from_static(b"k"), Bytes::from_static(b"k")]);
+        assert_eq!(waits.len(), 1, "a key named twice waits once");
+        let mut wait = waits.pop().unwrap();
+        let waiter = tokio::spawn(async move { wait.wait_for(|_| false).await.is_err() });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "waits while the earlier command runs");
+        drop(first);
+        assert!(waiter.await.unwrap());
+
+        for i in 0..3 * KEY_ORDER_PRUNE_AT {
+            let (_, done) = order.enter(&ns, vec![Bytes::from(i.to_string())]);
+            drop(done);
+        }
+        assert!(order.last.len() <= KEY_ORDER_PRUNE_AT + 1, "{}", order.last.len());
+    }
 }
