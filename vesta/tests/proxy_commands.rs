@@ -117,6 +117,7 @@ both_protocols! {
     set_syntax_errors => check_set_syntax_errors;
     setnx_setex_psetex => check_setnx_setex_psetex;
     getset_getdel => check_getset_getdel;
+    ranges_type_touch_time => check_ranges_type_touch_time;
     getex => check_getex;
     mget_mset => check_mget_mset;
     del_unlink_exists => check_del_unlink_exists;
@@ -724,6 +725,53 @@ async fn check_setnx_setex_psetex(c: &mut MultiplexedConnection, k: &Keys, _resp
     assert_err(call(c, &["SETEX", &ex, "10"]).await, "ERR wrong number of arguments for 'setex' command");
     assert_err(call(c, &["SETNX", &key]).await, "ERR wrong number of arguments for 'setnx' command");
     assert_eq!(call(c, &["GET", &ex]).await, bulk("v"));
+}
+
+async fn check_ranges_type_touch_time(c: &mut MultiplexedConnection, k: &Keys, _resp3: bool) {
+    let (key, other, missing) = (k.k("s"), k.k("o"), k.k("missing"));
+    assert_eq!(call(c, &["SET", &key, "This is a string"]).await, Value::Okay);
+    for (start, end, want) in [
+        ("0", "3", "This"),
+        ("-3", "-1", "ing"),
+        ("0", "-1", "This is a string"),
+        ("10", "100", "string"),
+        ("5", "3", ""),
+        ("-1", "-5", ""),
+        ("-100", "2", "Thi"),
+    ] {
+        assert_eq!(call(c, &["GETRANGE", &key, start, end]).await, bulk(want), "GETRANGE {start} {end}");
+        assert_eq!(call(c, &["SUBSTR", &key, start, end]).await, bulk(want), "SUBSTR {start} {end}");
+    }
+    assert_eq!(call(c, &["GETRANGE", &missing, "0", "-1"]).await, bulk(""));
+    assert_err(call(c, &["GETRANGE", &key, "a", "1"]).await, "ERR value is not an integer or out of range");
+    assert_err(call(c, &["GETRANGE", &key, "0"]).await, "ERR wrong number of arguments for 'getrange' command");
+
+    // SETRANGE pads with zero bytes, keeps the TTL, and creates nothing for an empty value.
+    assert_eq!(call(c, &["EXPIRE", &key, "100"]).await, int(1));
+    assert_eq!(call(c, &["SETRANGE", &key, "10", "STRING"]).await, int(16));
+    assert_eq!(call(c, &["GET", &key]).await, bulk("This is a STRING"));
+    let ttl = as_int(&call(c, &["TTL", &key]).await);
+    assert!((1..=100).contains(&ttl), "SETRANGE keeps the TTL: {ttl}");
+    assert_eq!(call(c, &["SETRANGE", &other, "3", "ab"]).await, int(5));
+    assert_eq!(call(c, &["GET", &other]).await, Value::BulkString(b"\0\0\0ab".to_vec()));
+    assert_eq!(call(c, &["SETRANGE", &missing, "5", ""]).await, int(0));
+    assert_eq!(call(c, &["EXISTS", &missing]).await, int(0));
+    assert_eq!(call(c, &["SETRANGE", &other, "1", ""]).await, int(5));
+    assert_err(call(c, &["SETRANGE", &other, "-1", "x"]).await, "ERR offset is out of range");
+    assert_err(
+        call(c, &["SETRANGE", &other, "536870911", "xx"]).await,
+        "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+    );
+
+    assert_eq!(call(c, &["TYPE", &key]).await, simple("string"));
+    assert_eq!(call(c, &["TYPE", &missing]).await, simple("none"));
+    assert_eq!(call(c, &["TOUCH", &key, &other, &missing, &key]).await, int(3));
+
+    let Value::Array(time) = call(c, &["TIME"]).await else { panic!("TIME is an array") };
+    assert_eq!(time.len(), 2);
+    let secs: u64 = text(&time[0]).parse().unwrap();
+    let micros: u64 = text(&time[1]).parse().unwrap();
+    assert!(secs > 1_700_000_000 && micros < 1_000_000, "{secs} {micros}");
 }
 
 async fn check_getset_getdel(c: &mut MultiplexedConnection, k: &Keys, _resp3: bool) {

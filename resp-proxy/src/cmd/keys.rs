@@ -1,4 +1,4 @@
-//! DEL UNLINK EXISTS EXPIRE PEXPIRE EXPIREAT PEXPIREAT PERSIST TTL PTTL EXPIRETIME PEXPIRETIME.
+//! DEL UNLINK EXISTS TOUCH TYPE EXPIRE PEXPIRE EXPIREAT PEXPIREAT PERSIST TTL PTTL EXPIRETIME PEXPIRETIME.
 
 use std::sync::Arc;
 
@@ -34,6 +34,7 @@ pub enum Show {
 pub enum Cmd {
     Del(Vec<Bytes>),
     Exists(Vec<Bytes>),
+    Type(Bytes),
     Expire { key: Bytes, when: When, condition: Condition, name: &'static str },
     Persist(Bytes),
     Show(Bytes, Show),
@@ -47,7 +48,9 @@ impl Cmd {
         };
         Some(match name {
             "del" | "unlink" => Ok(Cmd::Del(a.to_vec())),
-            "exists" => Ok(Cmd::Exists(a.to_vec())),
+            // No access times are kept, so TOUCH is EXISTS.
+            "exists" | "touch" => Ok(Cmd::Exists(a.to_vec())),
+            "type" => Ok(Cmd::Type(a[0].clone())),
             "expire" => expire("expire", |n| When::In(Unit::Seconds, n)),
             "pexpire" => expire("pexpire", |n| When::In(Unit::Millis, n)),
             "expireat" => expire("expireat", |n| When::At(Unit::Seconds, n)),
@@ -86,6 +89,7 @@ impl Cmd {
                 }
                 Ok(Reply::Int(n))
             }
+            Cmd::Type(key) => Ok(Reply::Status(if c.read(ns, &key).await?.is_some() { "string" } else { "none" })),
             Cmd::Expire { key, when, condition, name } => {
                 c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, now| {
                     let Some(r) = live else { return Decision::Answer(Reply::Int(0)) };

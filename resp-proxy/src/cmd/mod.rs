@@ -47,6 +47,9 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "mset", arity: -3, flags: W, keys: (1, -1, 2), group: "string" },
     Spec { name: "append", arity: 3, flags: WF, keys: (1, 1, 1), group: "string" },
     Spec { name: "strlen", arity: 2, flags: R, keys: (1, 1, 1), group: "string" },
+    Spec { name: "getrange", arity: 4, flags: &["readonly"], keys: (1, 1, 1), group: "string" },
+    Spec { name: "substr", arity: 4, flags: &["readonly"], keys: (1, 1, 1), group: "string" },
+    Spec { name: "setrange", arity: 4, flags: W, keys: (1, 1, 1), group: "string" },
     Spec { name: "incr", arity: 2, flags: WF, keys: (1, 1, 1), group: "string" },
     Spec { name: "incrby", arity: 3, flags: WF, keys: (1, 1, 1), group: "string" },
     Spec { name: "decr", arity: 2, flags: WF, keys: (1, 1, 1), group: "string" },
@@ -55,6 +58,8 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "del", arity: -2, flags: &["write"], keys: (1, -1, 1), group: "generic" },
     Spec { name: "unlink", arity: -2, flags: WO, keys: (1, -1, 1), group: "generic" },
     Spec { name: "exists", arity: -2, flags: R, keys: (1, -1, 1), group: "generic" },
+    Spec { name: "touch", arity: -2, flags: R, keys: (1, -1, 1), group: "generic" },
+    Spec { name: "type", arity: 2, flags: R, keys: (1, 1, 1), group: "generic" },
     Spec { name: "expire", arity: -3, flags: WO, keys: (1, 1, 1), group: "generic" },
     Spec { name: "pexpire", arity: -3, flags: WO, keys: (1, 1, 1), group: "generic" },
     Spec { name: "expireat", arity: -3, flags: WO, keys: (1, 1, 1), group: "generic" },
@@ -98,6 +103,7 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "client", arity: -2, flags: S, keys: (0, 0, 0), group: "connection" },
     Spec { name: "command", arity: -1, flags: S, keys: (0, 0, 0), group: "server" },
     Spec { name: "info", arity: -1, flags: S, keys: (0, 0, 0), group: "server" },
+    Spec { name: "time", arity: 1, flags: &["loading", "stale", "fast"], keys: (0, 0, 0), group: "server" },
     Spec { name: "config", arity: -2, flags: S, keys: (0, 0, 0), group: "server" },
 ];
 

@@ -1,4 +1,4 @@
-//! COMMAND INFO CONFIG: what client libraries, redis-cli and redis-benchmark ask a server about itself.
+//! COMMAND INFO CONFIG TIME: what client libraries, redis-cli and redis-benchmark ask a server about itself.
 
 use std::sync::atomic::Ordering;
 
@@ -14,6 +14,10 @@ pub fn run(shared: &Shared, name: &str, a: &[Bytes]) -> Option<Reply> {
         "command" => command(a),
         "info" => Reply::Verbatim(info(shared, a)),
         "config" => config(a),
+        "time" => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            Reply::Array(vec![Reply::text(&now.as_secs().to_string()), Reply::text(&now.subsec_micros().to_string())])
+        }
         _ => return None,
     })
 }

@@ -1,4 +1,4 @@
-//! GET SET SETNX SETEX PSETEX GETSET GETDEL GETEX MGET MSET APPEND STRLEN.
+//! GET SET SETNX SETEX PSETEX GETSET GETDEL GETEX MGET MSET APPEND STRLEN GETRANGE SUBSTR SETRANGE.
 
 use std::sync::Arc;
 
@@ -35,7 +35,12 @@ pub enum Cmd {
     MSet(Vec<(Bytes, Bytes)>),
     Append(Bytes, Bytes),
     StrLen(Bytes),
+    GetRange { key: Bytes, start: i64, end: i64 },
+    SetRange { key: Bytes, offset: usize, value: Bytes },
 }
+
+/// `proto-max-bulk-len`: the largest string SETRANGE and APPEND may build.
+const MAX_STRING: usize = 512 * 1024 * 1024;
 
 /// How a SET-family command answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +87,17 @@ impl Cmd {
             }
             "append" => Ok(Cmd::Append(a[0].clone(), a[1].clone())),
             "strlen" => Ok(Cmd::StrLen(a[0].clone())),
+            "getrange" | "substr" => {
+                int_arg(&a[1]).and_then(|start| Ok(Cmd::GetRange { key: a[0].clone(), start, end: int_arg(&a[2])? }))
+            }
+            "setrange" => match int_arg(&a[1]) {
+                Err(e) => Err(e),
+                Ok(o) if o < 0 => Err(Reply::error("ERR offset is out of range")),
+                Ok(o) if o as u64 + a[2].len() as u64 > MAX_STRING as u64 => {
+                    Err(Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)"))
+                }
+                Ok(o) => Ok(Cmd::SetRange { key: a[0].clone(), offset: o as usize, value: a[2].clone() }),
+            },
             _ => return None,
         })
     }
@@ -147,8 +163,44 @@ impl Cmd {
                 .await
             }
             Cmd::StrLen(key) => Ok(Reply::Int(c.read(ns, &key).await?.map_or(0, |r| r.value.len() as i64))),
+            Cmd::GetRange { key, start, end } => {
+                let value = c.read(ns, &key).await?.map(|r| r.value).unwrap_or_default();
+                Ok(Reply::Bulk(range(&value, start, end)))
+            }
+            Cmd::SetRange { key, offset, value } => {
+                c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, _| {
+                    let current = live.map_or(&b""[..], |r| &r.value[..]);
+                    if value.is_empty() {
+                        // Nothing to write: Redis answers the length and creates no key.
+                        return Decision::Answer(Reply::Int(current.len() as i64));
+                    }
+                    let mut next = BytesMut::from(current);
+                    if next.len() < offset + value.len() {
+                        next.resize(offset + value.len(), 0);
+                    }
+                    next[offset..offset + value.len()].copy_from_slice(&value);
+                    let len = next.len() as i64;
+                    let expires_at = live.map_or(0, |r| r.meta.expires_at);
+                    Decision::Write(NewValue { value: next.freeze(), expires_at, tombstone: false }, Reply::Int(len))
+                })
+                .await
+            }
         }
     }
+}
+
+/// GETRANGE's slice, with Redis's rules for negative and out-of-range indices.
+fn range(value: &Bytes, start: i64, end: i64) -> Bytes {
+    let len = value.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return Bytes::new();
+    }
+    let start = if start < 0 { (len + start).max(0) } else { start };
+    let end = if end < 0 { (len + end).max(0) } else { end.min(len - 1) };
+    if len == 0 || start > end {
+        return Bytes::new();
+    }
+    value.slice(start as usize..=end as usize)
 }
 
 /// A tombstone for a live record: it lives as long as the record would have.
@@ -266,4 +318,22 @@ fn parse_getex(a: &[Bytes]) -> Result<Cmd, Reply> {
         i += 1;
     }
     Ok(Cmd::GetEx { key: a[0].clone(), ttl })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn getrange_like_redis() {
+        let v = Bytes::from_static(b"This is a string");
+        assert_eq!(range(&v, 0, 3), "This");
+        assert_eq!(range(&v, -3, -1), "ing");
+        assert_eq!(range(&v, 0, -1), v);
+        assert_eq!(range(&v, 10, 100), "string");
+        assert_eq!(range(&v, 5, 3), "");
+        assert_eq!(range(&v, -1, -5), "");
+        assert_eq!(range(&v, -100, 2), "Thi");
+        assert_eq!(range(&Bytes::new(), 0, -1), "");
+    }
 }
