@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use vesta_proto::PrepareKind;
+use vesta_proto::{PrepareKind, Record};
 
 use super::{int_arg, parse_i64};
 use crate::coordinator::{CoordError, Coordinator, Decision, NewValue};
@@ -44,43 +44,49 @@ impl Cmd {
         match self {
             Cmd::Add { key, by } => {
                 c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, _| {
-                    let current = match live {
-                        None => 0,
-                        Some(r) => match parse_i64(&r.value) {
-                            Some(n) => n,
-                            None => return Decision::Answer(super::not_an_integer()),
-                        },
-                    };
-                    let Some(next) = current.checked_add(by) else {
-                        return Decision::Answer(Reply::error("ERR increment or decrement would overflow"));
-                    };
-                    let expires_at = live.map_or(0, |r| r.meta.expires_at);
-                    let value = NewValue { value: Bytes::from(next.to_string()), expires_at, tombstone: false };
-                    Decision::Write(value, Reply::Int(next))
+                    add(live, parse_i64, 0, super::not_an_integer, |current| match current.checked_add(by) {
+                        Some(next) => Ok((Bytes::from(next.to_string()), Reply::Int(next))),
+                        None => Err(Reply::error("ERR increment or decrement would overflow")),
+                    })
                 })
                 .await
             }
             Cmd::AddFloat { key, by } => {
                 c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, _| {
-                    let current = match live {
-                        None => 0.0,
-                        Some(r) => match parse_float(&r.value) {
-                            Some(f) => f,
-                            None => return Decision::Answer(not_a_float()),
-                        },
-                    };
-                    let next = current + by;
-                    if !next.is_finite() {
-                        return Decision::Answer(Reply::error("ERR increment would produce NaN or Infinity"));
-                    }
-                    let text = Bytes::from(format_float(next));
-                    let expires_at = live.map_or(0, |r| r.meta.expires_at);
-                    let value = NewValue { value: text.clone(), expires_at, tombstone: false };
-                    Decision::Write(value, Reply::Bulk(text))
+                    add(live, parse_float, 0.0, not_a_float, |current| {
+                        let next = current + by;
+                        if !next.is_finite() {
+                            return Err(Reply::error("ERR increment would produce NaN or Infinity"));
+                        }
+                        let text = Bytes::from(format_float(next));
+                        Ok((text.clone(), Reply::Bulk(text)))
+                    })
                 })
                 .await
             }
         }
+    }
+}
+
+/// The shared shape of every counter: parse the current value (absent = `zero`), compute the next one
+/// and its reply, keep the TTL.
+fn add<T>(
+    live: Option<&Record>,
+    parse: fn(&[u8]) -> Option<T>,
+    zero: T,
+    not_a_number: fn() -> Reply,
+    next: impl FnOnce(T) -> Result<(Bytes, Reply), Reply>,
+) -> Decision {
+    let current = match live {
+        None => zero,
+        Some(r) => match parse(&r.value) {
+            Some(n) => n,
+            None => return Decision::Answer(not_a_number()),
+        },
+    };
+    match next(current) {
+        Ok((value, reply)) => Decision::Write(NewValue::keeping_ttl(live, value), reply),
+        Err(error) => Decision::Answer(error),
     }
 }
 

@@ -157,8 +157,7 @@ impl Cmd {
                     let mut value = BytesMut::from(live.map_or(&b""[..], |r| &r.value[..]));
                     value.extend_from_slice(&suffix);
                     let len = value.len() as i64;
-                    let expires_at = live.map_or(0, |r| r.meta.expires_at);
-                    Decision::Write(NewValue { value: value.freeze(), expires_at, tombstone: false }, Reply::Int(len))
+                    Decision::Write(NewValue::keeping_ttl(live, value.freeze()), Reply::Int(len))
                 })
                 .await
             }
@@ -180,8 +179,7 @@ impl Cmd {
                     }
                     next[offset..offset + value.len()].copy_from_slice(&value);
                     let len = next.len() as i64;
-                    let expires_at = live.map_or(0, |r| r.meta.expires_at);
-                    Decision::Write(NewValue { value: next.freeze(), expires_at, tombstone: false }, Reply::Int(len))
+                    Decision::Write(NewValue::keeping_ttl(live, next.freeze()), Reply::Int(len))
                 })
                 .await
             }

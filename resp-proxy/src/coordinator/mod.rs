@@ -44,6 +44,13 @@ pub struct NewValue {
     pub tombstone: bool,
 }
 
+impl NewValue {
+    /// A new value for a key that keeps the key's expiry, as INCR, APPEND and SETRANGE do.
+    pub fn keeping_ttl(live: Option<&Record>, value: Bytes) -> Self {
+        NewValue { value, expires_at: live.map_or(0, |r| r.meta.expires_at), tombstone: false }
+    }
+}
+
 /// A command's decision on the newest live copy.
 #[derive(Debug)]
 pub enum Decision {
