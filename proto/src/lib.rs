@@ -20,7 +20,7 @@ pub mod status;
 
 pub use frame::{Envelope, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use message::{
-    Abort, Commit, Condition, KeyRef, MarkDelete, Pong, Prepare, PrepareKind, Read, Repair, Reply, Request, Response,
+    Abort, Commit, CommitBatch, Condition, KeyRef, MarkDelete, Pong, Prepare, PrepareKind, Read, Repair, Reply, Request, Response,
     Scan, ScanEntry, ScanPage,
 };
 pub use record::{Flags, Meta, Record, RecordError, RequestId};

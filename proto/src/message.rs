@@ -70,6 +70,14 @@ pub struct Commit {
     pub record: Record,
 }
 
+/// Phase two of a multi-key write: every commit of one request that lands on this node, applied in one
+/// engine batch, so that this replica holds all of them or none. Each key needs the lease `req` took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitBatch {
+    pub req: RequestId,
+    pub items: Vec<(KeyRef, Record)>,
+}
+
 /// Release the lease `req` took, writing nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Abort {
@@ -129,6 +137,7 @@ pub enum Request {
     MarkDelete(MarkDelete),
     Scan(Scan),
     Ping,
+    CommitBatch(CommitBatch),
 }
 
 impl Request {
@@ -142,6 +151,7 @@ impl Request {
             Request::MarkDelete(_) => "mark_delete",
             Request::Scan(_) => "scan",
             Request::Ping => "ping",
+            Request::CommitBatch(_) => "commit_batch",
         }
     }
 }
@@ -179,8 +189,17 @@ pub struct ScanEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ScanPage {
     pub entries: Vec<ScanEntry>,
-    /// Cursor for the next page; `None` when the range is exhausted.
+    /// Cursor for the next page; `None` when the range is exhausted. It begins with the shard it is in
+    /// (4 bytes, big-endian), so a caller can tell which shards a page has finished.
     pub next: Option<Bytes>,
+}
+
+impl ScanPage {
+    /// The shard the next page starts in; every shard before it has been fully returned.
+    pub fn next_shard(&self) -> Option<u32> {
+        let cursor = self.next.as_ref()?;
+        Some(u32::from_be_bytes(cursor.get(..4)?.try_into().ok()?))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

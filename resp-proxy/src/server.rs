@@ -19,13 +19,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::cmd::connection::After;
-use crate::cmd::{self, DataCommand};
+use crate::cmd::transaction::{self, Step};
+use crate::cmd::{self, keyspace, DataCommand};
 use crate::config::ProxyConfig;
-use crate::coordinator::{Coordinator, QuorumSettings};
+use crate::coordinator::{Coordinator, KeyName, QuorumSettings};
 use crate::metrics as m;
 use crate::pool::LocalNodes;
 use crate::resp::{parse_request, Reply, RequestLimits};
-use crate::session::{Session, Shared};
+use crate::session::{ReplyMode, Session, Shared};
 use crate::topology::{StaticMap, Topology};
 
 type Pending = Pin<Box<dyn Future<Output = (bool, Reply)> + Send>>;
@@ -60,6 +61,8 @@ impl Proxy {
             zones: topology.zone_count(),
             write_quorum: topology.write_quorum,
             read_quorum: topology.read_quorum,
+            clients: Default::default(),
+            config: parking_lot::Mutex::new(cmd::server::default_config(port, config.max_clients)),
         };
         Arc::new(Proxy {
             coordinator,
@@ -136,6 +139,19 @@ async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) -> 
     let (mut rd, mut wr) = stream.into_split();
     let id = proxy.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(id, peer, local);
+    let me = proxy.shared.clients.register(&session);
+    let result = serve_client(proxy, &mut session, &me, &mut rd, &mut wr).await;
+    proxy.shared.clients.unregister(id);
+    result
+}
+
+async fn serve_client(
+    proxy: &Arc<Proxy>,
+    session: &mut Session,
+    me: &crate::clients::Client,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
@@ -151,7 +167,7 @@ async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) -> 
                 Ok(None) => break,
                 Ok(Some(args)) if args.is_empty() => continue,
                 Ok(Some(args)) => {
-                    let (pending, after) = dispatch(proxy, &mut session, &mut order, args);
+                    let (pending, after) = dispatch(proxy, session, &mut order, args);
                     in_flight.push_back(pending);
                     if let After::Close = after {
                         closing = true;
@@ -163,6 +179,10 @@ async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) -> 
                     closing = true;
                 }
             }
+        }
+        if me.is_killed() {
+            // CLIENT KILL: drop the connection at once, as Redis does.
+            return Ok(());
         }
         if closing && in_flight.is_empty() {
             wr.shutdown().await.ok();
@@ -178,13 +198,14 @@ async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) -> 
                 wr.write_all(&output).await?;
                 output.clear();
             }
+            _ = me.kill.notified() => {}
             read = rd.read_buf(&mut input), if !closing && in_flight.len() < proxy.max_pipeline => {
                 if read? == 0 {
                     // Half-closed: answer what was sent, then go.
                     closing = true;
                     while let Ok(Some(args)) = parse_request(&mut input, &proxy.limits) {
                         if !args.is_empty() {
-                            in_flight.push_back(dispatch(proxy, &mut session, &mut order, args).0);
+                            in_flight.push_back(dispatch(proxy, session, &mut order, args).0);
                         }
                     }
                 }
@@ -200,7 +221,7 @@ async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) -> 
 #[derive(Default)]
 struct KeyOrder {
     /// The latest command on each key: its sender is dropped when it finishes.
-    last: HashMap<(Bytes, Bytes), watch::Receiver<()>>,
+    last: HashMap<KeyName, watch::Receiver<()>>,
 }
 
 /// Keys remembered before finished commands are forgotten (a connection that never pauses its pipeline
@@ -209,68 +230,191 @@ const KEY_ORDER_PRUNE_AT: usize = 4096;
 
 impl KeyOrder {
     /// Registers a command on `keys`; returns what it must wait for, and the sender it drops when done.
-    fn enter(&mut self, namespace: &Bytes, mut keys: Vec<Bytes>) -> (Vec<watch::Receiver<()>>, watch::Sender<()>) {
+    fn enter(&mut self, mut keys: Vec<KeyName>) -> (Vec<watch::Receiver<()>>, watch::Sender<()>) {
         if self.last.len() >= KEY_ORDER_PRUNE_AT {
             self.last.retain(|_, done| done.has_changed().is_ok());
         }
         keys.sort();
         keys.dedup();
         let (done_tx, done_rx) = watch::channel(());
-        let waits =
-            keys.into_iter().filter_map(|k| self.last.insert((namespace.clone(), k), done_rx.clone())).collect();
+        let waits = keys.into_iter().filter_map(|k| self.last.insert(k, done_rx.clone())).collect();
         (waits, done_tx)
     }
+
+    /// What a command over the whole key space waits for: every command still running.
+    fn everything(&self) -> Vec<watch::Receiver<()>> {
+        self.last.values().cloned().collect()
+    }
 }
 
-/// The key arguments of a command, by its table entry (first, last, step; last < 0 counts from the end).
-fn command_keys(spec: &cmd::Spec, args: &[Bytes]) -> Vec<Bytes> {
-    let (first, last, step) = spec.keys;
-    if first <= 0 || step <= 0 {
-        return Vec::new();
-    }
-    let last = if last < 0 { args.len() as i64 + last } else { last };
-    (first..=last).step_by(step as usize).filter_map(|i| args.get(i as usize).cloned()).collect()
+/// Runs `reply` once the commands it must follow have finished.
+fn after_earlier(
+    resp3: bool,
+    name: &'static str,
+    earlier: Vec<watch::Receiver<()>>,
+    done: Option<watch::Sender<()>>,
+    reply: impl Future<Output = Reply> + Send + 'static,
+) -> Pending {
+    Box::pin(async move {
+        let started = Instant::now();
+        for mut e in earlier {
+            // Resolves (with an error) once that command's sender is dropped, i.e. it finished.
+            let _ = e.wait_for(|_| false).await;
+        }
+        let reply = reply.await;
+        drop(done);
+        metrics::histogram!(m::COMMAND_SECONDS, "cmd" => name).record(started.elapsed().as_secs_f64());
+        (resp3, reply)
+    })
 }
+
+fn ready(resp3: bool, reply: Reply) -> Pending {
+    Box::pin(futures::future::ready((resp3, reply)))
+}
+
+/// Commands that act on a transaction rather than being queued in it.
+const NOT_QUEUED: &[&str] = &["exec", "discard", "multi", "watch", "quit", "reset"];
 
 fn dispatch(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, args: Vec<Bytes>) -> (Pending, After) {
+    let before = session.reply_mode;
+    if before == ReplyMode::Skip {
+        session.reply_mode = ReplyMode::On;
+    }
+    let (pending, after) = run_command(proxy, session, order, args);
+    // CLIENT REPLY OFF silences every reply until CLIENT REPLY ON (whose OK is sent); SKIP the next one.
+    let silent = match before {
+        ReplyMode::On => false,
+        ReplyMode::Skip => true,
+        ReplyMode::Off => session.reply_mode == ReplyMode::Off,
+    };
+    if silent {
+        return (Box::pin(pending.map(|(resp3, _)| (resp3, Reply::NoReply))), after);
+    }
+    (pending, after)
+}
+
+fn run_command(
+    proxy: &Arc<Proxy>,
+    session: &mut Session,
+    order: &mut KeyOrder,
+    args: Vec<Bytes>,
+) -> (Pending, After) {
     proxy.shared.total_commands.fetch_add(1, Ordering::Relaxed);
-    let ready = |resp3: bool, reply: Reply| -> Pending { Box::pin(futures::future::ready((resp3, reply))) };
+    let resp3 = session.resp3;
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    // Inside MULTI, commands are only checked (name and arity, as Redis does) and queued.
+    if let Some(queued) = session.multi.as_mut() {
+        if !NOT_QUEUED.contains(&name.as_str()) {
+            let reply = match cmd::spec(&name) {
+                None => {
+                    queued.failed = true;
+                    cmd::unknown_command(&args[0], &args[1..])
+                }
+                Some(spec) if !cmd::arity_ok(spec, args.len()) => {
+                    queued.failed = true;
+                    cmd::wrong_arity(spec.name)
+                }
+                Some(_) => {
+                    queued.commands.push(args);
+                    Reply::Status("QUEUED")
+                }
+            };
+            return (ready(resp3, reply), After::Continue);
+        }
+    }
     let Some(spec) = cmd::spec(&name) else {
-        return (ready(session.resp3, cmd::unknown_command(&args[0], &args[1..])), After::Continue);
+        return (ready(resp3, cmd::unknown_command(&args[0], &args[1..])), After::Continue);
     };
     metrics::counter!(m::COMMANDS, "cmd" => spec.name).increment(1);
     if !cmd::arity_ok(spec, args.len()) {
-        return (ready(session.resp3, cmd::wrong_arity(spec.name)), After::Continue);
+        return (ready(resp3, cmd::wrong_arity(spec.name)), After::Continue);
     }
     let params = &args[1..];
+    let coordinator = proxy.coordinator.clone();
+    match name.as_str() {
+        "multi" => return (ready(resp3, transaction::multi(session)), After::Continue),
+        "discard" => return (ready(resp3, transaction::discard(session)), After::Continue),
+        "unwatch" => {
+            session.watched.clear();
+            return (ready(resp3, Reply::OK), After::Continue);
+        }
+        "watch" => {
+            return match transaction::watch(session, coordinator, params) {
+                Err(reply) => (ready(resp3, reply), After::Continue),
+                Ok((keys, read)) => {
+                    let (earlier, done) = order.enter(keys);
+                    (after_earlier(resp3, spec.name, earlier, Some(done), read), After::Continue)
+                }
+            };
+        }
+        "exec" => return (exec(proxy, session, order), After::Continue),
+        _ => {}
+    }
     if let Some((reply, after)) = cmd::connection::run(session, &name, params) {
+        proxy.shared.clients.update(session);
         return (ready(session.resp3, reply), after);
     }
-    if let Some(reply) = cmd::server::run(&proxy.shared, &name, params) {
-        return (ready(session.resp3, reply), After::Continue);
+    if let Some(reply) = cmd::server::run(&proxy.shared, session, &name, params) {
+        return (ready(resp3, reply), After::Continue);
+    }
+    let namespace = session.namespace.clone();
+    if let Some(parsed) = keyspace::Cmd::parse(&name, params) {
+        return match parsed {
+            Ok(command) => {
+                let earlier = order.everything();
+                (after_earlier(resp3, spec.name, earlier, None, command.execute(coordinator, namespace)), After::Continue)
+            }
+            Err(reply) => (ready(resp3, reply), After::Continue),
+        };
     }
     let pending = match DataCommand::parse(&name, params) {
         Some(Ok(command)) => {
-            let (coordinator, namespace, resp3) = (proxy.coordinator.clone(), session.namespace.clone(), session.resp3);
-            let cmd_name = spec.name;
-            let (earlier, done) = order.enter(&namespace, command_keys(spec, &args));
-            Box::pin(async move {
-                let started = Instant::now();
-                for mut e in earlier {
-                    // Resolves (with an error) once that command's sender is dropped, i.e. it finished.
-                    let _ = e.wait_for(|_| false).await;
-                }
-                let reply = command.execute(coordinator, namespace).await;
-                drop(done);
-                metrics::histogram!(m::COMMAND_SECONDS, "cmd" => cmd_name).record(started.elapsed().as_secs_f64());
-                (resp3, reply)
-            }) as Pending
+            let (earlier, done) = order.enter(command.keys(&namespace));
+            after_earlier(resp3, spec.name, earlier, Some(done), command.execute(coordinator, namespace))
         }
-        Some(Err(reply)) => ready(session.resp3, reply),
-        None => ready(session.resp3, cmd::unknown_command(&args[0], params)),
+        Some(Err(reply)) => ready(resp3, reply),
+        None => ready(resp3, cmd::unknown_command(&args[0], params)),
     };
     (pending, After::Continue)
+}
+
+/// EXEC: resolves the queued commands in order (connection commands take effect now, a queued SELECT
+/// decides the database of the commands after it) and runs them as one transaction.
+fn exec(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder) -> Pending {
+    let resp3 = session.resp3;
+    let Some(queued) = session.multi.take() else {
+        return ready(resp3, Reply::error("ERR EXEC without MULTI"));
+    };
+    let watched = std::mem::take(&mut session.watched);
+    if queued.failed {
+        return ready(resp3, Reply::error("EXECABORT Transaction discarded because of previous errors."));
+    }
+    let mut steps = Vec::with_capacity(queued.commands.len());
+    for args in queued.commands {
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+        let params = &args[1..];
+        let step = if let Some((reply, _)) = cmd::connection::run(session, &name, params) {
+            Step::Done(reply)
+        } else if let Some(reply) = cmd::server::run(&proxy.shared, session, &name, params) {
+            Step::Done(reply)
+        } else if let Some(parsed) = keyspace::Cmd::parse(&name, params) {
+            parsed.map_or_else(Step::Done, |c| Step::Keyspace(c, session.namespace.clone()))
+        } else {
+            match DataCommand::parse(&name, params) {
+                Some(Ok(c)) => Step::Data(c, session.namespace.clone()),
+                Some(Err(reply)) => Step::Done(reply),
+                None => Step::Done(cmd::unknown_command(&args[0], params)),
+            }
+        };
+        steps.push(step);
+    }
+    proxy.shared.clients.update(session);
+    let keys = transaction::keys_of(&steps, &watched);
+    let earlier = if steps.iter().any(|s| matches!(s, Step::Keyspace(..))) { order.everything() } else { Vec::new() };
+    let (mut waits, done) = order.enter(keys.clone());
+    waits.extend(earlier);
+    let run = transaction::exec(proxy.coordinator.clone(), steps, watched, keys);
+    after_earlier(session.resp3, "exec", waits, Some(done), run)
 }
 
 #[cfg(test)]
@@ -281,9 +425,10 @@ mod tests {
     async fn key_order_waits_for_the_earlier_command_and_forgets_finished_ones() {
         let mut order = KeyOrder::default();
         let ns = Bytes::from_static(b"0");
-        let (none, first) = order.enter(&ns, vec![Bytes::from_static(b"k")]);
+        let k = KeyName { namespace: ns.clone(), key: Bytes::from_static(b"k") };
+        let (none, first) = order.enter(vec![k.clone()]);
         assert!(none.is_empty());
-        let (mut waits, _second) = order.enter(&ns, vec![Bytes::from_static(b"k"), Bytes::from_static(b"k")]);
+        let (mut waits, _second) = order.enter(vec![k.clone(), k]);
         assert_eq!(waits.len(), 1, "a key named twice waits once");
         let mut wait = waits.pop().unwrap();
         let waiter = tokio::spawn(async move { wait.wait_for(|_| false).await.is_err() });
@@ -293,7 +438,7 @@ mod tests {
         assert!(waiter.await.unwrap());
 
         for i in 0..3 * KEY_ORDER_PRUNE_AT {
-            let (_, done) = order.enter(&ns, vec![Bytes::from(i.to_string())]);
+            let (_, done) = order.enter(vec![KeyName { namespace: ns.clone(), key: Bytes::from(i.to_string()) }]);
             drop(done);
         }
         assert!(order.last.len() <= KEY_ORDER_PRUNE_AT + 1, "{}", order.last.len());

@@ -2,9 +2,27 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
+
+use crate::coordinator::KeyName;
+
+/// Commands queued between MULTI and EXEC.
+#[derive(Default)]
+pub struct Queued {
+    pub commands: Vec<Vec<Bytes>>,
+    /// A command was refused while queuing: EXEC answers EXECABORT.
+    pub failed: bool,
+}
+
+/// A WATCHed key and the (HLC, origin) of its newest copy when WATCH read it (`None`: no copy at all).
+/// Unset while WATCH's read is in flight, and forever if it failed — EXEC then fails safe.
+pub struct Watched {
+    pub key: KeyName,
+    pub seen: Arc<OnceLock<Option<(u64, u32)>>>,
+}
 
 /// What one client connection has chosen: protocol, database (namespace), name.
 pub struct Session {
@@ -19,6 +37,19 @@ pub struct Session {
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
     pub created: Instant,
+    /// Inside MULTI: the commands queued so far.
+    pub multi: Option<Queued>,
+    pub watched: Vec<Watched>,
+    /// CLIENT REPLY OFF / SKIP.
+    pub reply_mode: ReplyMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    /// Skip the reply of the next command only.
+    Skip,
 }
 
 impl Session {
@@ -34,6 +65,9 @@ impl Session {
             lib_name: None,
             lib_ver: None,
             created: Instant::now(),
+            multi: None,
+            watched: Vec::new(),
+            reply_mode: ReplyMode::On,
         }
     }
 
@@ -44,8 +78,9 @@ impl Session {
 
     /// RESET: back to a fresh connection's state (the id stays).
     pub fn reset(&mut self) {
-        let (id, peer, local) = (self.id, self.peer, self.local);
+        let (id, peer, local, created) = (self.id, self.peer, self.local, self.created);
         *self = Session::new(id, peer, local);
+        self.created = created;
     }
 }
 
@@ -62,4 +97,8 @@ pub struct Shared {
     pub zones: usize,
     pub write_quorum: usize,
     pub read_quorum: usize,
+    pub clients: crate::clients::Clients,
+    /// CONFIG SET values (most are accepted for compatibility and change nothing; see CONFIG in
+    /// docs/compatibility.md).
+    pub config: parking_lot::Mutex<std::collections::BTreeMap<String, String>>,
 }

@@ -103,6 +103,7 @@ impl StoreNode {
         let response = match request {
             Request::Prepare(p) => Response::Reply(self.prepare(p)),
             Request::Commit(c) => Response::Reply(self.commit(c).await),
+            Request::CommitBatch(c) => Response::Reply(self.commit_batch(c).await),
             Request::Abort(a) => Response::Reply(self.abort(a)),
             Request::Read(r) => Response::Reply(self.read(r)),
             Request::Repair(r) => Response::Reply(self.repair(r).await),
@@ -165,15 +166,24 @@ impl StoreNode {
     }
 
     /// Writes `record` at `skey` (a tombstone without expiry gets the retention period).
-    pub(crate) async fn store(&self, skey: Vec<u8>, mut record: Record) -> Result<(), Reply> {
+    pub(crate) async fn store(&self, skey: Vec<u8>, record: Record) -> Result<(), Reply> {
+        self.store_all(vec![self.put(skey, record)]).await
+    }
+
+    /// Applies `batch` atomically (one engine write batch).
+    pub(crate) async fn store_all(&self, batch: Vec<Mutation>) -> Result<(), Reply> {
+        self.writer.write(batch).await.map_err(|e| Reply::error(Status::Internal, e))
+    }
+
+    /// The mutation that writes `record` at `skey`.
+    pub(crate) fn put(&self, skey: Vec<u8>, mut record: Record) -> Mutation {
         if record.meta.flags.tombstone() {
             record.value = Default::default();
             if record.meta.expires_at == 0 {
                 record.meta.expires_at = self.clock.wall_ms().saturating_add(self.settings.tombstone_retention_ms);
             }
         }
-        let put = Mutation::Put { key: skey, value: record.encode() };
-        self.writer.write(vec![put]).await.map_err(|e| Reply::error(Status::Internal, e))
+        Mutation::Put { key: skey, value: record.encode() }
     }
 
     /// Periodic upkeep: reap abandoned leases, purge expired records from the memory engine, publish

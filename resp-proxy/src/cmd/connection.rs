@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::{int_arg, shown, wrong_arity};
 use crate::resp::Reply;
-use crate::session::Session;
+use crate::session::{ReplyMode, Session};
 
 /// Databases `SELECT` accepts, as Redis's default `databases 16`.
 pub const DATABASES: u32 = 16;
@@ -42,6 +42,8 @@ pub fn run(s: &mut Session, name: &str, a: &[Bytes]) -> Option<(Reply, After)> {
         },
         "auth" => auth(a),
         "hello" => hello(s, a),
+        // CLIENT LIST and KILL look at other connections: the server family answers them.
+        "client" if is_registry_subcommand(&a[0]) => return None,
         "client" => client(s, a),
         _ => return None,
     };
@@ -107,6 +109,10 @@ fn hello(s: &mut Session, a: &[Bytes]) -> Reply {
     ])
 }
 
+pub fn is_registry_subcommand(sub: &[u8]) -> bool {
+    sub.eq_ignore_ascii_case(b"list") || sub.eq_ignore_ascii_case(b"kill")
+}
+
 /// Redis's rule for client names and library info: printable ASCII without spaces.
 fn valid_name(n: &[u8]) -> bool {
     n.iter().all(|&c| (b'!'..=b'~').contains(&c))
@@ -137,28 +143,46 @@ fn client(s: &mut Session, a: &[Bytes]) -> Reply {
             }
             Reply::OK
         }
-        (b"info", []) => Reply::Verbatim(info_line(s)),
-        (b"id" | b"getname" | b"setname" | b"setinfo" | b"info", _) => {
+        (b"info", []) => Reply::Verbatim(crate::clients::line(
+            s.id,
+            s.peer,
+            s.local,
+            s.created,
+            &s.name,
+            s.db,
+            s.resp3,
+            &s.lib_name,
+            &s.lib_ver,
+            "client|info",
+        )),
+        (b"reply", [mode]) => match mode.to_ascii_lowercase().as_slice() {
+            b"on" => {
+                s.reply_mode = ReplyMode::On;
+                Reply::OK
+            }
+            b"off" => {
+                s.reply_mode = ReplyMode::Off;
+                Reply::NoReply
+            }
+            b"skip" => {
+                if s.reply_mode == ReplyMode::On {
+                    s.reply_mode = ReplyMode::Skip;
+                }
+                Reply::NoReply
+            }
+            _ => Reply::error("ERR syntax error"),
+        },
+        // Nothing is evicted and access times are not kept: both switches are accepted and change nothing.
+        (b"no-evict" | b"no-touch", [flag]) => {
+            if flag.eq_ignore_ascii_case(b"on") || flag.eq_ignore_ascii_case(b"off") {
+                Reply::OK
+            } else {
+                Reply::error("ERR syntax error")
+            }
+        }
+        (b"id" | b"getname" | b"setname" | b"setinfo" | b"info" | b"reply" | b"no-evict" | b"no-touch", _) => {
             wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub)))
         }
         _ => Reply::error(format!("ERR unknown subcommand '{}'. Try CLIENT HELP.", shown(&a[0]))),
     }
-}
-
-fn info_line(s: &Session) -> String {
-    let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
-    format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 \
-         qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info \
-         user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
-        s.id,
-        s.peer,
-        s.local,
-        text(&s.name),
-        s.created.elapsed().as_secs(),
-        s.db,
-        if s.resp3 { 3 } else { 2 },
-        text(&s.lib_name),
-        text(&s.lib_ver),
-    )
 }

@@ -1,13 +1,11 @@
 //! INCR INCRBY DECR DECRBY INCRBYFLOAT: one two-phase commit each, so concurrent increments are never
 //! lost or doubled.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use vesta_proto::{PrepareKind, Record};
 
+use super::snapshot::Snapshot;
 use super::{int_arg, parse_i64};
-use crate::coordinator::{CoordError, Coordinator, Decision, NewValue};
+use crate::coordinator::NewValue;
 use crate::resp::Reply;
 
 #[derive(Debug)]
@@ -40,30 +38,28 @@ impl Cmd {
         })
     }
 
-    pub async fn execute(self, c: &Arc<Coordinator>, ns: &Bytes) -> Result<Reply, CoordError> {
+    pub fn key(&self) -> &Bytes {
         match self {
-            Cmd::Add { key, by } => {
-                c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, _| {
-                    add(live, parse_i64, 0, super::not_an_integer, |current| match current.checked_add(by) {
-                        Some(next) => Ok((Bytes::from(next.to_string()), Reply::Int(next))),
-                        None => Err(Reply::error("ERR increment or decrement would overflow")),
-                    })
-                })
-                .await
-            }
-            Cmd::AddFloat { key, by } => {
-                c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, _| {
-                    add(live, parse_float, 0.0, not_a_float, |current| {
-                        let next = current + by;
-                        if !next.is_finite() {
-                            return Err(Reply::error("ERR increment would produce NaN or Infinity"));
-                        }
-                        let text = Bytes::from(format_float(next));
-                        Ok((text.clone(), Reply::Bulk(text)))
-                    })
-                })
-                .await
-            }
+            Cmd::Add { key, .. } | Cmd::AddFloat { key, .. } => key,
+        }
+    }
+
+    pub fn apply(&self, s: &mut Snapshot) -> Reply {
+        match self {
+            Cmd::Add { key, by } => add(s, key, parse_i64, 0, super::not_an_integer, |current| {
+                match current.checked_add(*by) {
+                    Some(next) => Ok((Bytes::from(next.to_string()), Reply::Int(next))),
+                    None => Err(Reply::error("ERR increment or decrement would overflow")),
+                }
+            }),
+            Cmd::AddFloat { key, by } => add(s, key, parse_float, 0.0, not_a_float, |current| {
+                let next = current + by;
+                if !next.is_finite() {
+                    return Err(Reply::error("ERR increment would produce NaN or Infinity"));
+                }
+                let text = Bytes::from(format_float(next));
+                Ok((text.clone(), Reply::Bulk(text)))
+            }),
         }
     }
 }
@@ -71,22 +67,28 @@ impl Cmd {
 /// The shared shape of every counter: parse the current value (absent = `zero`), compute the next one
 /// and its reply, keep the TTL.
 fn add<T>(
-    live: Option<&Record>,
+    s: &mut Snapshot,
+    key: &Bytes,
     parse: fn(&[u8]) -> Option<T>,
     zero: T,
     not_a_number: fn() -> Reply,
     next: impl FnOnce(T) -> Result<(Bytes, Reply), Reply>,
-) -> Decision {
+) -> Reply {
+    let live = s.get(key);
     let current = match live {
         None => zero,
         Some(r) => match parse(&r.value) {
             Some(n) => n,
-            None => return Decision::Answer(not_a_number()),
+            None => return not_a_number(),
         },
     };
     match next(current) {
-        Ok((value, reply)) => Decision::Write(NewValue::keeping_ttl(live, value), reply),
-        Err(error) => Decision::Answer(error),
+        Ok((value, reply)) => {
+            let value = NewValue::keeping_ttl(live, value);
+            s.put(key, value);
+            reply
+        }
+        Err(error) => error,
     }
 }
 

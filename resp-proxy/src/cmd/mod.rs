@@ -8,15 +8,21 @@ pub mod connection;
 pub mod counters;
 mod expiry;
 pub mod keys;
+pub mod keyspace;
+mod pattern;
 pub mod server;
+pub mod snapshot;
 pub mod strings;
+pub mod transaction;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use vesta_proto::{PrepareKind, Record};
 
-use crate::coordinator::Coordinator;
+use crate::coordinator::{wall_ms, CoordError, Coordinator, Decision, KeyName, ManyDecision};
 use crate::resp::Reply;
+use snapshot::Snapshot;
 
 /// Name, arity (negative: at least that many), flags, first key, last key, key step — as `COMMAND` shows.
 pub struct Spec {
@@ -55,6 +61,11 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "decr", arity: 2, flags: WF, keys: (1, 1, 1), group: "string" },
     Spec { name: "decrby", arity: 3, flags: WF, keys: (1, 1, 1), group: "string" },
     Spec { name: "incrbyfloat", arity: 3, flags: WF, keys: (1, 1, 1), group: "string" },
+    Spec { name: "msetnx", arity: -3, flags: W, keys: (1, -1, 2), group: "string" },
+    Spec { name: "msetex", arity: -4, flags: &["write", "denyoom", "movablekeys"], keys: (0, 0, 0), group: "string" },
+    Spec { name: "lcs", arity: -3, flags: &["readonly"], keys: (1, 2, 1), group: "string" },
+    Spec { name: "digest", arity: 2, flags: R, keys: (1, 1, 1), group: "string" },
+    Spec { name: "delex", arity: -2, flags: WO, keys: (1, 1, 1), group: "string" },
     Spec { name: "del", arity: -2, flags: &["write"], keys: (1, -1, 1), group: "generic" },
     Spec { name: "unlink", arity: -2, flags: WO, keys: (1, -1, 1), group: "generic" },
     Spec { name: "exists", arity: -2, flags: R, keys: (1, -1, 1), group: "generic" },
@@ -69,6 +80,24 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "pttl", arity: 2, flags: R, keys: (1, 1, 1), group: "generic" },
     Spec { name: "expiretime", arity: 2, flags: R, keys: (1, 1, 1), group: "generic" },
     Spec { name: "pexpiretime", arity: 2, flags: R, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "rename", arity: 3, flags: &["write"], keys: (1, 2, 1), group: "generic" },
+    Spec { name: "renamenx", arity: 3, flags: WO, keys: (1, 2, 1), group: "generic" },
+    Spec { name: "copy", arity: -3, flags: W, keys: (1, 2, 1), group: "generic" },
+    Spec { name: "move", arity: 3, flags: WO, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "object", arity: -2, flags: &["readonly"], keys: (2, 2, 1), group: "generic" },
+    Spec { name: "randomkey", arity: 1, flags: &["readonly"], keys: (0, 0, 0), group: "generic" },
+    Spec { name: "scan", arity: -2, flags: &["readonly"], keys: (0, 0, 0), group: "generic" },
+    Spec { name: "keys", arity: 2, flags: &["readonly"], keys: (0, 0, 0), group: "generic" },
+    Spec { name: "dbsize", arity: 1, flags: R, keys: (0, 0, 0), group: "server" },
+    Spec { name: "flushdb", arity: -1, flags: &["write"], keys: (0, 0, 0), group: "server" },
+    Spec { name: "flushall", arity: -1, flags: &["write"], keys: (0, 0, 0), group: "server" },
+    Spec { name: "multi", arity: 1, flags: &["noscript", "loading", "stale", "fast", "allow_busy"], keys: (0, 0, 0), group: "transactions" },
+    Spec { name: "exec", arity: 1, flags: &["noscript", "loading", "stale", "skip_slowlog"], keys: (0, 0, 0), group: "transactions" },
+    Spec { name: "discard", arity: 1, flags: &["noscript", "loading", "stale", "fast", "allow_busy"], keys: (0, 0, 0), group: "transactions" },
+    Spec { name: "watch", arity: -2, flags: &["noscript", "loading", "stale", "fast", "allow_busy"], keys: (1, -1, 1), group: "transactions" },
+    Spec { name: "unwatch", arity: 1, flags: &["noscript", "loading", "stale", "fast", "allow_busy"], keys: (0, 0, 0), group: "transactions" },
+    Spec { name: "wait", arity: 3, flags: &[], keys: (0, 0, 0), group: "generic" },
+    Spec { name: "function", arity: -2, flags: &[], keys: (0, 0, 0), group: "scripting" },
     Spec { name: "ping", arity: -1, flags: C, keys: (0, 0, 0), group: "connection" },
     Spec { name: "echo", arity: 2, flags: C, keys: (0, 0, 0), group: "connection" },
     Spec {
@@ -145,7 +174,17 @@ pub fn shown(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..b.len().min(128)]).replace(['\r', '\n'], " ")
 }
 
+/// How a command touches its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Quorum reads, no leases.
+    Read,
+    /// Two-phase commit: the prepare kind, and whether the command needs the current values.
+    Write(PrepareKind, bool),
+}
+
 /// A parsed data command, ready to run.
+#[derive(Debug)]
 pub enum DataCommand {
     Strings(strings::Cmd),
     Keys(keys::Cmd),
@@ -164,14 +203,84 @@ impl DataCommand {
         counters::Cmd::parse(name, args).map(|c| c.map(DataCommand::Counters))
     }
 
+    /// The distinct keys the command reads or writes, in `ns` unless it names another database.
+    pub fn keys(&self, ns: &Bytes) -> Vec<KeyName> {
+        let here = |k: Bytes| KeyName { namespace: ns.clone(), key: k };
+        let mut keys: Vec<KeyName> = match self {
+            DataCommand::Strings(c) => c.keys().into_iter().map(here).collect(),
+            DataCommand::Keys(c) => c.keys(ns),
+            DataCommand::Counters(c) => vec![here(c.key().clone())],
+        };
+        let mut seen = std::collections::HashSet::new();
+        keys.retain(|k| seen.insert(k.clone()));
+        keys
+    }
+
+    pub fn access(&self) -> Access {
+        match self {
+            DataCommand::Strings(c) => c.access(),
+            DataCommand::Keys(c) => c.access(),
+            DataCommand::Counters(_) => Access::Write(PrepareKind::ReadModifyWrite, true),
+        }
+    }
+
+    /// Runs the command on a snapshot of its keys.
+    pub fn apply(&self, s: &mut Snapshot) -> Reply {
+        match self {
+            DataCommand::Strings(c) => c.apply(s),
+            DataCommand::Keys(c) => c.apply(s),
+            DataCommand::Counters(c) => c.apply(s),
+        }
+    }
+
+    /// Runs the command on its own: quorum reads for a read, one two-phase commit over all its keys for
+    /// a write.
     pub async fn execute(self, coord: Arc<Coordinator>, ns: Bytes) -> Reply {
-        let result = match self {
-            DataCommand::Strings(c) => c.execute(&coord, &ns).await,
-            DataCommand::Keys(c) => c.execute(&coord, &ns).await,
-            DataCommand::Counters(c) => c.execute(&coord, &ns).await,
+        let keys = self.keys(&ns);
+        let result = match self.access() {
+            Access::Read => match read_all(&coord, &keys).await {
+                Ok(copies) => {
+                    let mut s = Snapshot::new(ns, wall_ms(), &keys, copies);
+                    Ok(self.apply(&mut s))
+                }
+                Err(e) => Err(e),
+            },
+            Access::Write(kind, want_value) if keys.len() == 1 => {
+                let key = &keys[0];
+                coord
+                    .write(&key.namespace, &key.key, kind, want_value, |live, now| {
+                        let mut s = Snapshot::new(ns.clone(), now, &keys, vec![live.cloned()]);
+                        let reply = self.apply(&mut s);
+                        match s.into_changes().pop() {
+                            Some((_, change)) => Decision::Write(change, reply),
+                            None => Decision::Answer(reply),
+                        }
+                    })
+                    .await
+            }
+            Access::Write(..) => {
+                coord
+                    .write_many(&keys, |copies, now| {
+                        let mut s = Snapshot::new(ns.clone(), now, &keys, copies.iter().map(|c| c.cloned()).collect());
+                        let reply = self.apply(&mut s);
+                        let changes = s.into_changes();
+                        if changes.is_empty() {
+                            ManyDecision::Answer(reply)
+                        } else {
+                            ManyDecision::Write(changes, reply)
+                        }
+                    })
+                    .await
+            }
         };
         result.unwrap_or_else(|e| e.reply())
     }
+}
+
+/// The newest live copy of each key, read concurrently from read quorums.
+pub async fn read_all(coord: &Arc<Coordinator>, keys: &[KeyName]) -> Result<Vec<Option<Record>>, CoordError> {
+    let reads = keys.iter().map(|k| coord.read(&k.namespace, &k.key));
+    futures::future::join_all(reads).await.into_iter().collect()
 }
 
 /// Redis's `string2ll`: optional `-`, digits, no `+`, no spaces, no leading zeros, fits in i64.

@@ -1,19 +1,27 @@
-//! COMMAND INFO CONFIG TIME: what client libraries, redis-cli and redis-benchmark ask a server about itself.
+//! COMMAND INFO CONFIG TIME CLIENT LIST/KILL WAIT FUNCTION OBJECT HELP: what client libraries,
+//! redis-cli, redis-benchmark and the Redis test harness ask a server about itself.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
 use super::connection::REDIS_VERSION;
-use super::{shown, Spec, TABLE};
+use super::pattern;
+use super::{int_arg, shown, syntax_error, Spec, TABLE};
+use crate::clients::KillFilter;
 use crate::resp::Reply;
-use crate::session::Shared;
+use crate::session::{Session, Shared};
 
-pub fn run(shared: &Shared, name: &str, a: &[Bytes]) -> Option<Reply> {
+pub fn run(shared: &Shared, session: &Session, name: &str, a: &[Bytes]) -> Option<Reply> {
     Some(match name {
         "command" => command(a),
         "info" => Reply::Verbatim(info(shared, a)),
-        "config" => config(a),
+        "config" => config(shared, a),
+        "client" => client(shared, session, a),
+        "wait" => wait(shared, a),
+        "function" => function(a),
+        "object" if a[0].eq_ignore_ascii_case(b"help") => object_help(),
         "time" => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             Reply::Array(vec![Reply::text(&now.as_secs().to_string()), Reply::text(&now.subsec_micros().to_string())])
@@ -87,47 +95,197 @@ fn command(a: &[Bytes]) -> Reply {
     }
 }
 
-/// The configuration parameters clients and tools ask for, with the values that describe Vesta.
+/// The configuration parameters clients, tools and the Redis test harness read or set, with values that
+/// describe Vesta. CONFIG SET stores a new value for any of them (so a harness can set and restore it)
+/// but changes Vesta's behaviour for none: Vesta is configured by its own files.
 const PARAMETERS: &[(&str, &str)] = &[
     ("appendonly", "no"),
+    ("appendfsync", "everysec"),
     ("save", ""),
     ("databases", "16"),
     ("maxmemory", "0"),
     ("maxmemory-policy", "noeviction"),
-    ("maxclients", "10000"),
     ("timeout", "0"),
     ("proto-max-bulk-len", "536870912"),
+    ("client-query-buffer-limit", "1073741824"),
     ("cluster-enabled", "no"),
-    ("port", "6379"),
     ("bind", "127.0.0.1"),
+    ("lazyfree-lazy-user-del", "no"),
+    ("lazyfree-lazy-user-flush", "no"),
+    ("notify-keyspace-events", ""),
+    ("slowlog-log-slower-than", "10000"),
+    ("latency-tracking", "no"),
+    ("busy-reply-threshold", "5000"),
+    ("lua-time-limit", "5000"),
+    ("active-expire-enabled", "yes"),
+    ("hz", "10"),
+    ("loglevel", "notice"),
+    ("list-max-listpack-size", "-2"),
+    ("set-max-intset-entries", "512"),
+    ("hash-max-listpack-entries", "128"),
+    ("zset-max-listpack-entries", "128"),
 ];
 
-fn config(a: &[Bytes]) -> Reply {
+pub fn default_config(port: u16, max_clients: usize) -> BTreeMap<String, String> {
+    let mut c: BTreeMap<String, String> = PARAMETERS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    c.insert("port".into(), port.to_string());
+    c.insert("maxclients".into(), max_clients.to_string());
+    c
+}
+
+fn config(shared: &Shared, a: &[Bytes]) -> Reply {
     let sub = a[0].to_ascii_lowercase();
     match sub.as_slice() {
         b"get" if a.len() >= 2 => {
-            let mut pairs = Vec::new();
-            for (k, v) in PARAMETERS {
-                if a[1..].iter().any(|p| glob_match(&p.to_ascii_lowercase(), k.as_bytes())) {
-                    pairs.push((Reply::text(k), Reply::text(v)));
-                }
-            }
+            let config = shared.config.lock();
+            let pairs = config
+                .iter()
+                .filter(|(k, _)| a[1..].iter().any(|p| pattern::matches(&p.to_ascii_lowercase(), k.as_bytes())))
+                .map(|(k, v)| (Reply::text(k), Reply::text(v)))
+                .collect();
             Reply::Map(pairs)
         }
-        b"get" => super::wrong_arity("config|get"),
+        b"set" if a.len() >= 3 && a.len() % 2 == 1 => {
+            let mut config = shared.config.lock();
+            let mut changes = Vec::new();
+            for pair in a[1..].chunks(2) {
+                let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+                if !config.contains_key(&name) || name == "port" || name == "databases" {
+                    return Reply::error(format!(
+                        "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+                        shown(&pair[0])
+                    ));
+                }
+                changes.push((name, String::from_utf8_lossy(&pair[1]).into_owned()));
+            }
+            config.extend(changes);
+            Reply::OK
+        }
+        b"resetstat" if a.len() == 1 => Reply::OK,
+        b"rewrite" if a.len() == 1 => Reply::error("ERR The server is running without a config file"),
+        b"get" | b"set" | b"resetstat" | b"rewrite" => {
+            super::wrong_arity(&format!("config|{}", String::from_utf8_lossy(&sub)))
+        }
         _ => Reply::error(format!("ERR unknown subcommand '{}'. Try CONFIG HELP.", shown(&a[0]))),
     }
 }
 
-/// Redis's glob subset: `*`, `?`, literal bytes.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern.first(), text.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob_match(&pattern[1..], text) || (!text.is_empty() && glob_match(pattern, &text[1..])),
-        (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &text[1..]),
-        (Some(p), Some(t)) if p == t => glob_match(&pattern[1..], &text[1..]),
-        _ => false,
+/// CLIENT LIST [ID id …] and CLIENT KILL (the old `addr` form and the filter form).
+fn client(shared: &Shared, session: &Session, a: &[Bytes]) -> Reply {
+    let sub = a[0].to_ascii_lowercase();
+    let rest = &a[1..];
+    if sub.as_slice() == b"list" {
+        return match rest {
+            [] => Reply::Verbatim(shared.clients.list(None)),
+            [t, ty] if t.eq_ignore_ascii_case(b"type") => {
+                if ty.eq_ignore_ascii_case(b"normal") {
+                    Reply::Verbatim(shared.clients.list(None))
+                } else {
+                    Reply::Verbatim(String::new())
+                }
+            }
+            [id, ids @ ..] if id.eq_ignore_ascii_case(b"id") && !ids.is_empty() => {
+                let mut list = Vec::new();
+                for i in ids {
+                    match super::parse_i64(i) {
+                        Some(n) if n > 0 => list.push(n as u64),
+                        _ => return Reply::error("ERR Invalid client ID"),
+                    }
+                }
+                Reply::Verbatim(shared.clients.list(Some(&list)))
+            }
+            _ => syntax_error(),
+        };
     }
+    // CLIENT KILL
+    match rest {
+        [] => super::wrong_arity("client|kill"),
+        [addr] => {
+            let filter = KillFilter { addr: Some(String::from_utf8_lossy(addr).into_owned()), ..Default::default() };
+            if shared.clients.kill(&filter) == 0 {
+                Reply::error("ERR No such client")
+            } else {
+                Reply::OK
+            }
+        }
+        _ if rest.len() % 2 == 1 => syntax_error(),
+        _ => {
+            let mut filter = KillFilter { skip: Some(session.id), ..Default::default() };
+            for pair in rest.chunks(2) {
+                let value = String::from_utf8_lossy(&pair[1]).into_owned();
+                match pair[0].to_ascii_lowercase().as_slice() {
+                    b"id" => match super::parse_i64(&pair[1]) {
+                        Some(n) if n > 0 => filter.id = Some(n as u64),
+                        _ => return Reply::error("ERR client-id should be greater than 0"),
+                    },
+                    b"addr" => filter.addr = Some(value),
+                    b"laddr" => filter.laddr = Some(value),
+                    b"skipme" => match value.to_ascii_lowercase().as_str() {
+                        "yes" => filter.skip = Some(session.id),
+                        "no" => filter.skip = None,
+                        _ => return syntax_error(),
+                    },
+                    // Every Vesta client is a normal client of the default user.
+                    b"type" | b"user" => {}
+                    b"maxage" => {
+                        if int_arg(&pair[1]).is_err() {
+                            return syntax_error();
+                        }
+                    }
+                    _ => return syntax_error(),
+                }
+            }
+            Reply::Int(shared.clients.kill(&filter) as i64)
+        }
+    }
+}
+
+/// WAIT: every write Vesta acknowledged is already on a write quorum of store replicas, so the answer
+/// is W at once, whatever was asked.
+fn wait(shared: &Shared, a: &[Bytes]) -> Reply {
+    if let Err(e) = int_arg(&a[0]) {
+        return e;
+    }
+    match int_arg(&a[1]) {
+        Err(e) => e,
+        Ok(t) if t < 0 => Reply::error("ERR timeout is negative"),
+        Ok(_) => Reply::Int(shared.write_quorum as i64),
+    }
+}
+
+/// FUNCTION: Vesta runs no functions. FLUSH (which test harnesses send) succeeds on the empty library;
+/// LIST answers it.
+fn function(a: &[Bytes]) -> Reply {
+    let sub = a[0].to_ascii_lowercase();
+    match (sub.as_slice(), &a[1..]) {
+        (b"flush", []) => Reply::OK,
+        (b"flush", [mode]) if mode.eq_ignore_ascii_case(b"async") || mode.eq_ignore_ascii_case(b"sync") => Reply::OK,
+        (b"flush", [_]) => Reply::error("ERR FUNCTION FLUSH only supports SYNC|ASYNC option"),
+        (b"list", _) => Reply::Array(vec![]),
+        (b"flush", _) => super::wrong_arity("function|flush"),
+        _ => Reply::error(format!("ERR unknown subcommand '{}'. Try FUNCTION HELP.", shown(&a[0]))),
+    }
+}
+
+fn object_help() -> Reply {
+    let lines = [
+        "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "ENCODING <key>",
+        "    Return the kind of internal representation used in order to store the value",
+        "    associated with a <key>.",
+        "FREQ <key>",
+        "    Return the access frequency index of the <key>. The returned integer is",
+        "    proportional to the logarithm of the recent access frequency of the key.",
+        "IDLETIME <key>",
+        "    Return the idle time of the <key>, that is the approximated number of",
+        "    seconds elapsed since the last access to the key.",
+        "REFCOUNT <key>",
+        "    Return the number of references of the value associated with the specified",
+        "    <key>.",
+        "HELP",
+        "    Print this help.",
+    ];
+    Reply::Array(lines.iter().map(|l| Reply::Status(l)).collect())
 }
 
 fn info(shared: &Shared, a: &[Bytes]) -> String {
@@ -180,17 +338,4 @@ fn info(shared: &Shared, a: &[Bytes]) -> String {
         out += "# Keyspace\r\n";
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match(b"*", b"save"));
-        assert!(glob_match(b"sa?e", b"save"));
-        assert!(glob_match(b"*only", b"appendonly"));
-        assert!(!glob_match(b"save", b"saves"));
-    }
 }

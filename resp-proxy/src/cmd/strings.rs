@@ -1,20 +1,22 @@
-//! GET SET SETNX SETEX PSETEX GETSET GETDEL GETEX MGET MSET APPEND STRLEN GETRANGE SUBSTR SETRANGE.
-
-use std::sync::Arc;
+//! GET SET SETNX SETEX PSETEX GETSET GETDEL GETEX MGET MSET MSETNX MSETEX APPEND STRLEN GETRANGE SUBSTR
+//! SETRANGE LCS DIGEST DELEX.
 
 use bytes::{Bytes, BytesMut};
 use vesta_proto::{PrepareKind, Record};
 
 use super::expiry::{invalid_expire, Unit, When};
-use super::{int_arg, syntax_error};
-use crate::coordinator::{CoordError, Coordinator, Decision, NewValue};
+use super::snapshot::Snapshot;
+use super::{int_arg, syntax_error, Access};
+use crate::coordinator::NewValue;
 use crate::resp::Reply;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Only {
     Always,
     IfAbsent,
     IfPresent,
+    /// Redis 8.4 compare-and-set.
+    If(Compare),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,49 @@ pub enum Ttl {
     Set(When),
 }
 
+/// Redis 8.4's compare-and-set conditions (SET … IFEQ, DELEX …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The value equals this (absent: no).
+    Eq(Bytes),
+    /// The value differs from this (absent: yes).
+    Ne(Bytes),
+    /// The value's DIGEST equals this hex text (absent: no).
+    DigestEq(Bytes),
+    /// The value's DIGEST differs (absent: yes).
+    DigestNe(Bytes),
+}
+
+impl Compare {
+    /// Parses `IFEQ v` etc. (option upper-cased).
+    pub fn from_option(opt: &[u8], arg: &Bytes) -> Option<Compare> {
+        Some(match opt {
+            b"IFEQ" => Compare::Eq(arg.clone()),
+            b"IFNE" => Compare::Ne(arg.clone()),
+            b"IFDEQ" => Compare::DigestEq(arg.clone()),
+            b"IFDNE" => Compare::DigestNe(arg.clone()),
+            _ => return None,
+        })
+    }
+
+    pub fn holds(&self, live: Option<&Record>) -> bool {
+        let same_digest = |d: &Bytes, r: &Record| digest(&r.value).as_bytes().eq_ignore_ascii_case(d);
+        match (self, live) {
+            (Compare::Eq(v), Some(r)) => r.value == *v,
+            (Compare::Ne(v), Some(r)) => r.value != *v,
+            (Compare::DigestEq(d), Some(r)) => same_digest(d, r),
+            (Compare::DigestNe(d), Some(r)) => !same_digest(d, r),
+            (Compare::Eq(_) | Compare::DigestEq(_), None) => false,
+            (Compare::Ne(_) | Compare::DigestNe(_), None) => true,
+        }
+    }
+}
+
+/// DIGEST: the XXH3 64-bit hash of the value, as 16 hex digits.
+pub fn digest(value: &[u8]) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(value))
+}
+
 #[derive(Debug)]
 pub enum Cmd {
     Get(Bytes),
@@ -32,11 +77,25 @@ pub enum Cmd {
     GetDel(Bytes),
     GetEx { key: Bytes, ttl: Option<Ttl> },
     MGet(Vec<Bytes>),
-    MSet(Vec<(Bytes, Bytes)>),
+    /// MSET, MSETNX, MSETEX: all keys or none.
+    MSet { pairs: Vec<(Bytes, Bytes)>, only: Only, ttl: Ttl, reply: SetReply },
     Append(Bytes, Bytes),
     StrLen(Bytes),
     GetRange { key: Bytes, start: i64, end: i64 },
     SetRange { key: Bytes, offset: usize, value: Bytes },
+    Lcs(Lcs),
+    Digest(Bytes),
+    DelEx { key: Bytes, compare: Option<Compare> },
+}
+
+#[derive(Debug)]
+pub struct Lcs {
+    a: Bytes,
+    b: Bytes,
+    len: bool,
+    idx: bool,
+    min_match_len: usize,
+    with_match_len: bool,
 }
 
 /// `proto-max-bulk-len`: the largest string SETRANGE and APPEND may build.
@@ -78,13 +137,17 @@ impl Cmd {
             "getdel" => Ok(Cmd::GetDel(a[0].clone())),
             "getex" => parse_getex(a),
             "mget" => Ok(Cmd::MGet(a.to_vec())),
-            "mset" => {
+            "mset" | "msetnx" => {
                 if !a.len().is_multiple_of(2) {
-                    Err(super::wrong_arity("mset"))
+                    Err(super::wrong_arity(name))
                 } else {
-                    Ok(Cmd::MSet(a.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect()))
+                    let pairs = a.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+                    let (only, reply) =
+                        if name == "mset" { (Only::Always, SetReply::Ok) } else { (Only::IfAbsent, SetReply::Bool) };
+                    Ok(Cmd::MSet { pairs, only, ttl: Ttl::Clear, reply })
                 }
             }
+            "msetex" => parse_msetex(a),
             "append" => Ok(Cmd::Append(a[0].clone(), a[1].clone())),
             "strlen" => Ok(Cmd::StrLen(a[0].clone())),
             "getrange" | "substr" => {
@@ -98,90 +161,163 @@ impl Cmd {
                 }
                 Ok(o) => Ok(Cmd::SetRange { key: a[0].clone(), offset: o as usize, value: a[2].clone() }),
             },
+            "lcs" => parse_lcs(a),
+            "digest" => Ok(Cmd::Digest(a[0].clone())),
+            "delex" => match &a[1..] {
+                [] => Ok(Cmd::DelEx { key: a[0].clone(), compare: None }),
+                [opt, arg] => match Compare::from_option(&opt.to_ascii_uppercase(), arg) {
+                    Some(c) => Ok(Cmd::DelEx { key: a[0].clone(), compare: Some(c) }),
+                    None => Err(syntax_error()),
+                },
+                _ => Err(syntax_error()),
+            },
             _ => return None,
         })
     }
 
-    pub async fn execute(self, c: &Arc<Coordinator>, ns: &Bytes) -> Result<Reply, CoordError> {
+    pub fn keys(&self) -> Vec<Bytes> {
         match self {
-            Cmd::Get(key) => Ok(c.read(ns, &key).await?.map_or(Reply::Nil, |r| Reply::Bulk(r.value))),
+            Cmd::Get(k)
+            | Cmd::Set { key: k, .. }
+            | Cmd::GetDel(k)
+            | Cmd::GetEx { key: k, .. }
+            | Cmd::Append(k, _)
+            | Cmd::StrLen(k)
+            | Cmd::GetRange { key: k, .. }
+            | Cmd::SetRange { key: k, .. }
+            | Cmd::Digest(k)
+            | Cmd::DelEx { key: k, .. } => vec![k.clone()],
+            Cmd::MGet(keys) => keys.clone(),
+            Cmd::MSet { pairs, .. } => pairs.iter().map(|(k, _)| k.clone()).collect(),
+            Cmd::Lcs(l) => vec![l.a.clone(), l.b.clone()],
+        }
+    }
+
+    pub fn access(&self) -> Access {
+        match self {
+            Cmd::Get(_) | Cmd::MGet(_) | Cmd::StrLen(_) | Cmd::GetRange { .. } | Cmd::Lcs(_) | Cmd::Digest(_) => {
+                Access::Read
+            }
+            Cmd::GetEx { ttl: None, .. } => Access::Read,
+            Cmd::Set { get: true, .. } | Cmd::Set { only: Only::If(_), .. } => {
+                Access::Write(PrepareKind::ReadModifyWrite, true)
+            }
+            Cmd::Set { only: Only::IfAbsent, .. } => Access::Write(PrepareKind::Create, false),
+            Cmd::Set { only: Only::IfPresent, .. } => Access::Write(PrepareKind::Update, false),
+            Cmd::Set { only: Only::Always, .. } => Access::Write(PrepareKind::Set, false),
+            Cmd::MSet { .. } => Access::Write(PrepareKind::Set, false),
+            Cmd::GetDel(_) => Access::Write(PrepareKind::Delete, true),
+            Cmd::DelEx { compare: None, .. } => Access::Write(PrepareKind::Delete, false),
+            Cmd::DelEx { .. } => Access::Write(PrepareKind::Delete, true),
+            Cmd::GetEx { .. } | Cmd::Append(..) | Cmd::SetRange { .. } => {
+                Access::Write(PrepareKind::ReadModifyWrite, true)
+            }
+        }
+    }
+
+    pub fn apply(&self, s: &mut Snapshot) -> Reply {
+        let value_of = |r: Option<&Record>| r.map_or(Reply::Nil, |r| Reply::Bulk(r.value.clone()));
+        match self {
+            Cmd::Get(key) => value_of(s.get(key)),
             Cmd::Set { key, value, only, ttl, get, reply, name } => {
-                set(c, ns, &key, value, only, ttl, get, reply, name).await
+                set(s, key, value, only, *ttl, *get, *reply, name)
             }
             Cmd::GetDel(key) => {
-                c.write(ns, &key, PrepareKind::Delete, true, |live, _| match live {
-                    Some(r) => Decision::Write(tombstone(r), Reply::Bulk(r.value.clone())),
-                    None => Decision::Answer(Reply::Nil),
-                })
-                .await
+                let old = value_of(s.get(key));
+                s.delete(key);
+                old
             }
-            Cmd::GetEx { key, ttl: None } => Ok(c.read(ns, &key).await?.map_or(Reply::Nil, |r| Reply::Bulk(r.value))),
+            Cmd::GetEx { key, ttl: None } => value_of(s.get(key)),
             Cmd::GetEx { key, ttl: Some(ttl) } => {
-                c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, now| {
-                    let Some(r) = live else { return Decision::Answer(Reply::Nil) };
+                let Some(r) = s.get(key).cloned() else { return Reply::Nil };
+                let expires_at = match ttl {
+                    Ttl::Clear => 0,
+                    Ttl::Keep => r.meta.expires_at,
+                    Ttl::Set(when) => match when.resolve(s.now()) {
+                        Some(at) if at > s.now() as i64 => at as u64,
+                        Some(_) => {
+                            s.delete(key);
+                            return Reply::Bulk(r.value);
+                        }
+                        None => return invalid_expire("getex"),
+                    },
+                };
+                s.put(key, NewValue { value: r.value.clone(), expires_at, tombstone: false });
+                Reply::Bulk(r.value)
+            }
+            Cmd::MGet(keys) => Reply::Array(keys.iter().map(|k| value_of(s.get(k))).collect()),
+            Cmd::MSet { pairs, only, ttl, reply } => {
+                let allowed = match only {
+                    Only::IfAbsent => pairs.iter().all(|(k, _)| s.get(k).is_none()),
+                    Only::IfPresent => pairs.iter().all(|(k, _)| s.get(k).is_some()),
+                    _ => true,
+                };
+                if !allowed {
+                    return Reply::Int(0);
+                }
+                for (k, v) in pairs {
                     let expires_at = match ttl {
                         Ttl::Clear => 0,
-                        Ttl::Keep => r.meta.expires_at,
-                        Ttl::Set(when) => match when.resolve(now) {
-                            Some(at) if at > now as i64 => at as u64,
-                            Some(_) => return Decision::Write(tombstone(r), Reply::Bulk(r.value.clone())),
-                            None => return Decision::Answer(invalid_expire("getex")),
+                        Ttl::Keep => s.get(k).map_or(0, |r| r.meta.expires_at),
+                        Ttl::Set(when) => match when.resolve(s.now()) {
+                            Some(at) if at > 0 => at as u64,
+                            _ => return invalid_expire("msetex"),
                         },
                     };
-                    let value = NewValue { value: r.value.clone(), expires_at, tombstone: false };
-                    Decision::Write(value, Reply::Bulk(r.value.clone()))
-                })
-                .await
-            }
-            Cmd::MGet(keys) => {
-                let reads = keys.iter().map(|k| c.read(ns, k));
-                let copies = futures::future::join_all(reads).await;
-                let mut out = Vec::with_capacity(copies.len());
-                for copy in copies {
-                    out.push(copy?.map_or(Reply::Nil, |r| Reply::Bulk(r.value)));
+                    s.put(k, NewValue { value: v.clone(), expires_at, tombstone: false });
                 }
-                Ok(Reply::Array(out))
-            }
-            Cmd::MSet(pairs) => {
-                // Each key is its own two-phase commit: MSET is not atomic across keys here (see README).
-                let writes = pairs.into_iter().map(|(k, v)| async move {
-                    set(c, ns, &k, v, Only::Always, Ttl::Clear, false, SetReply::Ok, "mset").await
-                });
-                for result in futures::future::join_all(writes).await {
-                    result?;
+                match reply {
+                    SetReply::Ok => Reply::OK,
+                    SetReply::Bool => Reply::Int(1),
                 }
-                Ok(Reply::OK)
             }
             Cmd::Append(key, suffix) => {
-                c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, _| {
-                    let mut value = BytesMut::from(live.map_or(&b""[..], |r| &r.value[..]));
-                    value.extend_from_slice(&suffix);
-                    let len = value.len() as i64;
-                    Decision::Write(NewValue::keeping_ttl(live, value.freeze()), Reply::Int(len))
-                })
-                .await
+                let live = s.get(key);
+                let mut value = BytesMut::from(live.map_or(&b""[..], |r| &r.value[..]));
+                if value.len() + suffix.len() > MAX_STRING {
+                    return Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+                }
+                value.extend_from_slice(suffix);
+                let len = value.len() as i64;
+                let next = NewValue::keeping_ttl(live, value.freeze());
+                s.put(key, next);
+                Reply::Int(len)
             }
-            Cmd::StrLen(key) => Ok(Reply::Int(c.read(ns, &key).await?.map_or(0, |r| r.value.len() as i64))),
+            Cmd::StrLen(key) => Reply::Int(s.get(key).map_or(0, |r| r.value.len() as i64)),
             Cmd::GetRange { key, start, end } => {
-                let value = c.read(ns, &key).await?.map(|r| r.value).unwrap_or_default();
-                Ok(Reply::Bulk(range(&value, start, end)))
+                let value = s.get(key).map(|r| r.value.clone()).unwrap_or_default();
+                Reply::Bulk(range(&value, *start, *end))
             }
             Cmd::SetRange { key, offset, value } => {
-                c.write(ns, &key, PrepareKind::ReadModifyWrite, true, |live, _| {
-                    let current = live.map_or(&b""[..], |r| &r.value[..]);
-                    if value.is_empty() {
-                        // Nothing to write: Redis answers the length and creates no key.
-                        return Decision::Answer(Reply::Int(current.len() as i64));
-                    }
-                    let mut next = BytesMut::from(current);
-                    if next.len() < offset + value.len() {
-                        next.resize(offset + value.len(), 0);
-                    }
-                    next[offset..offset + value.len()].copy_from_slice(&value);
-                    let len = next.len() as i64;
-                    Decision::Write(NewValue::keeping_ttl(live, next.freeze()), Reply::Int(len))
-                })
-                .await
+                let live = s.get(key);
+                let current = live.map_or(&b""[..], |r| &r.value[..]);
+                if value.is_empty() {
+                    // Nothing to write: Redis answers the length and creates no key.
+                    return Reply::Int(current.len() as i64);
+                }
+                let mut next = BytesMut::from(current);
+                if next.len() < offset + value.len() {
+                    next.resize(offset + value.len(), 0);
+                }
+                next[*offset..offset + value.len()].copy_from_slice(value);
+                let len = next.len() as i64;
+                let next = NewValue::keeping_ttl(live, next.freeze());
+                s.put(key, next);
+                Reply::Int(len)
+            }
+            Cmd::Lcs(l) => {
+                let a = s.get(&l.a).map(|r| r.value.clone()).unwrap_or_default();
+                let b = s.get(&l.b).map(|r| r.value.clone()).unwrap_or_default();
+                l.run(&a, &b)
+            }
+            Cmd::Digest(key) => s.get(key).map_or(Reply::Nil, |r| Reply::Bulk(Bytes::from(digest(&r.value)))),
+            Cmd::DelEx { key, compare } => {
+                let live = s.get(key);
+                if live.is_none() || compare.as_ref().is_some_and(|c| !c.holds(live)) {
+                    return Reply::Int(0);
+                }
+                s.delete(key);
+                Reply::Int(1)
             }
         }
     }
@@ -201,60 +337,46 @@ fn range(value: &Bytes, start: i64, end: i64) -> Bytes {
     value.slice(start as usize..=end as usize)
 }
 
-/// A tombstone for a live record: it lives as long as the record would have.
-pub fn tombstone(r: &Record) -> NewValue {
-    NewValue { value: Bytes::new(), expires_at: r.meta.expires_at, tombstone: true }
-}
-
 #[allow(clippy::too_many_arguments)]
-async fn set(
-    c: &Arc<Coordinator>,
-    ns: &Bytes,
+fn set(
+    s: &mut Snapshot,
     key: &Bytes,
-    value: Bytes,
-    only: Only,
+    value: &Bytes,
+    only: &Only,
     ttl: Ttl,
     get: bool,
     reply: SetReply,
-    name: &'static str,
-) -> Result<Reply, CoordError> {
-    let kind = match (only, get) {
-        (Only::IfAbsent, _) => PrepareKind::Create,
-        (Only::IfPresent, _) => PrepareKind::Update,
-        (Only::Always, true) => PrepareKind::ReadModifyWrite,
-        (Only::Always, false) => PrepareKind::Set,
+    name: &str,
+) -> Reply {
+    let live = s.get(key);
+    let old = live.map_or(Reply::Nil, |r| Reply::Bulk(r.value.clone()));
+    let allowed = match only {
+        Only::IfAbsent => live.is_none(),
+        Only::IfPresent => live.is_some(),
+        Only::Always => true,
+        Only::If(compare) => compare.holds(live),
     };
-    // KEEPTTL needs only the copy's metadata, which every prepare returns.
-    c.write(ns, key, kind, get, |live, now| {
-        let old = || live.map_or(Reply::Nil, |r| Reply::Bulk(r.value.clone()));
-        let blocked = match only {
-            Only::IfAbsent => live.is_some(),
-            Only::IfPresent => live.is_none(),
-            Only::Always => false,
+    if !allowed {
+        return match (get, reply) {
+            (true, _) => old,
+            (false, SetReply::Bool) => Reply::Int(0),
+            (false, SetReply::Ok) => Reply::Nil,
         };
-        if blocked {
-            return Decision::Answer(match (get, reply) {
-                (true, _) => old(),
-                (false, SetReply::Bool) => Reply::Int(0),
-                (false, SetReply::Ok) => Reply::Nil,
-            });
-        }
-        let expires_at = match ttl {
-            Ttl::Clear => 0,
-            Ttl::Keep => live.map_or(0, |r| r.meta.expires_at),
-            Ttl::Set(when) => match when.resolve(now) {
-                Some(at) if at > 0 => at as u64,
-                _ => return Decision::Answer(invalid_expire(name)),
-            },
-        };
-        let answer = match (get, reply) {
-            (true, _) => old(),
-            (false, SetReply::Bool) => Reply::Int(1),
-            (false, SetReply::Ok) => Reply::OK,
-        };
-        Decision::Write(NewValue { value: value.clone(), expires_at, tombstone: false }, answer)
-    })
-    .await
+    }
+    let expires_at = match ttl {
+        Ttl::Clear => 0,
+        Ttl::Keep => live.map_or(0, |r| r.meta.expires_at),
+        Ttl::Set(when) => match when.resolve(s.now()) {
+            Some(at) if at > 0 => at as u64,
+            _ => return invalid_expire(name),
+        },
+    };
+    s.put(key, NewValue { value: value.clone(), expires_at, tombstone: false });
+    match (get, reply) {
+        (true, _) => old,
+        (false, SetReply::Bool) => Reply::Int(1),
+        (false, SetReply::Ok) => Reply::OK,
+    }
 }
 
 fn parse_set(a: &[Bytes]) -> Result<Cmd, Reply> {
@@ -264,8 +386,12 @@ fn parse_set(a: &[Bytes]) -> Result<Cmd, Reply> {
         let opt = a[i].to_ascii_uppercase();
         let next = a.get(i + 1);
         match (opt.as_slice(), next) {
-            (b"NX", _) if only != Only::IfPresent => only = Only::IfAbsent,
-            (b"XX", _) if only != Only::IfAbsent => only = Only::IfPresent,
+            (b"NX", _) if matches!(only, Only::Always | Only::IfAbsent) => only = Only::IfAbsent,
+            (b"XX", _) if matches!(only, Only::Always | Only::IfPresent) => only = Only::IfPresent,
+            (b"IFEQ" | b"IFNE" | b"IFDEQ" | b"IFDNE", Some(v)) if only == Only::Always => {
+                only = Only::If(Compare::from_option(&opt, v).ok_or_else(syntax_error)?);
+                i += 1;
+            }
             (b"GET", _) => get = true,
             (b"KEEPTTL", _) if matches!(ttl, Ttl::Clear | Ttl::Keep) => ttl = Ttl::Keep,
             (b"EX" | b"PX" | b"EXAT" | b"PXAT", Some(v)) => {
@@ -318,9 +444,182 @@ fn parse_getex(a: &[Bytes]) -> Result<Cmd, Reply> {
     Ok(Cmd::GetEx { key: a[0].clone(), ttl })
 }
 
+/// `MSETEX numkeys key value [key value …] [NX | XX] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]`.
+fn parse_msetex(a: &[Bytes]) -> Result<Cmd, Reply> {
+    let n = int_arg(&a[0])?;
+    if n <= 0 || n as u64 > (a.len() as u64 - 1) / 2 {
+        return Err(Reply::error("ERR invalid numkeys value"));
+    }
+    let n = n as usize;
+    let pairs = a[1..1 + 2 * n].chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+    let (mut only, mut ttl) = (Only::Always, Ttl::Clear);
+    let mut i = 1 + 2 * n;
+    while i < a.len() {
+        let opt = a[i].to_ascii_uppercase();
+        match (opt.as_slice(), a.get(i + 1)) {
+            (b"NX", _) if only == Only::Always => only = Only::IfAbsent,
+            (b"XX", _) if only == Only::Always => only = Only::IfPresent,
+            (b"KEEPTTL", _) if ttl == Ttl::Clear => ttl = Ttl::Keep,
+            (b"EX" | b"PX" | b"EXAT" | b"PXAT", Some(v)) if ttl == Ttl::Clear => {
+                let n = int_arg(v)?;
+                let Some(when) = When::from_option(&opt, n) else { return Err(syntax_error()) };
+                if n <= 0 || when.resolve(0).is_none() {
+                    return Err(invalid_expire("msetex"));
+                }
+                ttl = Ttl::Set(when);
+                i += 1;
+            }
+            _ => return Err(syntax_error()),
+        }
+        i += 1;
+    }
+    Ok(Cmd::MSet { pairs, only, ttl, reply: SetReply::Bool })
+}
+
+/// `LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]`.
+fn parse_lcs(a: &[Bytes]) -> Result<Cmd, Reply> {
+    let mut l = Lcs {
+        a: a[0].clone(),
+        b: a[1].clone(),
+        len: false,
+        idx: false,
+        min_match_len: 0,
+        with_match_len: false,
+    };
+    let mut i = 2;
+    while i < a.len() {
+        match (a[i].to_ascii_uppercase().as_slice(), a.get(i + 1)) {
+            (b"LEN", _) => l.len = true,
+            (b"IDX", _) => l.idx = true,
+            (b"WITHMATCHLEN", _) => l.with_match_len = true,
+            (b"MINMATCHLEN", Some(v)) => {
+                l.min_match_len = int_arg(v)?.max(0) as usize;
+                i += 1;
+            }
+            _ => return Err(syntax_error()),
+        }
+        i += 1;
+    }
+    if l.len && l.idx {
+        return Err(Reply::error("ERR If you want both the length and indexes, please just use IDX."));
+    }
+    Ok(Cmd::Lcs(l))
+}
+
+impl Lcs {
+    /// The longest common subsequence by dynamic programming, walked back from the end the way Redis
+    /// walks it, so that IDX reports the same ranges in the same order.
+    fn run(&self, a: &[u8], b: &[u8]) -> Reply {
+        let (alen, blen) = (a.len(), b.len());
+        if (alen as u64 + 1) * (blen as u64 + 1) * 4 > MAX_STRING as u64 {
+            return Reply::error("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len");
+        }
+        let width = blen + 1;
+        let mut table = vec![0u32; (alen + 1) * width];
+        for i in 1..=alen {
+            for j in 1..=blen {
+                table[i * width + j] = if a[i - 1] == b[j - 1] {
+                    table[(i - 1) * width + j - 1] + 1
+                } else {
+                    table[(i - 1) * width + j].max(table[i * width + j - 1])
+                };
+            }
+        }
+        let lcs = |i: usize, j: usize| table[i * width + j];
+        let total = lcs(alen, blen) as usize;
+        if self.len {
+            return Reply::Int(total as i64);
+        }
+        let mut result = vec![0u8; total];
+        let mut matches = Vec::new();
+        let (mut i, mut j, mut idx) = (alen, blen, total);
+        // `arange_start == alen` means "no range open".
+        let (mut arange_start, mut arange_end, mut brange_start, mut brange_end) = (alen, 0, 0, 0);
+        while i > 0 && j > 0 {
+            let mut emit = false;
+            if a[i - 1] == b[j - 1] {
+                result[idx - 1] = a[i - 1];
+                if arange_start == alen {
+                    (arange_start, arange_end, brange_start, brange_end) = (i - 1, i - 1, j - 1, j - 1);
+                } else if arange_start == i && brange_start == j {
+                    arange_start -= 1;
+                    brange_start -= 1;
+                } else {
+                    emit = true;
+                }
+                if arange_start == 0 || brange_start == 0 {
+                    emit = true;
+                }
+                idx -= 1;
+                i -= 1;
+                j -= 1;
+            } else {
+                if lcs(i - 1, j) > lcs(i, j - 1) {
+                    i -= 1;
+                } else {
+                    j -= 1;
+                }
+                if arange_start != alen {
+                    emit = true;
+                }
+            }
+            if emit {
+                let match_len = arange_end - arange_start + 1;
+                if self.min_match_len == 0 || match_len >= self.min_match_len {
+                    let mut m = vec![
+                        Reply::Array(vec![Reply::Int(arange_start as i64), Reply::Int(arange_end as i64)]),
+                        Reply::Array(vec![Reply::Int(brange_start as i64), Reply::Int(brange_end as i64)]),
+                    ];
+                    if self.with_match_len {
+                        m.push(Reply::Int(match_len as i64));
+                    }
+                    matches.push(Reply::Array(m));
+                }
+                arange_start = alen;
+            }
+        }
+        if self.idx {
+            Reply::Map(vec![
+                (Reply::text("matches"), Reply::Array(matches)),
+                (Reply::text("len"), Reply::Int(total as i64)),
+            ])
+        } else {
+            Reply::Bulk(Bytes::from(result))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_is_xxh3_in_hex() {
+        assert_eq!(digest(b"Hello world"), "b6acb9d84a38ff74");
+        assert_eq!(digest(b"test"), "9ec9f7918d7dfc40");
+        assert_eq!(digest(b"hello"), "9555e8555c62dcfd");
+    }
+
+    #[test]
+    fn lcs_like_redis() {
+        let lcs = |len, idx, min, with| Lcs {
+            a: Bytes::new(),
+            b: Bytes::new(),
+            len,
+            idx,
+            min_match_len: min,
+            with_match_len: with,
+        };
+        let (a, b) = (b"ohmytext", b"mynewtext");
+        assert_eq!(lcs(false, false, 0, false).run(a, b), Reply::bulk("mytext"));
+        assert_eq!(lcs(true, false, 0, false).run(a, b), Reply::Int(6));
+        let range = |x: i64, y: i64| Reply::Array(vec![Reply::Int(x), Reply::Int(y)]);
+        let Reply::Map(m) = lcs(false, true, 4, true).run(a, b) else { panic!() };
+        assert_eq!(m[0].1, Reply::Array(vec![Reply::Array(vec![range(4, 7), range(5, 8), Reply::Int(4)])]));
+        assert_eq!(m[1].1, Reply::Int(6));
+        let Reply::Map(m) = lcs(false, true, 0, false).run(a, b) else { panic!() };
+        assert_eq!(m[0].1, Reply::Array(vec![Reply::Array(vec![range(4, 7), range(5, 8)]), Reply::Array(vec![range(2, 3), range(0, 1)])]));
+    }
 
     #[test]
     fn getrange_like_redis() {

@@ -7,6 +7,8 @@
 mod hlc;
 mod key_queue;
 mod read;
+mod scan;
+mod transaction;
 mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,8 @@ use vesta_proto::{KeyRef, Record, RequestId};
 pub use hlc::wall_ms;
 use hlc::Hlc;
 use key_queue::KeyQueue;
+pub use scan::{ScanPage, ScanRequest};
+pub use transaction::{KeyName, ManyDecision};
 
 use crate::pool::{LocalNodes, NodePool};
 use crate::resp::Reply;

@@ -24,6 +24,12 @@ impl Coordinator {
     /// quorum holds it, and only then returned: once a value has been read, no later read can return an
     /// older one. Replicas that answer late with an older copy are repaired in the background.
     pub async fn read(self: &Arc<Self>, namespace: &Bytes, key: &Bytes) -> Result<Option<Record>, CoordError> {
+        Ok(self.read_copy(namespace, key).await?.filter(|r| !r.meta.flags.tombstone()))
+    }
+
+    /// [`Coordinator::read`], but a tombstone is returned as it is: WATCH compares copies, and a delete
+    /// is a change.
+    pub async fn read_copy(self: &Arc<Self>, namespace: &Bytes, key: &Bytes) -> Result<Option<Record>, CoordError> {
         let target = self.target(namespace, key);
         let deadline = Instant::now() + self.settings.deadline;
         let mut attempt = 0;
@@ -31,7 +37,7 @@ impl Coordinator {
             match self.read_once(&target).await {
                 Ok(copy) => {
                     metrics::counter!(m::QUORUM, "op" => "read", "outcome" => "ok").increment(1);
-                    return Ok(copy.filter(|r| !r.meta.flags.tombstone()));
+                    return Ok(copy);
                 }
                 Err(Failed::Unsettled) if Instant::now() < deadline => {
                     metrics::counter!(m::QUORUM, "op" => "read", "outcome" => "retried_locked").increment(1);

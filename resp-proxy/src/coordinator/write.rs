@@ -10,20 +10,20 @@ use vesta_proto::{
     Response, Status,
 };
 
-use super::{back_off, newest, wall_ms, CoordError, Coordinator, Decision};
+use super::{back_off, newest, wall_ms, CoordError, Coordinator, Decision, NewValue};
 use crate::metrics as m;
 use crate::pool::NodeError;
 use crate::resp::Reply;
 use crate::topology::NodeIndex;
 
 /// Why one attempt did not finish.
-enum Failed {
+pub(super) enum Failed {
     /// Fewer than W leases, but enough nodes answered that contention (not failure) is the cause.
     Contended,
     Final(CoordError),
 }
 
-type Answer = (NodeIndex, Result<Response, NodeError>);
+pub(super) type Answer = (NodeIndex, Result<Response, NodeError>);
 
 impl Coordinator {
     /// Runs one read-modify-write of `key` through two-phase commit. `decide` sees the newest live copy
@@ -120,23 +120,7 @@ impl Coordinator {
             Decision::Write(value, reply) => (value, reply),
         };
         let seen = leased.iter().filter_map(|(_, c)| c.as_ref()).map(|r| r.meta.hlc).max().unwrap_or(0);
-        let mut flags = Flags::default();
-        if value.tombstone {
-            flags = flags.with(Flags::TOMBSTONE);
-        }
-        let record = Record {
-            meta: Meta {
-                version: newest.as_ref().map_or(0, |r| r.meta.version).wrapping_add(1).max(1),
-                created_at: live.map_or(now, |r| r.meta.created_at),
-                expires_at: value.expires_at,
-                hlc: self.hlc.next(seen),
-                origin: self.settings.origin,
-                last_writer: req,
-                flags,
-                key_id: 0,
-            },
-            value: if value.tombstone { Bytes::new() } else { value.value },
-        };
+        let record = self.new_record(newest.as_ref(), value, self.hlc.next(seen), req, now);
         // Late prepares that succeed still get this commit: every replica that prepared is committed.
         self.settle_late(pending, req, target.clone(), Some(record.clone()));
 
@@ -166,6 +150,35 @@ impl Coordinator {
         }
     }
 
+    /// The record a write leaves: the next version after the newest copy, stamped with `hlc`.
+    pub(super) fn new_record(
+        &self,
+        newest: Option<&Record>,
+        value: NewValue,
+        hlc: u64,
+        req: RequestId,
+        now: u64,
+    ) -> Record {
+        let live = newest.filter(|r| !r.meta.flags.tombstone());
+        let mut flags = Flags::default();
+        if value.tombstone {
+            flags = flags.with(Flags::TOMBSTONE);
+        }
+        Record {
+            meta: Meta {
+                version: newest.map_or(0, |r| r.meta.version).wrapping_add(1).max(1),
+                created_at: live.map_or(now, |r| r.meta.created_at),
+                expires_at: value.expires_at,
+                hlc,
+                origin: self.settings.origin,
+                last_writer: req,
+                flags,
+                key_id: 0,
+            },
+            value: if value.tombstone { Bytes::new() } else { value.value },
+        }
+    }
+
     /// Sends `request` to every replica of the shard at once.
     pub(super) fn fan_out(
         self: &Arc<Self>,
@@ -185,7 +198,7 @@ impl Coordinator {
         async move { (node, this.pool.call(node, request).await) }
     }
 
-    fn abort(self: &Arc<Self>, req: RequestId, target: &KeyRef, nodes: impl Iterator<Item = NodeIndex>) {
+    pub(super) fn abort(self: &Arc<Self>, req: RequestId, target: &KeyRef, nodes: impl Iterator<Item = NodeIndex>) {
         for node in nodes {
             let (this, abort) = (self.clone(), Request::Abort(Abort { req, target: target.clone() }));
             // A lost abort only delays the key until the lease expires.
@@ -197,7 +210,7 @@ impl Coordinator {
 
     /// Prepares still in flight when the attempt moved on: if they take a lease, commit `record` there
     /// (the write went ahead) or abort (it did not), so no replica sits on a lease until it expires.
-    fn settle_late(
+    pub(super) fn settle_late(
         self: &Arc<Self>,
         mut pending: FuturesUnordered<impl std::future::Future<Output = Answer> + Send + 'static>,
         req: RequestId,

@@ -15,11 +15,15 @@ pub enum Reply {
     Bulk(Bytes),
     /// A missing value: `$-1` in RESP2, `_` in RESP3.
     Nil,
+    /// A missing array (EXEC when a WATCHed key changed): `*-1` in RESP2, `_` in RESP3.
+    NilArray,
     Array(Vec<Reply>),
     /// A set in RESP3 (`COMMAND` flags); an array in RESP2.
     Set(Vec<Reply>),
     /// A map in RESP3; a flat key, value, … array in RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// Nothing at all: the reply of a command run under CLIENT REPLY OFF or SKIP.
+    NoReply,
     /// Text meant for humans (`INFO`, `CLIENT INFO`): verbatim `txt` in RESP3, a bulk string in RESP2.
     Verbatim(String),
 }
@@ -46,7 +50,12 @@ impl Reply {
     /// Appends the encoded reply to `out`.
     pub fn encode(&self, resp3: bool, out: &mut BytesMut) {
         // Encoding a well-formed frame into a growable buffer cannot fail.
-        if resp3 {
+        if *self == Reply::NoReply {
+            return;
+        }
+        if *self == Reply::NilArray && !resp3 {
+            out.extend_from_slice(b"*-1\r\n");
+        } else if resp3 {
             let _ = redis_protocol::resp3::encode::complete::extend_encode(out, &self.frame3(), false);
         } else {
             let _ = redis_protocol::resp2::encode::extend_encode(out, &self.frame2(), false);
@@ -59,7 +68,7 @@ impl Reply {
             Reply::Error(e) => Frame2::Error(Str::from(e.as_str())),
             Reply::Int(i) => Frame2::Integer(*i),
             Reply::Bulk(b) => Frame2::BulkString(b.clone()),
-            Reply::Nil => Frame2::Null,
+            Reply::Nil | Reply::NilArray | Reply::NoReply => Frame2::Null,
             Reply::Array(items) | Reply::Set(items) => Frame2::Array(items.iter().map(Reply::frame2).collect()),
             Reply::Map(pairs) => Frame2::Array(pairs.iter().flat_map(|(k, v)| [k.frame2(), v.frame2()]).collect()),
             Reply::Verbatim(s) => Frame2::BulkString(Bytes::copy_from_slice(s.as_bytes())),
@@ -72,7 +81,7 @@ impl Reply {
             Reply::Error(e) => Frame3::SimpleError { data: Str::from(e.as_str()), attributes: None },
             Reply::Int(i) => Frame3::Number { data: *i, attributes: None },
             Reply::Bulk(b) => Frame3::BlobString { data: b.clone(), attributes: None },
-            Reply::Nil => Frame3::Null,
+            Reply::Nil | Reply::NilArray | Reply::NoReply => Frame3::Null,
             Reply::Array(items) => Frame3::Array { data: items.iter().map(Reply::frame3).collect(), attributes: None },
             Reply::Set(items) => Frame3::Set { data: items.iter().map(Reply::frame3).collect(), attributes: None },
             Reply::Map(pairs) => {
@@ -107,6 +116,8 @@ mod tests {
         assert_eq!(enc(&Reply::error("ERR syntax error"), false), "-ERR syntax error\r\n");
         assert_eq!(enc(&Reply::Nil, false), "$-1\r\n");
         assert_eq!(enc(&Reply::Nil, true), "_\r\n");
+        assert_eq!(enc(&Reply::NilArray, false), "*-1\r\n");
+        assert_eq!(enc(&Reply::NilArray, true), "_\r\n");
         assert_eq!(enc(&Reply::Int(-3), true), ":-3\r\n");
         let m = Reply::Map(vec![(Reply::text("a"), Reply::Int(1)), (Reply::text("b"), Reply::Int(2))]);
         assert_eq!(enc(&m, false), "*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:2\r\n");

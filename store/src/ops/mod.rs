@@ -3,6 +3,7 @@
 
 mod abort;
 mod commit;
+mod commit_batch;
 mod install;
 mod mark_delete;
 mod prepare;

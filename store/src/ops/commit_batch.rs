@@ -1,0 +1,71 @@
+use vesta_proto::{CommitBatch, Reply, Status};
+
+use crate::lease::Claim;
+use crate::metrics as m;
+use crate::node::StoreNode;
+
+impl StoreNode {
+    /// Phase two of a multi-key write: installs every record of the batch in one engine write batch,
+    /// so this replica ends up with all of them or none. Every key must still be under the lease this
+    /// request's prepares took; if one is not, nothing is written (`NoLease`) — unless this request
+    /// already wrote every key here (a retry), which answers `AlreadyDone`.
+    pub(crate) async fn commit_batch(&self, c: CommitBatch) -> Reply {
+        let mut skeys = Vec::with_capacity(c.items.len());
+        for (target, _) in &c.items {
+            match self.locate(target) {
+                Ok(k) => skeys.push(k),
+                Err(reply) => return reply,
+            }
+        }
+        let now = self.clock.mono_ms();
+        let mut pinned = 0;
+        let mut refused = None;
+        for skey in &skeys {
+            match self.leases.claim(skey, c.req, now) {
+                Claim::Pinned => pinned += 1,
+                other => {
+                    refused = Some(other);
+                    break;
+                }
+            }
+        }
+        if let Some(claim) = refused {
+            if claim == Claim::Expired {
+                metrics::counter!(m::LEASE_EXPIRIES).increment(1);
+            }
+            // All or none: the leases already pinned are given up, so this replica applies nothing.
+            for skey in &skeys[..pinned] {
+                self.leases.release(skey, c.req);
+            }
+            let mut done = true;
+            for skey in &skeys {
+                match self.load(skey, false) {
+                    Ok(Some(cur)) if cur.meta.last_writer == c.req => {}
+                    Ok(_) => done = false,
+                    Err(reply) => return reply,
+                }
+            }
+            return if done {
+                Reply::status(Status::AlreadyDone)
+            } else {
+                Reply::error(Status::NoLease, "a key of the batch is no longer under this request's lease")
+            };
+        }
+        let batch = skeys
+            .iter()
+            .zip(c.items)
+            .map(|(skey, (_, mut record))| {
+                record.meta.last_writer = c.req;
+                self.put(skey.clone(), record)
+            })
+            .collect();
+        let result = self.store_all(batch).await;
+        for skey in &skeys {
+            self.leases.release(skey, c.req);
+        }
+        match result {
+            Ok(()) => Reply::status(Status::Ok),
+            Err(reply) => reply,
+        }
+    }
+}
