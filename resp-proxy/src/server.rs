@@ -327,6 +327,13 @@ fn run_command(
     };
     metrics::counter!(m::COMMANDS, "cmd" => spec.name).increment(1);
     if !cmd::arity_ok(spec, args.len()) {
+        if spec.name == "exec" {
+            // Redis discards the transaction when EXEC itself is refused.
+            session.multi = None;
+            session.watched.clear();
+            let reply = "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command";
+            return (ready(resp3, Reply::error(reply)), After::Continue);
+        }
         return (ready(resp3, cmd::wrong_arity(spec.name)), After::Continue);
     }
     let params = &args[1..];

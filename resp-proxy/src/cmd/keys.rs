@@ -254,7 +254,7 @@ fn parse_object(a: &[Bytes]) -> Option<Result<Cmd, Reply>> {
         b"freq" => Object::Freq,
         b"idletime" => Object::IdleTime,
         b"refcount" => Object::RefCount,
-        _ => return None,
+        _ => return Some(Err(Reply::error(format!("ERR unknown subcommand '{}'. Try OBJECT HELP.", super::shown(&a[0]))))),
     };
     Some(match a {
         [_, key] => Ok(Cmd::Object(what, key.clone())),

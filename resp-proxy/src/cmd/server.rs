@@ -246,10 +246,10 @@ fn wait(shared: &Shared, a: &[Bytes]) -> Reply {
     if let Err(e) = int_arg(&a[0]) {
         return e;
     }
-    match int_arg(&a[1]) {
-        Err(e) => e,
-        Ok(t) if t < 0 => Reply::error("ERR timeout is negative"),
-        Ok(_) => Reply::Int(shared.write_quorum as i64),
+    match super::parse_i64(&a[1]) {
+        None => Reply::error("ERR timeout is not an integer or out of range"),
+        Some(t) if t < 0 => Reply::error("ERR timeout is negative"),
+        Some(_) => Reply::Int(shared.write_quorum as i64),
     }
 }
 
