@@ -10,6 +10,7 @@ mod expiry;
 pub mod keys;
 pub mod keyspace;
 mod pattern;
+pub mod scripts;
 pub mod server;
 pub mod snapshot;
 pub mod strings;
@@ -97,6 +98,9 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "watch", arity: -2, flags: &["noscript", "loading", "stale", "fast", "allow_busy"], keys: (1, -1, 1), group: "transactions" },
     Spec { name: "unwatch", arity: 1, flags: &["noscript", "loading", "stale", "fast", "allow_busy"], keys: (0, 0, 0), group: "transactions" },
     Spec { name: "wait", arity: 3, flags: &[], keys: (0, 0, 0), group: "generic" },
+    Spec { name: "eval", arity: -3, flags: &["noscript", "stale", "skip_monitor", "may_replicate", "no_mandatory_keys", "movablekeys"], keys: (0, 0, 0), group: "scripting" },
+    Spec { name: "evalsha", arity: -3, flags: &["noscript", "stale", "skip_monitor", "may_replicate", "no_mandatory_keys", "movablekeys"], keys: (0, 0, 0), group: "scripting" },
+    Spec { name: "script", arity: -2, flags: &[], keys: (0, 0, 0), group: "scripting" },
     Spec { name: "function", arity: -2, flags: &[], keys: (0, 0, 0), group: "scripting" },
     Spec { name: "ping", arity: -1, flags: C, keys: (0, 0, 0), group: "connection" },
     Spec { name: "echo", arity: 2, flags: C, keys: (0, 0, 0), group: "connection" },
@@ -189,6 +193,7 @@ pub enum DataCommand {
     Strings(strings::Cmd),
     Keys(keys::Cmd),
     Counters(counters::Cmd),
+    Scripts(scripts::Cmd),
 }
 
 impl DataCommand {
@@ -200,6 +205,9 @@ impl DataCommand {
         if let Some(c) = keys::Cmd::parse(name, args) {
             return Some(c.map(DataCommand::Keys));
         }
+        if let Some(c) = scripts::Cmd::parse(name, args) {
+            return Some(c.map(DataCommand::Scripts));
+        }
         counters::Cmd::parse(name, args).map(|c| c.map(DataCommand::Counters))
     }
 
@@ -210,6 +218,7 @@ impl DataCommand {
             DataCommand::Strings(c) => c.keys().into_iter().map(here).collect(),
             DataCommand::Keys(c) => c.keys(ns),
             DataCommand::Counters(c) => vec![here(c.key().clone())],
+            DataCommand::Scripts(c) => vec![here(c.key().clone())],
         };
         let mut seen = std::collections::HashSet::new();
         keys.retain(|k| seen.insert(k.clone()));
@@ -221,6 +230,7 @@ impl DataCommand {
             DataCommand::Strings(c) => c.access(),
             DataCommand::Keys(c) => c.access(),
             DataCommand::Counters(_) => Access::Write(PrepareKind::ReadModifyWrite, true),
+            DataCommand::Scripts(c) => c.access(),
         }
     }
 
@@ -230,6 +240,7 @@ impl DataCommand {
             DataCommand::Strings(c) => c.apply(s),
             DataCommand::Keys(c) => c.apply(s),
             DataCommand::Counters(c) => c.apply(s),
+            DataCommand::Scripts(c) => c.apply(s),
         }
     }
 

@@ -21,6 +21,7 @@ pub fn run(shared: &Shared, session: &Session, name: &str, a: &[Bytes]) -> Optio
         "client" => client(shared, session, a),
         "wait" => wait(shared, a),
         "function" => function(a),
+        "script" => super::scripts::script(a),
         "object" if a[0].eq_ignore_ascii_case(b"help") => object_help(),
         "time" => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
