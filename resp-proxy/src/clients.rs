@@ -52,6 +52,10 @@ pub struct KillFilter {
     pub laddr: Option<String>,
     /// `SKIPME yes` (the default): never the calling connection.
     pub skip: Option<u64>,
+    /// `MAXAGE n`: only connections older than n seconds.
+    pub max_age: Option<u64>,
+    /// A TYPE or USER no Vesta client has (every client is a normal client of the default user).
+    pub nobody: bool,
 }
 
 impl Clients {
@@ -107,7 +111,9 @@ impl Clients {
             let matches = f.id.is_none_or(|id| id == c.id)
                 && f.addr.as_ref().is_none_or(|a| *a == c.peer.to_string())
                 && f.laddr.as_ref().is_none_or(|a| *a == c.local.to_string())
-                && f.skip != Some(c.id);
+                && f.skip != Some(c.id)
+                && f.max_age.is_none_or(|age| c.created.elapsed().as_secs() > age)
+                && !f.nobody;
             if matches && !c.killed.swap(true, Ordering::Relaxed) {
                 c.kill.notify_one();
                 n += 1;

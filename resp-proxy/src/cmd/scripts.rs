@@ -59,11 +59,14 @@ impl Cmd {
         let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
         let key = keys.first().cloned().unwrap_or_default();
         Some(match sha.as_str() {
+            // Unknown to Vesta: NOSCRIPT, so that clients fall back to SCRIPT LOAD (which then says why).
+            s if !KNOWN.contains(&s) && name == "evalsha" => {
+                Err(Reply::error("NOSCRIPT No matching script. Please use EVAL."))
+            }
             _ if keys.len() != 1 => Err(unsupported_script()),
             REDIS_PY_RELEASE => Ok(Cmd::Release { key, token: arg(0) }),
             REDIS_PY_EXTEND => Ok(Cmd::Extend { key, token: arg(0), ms: arg(1), replace: arg(2).as_ref() != b"0" }),
             REDIS_PY_REACQUIRE => Ok(Cmd::Reacquire { key, token: arg(0), ms: arg(1) }),
-            _ if name == "evalsha" => Err(Reply::error("NOSCRIPT No matching script. Please use EVAL.")),
             _ => Err(unsupported_script()),
         })
     }

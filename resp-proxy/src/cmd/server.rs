@@ -227,12 +227,16 @@ fn client(shared: &Shared, session: &Session, a: &[Bytes]) -> Reply {
                         _ => return syntax_error(),
                     },
                     // Every Vesta client is a normal client of the default user.
-                    b"type" | b"user" => {}
-                    b"maxage" => {
-                        if int_arg(&pair[1]).is_err() {
-                            return syntax_error();
-                        }
-                    }
+                    b"type" => match value.to_ascii_lowercase().as_str() {
+                        "normal" => {}
+                        "master" | "replica" | "slave" | "pubsub" => filter.nobody = true,
+                        _ => return Reply::error(format!("ERR Unknown client type '{value}'")),
+                    },
+                    b"user" => filter.nobody |= value != "default",
+                    b"maxage" => match super::parse_i64(&pair[1]) {
+                        Some(n) => filter.max_age = Some(n.max(0) as u64),
+                        None => return syntax_error(),
+                    },
                     _ => return syntax_error(),
                 }
             }

@@ -156,7 +156,8 @@ impl Cmd {
             "setrange" => match int_arg(&a[1]) {
                 Err(e) => Err(e),
                 Ok(o) if o < 0 => Err(Reply::error("ERR offset is out of range")),
-                Ok(o) if o as u64 + a[2].len() as u64 > MAX_STRING as u64 => {
+                // An empty value writes nothing, so Redis answers before checking the size.
+                Ok(o) if !a[2].is_empty() && o as u64 + a[2].len() as u64 > MAX_STRING as u64 => {
                     Err(Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)"))
                 }
                 Ok(o) => Ok(Cmd::SetRange { key: a[0].clone(), offset: o as usize, value: a[2].clone() }),
