@@ -293,12 +293,7 @@ fn dispatch(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, arg
     (pending, after)
 }
 
-fn run_command(
-    proxy: &Arc<Proxy>,
-    session: &mut Session,
-    order: &mut KeyOrder,
-    args: Vec<Bytes>,
-) -> (Pending, After) {
+fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, args: Vec<Bytes>) -> (Pending, After) {
     proxy.shared.total_commands.fetch_add(1, Ordering::Relaxed);
     let resp3 = session.resp3;
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
@@ -369,7 +364,10 @@ fn run_command(
         return match parsed {
             Ok(command) => {
                 let earlier = order.everything();
-                (after_earlier(resp3, spec.name, earlier, None, command.execute(coordinator, namespace)), After::Continue)
+                (
+                    after_earlier(resp3, spec.name, earlier, None, command.execute(coordinator, namespace)),
+                    After::Continue,
+                )
             }
             Err(reply) => (ready(resp3, reply), After::Continue),
         };

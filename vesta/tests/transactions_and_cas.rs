@@ -206,3 +206,40 @@ async fn fifty_clients_ifeq_increment_loop_counts_exactly() {
     assert!(successes > 0, "no SET IFEQ succeeded");
     assert_eq!(final_value, successes, "the counter must equal the number of successful SET IFEQ");
 }
+
+/// A multi-key write with one zone down still commits (W = 2 of 3), and every replica that took part
+/// holds all of its keys, written with one HLC; the returning zone is repaired.
+#[tokio::test]
+async fn multi_key_write_survives_a_zone_and_lands_whole_on_each_replica() {
+    let mut cluster = common::Cluster::start();
+    cluster.kill_store(2);
+    let mut c = cluster.conn(false).await;
+    assert_eq!(call(&mut c, &["MSET", "{acct}:a", "1", "{acct}:b", "2", "{acct}:c", "3"]).await, Value::Okay);
+    for store in 0..2 {
+        let mut hlcs = Vec::new();
+        for key in ["{acct}:a", "{acct}:b", "{acct}:c"] {
+            let record = cluster.read_store(store, key.as_bytes()).await.expect("read store").expect("present");
+            hlcs.push(record.meta.hlc);
+        }
+        assert!(hlcs.windows(2).all(|w| w[0] == w[1]), "one transaction, one HLC: {hlcs:?}");
+    }
+    cluster.restart_store(2);
+    // Reads that meet the stale zone write the newest copy back; keep reading until it has all keys.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        call(&mut c, &["MGET", "{acct}:a", "{acct}:b", "{acct}:c"]).await;
+        let mut present = 0;
+        for key in ["{acct}:a", "{acct}:b", "{acct}:c"] {
+            present += cluster.read_store(2, key.as_bytes()).await.expect("read store").is_some() as usize;
+        }
+        if present == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the returning zone was not repaired");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        call(&mut c, &["MGET", "{acct}:a", "{acct}:b", "{acct}:c"]).await,
+        Value::Array(vec![bulk("1"), bulk("2"), bulk("3")])
+    );
+}

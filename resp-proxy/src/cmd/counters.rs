@@ -46,12 +46,12 @@ impl Cmd {
 
     pub fn apply(&self, s: &mut Snapshot) -> Reply {
         match self {
-            Cmd::Add { key, by } => add(s, key, parse_i64, 0, super::not_an_integer, |current| {
-                match current.checked_add(*by) {
+            Cmd::Add { key, by } => {
+                add(s, key, parse_i64, 0, super::not_an_integer, |current| match current.checked_add(*by) {
                     Some(next) => Ok((Bytes::from(next.to_string()), Reply::Int(next))),
                     None => Err(Reply::error("ERR increment or decrement would overflow")),
-                }
-            }),
+                })
+            }
             Cmd::AddFloat { key, by } => add(s, key, parse_float, 0.0, not_a_float, |current| {
                 let next = current + by;
                 if !next.is_finite() {

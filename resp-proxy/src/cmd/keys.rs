@@ -34,12 +34,27 @@ pub enum Cmd {
     Del(Vec<Bytes>),
     Exists(Vec<Bytes>),
     Type(Bytes),
-    Expire { key: Bytes, when: When, condition: Condition, name: &'static str },
+    Expire {
+        key: Bytes,
+        when: When,
+        condition: Condition,
+        name: &'static str,
+    },
     Persist(Bytes),
     Show(Bytes, Show),
-    Rename { from: Bytes, to: Bytes, nx: bool },
+    Rename {
+        from: Bytes,
+        to: Bytes,
+        nx: bool,
+    },
     /// COPY, and MOVE (`remove`: the source goes; `replace` is then false).
-    Copy { from: Bytes, to: Bytes, db: Option<u32>, replace: bool, remove: bool },
+    Copy {
+        from: Bytes,
+        to: Bytes,
+        db: Option<u32>,
+        replace: bool,
+        remove: bool,
+    },
     Object(Object, Bytes),
 }
 
@@ -258,7 +273,12 @@ fn parse_object(a: &[Bytes]) -> Option<Result<Cmd, Reply>> {
         b"freq" => Object::Freq,
         b"idletime" => Object::IdleTime,
         b"refcount" => Object::RefCount,
-        _ => return Some(Err(Reply::error(format!("ERR unknown subcommand '{}'. Try OBJECT HELP.", super::shown(&a[0]))))),
+        _ => {
+            return Some(Err(Reply::error(format!(
+                "ERR unknown subcommand '{}'. Try OBJECT HELP.",
+                super::shown(&a[0])
+            ))))
+        }
     };
     Some(match a {
         [_, key] => Ok(Cmd::Object(what, key.clone())),

@@ -32,10 +32,22 @@ pub fn unsupported_script() -> Reply {
 
 #[derive(Debug)]
 pub enum Cmd {
-    Release { key: Bytes, token: Bytes },
+    Release {
+        key: Bytes,
+        token: Bytes,
+    },
     /// `replace`: the new TTL is `ms`; otherwise `ms` is added to the current one.
-    Extend { key: Bytes, token: Bytes, ms: Bytes, replace: bool },
-    Reacquire { key: Bytes, token: Bytes, ms: Bytes },
+    Extend {
+        key: Bytes,
+        token: Bytes,
+        ms: Bytes,
+        replace: bool,
+    },
+    Reacquire {
+        key: Bytes,
+        token: Bytes,
+        ms: Bytes,
+    },
 }
 
 impl Cmd {
@@ -91,9 +103,11 @@ impl Cmd {
         let Some(r) = s.get(key).filter(|r| r.value == *token).cloned() else { return Reply::Int(0) };
         let ms = |b: &Bytes| -> Result<i64, Reply> {
             // Lua would coerce the text to a number; a non-number is a script error.
-            std::str::from_utf8(b).ok().and_then(|t| t.trim().parse::<f64>().ok()).map(|f| f as i64).ok_or_else(|| {
-                Reply::error(format!("ERR Error running script: '{}' is not a number", shown(b)))
-            })
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .map(|f| f as i64)
+                .ok_or_else(|| Reply::error(format!("ERR Error running script: '{}' is not a number", shown(b))))
         };
         let new_ttl = match self {
             Cmd::Release { .. } => {

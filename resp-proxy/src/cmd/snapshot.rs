@@ -32,7 +32,10 @@ impl Snapshot {
     pub fn new(namespace: Bytes, now: u64, keys: &[KeyName], copies: Vec<Option<Record>>) -> Self {
         let entries = copies
             .into_iter()
-            .map(|c| Entry { current: c.filter(|r| !r.meta.flags.tombstone() && !r.meta.expired_at(now)), change: None })
+            .map(|c| Entry {
+                current: c.filter(|r| !r.meta.flags.tombstone() && !r.meta.expired_at(now)),
+                change: None,
+            })
             .collect();
         let index = keys.iter().enumerate().map(|(i, k)| (k.clone(), i)).collect();
         Snapshot { now, namespace, entries, index }

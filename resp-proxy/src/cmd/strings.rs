@@ -73,19 +73,46 @@ pub fn digest(value: &[u8]) -> String {
 #[derive(Debug)]
 pub enum Cmd {
     Get(Bytes),
-    Set { key: Bytes, value: Bytes, only: Only, ttl: Ttl, get: bool, reply: SetReply, name: &'static str },
+    Set {
+        key: Bytes,
+        value: Bytes,
+        only: Only,
+        ttl: Ttl,
+        get: bool,
+        reply: SetReply,
+        name: &'static str,
+    },
     GetDel(Bytes),
-    GetEx { key: Bytes, ttl: Option<Ttl> },
+    GetEx {
+        key: Bytes,
+        ttl: Option<Ttl>,
+    },
     MGet(Vec<Bytes>),
     /// MSET, MSETNX, MSETEX: all keys or none.
-    MSet { pairs: Vec<(Bytes, Bytes)>, only: Only, ttl: Ttl, reply: SetReply },
+    MSet {
+        pairs: Vec<(Bytes, Bytes)>,
+        only: Only,
+        ttl: Ttl,
+        reply: SetReply,
+    },
     Append(Bytes, Bytes),
     StrLen(Bytes),
-    GetRange { key: Bytes, start: i64, end: i64 },
-    SetRange { key: Bytes, offset: usize, value: Bytes },
+    GetRange {
+        key: Bytes,
+        start: i64,
+        end: i64,
+    },
+    SetRange {
+        key: Bytes,
+        offset: usize,
+        value: Bytes,
+    },
     Lcs(Lcs),
     Digest(Bytes),
-    DelEx { key: Bytes, compare: Option<Compare> },
+    DelEx {
+        key: Bytes,
+        compare: Option<Compare>,
+    },
 }
 
 #[derive(Debug)]
@@ -220,9 +247,7 @@ impl Cmd {
         let value_of = |r: Option<&Record>| r.map_or(Reply::Nil, |r| Reply::Bulk(r.value.clone()));
         match self {
             Cmd::Get(key) => value_of(s.get(key)),
-            Cmd::Set { key, value, only, ttl, get, reply, name } => {
-                set(s, key, value, only, *ttl, *get, *reply, name)
-            }
+            Cmd::Set { key, value, only, ttl, get, reply, name } => set(s, key, value, only, *ttl, *get, *reply, name),
             Cmd::GetDel(key) => {
                 let old = value_of(s.get(key));
                 s.delete(key);
@@ -479,14 +504,8 @@ fn parse_msetex(a: &[Bytes]) -> Result<Cmd, Reply> {
 
 /// `LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]`.
 fn parse_lcs(a: &[Bytes]) -> Result<Cmd, Reply> {
-    let mut l = Lcs {
-        a: a[0].clone(),
-        b: a[1].clone(),
-        len: false,
-        idx: false,
-        min_match_len: 0,
-        with_match_len: false,
-    };
+    let mut l =
+        Lcs { a: a[0].clone(), b: a[1].clone(), len: false, idx: false, min_match_len: 0, with_match_len: false };
     let mut i = 2;
     while i < a.len() {
         match (a[i].to_ascii_uppercase().as_slice(), a.get(i + 1)) {
@@ -619,7 +638,13 @@ mod tests {
         assert_eq!(m[0].1, Reply::Array(vec![Reply::Array(vec![range(4, 7), range(5, 8), Reply::Int(4)])]));
         assert_eq!(m[1].1, Reply::Int(6));
         let Reply::Map(m) = lcs(false, true, 0, false).run(a, b) else { panic!() };
-        assert_eq!(m[0].1, Reply::Array(vec![Reply::Array(vec![range(4, 7), range(5, 8)]), Reply::Array(vec![range(2, 3), range(0, 1)])]));
+        assert_eq!(
+            m[0].1,
+            Reply::Array(vec![
+                Reply::Array(vec![range(4, 7), range(5, 8)]),
+                Reply::Array(vec![range(2, 3), range(0, 1)])
+            ])
+        );
     }
 
     #[test]

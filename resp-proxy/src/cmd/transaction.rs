@@ -104,9 +104,8 @@ pub async fn exec(coord: Arc<Coordinator>, steps: Vec<Step>, watched: Vec<Watche
         .iter()
         .map(|w| (keys.iter().position(|k| *k == w.key).unwrap_or(usize::MAX), w.seen.get().copied()))
         .collect();
-    let unchanged = |copies: &[Stamp]| {
-        stamps.iter().all(|(i, seen)| matches!(seen, Some(s) if copies.get(*i) == Some(s)))
-    };
+    let unchanged =
+        |copies: &[Stamp]| stamps.iter().all(|(i, seen)| matches!(seen, Some(s) if copies.get(*i) == Some(s)));
 
     if steps.iter().any(|s| matches!(s, Step::Keyspace(..))) {
         return exec_one_by_one(coord, steps, &keys, unchanged).await.unwrap_or_else(|e| e.reply());

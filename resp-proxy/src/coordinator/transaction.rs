@@ -1,16 +1,20 @@
-//! Multi-key writes (MSET, MSETNX, RENAME, COPY, multi-key DEL, MULTI/EXEC): every key is prepared
-//! under one request id, the command decides on the newest copies of all of them at once, and the
-//! changes are committed together.
+//! Multi-key writes (MSET, MSETNX, MSETEX, RENAME, COPY, MOVE, multi-key DEL, MULTI/EXEC): every key is
+//! prepared under one request id, the command decides on the newest copies of all of them at once, and
+//! the changes are committed together.
 //!
 //! What holds (docs/compatibility.md repeats it for users):
 //! - All keys are leased on a write quorum before anything is written, so no other writer interleaves:
 //!   conditions (NX, WATCH, IFEQ) are judged on one consistent picture, and two transactions on a
 //!   common key are serialised.
-//! - Each replica node applies its share of the transaction in one engine write batch: all or none.
-//!   With keys in one storage group (a `{hash tag}`), every replica holds all of it or none of it.
-//! - Reads take no leases: while the commits are in flight a reader may see some keys new and others
-//!   old. If the proxy dies between its commits, the keys that reached a write quorum stay, the others
-//!   keep their old values until read repair spreads whatever reached some replica ("outcome unknown").
+//! - A replica node is committed to only if it leased every key of the transaction it holds (its
+//!   share), and it applies that share in one engine write batch: all or none. Each key needs W such
+//!   nodes. Replicas left out (slow, or refused one key) get the keys later by repair, key by key.
+//!   With every key in one storage group (a `{hash tag}`), each committing replica switches from the
+//!   old values to the new ones at once.
+//! - Reads take no leases: while the commits are in flight, or while a left-out replica is being
+//!   repaired, a reader may see some keys new and others old. If the proxy dies between its commits,
+//!   the keys that reached a write quorum stay, and the rest surface through read repair if any replica
+//!   has them ("outcome unknown").
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,8 +23,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use vesta_proto::{
-    Commit, CommitBatch, KeyRef, Prepare, PrepareKind, Record, Reply as NodeReply, Request, RequestId, Response,
-    Status,
+    Commit, CommitBatch, KeyRef, Prepare, PrepareKind, Record, Reply as NodeReply, Request, RequestId, Response, Status,
 };
 
 use super::write::{Answer, Failed};
@@ -43,14 +46,6 @@ pub enum ManyDecision {
     Write(Vec<(usize, NewValue)>, Reply),
     /// Write nothing and answer this.
     Answer(Reply),
-}
-
-/// What phase one gathered for one key.
-struct Leases<P> {
-    leased: Vec<(NodeIndex, Option<Record>)>,
-    locked: usize,
-    failed: usize,
-    pending: FuturesUnordered<P>,
 }
 
 impl Coordinator {
@@ -108,93 +103,167 @@ impl Coordinator {
     ) -> Result<Reply, Failed> {
         let req = self.ids.next();
         let w = self.settings.write_quorum;
-
-        // Phase one, all keys at once: W leases on each.
-        let gathering = targets.iter().map(|target| {
-            let prepare = Request::Prepare(Prepare {
-                req,
-                target: target.clone(),
-                kind: PrepareKind::ReadModifyWrite,
-                condition: None,
-                want_value: true,
-            });
-            gather(self.fan_out(target.shard, &prepare), w)
-        });
-        let mut keys: Vec<Leases<_>> = futures::future::join_all(gathering).await;
-
-        let short: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].leased.len() < w).collect();
-        if !short.is_empty() {
-            let mut contended = true;
-            let mut reached = usize::MAX;
-            for &i in &short {
-                let group = self.map.storage_group(targets[i].shard).len();
-                let here = group - keys[i].failed;
-                reached = reached.min(here);
-                contended &= here >= w && keys[i].locked > 0;
+        let groups: Vec<&[NodeIndex]> = targets.iter().map(|t| self.map.storage_group(t.shard)).collect();
+        // A node's share: the keys of the transaction it holds a replica of.
+        let mut share: HashMap<NodeIndex, Vec<usize>> = HashMap::new();
+        for (i, group) in groups.iter().enumerate() {
+            for &node in group.iter() {
+                share.entry(node).or_default().push(i);
             }
-            self.abandon(req, targets, &mut keys);
-            return Err(if contended {
+        }
+
+        // Phase one, every key on every replica at once.
+        let mut pending: FuturesUnordered<_> = targets
+            .iter()
+            .enumerate()
+            .flat_map(|(i, target)| {
+                let prepare = Request::Prepare(Prepare {
+                    req,
+                    target: target.clone(),
+                    kind: PrepareKind::ReadModifyWrite,
+                    condition: None,
+                    want_value: true,
+                });
+                groups[i].iter().map(move |&node| {
+                    let ask = self.ask(node, prepare.clone());
+                    async move { (i, ask.await) }
+                })
+            })
+            .collect();
+        // Only a node that leased its whole share is committed to (in one batch, so it applies all of it
+        // or none); every key needs W such nodes. A node refused or unreachable for one key can never
+        // count, so the wait ends as soon as some key cannot reach W.
+        let mut leased: HashMap<(NodeIndex, usize), Option<Record>> = HashMap::new();
+        let mut spoiled: HashMap<NodeIndex, Status> = HashMap::new();
+        let mut missing: HashMap<NodeIndex, usize> = share.iter().map(|(&n, keys)| (n, keys.len())).collect();
+        let covered = |missing: &HashMap<NodeIndex, usize>| {
+            groups.iter().all(|group| group.iter().filter(|n| missing[n] == 0).count() >= w)
+        };
+        let hopeless = |spoiled: &HashMap<NodeIndex, Status>| {
+            groups.iter().any(|group| group.iter().filter(|n| !spoiled.contains_key(n)).count() < w)
+        };
+        let outcome = loop {
+            let Some((i, (node, answer))) = pending.next().await else { break Err(()) };
+            match answer {
+                Ok(Response::Reply(r)) if r.status.holds_lease() => {
+                    leased.insert((node, i), r.copy);
+                    let left = missing.entry(node).or_default();
+                    *left = left.saturating_sub(1);
+                    // Coverage only changes when a node's share becomes whole.
+                    if *left == 0 && covered(&missing) {
+                        break Ok(());
+                    }
+                }
+                Ok(Response::Reply(NodeReply { status: Status::Locked, .. })) => {
+                    spoiled.entry(node).or_insert(Status::Locked);
+                    if hopeless(&spoiled) {
+                        break Err(());
+                    }
+                }
+                _ => {
+                    spoiled.insert(node, Status::Internal);
+                    if hopeless(&spoiled) {
+                        break Err(());
+                    }
+                }
+            }
+        };
+        let complete = |node: NodeIndex| missing.get(&node) == Some(&0);
+        let holders: Vec<NodeIndex> = share.keys().copied().filter(|&n| complete(n)).collect();
+        // Leases that will not be committed: everything on a failed attempt, partial shares otherwise.
+        let release = |this: &Arc<Self>, all: bool| {
+            for (&(node, i), _) in leased.iter() {
+                if all || !holders.contains(&node) {
+                    this.abort(req, &targets[i], std::iter::once(node));
+                }
+            }
+        };
+        // Prepares still in flight are never committed (their node's share is not whole): release them.
+        self.settle_late_many(pending, req, targets.to_vec());
+        if outcome.is_err() {
+            release(self, true);
+            let reachable = (0..targets.len())
+                .map(|i| groups[i].iter().filter(|n| spoiled.get(n) != Some(&Status::Internal)).count())
+                .min()
+                .unwrap_or(0);
+            let locked = spoiled.values().any(|s| *s == Status::Locked);
+            return Err(if reachable >= w && locked {
                 Failed::Contended
             } else {
-                Failed::Final(CoordError::Unavailable { reached, needed: w })
+                Failed::Final(CoordError::Unavailable { reached: reachable, needed: w })
             });
         }
 
-        let newest: Vec<Option<Record>> =
-            keys.iter().map(|k| newest(k.leased.iter().map(|(_, c)| c)).cloned()).collect();
+        // Decide on the newest copy of each key among the nodes that will be committed to.
+        let newest: Vec<Option<Record>> = (0..targets.len())
+            .map(|i| {
+                let copies = holders.iter().filter_map(|&n| leased.get(&(n, i)));
+                newest(copies).cloned()
+            })
+            .collect();
         let refs: Vec<Option<&Record>> = newest.iter().map(Option::as_ref).collect();
         let now = wall_ms();
         let (values, reply) = match decide(&refs, now) {
             ManyDecision::Answer(reply) => {
-                self.abandon(req, targets, &mut keys);
+                release(self, true);
                 return Ok(reply);
             }
             ManyDecision::Write(values, reply) => (values, reply),
         };
+        release(self, false);
 
         // One HLC for the whole transaction, newer than every copy of every key it read.
-        let seen = keys.iter().flat_map(|k| k.leased.iter()).filter_map(|(_, c)| c.as_ref()).map(|r| r.meta.hlc).max();
-        let hlc = self.hlc.next(seen.unwrap_or(0));
+        let seen = leased.values().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
+        let hlc = self.hlc.next(seen);
         let mut records: Vec<Option<Record>> = vec![None; targets.len()];
         for (i, value) in values {
             if let Some(slot) = records.get_mut(i) {
                 *slot = Some(self.new_record(newest[i].as_ref(), value, hlc, req, now));
             }
         }
-        // Keys only read are released; late prepares get the commit or the abort their key gets.
-        self.settle_all(req, targets, &mut keys, |i| records[i].clone());
-        for (i, k) in keys.iter().enumerate() {
-            if records[i].is_none() {
-                self.abort(req, &targets[i], k.leased.iter().map(|(n, _)| *n));
-            }
-        }
 
-        // Phase two: one commit message per node, carrying every key of the transaction it prepared.
-        let mut per_node: HashMap<NodeIndex, Vec<usize>> = HashMap::new();
-        for (i, k) in keys.iter().enumerate() {
-            if records[i].is_some() {
-                for &(node, _) in &k.leased {
-                    per_node.entry(node).or_default().push(i);
-                }
-            }
-        }
+        // Phase two: one commit message per node, carrying its whole share. Keys only read are
+        // released there too (a batch holds only written keys).
         let timeout = self.settings.deadline.max(self.pool.timeout());
-        let mut commits: FuturesUnordered<_> = per_node
-            .into_iter()
-            .map(|(node, items)| {
+        let mut commits: FuturesUnordered<_> = holders
+            .iter()
+            .map(|&node| {
+                let items = share[&node].clone();
+                for &i in &items {
+                    if records[i].is_none() {
+                        self.abort(req, &targets[i], std::iter::once(node));
+                    }
+                }
                 let request = commit_request(req, targets, &records, &items);
                 let this = self.clone();
-                async move { (node, items, this.pool.call_within(node, request, timeout).await) }
+                async move {
+                    match request {
+                        Some(request) => {
+                            (node, items, this.pool.call_within(node, request, timeout).await.map(|r| r.status()))
+                        }
+                        None => (node, items, Ok(Status::Ok)),
+                    }
+                }
             })
             .collect();
         let mut acked = vec![0usize; targets.len()];
         while let Some((node, items, answer)) = commits.next().await {
-            let ok = matches!(answer.map(|r| r.status()), Ok(Status::Ok | Status::AlreadyDone));
+            let ok = matches!(answer, Ok(Status::Ok | Status::AlreadyDone));
             for i in items {
                 if ok {
                     acked[i] += 1;
                 } else if let Some(record) = &records[i] {
                     self.repair_in_background(node, targets[i].clone(), record.clone());
+                }
+            }
+        }
+        // Replicas left out (a partial share) catch up by repair, key by key.
+        for (node, keys) in &share {
+            if !holders.contains(node) {
+                for &i in keys {
+                    if let Some(record) = &records[i] {
+                        self.repair_in_background(*node, targets[i].clone(), record.clone());
+                    }
                 }
             }
         }
@@ -207,58 +276,36 @@ impl Coordinator {
         }
     }
 
-    /// Settles each key's prepares still in flight with `record(i)`: the commit when key `i` is written,
-    /// an abort when it is not.
-    fn settle_all<P>(
-        self: &Arc<Self>,
-        req: RequestId,
-        targets: &[KeyRef],
-        keys: &mut [Leases<P>],
-        record: impl Fn(usize) -> Option<Record>,
-    ) where
-        P: std::future::Future<Output = Answer> + Send + 'static,
-    {
-        for (i, k) in keys.iter_mut().enumerate() {
-            self.settle_late(std::mem::take(&mut k.pending), req, targets[i].clone(), record(i));
-        }
-    }
-
-    /// Gives up an attempt: every lease taken is released.
-    fn abandon<P>(self: &Arc<Self>, req: RequestId, targets: &[KeyRef], keys: &mut [Leases<P>])
+    /// Prepares still in flight when an attempt moved on: release any lease they take.
+    fn settle_late_many<P>(self: &Arc<Self>, mut pending: FuturesUnordered<P>, req: RequestId, targets: Vec<KeyRef>)
     where
-        P: std::future::Future<Output = Answer> + Send + 'static,
+        P: std::future::Future<Output = (usize, Answer)> + Send + 'static,
     {
-        for (i, k) in keys.iter().enumerate() {
-            self.abort(req, &targets[i], k.leased.iter().map(|(n, _)| *n));
+        if pending.is_empty() {
+            return;
         }
-        self.settle_all(req, targets, keys, |_| None);
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some((i, (node, answer))) = pending.next().await {
+                if matches!(answer, Ok(Response::Reply(ref r)) if r.status.holds_lease()) {
+                    let abort = Request::Abort(vesta_proto::Abort { req, target: targets[i].clone() });
+                    let _ = this.pool.call(node, abort).await;
+                }
+            }
+        });
     }
 }
 
-/// Collects W leases for one key from its storage group (or every answer, if W never come).
-async fn gather<P>(mut pending: FuturesUnordered<P>, w: usize) -> Leases<P>
-where
-    P: std::future::Future<Output = Answer> + Send + 'static,
-{
-    let (mut leased, mut locked, mut failed) = (Vec::new(), 0, 0);
-    while leased.len() < w {
-        let Some((node, answer)) = pending.next().await else { break };
-        match answer {
-            Ok(Response::Reply(r)) if r.status.holds_lease() => leased.push((node, r.copy)),
-            Ok(Response::Reply(NodeReply { status: Status::Locked, .. })) => locked += 1,
-            _ => failed += 1,
-        }
-    }
-    Leases { leased, locked, failed, pending }
-}
-
-fn commit_request(req: RequestId, targets: &[KeyRef], records: &[Option<Record>], items: &[usize]) -> Request {
+/// The commit for a node's share: nothing if it writes none of it, a plain commit for one key.
+fn commit_request(req: RequestId, targets: &[KeyRef], records: &[Option<Record>], items: &[usize]) -> Option<Request> {
     let mut batch: Vec<(KeyRef, Record)> =
         items.iter().filter_map(|&i| Some((targets[i].clone(), records[i].clone()?))).collect();
-    if batch.len() == 1 {
-        let (target, record) = batch.remove(0);
-        Request::Commit(Commit { req, target, record })
-    } else {
-        Request::CommitBatch(CommitBatch { req, items: batch })
-    }
+    Some(match batch.len() {
+        0 => return None,
+        1 => {
+            let (target, record) = batch.remove(0);
+            Request::Commit(Commit { req, target, record })
+        }
+        _ => Request::CommitBatch(CommitBatch { req, items: batch }),
+    })
 }
