@@ -63,6 +63,7 @@ impl Proxy {
             read_quorum: topology.read_quorum,
             clients: Default::default(),
             config: parking_lot::Mutex::new(cmd::server::default_config(port, config.max_clients)),
+            stats: Default::default(),
         };
         Arc::new(Proxy {
             coordinator,
@@ -321,7 +322,9 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
         return (ready(resp3, cmd::unknown_command(&args[0], &args[1..])), After::Continue);
     };
     metrics::counter!(m::COMMANDS, "cmd" => spec.name).increment(1);
-    if !cmd::arity_ok(spec, args.len()) {
+    let arity_ok = cmd::arity_ok(spec, args.len());
+    proxy.shared.count_command(spec.name, !arity_ok);
+    if !arity_ok {
         if spec.name == "exec" {
             // Redis discards the transaction when EXEC itself is refused.
             session.multi = None;

@@ -101,4 +101,24 @@ pub struct Shared {
     /// CONFIG SET values (most are accepted for compatibility and change nothing; see CONFIG in
     /// docs/compatibility.md).
     pub config: parking_lot::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Per command: calls, and calls refused before running (wrong arity), for INFO commandstats.
+    pub stats: dashmap::DashMap<&'static str, (u64, u64)>,
+}
+
+impl Shared {
+    pub fn count_command(&self, name: &'static str, rejected: bool) {
+        let mut entry = self.stats.entry(name).or_default();
+        if rejected {
+            entry.1 += 1;
+        } else {
+            entry.0 += 1;
+        }
+    }
+
+    /// (name, calls, rejected calls), by name.
+    pub fn command_stats(&self) -> Vec<(&'static str, u64, u64)> {
+        let mut all: Vec<_> = self.stats.iter().map(|e| (*e.key(), e.value().0, e.value().1)).collect();
+        all.sort();
+        all
+    }
 }

@@ -154,6 +154,12 @@ const CASES: &[&[&str]] = &[
     &["DISCARD"],
     &["FUNCTION", "FLUSH", "FOO"],
     &["FUNCTION", "FOO"],
+    &["SETBIT", "e:k", "-1", "1"],
+    &["SETBIT", "e:k", "4294967296", "1"],
+    &["SETBIT", "e:k", "abc", "1"],
+    &["SETBIT", "e:k", "1", "2"],
+    &["SETBIT", "e:k", "1", "-1"],
+    &["GETBIT", "e:str", "abc"],
     &["FOO", "a", "b"],
 ];
 

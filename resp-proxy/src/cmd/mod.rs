@@ -65,6 +65,8 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "msetnx", arity: -3, flags: W, keys: (1, -1, 2), group: "string" },
     Spec { name: "msetex", arity: -4, flags: &["write", "denyoom", "movablekeys"], keys: (0, 0, 0), group: "string" },
     Spec { name: "lcs", arity: -3, flags: &["readonly"], keys: (1, 2, 1), group: "string" },
+    Spec { name: "setbit", arity: 4, flags: W, keys: (1, 1, 1), group: "bitmap" },
+    Spec { name: "getbit", arity: 3, flags: R, keys: (1, 1, 1), group: "bitmap" },
     Spec { name: "digest", arity: 2, flags: R, keys: (1, 1, 1), group: "string" },
     Spec { name: "delex", arity: -2, flags: WO, keys: (1, 1, 1), group: "string" },
     Spec { name: "del", arity: -2, flags: &["write"], keys: (1, -1, 1), group: "generic" },

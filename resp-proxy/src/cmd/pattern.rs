@@ -3,13 +3,16 @@
 
 /// Whether `s` matches `pattern`.
 pub fn matches(pattern: &[u8], s: &[u8]) -> bool {
-    // Like Redis, bound the recursion that runs of `*` can cause.
-    matches_from(pattern, s, 0)
+    matches_from(pattern, s, 0, &mut false)
 }
 
 const MAX_NESTING: usize = 1000;
 
-fn matches_from(mut p: &[u8], mut s: &[u8], depth: usize) -> bool {
+/// `give_up` is Redis's `skipLongerMatches`: once the rest of the pattern after a `*` matched nowhere
+/// in the rest of the string, no earlier `*` can help by matching more, so every caller stops. Without
+/// it, `a*a*a*…b` against a long run of `a` takes exponential time.
+fn matches_from(mut p: &[u8], mut s: &[u8], depth: usize, give_up: &mut bool) -> bool {
+    // Like Redis, bound the recursion that runs of `*` can cause.
     if depth > MAX_NESTING {
         return false;
     }
@@ -23,10 +26,14 @@ fn matches_from(mut p: &[u8], mut s: &[u8], depth: usize) -> bool {
                     return true;
                 }
                 for i in 0..=s.len() {
-                    if matches_from(&p[1..], &s[i..], depth + 1) {
+                    if matches_from(&p[1..], &s[i..], depth + 1, give_up) {
                         return true;
                     }
+                    if *give_up {
+                        return false;
+                    }
                 }
+                *give_up = true;
                 return false;
             }
             b'?' => {
@@ -113,8 +120,16 @@ mod tests {
             ("key:*:x", "key:1:x", true),
             ("a*b*c", "aXbYc", true),
             ("a*b*c", "aXbY", false),
+            ("*a", "ba", true),
+            ("a*", "", false),
         ] {
             assert_eq!(matches(p.as_bytes(), s.as_bytes()), want, "{p} vs {s}");
         }
+    }
+
+    #[test]
+    fn nested_stars_do_not_explode() {
+        let pattern = format!("{}b", "a*".repeat(32));
+        assert!(!matches(pattern.as_bytes(), "a".repeat(40).as_bytes()));
     }
 }

@@ -124,7 +124,9 @@ const PARAMETERS: &[(&str, &str)] = &[
     ("list-max-listpack-size", "-2"),
     ("set-max-intset-entries", "512"),
     ("hash-max-listpack-entries", "128"),
+    ("hash-max-ziplist-entries", "128"),
     ("zset-max-listpack-entries", "128"),
+    ("zset-max-ziplist-entries", "128"),
 ];
 
 pub fn default_config(port: u16, max_clients: usize) -> BTreeMap<String, String> {
@@ -293,14 +295,38 @@ fn object_help() -> Reply {
     Reply::Array(lines.iter().map(|l| Reply::Status(l)).collect())
 }
 
+/// INFO's sections, in Redis's order; `true`: part of `INFO` / `INFO default`.
+const SECTIONS: &[(&str, bool)] = &[
+    ("server", true),
+    ("clients", true),
+    ("memory", true),
+    ("persistence", true),
+    ("stats", true),
+    ("replication", true),
+    ("cpu", true),
+    ("commandstats", false),
+    ("cluster", true),
+    ("keyspace", true),
+];
+
 fn info(shared: &Shared, a: &[Bytes]) -> String {
     let wanted: Vec<String> = a.iter().map(|x| String::from_utf8_lossy(x).to_ascii_lowercase()).collect();
-    let all = wanted.is_empty() || wanted.iter().any(|w| w == "all" || w == "everything" || w == "default");
-    let want = |section: &str| all || wanted.iter().any(|w| w == section);
+    let every = wanted.iter().any(|w| w == "all" || w == "everything");
+    let defaults = wanted.is_empty() || wanted.iter().any(|w| w == "default");
+    let want = |section: &str, default: bool| every || (defaults && default) || wanted.iter().any(|w| w == section);
     let mut out = String::new();
+    for &(section, default) in SECTIONS {
+        if want(section, default) {
+            out += &info_section(shared, section);
+        }
+    }
+    out
+}
+
+fn info_section(shared: &Shared, section: &str) -> String {
     let uptime = shared.started.elapsed().as_secs();
-    if want("server") {
-        out += &format!(
+    match section {
+        "server" => format!(
             "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\nvesta_version:{}\r\nos:{}\r\n\
              arch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\n\
              uptime_in_days:{}\r\n\r\n",
@@ -310,37 +336,68 @@ fn info(shared: &Shared, a: &[Bytes]) -> String {
             shared.run_id,
             shared.port,
             uptime / 86_400
-        );
-    }
-    if want("clients") {
-        out += &format!(
+        ),
+        "clients" => format!(
             "# Clients\r\nconnected_clients:{}\r\nblocked_clients:0\r\n\r\n",
             shared.connected_clients.load(Ordering::Relaxed)
-        );
-    }
-    if want("persistence") {
-        out += "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_bgsave_in_progress:0\r\naof_enabled:0\r\n\r\n";
-    }
-    if want("stats") {
-        out += &format!(
+        ),
+        "memory" => {
+            // The proxy's own memory (the data lives on the store nodes).
+            let rss = process_rss_bytes();
+            format!(
+                "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\n\
+                 maxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
+                rss as f64 / (1024.0 * 1024.0)
+            )
+        }
+        "persistence" => {
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_bgsave_in_progress:0\r\naof_enabled:0\r\n\r\n".into()
+        }
+        "stats" => format!(
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
             shared.total_connections.load(Ordering::Relaxed),
             shared.total_commands.load(Ordering::Relaxed),
             shared.rejected_connections.load(Ordering::Relaxed),
-        );
-    }
-    if want("replication") {
-        out += "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n";
-    }
-    if want("cluster") {
-        out += &format!(
+        ),
+        // Replication between store replicas is Vesta's own (quorum commits), not Redis's.
+        "replication" => "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n\r\n".into(),
+        "cpu" => {
+            let (user, sys) = process_cpu_seconds();
+            format!(
+                "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\n\
+                 used_cpu_user_children:0.000000\r\n\r\n"
+            )
+        }
+        "commandstats" => {
+            let mut out = String::from("# Commandstats\r\n");
+            for (name, calls, rejected) in shared.command_stats() {
+                out += &format!(
+                    "cmdstat_{name}:calls={calls},usec=0,usec_per_call=0.00,rejected_calls={rejected},failed_calls=0\r\n"
+                );
+            }
+            out + "\r\n"
+        }
+        "cluster" => format!(
             "# Cluster\r\ncluster_enabled:0\r\nvesta_zones:{}\r\nvesta_write_quorum:{}\r\nvesta_read_quorum:{}\r\n\r\n",
             shared.zones, shared.write_quorum, shared.read_quorum
-        );
+        ),
+        // Key counts need a walk of every shard (DBSIZE); INFO stays cheap and leaves the section empty.
+        "keyspace" => "# Keyspace\r\n".into(),
+        _ => String::new(),
     }
-    if want("keyspace") {
-        // Key counts need a scan of every shard (DBSIZE, a later issue); the section is present and empty.
-        out += "# Keyspace\r\n";
-    }
-    out
+}
+
+/// This process's resident memory, from /proc (0 where there is none).
+fn process_rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+/// This process's (user, system) CPU seconds, from /proc (clock ticks of 1/100 s).
+fn process_cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let field = |i: usize| rest.split_whitespace().nth(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) / 100.0, field(12) / 100.0)
 }

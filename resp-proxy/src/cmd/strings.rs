@@ -1,5 +1,5 @@
 //! GET SET SETNX SETEX PSETEX GETSET GETDEL GETEX MGET MSET MSETNX MSETEX APPEND STRLEN GETRANGE SUBSTR
-//! SETRANGE LCS DIGEST DELEX.
+//! SETRANGE LCS DIGEST DELEX SETBIT GETBIT.
 
 use bytes::{Bytes, BytesMut};
 use vesta_proto::{PrepareKind, Record};
@@ -113,6 +113,15 @@ pub enum Cmd {
         key: Bytes,
         compare: Option<Compare>,
     },
+    SetBit {
+        key: Bytes,
+        offset: u64,
+        on: bool,
+    },
+    GetBit {
+        key: Bytes,
+        offset: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -190,6 +199,11 @@ impl Cmd {
                 Ok(o) => Ok(Cmd::SetRange { key: a[0].clone(), offset: o as usize, value: a[2].clone() }),
             },
             "lcs" => parse_lcs(a),
+            "setbit" => bit_offset(&a[1]).and_then(|offset| match super::parse_i64(&a[2]) {
+                Some(b @ (0 | 1)) => Ok(Cmd::SetBit { key: a[0].clone(), offset, on: b == 1 }),
+                _ => Err(Reply::error("ERR bit is not an integer or out of range")),
+            }),
+            "getbit" => bit_offset(&a[1]).map(|offset| Cmd::GetBit { key: a[0].clone(), offset }),
             "digest" => Ok(Cmd::Digest(a[0].clone())),
             "delex" => match &a[1..] {
                 [] => Ok(Cmd::DelEx { key: a[0].clone(), compare: None }),
@@ -214,7 +228,9 @@ impl Cmd {
             | Cmd::GetRange { key: k, .. }
             | Cmd::SetRange { key: k, .. }
             | Cmd::Digest(k)
-            | Cmd::DelEx { key: k, .. } => vec![k.clone()],
+            | Cmd::DelEx { key: k, .. }
+            | Cmd::SetBit { key: k, .. }
+            | Cmd::GetBit { key: k, .. } => vec![k.clone()],
             Cmd::MGet(keys) => keys.clone(),
             Cmd::MSet { pairs, .. } => pairs.iter().map(|(k, _)| k.clone()).collect(),
             Cmd::Lcs(l) => vec![l.a.clone(), l.b.clone()],
@@ -223,9 +239,13 @@ impl Cmd {
 
     pub fn access(&self) -> Access {
         match self {
-            Cmd::Get(_) | Cmd::MGet(_) | Cmd::StrLen(_) | Cmd::GetRange { .. } | Cmd::Lcs(_) | Cmd::Digest(_) => {
-                Access::Read
-            }
+            Cmd::Get(_)
+            | Cmd::MGet(_)
+            | Cmd::StrLen(_)
+            | Cmd::GetRange { .. }
+            | Cmd::Lcs(_)
+            | Cmd::Digest(_)
+            | Cmd::GetBit { .. } => Access::Read,
             Cmd::GetEx { ttl: None, .. } => Access::Read,
             Cmd::Set { get: true, .. } | Cmd::Set { only: Only::If(_), .. } => {
                 Access::Write(PrepareKind::ReadModifyWrite, true)
@@ -237,7 +257,7 @@ impl Cmd {
             Cmd::GetDel(_) => Access::Write(PrepareKind::Delete, true),
             Cmd::DelEx { compare: None, .. } => Access::Write(PrepareKind::Delete, false),
             Cmd::DelEx { .. } => Access::Write(PrepareKind::Delete, true),
-            Cmd::GetEx { .. } | Cmd::Append(..) | Cmd::SetRange { .. } => {
+            Cmd::GetEx { .. } | Cmd::Append(..) | Cmd::SetRange { .. } | Cmd::SetBit { .. } => {
                 Access::Write(PrepareKind::ReadModifyWrite, true)
             }
         }
@@ -337,6 +357,28 @@ impl Cmd {
                 l.run(&a, &b)
             }
             Cmd::Digest(key) => s.get(key).map_or(Reply::Nil, |r| Reply::Bulk(Bytes::from(digest(&r.value)))),
+            Cmd::GetBit { key, offset } => {
+                let value = s.get(key).map(|r| r.value.clone()).unwrap_or_default();
+                Reply::Int(bit(&value, *offset) as i64)
+            }
+            Cmd::SetBit { key, offset, on } => {
+                let live = s.get(key);
+                let mut value = BytesMut::from(live.map_or(&b""[..], |r| &r.value[..]));
+                let byte = (offset >> 3) as usize;
+                if value.len() <= byte {
+                    value.resize(byte + 1, 0);
+                }
+                let mask = 1u8 << (7 - (offset & 7));
+                let old = value[byte] & mask != 0;
+                if *on {
+                    value[byte] |= mask;
+                } else {
+                    value[byte] &= !mask;
+                }
+                let next = NewValue::keeping_ttl(live, value.freeze());
+                s.put(key, next);
+                Reply::Int(old as i64)
+            }
             Cmd::DelEx { key, compare } => {
                 let live = s.get(key);
                 if live.is_none() || compare.as_ref().is_some_and(|c| !c.holds(live)) {
@@ -347,6 +389,19 @@ impl Cmd {
             }
         }
     }
+}
+
+/// A SETBIT / GETBIT offset: a bit inside the largest string (`proto-max-bulk-len`).
+fn bit_offset(b: &[u8]) -> Result<u64, Reply> {
+    match super::parse_i64(b) {
+        Some(o) if o >= 0 && ((o as u64) >> 3) < MAX_STRING as u64 => Ok(o as u64),
+        _ => Err(Reply::error("ERR bit offset is not an integer or out of range")),
+    }
+}
+
+/// Bit `offset` of `value`, counting from the most significant bit of the first byte (0 past the end).
+fn bit(value: &[u8], offset: u64) -> bool {
+    value.get((offset >> 3) as usize).is_some_and(|b| b & (1 << (7 - (offset & 7))) != 0)
 }
 
 /// GETRANGE's slice, with Redis's rules for negative and out-of-range indices.

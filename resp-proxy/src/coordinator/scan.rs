@@ -18,6 +18,9 @@ use crate::topology::NodeIndex;
 
 /// Largest page asked of a node.
 const PAGE: usize = 1_000;
+/// Smallest page asked: even a walk that wants one key (RANDOMKEY, SCAN COUNT 1) must cross runs of
+/// tombstones and other databases' keys in few round trips.
+const MIN_PAGE: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct ScanRequest {
@@ -133,7 +136,7 @@ impl Coordinator {
                 shard_from: from,
                 shard_to: to,
                 after: after.take(),
-                limit: want.clamp(1, PAGE) as u32,
+                limit: want.clamp(MIN_PAGE, PAGE) as u32,
                 namespace: req.namespace.clone(),
                 include_tombstones: true,
                 want_values: req.want_values,
