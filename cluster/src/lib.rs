@@ -1,0 +1,5 @@
+//! The cluster as operators and components see it: the topology (zones, nodes, shards, quorums), the
+//! deterministic balanced shard → node map of each zone, and (later) its home in etcd.
+
+pub mod shard_map;
+pub mod spec;
