@@ -1,5 +1,6 @@
 //! The cluster as operators and components see it: the topology (zones, nodes, shards, quorums), the
-//! deterministic balanced shard → node map of each zone, and (later) its home in etcd.
+//! deterministic balanced shard → node map of each zone, and their home in etcd.
 
+pub mod etcd;
 pub mod shard_map;
 pub mod spec;

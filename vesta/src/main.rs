@@ -3,7 +3,9 @@
 //! * `vesta store --config store.toml` — a storage node.
 //! * `vesta proxy --config proxy.toml` — a RESP proxy in front of the store nodes of a topology file.
 //! * `vesta dev` — proxy + three store zones in one process: a local cluster in one command.
+//! * `vesta admin …` — the operator's tool for a cluster kept in etcd.
 
+mod admin;
 mod dev;
 
 use std::io::Write;
@@ -30,6 +32,8 @@ enum Command {
     Proxy(ProxyFlags),
     /// Run a whole local cluster in this process: a proxy and three store zones (N=3, W=2, R=2).
     Dev(dev::DevFlags),
+    /// Operate a cluster whose spec and shard map live in etcd: init, show, zone maintenance.
+    Admin(admin::AdminFlags),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Store(flags) => store(flags),
         Command::Proxy(flags) => proxy(flags),
         Command::Dev(flags) => dev::run(flags),
+        Command::Admin(flags) => admin::run(flags),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

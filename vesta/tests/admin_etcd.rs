@@ -1,0 +1,126 @@
+//! `vesta admin` against a real etcd (Debian's `etcd-server`, started by the test on loopback ports and
+//! killed at the end) and real store nodes: init, refusal to overwrite, dry runs, show with node health
+//! and under-replicated shards, zone maintenance with its quorum guard.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A throwaway single-member etcd, killed on drop.
+struct Etcd {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (common::free_port(), common::free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd (Debian package etcd-server; .ci/run installs it)");
+        let addr: SocketAddr = format!("127.0.0.1:{client}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Etcd { child, url, _dir: dir }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn admin(etcd: &Etcd, cluster: &str, args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_vesta"))
+        .args(["admin", "--etcd", &etcd.url, "--cluster", cluster])
+        .args(args)
+        .output()
+        .expect("run vesta admin");
+    eprintln!(
+        "$ vesta admin {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn write_spec(path: &Path, cluster: &common::Cluster) {
+    let mut text = format!("name = \"it\"\nshards = {}\nwrite_quorum = 2\nread_quorum = 2\n", common::SHARDS);
+    for zone in 0..3 {
+        text += &format!(
+            "\n[[zones]]\nname = \"zone{z}\"\n[[zones.nodes]]\nname = \"zone{z}\"\naddr = \"{}\"\n",
+            cluster.store_addr(zone),
+            z = zone + 1
+        );
+    }
+    std::fs::write(path, text).expect("write spec");
+}
+
+#[test]
+fn admin_init_show_and_zone_maintenance() {
+    let etcd = Etcd::start();
+    let mut cluster = common::Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("cluster.toml");
+    write_spec(&spec, &cluster);
+    let spec = spec.to_str().unwrap();
+
+    let dry = admin(&etcd, "it", &["init", "--spec", spec, "--dry-run"]);
+    assert!(dry.status.success());
+    assert!(stdout(&dry).contains("dry run"));
+    let missing = admin(&etcd, "it", &["show"]);
+    assert_eq!(missing.status.code(), Some(2), "a dry run writes nothing");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+
+    let init = admin(&etcd, "it", &["init", "--spec", spec]);
+    assert!(init.status.success());
+    assert!(stdout(&init).contains("shard map version 1"));
+    let again = admin(&etcd, "it", &["init", "--spec", spec]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let show = stdout(&admin(&etcd, "it", &["show"]));
+    assert!(show.contains("map version 1"), "{show}");
+    assert_eq!(show.matches("  up").count(), 3, "{show}");
+    assert!(show.contains(&format!("{} fully replicated, 0 under-replicated", common::SHARDS)), "{show}");
+
+    cluster.kill_store(2);
+    let show = stdout(&admin(&etcd, "it", &["show", "--timeout-ms", "300"]));
+    assert!(show.contains("DOWN"), "{show}");
+    assert!(show.contains(&format!("{} under-replicated, 0 below the write quorum", common::SHARDS)), "{show}");
+
+    assert!(admin(&etcd, "it", &["zone", "down", "zone3", "--dry-run"]).status.success());
+    assert!(stdout(&admin(&etcd, "it", &["show"])).contains("zone zone3 (up)"), "a dry run writes nothing");
+    assert!(admin(&etcd, "it", &["zone", "down", "zone3"]).status.success());
+    assert!(stdout(&admin(&etcd, "it", &["show"])).contains("zone zone3 (down)"));
+    let second = admin(&etcd, "it", &["zone", "down", "zone2"]);
+    assert_eq!(second.status.code(), Some(2), "two zones down leave no write quorum");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("fewer than the write quorum"));
+    assert!(admin(&etcd, "it", &["zone", "up", "zone3"]).status.success());
+    assert!(stdout(&admin(&etcd, "it", &["show"])).contains("zone zone3 (up)"));
+    assert_eq!(admin(&etcd, "it", &["zone", "down", "nosuch"]).status.code(), Some(2));
+}
