@@ -12,8 +12,14 @@ pub struct ProxyConfig {
     /// The RESP port.
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
-    /// The topology file (zones, nodes, shards, quorums).
+    /// The topology file (zones, nodes, shards, quorums), when the cluster is not kept in etcd.
     pub topology: PathBuf,
+    /// etcd endpoints holding the cluster's spec and shard map; when set, `topology` is not read.
+    pub etcd: Vec<String>,
+    /// The cluster's name in etcd.
+    pub cluster: String,
+    /// Where the last shard map read from etcd is kept, so that the proxy can start while etcd is down.
+    pub map_cache: Option<PathBuf>,
     /// How long one store node may take to answer one request.
     pub node_timeout_ms: u64,
     /// How long a client command may take, retries on contention included.
@@ -31,6 +37,9 @@ impl Default for ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6379)),
             metrics_listen: None,
             topology: PathBuf::from("topology.toml"),
+            etcd: Vec::new(),
+            cluster: "vesta".into(),
+            map_cache: None,
             node_timeout_ms: 100,
             deadline_ms: 1000,
             origin: 1,
@@ -63,6 +72,13 @@ pub struct ProxyFlags {
     pub metrics_listen: Option<SocketAddr>,
     #[arg(long, env = "VESTA_PROXY_TOPOLOGY")]
     pub topology: Option<PathBuf>,
+    /// etcd endpoints (comma-separated): read the cluster from etcd instead of a topology file.
+    #[arg(long, env = "VESTA_PROXY_ETCD", value_delimiter = ',')]
+    pub etcd: Option<Vec<String>>,
+    #[arg(long, env = "VESTA_PROXY_CLUSTER")]
+    pub cluster: Option<String>,
+    #[arg(long, env = "VESTA_PROXY_MAP_CACHE")]
+    pub map_cache: Option<PathBuf>,
     #[arg(long, env = "VESTA_PROXY_NODE_TIMEOUT_MS")]
     pub node_timeout_ms: Option<u64>,
     #[arg(long, env = "VESTA_PROXY_DEADLINE_MS")]
@@ -87,9 +103,12 @@ impl ProxyFlags {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
         }
-        set!(listen, topology, node_timeout_ms, deadline_ms, origin, max_clients, max_pipeline);
+        set!(listen, topology, etcd, cluster, node_timeout_ms, deadline_ms, origin, max_clients, max_pipeline);
         if self.metrics_listen.is_some() {
             c.metrics_listen = self.metrics_listen;
+        }
+        if self.map_cache.is_some() {
+            c.map_cache = self.map_cache;
         }
         c.validate()?;
         Ok(c)

@@ -27,6 +27,10 @@ pub struct Topology {
     pub read_quorum: usize,
     #[serde(rename = "zone")]
     pub zones: Vec<Zone>,
+    /// Each shard's storage group as indices into the zones' nodes (zone order), when a shard map kept
+    /// in etcd places the shards; without it, shard `s` lives on node `s % len` of every zone.
+    #[serde(skip)]
+    pub placement: Option<Vec<Vec<usize>>>,
 }
 
 fn default_shards() -> u32 {
@@ -86,7 +90,8 @@ pub trait ShardMap: Send + Sync + 'static {
     fn nodes(&self) -> &[String];
 }
 
-/// A map computed once from a topology file: shard `s` lives on node `s % len` of every zone.
+/// A map computed once from a topology: shard `s` lives on node `s % len` of every zone, or where the
+/// topology's placement (from etcd) puts it.
 pub struct StaticMap {
     shards: u32,
     nodes: Vec<String>,
@@ -102,8 +107,18 @@ impl StaticMap {
             nodes.extend(z.nodes.iter().cloned());
             zone_nodes.push((first, z.nodes.len()));
         }
-        let groups =
-            (0..t.shards).map(|s| zone_nodes.iter().map(|&(first, len)| first + s as usize % len).collect()).collect();
+        let groups = (0..t.shards as usize)
+            .map(|s| {
+                zone_nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(z, &(first, len))| {
+                        let placed = t.placement.as_ref().and_then(|p| p.get(s)).and_then(|g| g.get(z)).copied();
+                        first + placed.filter(|&i| i < len).unwrap_or(s % len)
+                    })
+                    .collect()
+            })
+            .collect();
         StaticMap { shards: t.shards, nodes, groups }
     }
 }
@@ -127,7 +142,7 @@ mod tests {
     fn topo(n: usize, w: usize, r: usize) -> Topology {
         let zones =
             (0..n).map(|i| Zone { name: format!("z{i}"), nodes: vec![format!("h{i}a"), format!("h{i}b")] }).collect();
-        Topology { shards: 8, write_quorum: w, read_quorum: r, zones }
+        Topology { shards: 8, write_quorum: w, read_quorum: r, zones, placement: None }
     }
 
     #[test]

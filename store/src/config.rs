@@ -48,6 +48,11 @@ pub struct StoreConfig {
     pub shards: u32,
     /// Shards this node serves, as ranges like `"0-511"` or single shards; empty means all.
     pub owned_shards: Vec<String>,
+    /// etcd endpoints holding the cluster's shard map: when set, `shards` and `owned_shards` come from
+    /// the map (the shards it gives the node named `node`).
+    pub etcd: Vec<String>,
+    /// The cluster's name in etcd.
+    pub cluster: String,
     /// Requests processed at once; beyond it the node answers `Overloaded` at once.
     pub max_in_flight: usize,
     pub max_frame_bytes: usize,
@@ -72,6 +77,8 @@ impl Default for StoreConfig {
             lease_ms: 600,
             shards: 1024,
             owned_shards: Vec::new(),
+            etcd: Vec::new(),
+            cluster: "vesta".into(),
             max_in_flight: 10_000,
             max_frame_bytes: vesta_proto::frame::DEFAULT_MAX_FRAME,
             tombstone_retention_secs: 7 * 24 * 3600,
@@ -172,6 +179,11 @@ pub struct StoreFlags {
     /// Comma-separated ranges, e.g. `0-511,1000`.
     #[arg(long, env = "VESTA_STORE_OWNED_SHARDS", value_delimiter = ',')]
     pub owned_shards: Option<Vec<String>>,
+    /// etcd endpoints (comma-separated): take the shard count and this node's shards from the map.
+    #[arg(long, env = "VESTA_STORE_ETCD", value_delimiter = ',')]
+    pub etcd: Option<Vec<String>>,
+    #[arg(long, env = "VESTA_STORE_CLUSTER")]
+    pub cluster: Option<String>,
     #[arg(long, env = "VESTA_STORE_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
     #[arg(long, env = "VESTA_STORE_MAX_FRAME_BYTES")]
@@ -204,6 +216,8 @@ impl StoreFlags {
             lease_ms,
             shards,
             owned_shards,
+            etcd,
+            cluster,
             max_in_flight,
             max_frame_bytes,
             tombstone_retention_secs,

@@ -6,6 +6,7 @@
 //! * `vesta admin …` — the operator's tool for a cluster kept in etcd.
 
 mod admin;
+mod cluster_source;
 mod dev;
 
 use std::io::Write;
@@ -13,7 +14,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use vesta_proxy::topology::Topology;
 use vesta_proxy::ProxyFlags;
 use vesta_store::config::StoreFlags;
 
@@ -59,9 +59,11 @@ fn main() -> ExitCode {
 }
 
 fn store(flags: StoreFlags) -> Result<(), String> {
-    let config = flags.resolve().map_err(|e| format!("store configuration: {e}"))?;
+    let mut config = flags.resolve().map_err(|e| format!("store configuration: {e}"))?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
+        cluster_source::store_shards(&mut config).await?;
+        config.validate().map_err(|e| format!("store configuration: {e}"))?;
         let name = config.node.clone();
         vesta_store::server::run(
             &config,
@@ -76,9 +78,9 @@ fn store(flags: StoreFlags) -> Result<(), String> {
 
 fn proxy(flags: ProxyFlags) -> Result<(), String> {
     let config = flags.resolve().map_err(|e| format!("proxy configuration: {e}"))?;
-    let topology = Topology::from_file(&config.topology).map_err(|e| format!("topology: {e}"))?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
+        let topology = cluster_source::proxy_topology(&config).await?;
         if let Some(addr) = config.metrics_listen {
             vesta_proxy::metrics::install_exporter(addr)?;
         }

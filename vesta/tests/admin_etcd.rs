@@ -124,3 +124,67 @@ fn admin_init_show_and_zone_maintenance() {
     assert!(stdout(&admin(&etcd, "it", &["show"])).contains("zone zone3 (up)"));
     assert_eq!(admin(&etcd, "it", &["zone", "down", "nosuch"]).status.code(), Some(2));
 }
+
+/// Store nodes and proxies configured from etcd: `vesta admin init`, three stores that take their
+/// shards from the map, two proxies serving the same data; then etcd goes away and a proxy started
+/// afterwards serves from the map cache another proxy wrote, while one without a cache refuses to start.
+#[tokio::test]
+async fn stores_and_proxies_from_etcd_and_the_map_cache() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let mut text = "name = \"live\"\nshards = 64\nwrite_quorum = 2\nread_quorum = 2\n".to_string();
+    for (z, port) in ports.iter().enumerate() {
+        text +=
+            &format!("\n[[zones]]\nname = \"z{z}\"\n[[zones.nodes]]\nname = \"s{z}\"\naddr = \"127.0.0.1:{port}\"\n");
+    }
+    let spec = dir.path().join("cluster.toml");
+    std::fs::write(&spec, text).unwrap();
+    assert!(admin(&etcd, "live", &["init", "--spec", spec.to_str().unwrap()]).status.success());
+
+    let mut stores = Vec::new();
+    for (z, port) in ports.iter().enumerate() {
+        let data = dir.path().join(format!("s{z}"));
+        let args = [
+            "store",
+            "--node",
+            &format!("s{z}"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--sync",
+            "off",
+            "--etcd",
+            &etcd.url,
+            "--cluster",
+            "live",
+        ];
+        stores.push(common::Proc::spawn(&format!("s{z}"), &args).unwrap_or_else(|e| panic!("{e}")));
+    }
+    let cache = dir.path().join("map-cache.json");
+    let url = etcd.url.clone();
+    let proxy = |name: &str, cache: Option<&Path>| {
+        let mut args = vec!["proxy", "--listen", "127.0.0.1:0", "--etcd", &url, "--cluster", "live"];
+        if let Some(c) = cache {
+            args.extend(["--map-cache", c.to_str().unwrap()]);
+        }
+        common::Proc::spawn(name, &args)
+    };
+    let (p1, p2) = (proxy("proxy1", Some(&cache)).unwrap(), proxy("proxy2", None).unwrap());
+    let (mut c1, mut c2) = (common::connect(p1.addr(), false).await, common::connect(p2.addr(), true).await);
+    common::call(&mut c1, &["SET", "etcd:k", "v"]).await;
+    assert_eq!(common::call(&mut c2, &["GET", "etcd:k"]).await, common::bulk("v"));
+    for _ in 0..10 {
+        common::call(&mut c1, &["INCR", "etcd:n"]).await;
+        common::call(&mut c2, &["INCR", "etcd:n"]).await;
+    }
+    assert_eq!(common::call(&mut c1, &["GET", "etcd:n"]).await, common::bulk("20"));
+    assert!(cache.exists(), "a proxy with --map-cache keeps the map it read");
+
+    drop(etcd);
+    let p3 = proxy("proxy3", Some(&cache)).unwrap_or_else(|e| panic!("a proxy with a cache starts without etcd: {e}"));
+    let mut c3 = common::connect(p3.addr(), false).await;
+    assert_eq!(common::call(&mut c3, &["GET", "etcd:n"]).await, common::bulk("20"));
+    assert!(proxy("proxy4", None).is_err(), "without etcd and without a cache there is no map to serve");
+}
