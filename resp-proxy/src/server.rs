@@ -161,7 +161,7 @@ async fn serve_client(
     let mut closing = false;
     loop {
         if in_flight.is_empty() {
-            order.last.clear();
+            order.clear();
         }
         while !closing && in_flight.len() < proxy.max_pipeline {
             match parse_request(&mut input, &proxy.limits) {
@@ -223,6 +223,8 @@ async fn serve_client(
 struct KeyOrder {
     /// The latest command on each key: its sender is dropped when it finishes.
     last: HashMap<KeyName, watch::Receiver<()>>,
+    /// The latest command over the whole key space (SCAN, FLUSHDB, …): every later command waits for it.
+    barrier: Option<watch::Receiver<()>>,
 }
 
 /// Keys remembered before finished commands are forgotten (a connection that never pauses its pipeline
@@ -238,13 +240,25 @@ impl KeyOrder {
         keys.sort();
         keys.dedup();
         let (done_tx, done_rx) = watch::channel(());
-        let waits = keys.into_iter().filter_map(|k| self.last.insert(k, done_rx.clone())).collect();
+        let mut waits: Vec<_> = keys.into_iter().filter_map(|k| self.last.insert(k, done_rx.clone())).collect();
+        waits.extend(self.barrier.clone());
         (waits, done_tx)
     }
 
-    /// What a command over the whole key space waits for: every command still running.
-    fn everything(&self) -> Vec<watch::Receiver<()>> {
-        self.last.values().cloned().collect()
+    /// Registers a command over the whole key space: it waits for every command before it, and every
+    /// command after it waits for it (a SET pipelined after FLUSHDB survives it, as in Redis).
+    fn enter_everything(&mut self) -> (Vec<watch::Receiver<()>>, watch::Sender<()>) {
+        let mut waits: Vec<_> = self.last.values().cloned().collect();
+        waits.extend(self.barrier.clone());
+        let (done_tx, done_rx) = watch::channel(());
+        self.barrier = Some(done_rx);
+        (waits, done_tx)
+    }
+
+    /// Nothing is in flight: forget everything.
+    fn clear(&mut self) {
+        self.last.clear();
+        self.barrier = None;
     }
 }
 
@@ -366,11 +380,9 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
     if let Some(parsed) = keyspace::Cmd::parse(&name, params) {
         return match parsed {
             Ok(command) => {
-                let earlier = order.everything();
-                (
-                    after_earlier(resp3, spec.name, earlier, None, command.execute(coordinator, namespace)),
-                    After::Continue,
-                )
+                let (earlier, done) = order.enter_everything();
+                let run = command.execute(coordinator, namespace);
+                (after_earlier(resp3, spec.name, earlier, Some(done), run), After::Continue)
             }
             Err(reply) => (ready(resp3, reply), After::Continue),
         };
@@ -418,9 +430,11 @@ fn exec(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder) -> Pend
     }
     proxy.shared.clients.update(session);
     let keys = transaction::keys_of(&steps, &watched);
-    let earlier = if steps.iter().any(|s| matches!(s, Step::Keyspace(..))) { order.everything() } else { Vec::new() };
-    let (mut waits, done) = order.enter(keys.clone());
-    waits.extend(earlier);
+    let (waits, done) = if steps.iter().any(|s| matches!(s, Step::Keyspace(..))) {
+        order.enter_everything()
+    } else {
+        order.enter(keys.clone())
+    };
     let run = transaction::exec(proxy.coordinator.clone(), steps, watched, keys);
     after_earlier(session.resp3, "exec", waits, Some(done), run)
 }

@@ -24,9 +24,20 @@ struct RedisServer {
 }
 
 impl RedisServer {
+    /// A port picked free can be taken by another process before redis-server binds it (tests run in
+    /// parallel): a server that exits during start-up is retried on a new port.
     fn start() -> RedisServer {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start after 5 attempts");
+    }
+
+    fn try_start() -> Option<RedisServer> {
         let port = common::free_port();
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -34,11 +45,25 @@ impl RedisServer {
             .expect("start redis-server (Debian package redis-server; .ci/run installs it)");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {addr}");
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
+            // Listening, and still ours: the port answered while our server runs.
+            if std::net::TcpStream::connect(addr).is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+                if matches!(child.try_wait(), Ok(None)) {
+                    return Some(RedisServer { child, addr });
+                }
+                return None;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        RedisServer { child, addr }
     }
 }
 

@@ -130,12 +130,45 @@ async fn compare_and_set_commands() {
     assert!(error_text(&bad).is_some());
 }
 
-/// 50 clients, each on its own connection, increment one counter with WATCH / GET / MULTI / SET / EXEC.
-/// An EXEC that answers an array applied its SET; one that answers nil applied nothing.
-#[tokio::test]
-async fn fifty_clients_watch_increment_loop_counts_exactly() {
+/// How a client of the increment loops tries one update.
+#[derive(Clone, Copy, Debug)]
+enum Update {
+    /// WATCH / GET / MULTI / SET / EXEC: an array means applied, nil means not.
+    Watch,
+    /// GET, then `SET key new IFEQ old`: OK means applied, nil means not.
+    IfEq,
+}
+
+/// One attempt; whether it applied. Any reply other than "applied" / "not applied" fails the test.
+async fn try_update(c: &mut redis::aio::MultiplexedConnection, key: &str, how: Update) -> bool {
+    let reply = match how {
+        Update::Watch => {
+            call(c, &["WATCH", key]).await;
+            let current = as_int(&call(c, &["GET", key]).await);
+            call(c, &["MULTI"]).await;
+            call(c, &["SET", key, &(current + 1).to_string()]).await;
+            call(c, &["EXEC"]).await
+        }
+        Update::IfEq => {
+            let current = text(&call(c, &["GET", key]).await);
+            let next = (current.parse::<i64>().expect("counter") + 1).to_string();
+            call(c, &["SET", key, &next, "IFEQ", &current]).await
+        }
+    };
+    match reply {
+        Value::Array(r) if r == vec![Value::Okay] => true,
+        Value::Okay => true,
+        Value::Nil => false,
+        // Contention past the deadline, before the commit phase: nothing applied.
+        other if before_commit(&other) => false,
+        other => panic!("{how:?} update answered {other:?}"),
+    }
+}
+
+/// 50 clients, each on its own connection (half RESP2, half RESP3), increment one counter; it must end
+/// at exactly the number of updates that reported success.
+async fn fifty_clients_increment(key: &'static str, how: Update) {
     let cluster = common::shared_cluster();
-    let key = "loop:watch";
     call(&mut cluster.conn(false).await, &["SET", key, "0"]).await;
     let successes = Arc::new(AtomicI64::new(0));
     let mut tasks = Vec::new();
@@ -144,19 +177,8 @@ async fn fifty_clients_watch_increment_loop_counts_exactly() {
         tasks.push(tokio::spawn(async move {
             let mut c = common::connect(addr, i % 2 == 1).await;
             for _ in 0..ATTEMPTS {
-                call(&mut c, &["WATCH", key]).await;
-                let current = as_int(&call(&mut c, &["GET", key]).await);
-                call(&mut c, &["MULTI"]).await;
-                call(&mut c, &["SET", key, &(current + 1).to_string()]).await;
-                match call(&mut c, &["EXEC"]).await {
-                    Value::Array(r) => {
-                        assert_eq!(r, vec![Value::Okay]);
-                        successes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Value::Nil => {}
-                    // Contention past the deadline, before the commit phase: nothing applied.
-                    other if before_commit(&other) => {}
-                    other => panic!("EXEC answered {other:?}"),
+                if try_update(&mut c, key, how).await {
+                    successes.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
@@ -166,45 +188,19 @@ async fn fifty_clients_watch_increment_loop_counts_exactly() {
     }
     let final_value = as_int(&call(&mut cluster.conn(false).await, &["GET", key]).await);
     let successes = successes.load(Ordering::Relaxed);
-    eprintln!("WATCH loop: {successes} of {} EXECs applied", CLIENTS * ATTEMPTS);
-    assert!(successes > 0, "no EXEC succeeded");
-    assert_eq!(final_value, successes, "the counter must equal the number of successful EXECs");
+    eprintln!("{how:?} loop: {successes} of {} updates applied", CLIENTS * ATTEMPTS);
+    assert!(successes > 0, "no update succeeded");
+    assert_eq!(final_value, successes, "the counter must equal the number of successful updates");
 }
 
-/// 50 clients increment one counter with `SET key new IFEQ old`: OK means applied, nil means not.
+#[tokio::test]
+async fn fifty_clients_watch_increment_loop_counts_exactly() {
+    fifty_clients_increment("loop:watch", Update::Watch).await;
+}
+
 #[tokio::test]
 async fn fifty_clients_ifeq_increment_loop_counts_exactly() {
-    let cluster = common::shared_cluster();
-    let key = "loop:ifeq";
-    call(&mut cluster.conn(false).await, &["SET", key, "0"]).await;
-    let successes = Arc::new(AtomicI64::new(0));
-    let mut tasks = Vec::new();
-    for i in 0..CLIENTS {
-        let (addr, successes) = (cluster.proxy_addr(), successes.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut c = common::connect(addr, i % 2 == 0).await;
-            for _ in 0..ATTEMPTS {
-                let current = text(&call(&mut c, &["GET", key]).await);
-                let next = (current.parse::<i64>().expect("counter") + 1).to_string();
-                match call(&mut c, &["SET", key, &next, "IFEQ", &current]).await {
-                    Value::Okay => {
-                        successes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Value::Nil => {}
-                    other if before_commit(&other) => {}
-                    other => panic!("SET IFEQ answered {other:?}"),
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("client task");
-    }
-    let final_value = as_int(&call(&mut cluster.conn(false).await, &["GET", key]).await);
-    let successes = successes.load(Ordering::Relaxed);
-    eprintln!("IFEQ loop: {successes} of {} SETs applied", CLIENTS * ATTEMPTS);
-    assert!(successes > 0, "no SET IFEQ succeeded");
-    assert_eq!(final_value, successes, "the counter must equal the number of successful SET IFEQ");
+    fifty_clients_increment("loop:ifeq", Update::IfEq).await;
 }
 
 /// A multi-key write with one zone down still commits (W = 2 of 3), and every replica that took part
@@ -242,4 +238,26 @@ async fn multi_key_write_survives_a_zone_and_lands_whole_on_each_replica() {
         call(&mut c, &["MGET", "{acct}:a", "{acct}:b", "{acct}:c"]).await,
         Value::Array(vec![bulk("1"), bulk("2"), bulk("3")])
     );
+}
+
+/// A command pipelined after FLUSHDB runs after it (the flush cannot delete it), and one pipelined
+/// before it is flushed — the order of a single Redis.
+#[tokio::test]
+async fn pipelined_commands_keep_their_order_around_a_flush() {
+    let cluster = common::Cluster::start();
+    let mut raw = cluster.raw().await;
+    let mut pipeline = Vec::new();
+    for i in 0..50 {
+        pipeline.extend(common::encode_command(&["SET", &format!("before:{i}"), "x"]));
+    }
+    pipeline.extend(common::encode_command(&["FLUSHDB"]));
+    for i in 0..50 {
+        pipeline.extend(common::encode_command(&["SET", &format!("after:{i}"), "y"]));
+    }
+    pipeline.extend(common::encode_command(&["DBSIZE"]));
+    raw.send_raw(&pipeline).await;
+    for _ in 0..101 {
+        assert_eq!(raw.read_reply().await, "+OK\r\n");
+    }
+    assert_eq!(raw.read_reply().await, ":50\r\n", "exactly the keys set after FLUSHDB remain");
 }
