@@ -9,250 +9,21 @@
 //! long as the test process, so nothing outlives a test binary that is itself killed.
 
 use std::fmt::Debug;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How long a process may take to print `ready` (RocksDB opening on a loaded 2-core machine).
-pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Per-call client timeout: far above the proxy's 1 s deadline, so only a hung server trips it.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shard count of the test cluster (stores and topology must agree); small, so RocksDB opens fast.
 const SHARDS: u32 = 64;
 
-// ---------------------------------------------------------------------------------------------------
-// Spawning children that cannot outlive the test process
-// ---------------------------------------------------------------------------------------------------
-
-type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
-
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process: libtest runs
-/// each test on its own short-lived thread, so children are forked by one thread that never exits.
-fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("child-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .expect("start the child-spawner thread");
-        Mutex::new(tx)
-    })
-}
-
-/// `cmd.spawn()`, except that the child gets SIGKILL when the test process dies.
-pub fn spawn(mut cmd: Command) -> io::Result<Child> {
-    let parent = std::process::id();
-    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The test process may have died between fork and prctl: then nobody would kill us later.
-            if libc::getppid() as u32 != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-    let (tx, rx) = mpsc::channel();
-    spawner().lock().unwrap_or_else(|p| p.into_inner()).send((cmd, tx)).expect("child-spawner thread is gone");
-    rx.recv().expect("child-spawner thread dropped a request")
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Exit hooks: statics are never dropped, so shared servers are dropped from atexit
-// ---------------------------------------------------------------------------------------------------
-
-type ExitHook = Box<dyn FnOnce() + Send>;
-
-fn exit_hooks() -> &'static Mutex<Vec<ExitHook>> {
-    static HOOKS: OnceLock<Mutex<Vec<ExitHook>>> = OnceLock::new();
-    HOOKS.get_or_init(|| {
-        extern "C" fn run_exit_hooks() {
-            // A panic must not unwind into libc.
-            let _ = std::panic::catch_unwind(|| {
-                let hooks = std::mem::take(&mut *exit_hooks().lock().unwrap_or_else(|p| p.into_inner()));
-                for hook in hooks {
-                    hook();
-                }
-            });
-        }
-        // SAFETY: registering a plain extern "C" fn with no arguments.
-        unsafe {
-            libc::atexit(run_exit_hooks);
-        }
-        Mutex::new(Vec::new())
-    })
-}
-
-/// One value shared by every test of a test binary: started by the first caller, dropped at process exit.
-pub struct Shared<T: 'static> {
-    value: Mutex<Option<Arc<T>>>,
-    failed: OnceLock<String>,
-}
-
-impl<T: Send + Sync + 'static> Shared<T> {
-    pub const fn new() -> Self {
-        Shared { value: Mutex::new(None), failed: OnceLock::new() }
-    }
-
-    pub fn get(&'static self, what: &str, start: fn() -> T) -> Arc<T> {
-        // Held while starting: concurrent tests wait for the one start instead of racing their own.
-        let mut slot = self.value.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(value) = slot.as_ref() {
-            return value.clone();
-        }
-        // One failed start fails every later test at once instead of each waiting for its own timeout.
-        if let Some(e) = self.failed.get() {
-            panic!("the shared {what} failed to start earlier: {e}");
-        }
-        match std::panic::catch_unwind(start) {
-            Ok(value) => {
-                let value = Arc::new(value);
-                *slot = Some(value.clone());
-                exit_hooks().lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(move || {
-                    drop(self.value.lock().unwrap_or_else(|p| p.into_inner()).take());
-                }));
-                value
-            }
-            Err(panic) => {
-                let e = panic_text(&*panic);
-                let _ = self.failed.set(e.clone());
-                panic!("the shared {what} failed to start: {e}");
-            }
-        }
-    }
-}
-
-impl<T: Send + Sync + 'static> Default for Shared<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Vesta processes
-// ---------------------------------------------------------------------------------------------------
-
-/// The `vesta` binary: `$VESTA_BIN`, else `target/release/vesta` next to this test binary's `deps/`.
-pub fn vesta_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("VESTA_BIN") {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "VESTA_BIN={} is not a file", path.display());
-        return path;
-    }
-    let exe = std::env::current_exe().expect("path of the running test binary");
-    let candidate = exe.parent().and_then(Path::parent).map(|dir| dir.join("vesta"));
-    match candidate {
-        Some(path) if path.is_file() => path,
-        _ => panic!(
-            "the vesta binary was not found next to {} (expected {}); build it first with \
-             `cargo build --release -p vesta` (same CARGO_TARGET_DIR), or point VESTA_BIN at it",
-            exe.display(),
-            candidate.map(|p| p.display().to_string()).unwrap_or_default()
-        ),
-    }
-}
-
-/// A `vesta` child process, killed (SIGKILL, then reaped) when dropped.
-pub struct Proc {
-    name: String,
-    child: Child,
-    /// Every address announced on a `... listening on ADDR` line, in order.
-    pub addrs: Vec<SocketAddr>,
-}
-
-impl Proc {
-    /// Starts `vesta ARGS` and waits for its `ready` line. Its stdout keeps being drained afterwards (a
-    /// child must never block on, or die writing to, a full or closed pipe); stderr is forwarded, prefixed
-    /// with `name`.
-    pub fn spawn_vesta(name: &str, args: &[&str]) -> Result<Proc, String> {
-        let mut cmd = Command::new(vesta_bin());
-        cmd.args(args)
-            .env("VESTA_LOG", std::env::var("VESTA_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = spawn(cmd).map_err(|e| format!("{name}: spawn vesta {args:?}: {e}"))?;
-        let stderr = child.stderr.take().expect("piped stderr");
-        let prefix = name.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[{prefix}] {line}");
-            }
-        });
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-
-        let mut proc = Proc { name: name.to_string(), child, addrs: Vec::new() };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    if let Some(addr) = line.split(" listening on ").nth(1) {
-                        let addr = addr.trim().parse().map_err(|e| format!("{name}: bad address in {line:?}: {e}"))?;
-                        proc.addrs.push(addr);
-                    } else if line.trim() == "ready" {
-                        if proc.addrs.is_empty() {
-                            return Err(format!("{name}: `ready` before any `listening on` line"));
-                        }
-                        return Ok(proc);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!("{name}: not ready after {START_TIMEOUT:?}"))
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = proc.child.wait();
-                    return Err(format!("{name}: exited before `ready` ({status:?}); args {args:?}"));
-                }
-            }
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addrs[0]
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+// The process machinery (PDEATHSIG spawning, shared values dropped at exit, `Proc`) is `vesta-testkit`'s.
+pub use vesta_testkit::{spawn, vesta_bin, Proc, Shared, START_TIMEOUT};
 
 /// Three zones with one RocksDB store each (N=3, W=2, R=2) and one proxy, configured by TOML files as a
 /// deployment would be.
@@ -279,21 +50,20 @@ impl Cluster {
                 data = path_str(&data),
             );
             std::fs::write(&config, toml).expect("write a store config");
-            let proc =
-                Proc::spawn_vesta(&name, &["store", "--config", &path_str(&config)]).unwrap_or_else(|e| panic!("{e}"));
+            let proc = Proc::spawn(&name, &["store", "--config", &path_str(&config)]).unwrap_or_else(|e| panic!("{e}"));
             stores.push(proc);
         }
         let mut topology = format!("shards = {SHARDS}\nwrite_quorum = 2\nread_quorum = 2\n");
         for s in &stores {
-            topology.push_str(&format!("\n[[zone]]\nname = \"{}\"\nnodes = [\"{}\"]\n", s.name, s.addr()));
+            topology.push_str(&format!("\n[[zone]]\nname = \"{}\"\nnodes = [\"{}\"]\n", s.name(), s.addr()));
         }
         let topology_path = dir.path().join("topology.toml");
         std::fs::write(&topology_path, topology).expect("write the topology");
         let proxy_config = dir.path().join("proxy.toml");
         std::fs::write(&proxy_config, format!("listen = \"127.0.0.1:0\"\ntopology = {:?}\n", path_str(&topology_path)))
             .expect("write the proxy config");
-        let proxy = Proc::spawn_vesta("proxy", &["proxy", "--config", &path_str(&proxy_config)])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let proxy =
+            Proc::spawn("proxy", &["proxy", "--config", &path_str(&proxy_config)]).unwrap_or_else(|e| panic!("{e}"));
         Cluster { proxy, stores, dir }
     }
 
@@ -418,13 +188,7 @@ fn ping(port: u16) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-        .port()
-}
+pub use vesta_testkit::free_port;
 
 /// Which server a client talks to, in test output.
 #[derive(Clone, Debug)]

@@ -7,11 +7,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -36,113 +33,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 // Processes
 // ---------------------------------------------------------------------------------------------------
 
-/// A child process of the test, killed on drop.
-pub struct Proc {
-    name: String,
-    child: Child,
-    /// Every address announced on a `... listening on ADDR` line, in order.
-    pub addrs: Vec<SocketAddr>,
-}
-
-impl Proc {
-    /// Starts `vesta ARGS`, waits for its `ready` line and collects the addresses it announces.
-    /// Its stdout keeps being drained afterwards (the child must never write into a closed pipe) and
-    /// its stderr is forwarded, prefixed with `name`, to the test's captured output.
-    pub fn spawn(name: &str, args: &[&str]) -> Result<Proc, String> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vesta"));
-        cmd.args(args)
-            .env("VESTA_LOG", std::env::var("VESTA_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("{name}: spawn vesta {args:?}: {e}"))?;
-
-        let stderr = child.stderr.take().unwrap();
-        let prefix = name.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[{prefix}] {line}");
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line); // after `ready` nobody listens: keep draining
-            }
-        });
-
-        let mut proc = Proc { name: name.to_string(), child, addrs: Vec::new() };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.split(" listening on ").nth(1) {
-                        let addr = addr.trim().parse().map_err(|e| format!("{name}: bad address in {line:?}: {e}"))?;
-                        proc.addrs.push(addr);
-                    } else if line.trim() == "ready" {
-                        if proc.addrs.is_empty() {
-                            return Err(format!("{name}: `ready` before any `listening on` line"));
-                        }
-                        return Ok(proc);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!("{name}: not ready after {START_TIMEOUT:?}"));
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = proc.child.wait();
-                    return Err(format!("{name}: exited before `ready` ({status:?}); args {args:?}"));
-                }
-            }
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addrs[0]
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `kill -SIG pid`, e.g. `signal("STOP")`.
-    pub fn signal(&self, sig: &str) {
-        let status =
-            Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("run kill");
-        assert!(status.success(), "kill -{sig} {} ({}) failed", self.pid(), self.name);
-    }
-
-    /// Waits (bounded) for the process to exit by itself, e.g. after SIGTERM; SIGKILL if it does not.
-    pub fn wait_exit(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill_now();
-        None
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill(mut self) {
-        self.kill_now();
-    }
-
-    fn kill_now(&mut self) {
-        let _ = self.child.kill(); // SIGKILL works on a SIGSTOPped process too
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill_now();
-    }
-}
+// Child processes (killed on drop, and with the test process) are `vesta-testkit`'s.
+#[allow(unused_imports)] // each test file uses a different part
+pub use vesta_testkit::{free_port, Proc};
 
 // ---------------------------------------------------------------------------------------------------
 // Cluster
@@ -372,11 +265,6 @@ pub fn shared_cluster() -> Arc<Cluster> {
             panic!("the shared cluster failed to start: {e}");
         }
     }
-}
-
-/// A free loopback port (bound then released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A tag unique to this test run, so that keys never collide with a previous run on a reused server.
