@@ -95,6 +95,22 @@ fn is_valid_addr(addr: &str) -> bool {
     }
 }
 
+/// The quorum rule for N zones: W + R > N (every read quorum meets every write quorum) and W > N/2 (two
+/// write quorums always share a replica, so two conflicting writes cannot both win). Shared by the spec
+/// kept in etcd and the proxy's topology file.
+pub fn check_quorum(n: usize, w: usize, r: usize) -> Result<(), SpecError> {
+    if w == 0 || r == 0 || w > n || r > n {
+        return Err(SpecError::QuorumRange { w, r, n });
+    }
+    if w + r <= n {
+        return Err(SpecError::QuorumOverlap { w, r, n });
+    }
+    if 2 * w <= n {
+        return Err(SpecError::WriteMajority { w, n });
+    }
+    Ok(())
+}
+
 impl ClusterSpec {
     /// Parses and validates a TOML spec.
     pub fn from_toml(text: &str) -> Result<Self, SpecError> {
@@ -121,8 +137,7 @@ impl ClusterSpec {
         Self::from_toml(&text)
     }
 
-    /// N zones, W + R > N (every read quorum meets every write quorum) and W > N/2 (two write quorums always
-    /// share a replica, so two conflicting writes cannot both win).
+    /// Names, addresses, counts, and the quorum rule ([`check_quorum`]).
     pub fn validate(&self) -> Result<(), SpecError> {
         if !is_valid_name(&self.name) {
             return Err(SpecError::BadName { what: "cluster", name: self.name.clone() });
@@ -174,17 +189,7 @@ impl ClusterSpec {
                 addrs.push((&node.addr, &node.name));
             }
         }
-        let (w, r) = (self.write_quorum, self.read_quorum);
-        if w == 0 || r == 0 || w > n || r > n {
-            return Err(SpecError::QuorumRange { w, r, n });
-        }
-        if w + r <= n {
-            return Err(SpecError::QuorumOverlap { w, r, n });
-        }
-        if 2 * w <= n {
-            return Err(SpecError::WriteMajority { w, n });
-        }
-        Ok(())
+        check_quorum(n, self.write_quorum, self.read_quorum)
     }
 
     pub fn zone(&self, name: &str) -> Option<&ZoneSpec> {

@@ -62,16 +62,7 @@ impl Topology {
         if self.shards == 0 {
             return Err("shards must be at least 1".into());
         }
-        if w == 0 || r == 0 || w > n || r > n {
-            return Err(format!("write_quorum ({w}) and read_quorum ({r}) must be between 1 and the zone count ({n})"));
-        }
-        if w + r <= n {
-            return Err(format!("write_quorum + read_quorum must exceed the zone count: {w} + {r} <= {n}"));
-        }
-        if 2 * w <= n {
-            return Err(format!("write_quorum must be a majority of the {n} zones, not {w}"));
-        }
-        Ok(())
+        vesta_cluster::spec::check_quorum(n, w, r).map_err(|e| e.to_string())
     }
 
     pub fn zone_count(&self) -> usize {
