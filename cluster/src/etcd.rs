@@ -5,15 +5,18 @@
 //! | `spec` | the [`ClusterSpec`] (zones, nodes and addresses, shards, W, R), JSON |
 //! | `map` | the [`ShardMap`] with its version, JSON; components watch this key |
 //! | `zones/<zone>` | `up` or `down` (maintenance: proxies stop sending to a zone that is down) |
+//! | `redist/plan` | the running [`Redistribution`], JSON; absent when none runs |
+//! | `redist/progress/<zone>/<shard>` | a move's [`MoveProgress`], JSON |
 //!
 //! The spec and the map change together in one transaction, guarded by the map's revision, so two
 //! operators can never interleave two map changes: the second one is refused and must re-read.
 
 use std::collections::BTreeMap;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp, WatchOptions, WatchStream};
 
-use crate::shard_map::ShardMap;
+use crate::redistribution::{progress_leaf, MoveProgress, Redistribution};
+use crate::shard_map::{Move, ShardMap};
 use crate::spec::ClusterSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,10 @@ pub enum StoreError {
     Conflict(u64),
     #[error("etcd holds an unreadable {key}: {error}")]
     Corrupt { key: String, error: String },
+    #[error("a redistribution ({0}) is running; see `vesta admin status`, finish it or `vesta admin abort` it")]
+    Busy(String),
+    #[error("no redistribution is running")]
+    NoRedistribution,
 }
 
 /// A zone's maintenance state.
@@ -54,8 +61,16 @@ pub struct ClusterState {
     pub map: ShardMap,
     pub zones: BTreeMap<String, ZoneState>,
     pub map_revision: i64,
+    pub redistribution: Option<Redistribution>,
 }
 
+impl ClusterState {
+    pub fn is_down(&self, zone: &str) -> bool {
+        self.zones.get(zone) == Some(&ZoneState::Down)
+    }
+}
+
+#[derive(Clone)]
 pub struct ClusterStore {
     client: Client,
     cluster: String,
@@ -97,7 +112,7 @@ impl ClusterStore {
     pub async fn load(&mut self) -> Result<Option<ClusterState>, StoreError> {
         let prefix = self.key("");
         let resp = self.client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
-        let (mut spec, mut map, mut zones) = (None, None, BTreeMap::new());
+        let (mut spec, mut map, mut zones, mut redistribution) = (None, None, BTreeMap::new(), None);
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             let leaf = key.strip_prefix(&prefix).unwrap_or(&key);
@@ -109,6 +124,10 @@ impl ClusterStore {
                 "map" => {
                     let m = serde_json::from_slice::<ShardMap>(kv.value()).map_err(|e| corrupt(e.to_string()))?;
                     map = Some((m, kv.mod_revision()));
+                }
+                "redist/plan" => {
+                    redistribution =
+                        Some(serde_json::from_slice::<Redistribution>(kv.value()).map_err(|e| corrupt(e.to_string()))?)
                 }
                 _ => {
                     if let Some(zone) = leaf.strip_prefix("zones/") {
@@ -123,7 +142,9 @@ impl ClusterStore {
             }
         }
         match (spec, map) {
-            (Some(spec), Some((map, map_revision))) => Ok(Some(ClusterState { spec, map, zones, map_revision })),
+            (Some(spec), Some((map, map_revision))) => {
+                Ok(Some(ClusterState { spec, map, zones, map_revision, redistribution }))
+            }
             (None, None) => Ok(None),
             _ => Err(StoreError::Corrupt { key: prefix, error: "spec and map must both exist".into() }),
         }
@@ -150,6 +171,104 @@ impl ClusterStore {
     /// The underlying client, for watches.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// Every change under the cluster's prefix from now on. Components reload on a change of anything
+    /// but progress records (see [`ClusterStore::affects_routing`]).
+    pub async fn watch(&mut self) -> Result<WatchStream, StoreError> {
+        Ok(self.client.watch(self.key(""), Some(WatchOptions::new().with_prefix())).await?)
+    }
+
+    /// Whether a change of `key` can change who serves what (copy progress cannot).
+    pub fn affects_routing(&self, key: &[u8]) -> bool {
+        let prefix = self.key("");
+        let leaf = key.strip_prefix(prefix.as_bytes()).unwrap_or(key);
+        !leaf.starts_with(b"redist/progress/")
+    }
+
+    /// Records a new redistribution, if the map is still at `revision` and none is running.
+    pub async fn begin_redistribution(&mut self, revision: i64, plan: &Redistribution) -> Result<(), StoreError> {
+        let (map_key, plan_key) = (self.key("map"), self.key("redist/plan"));
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(map_key, CompareOp::Equal, revision),
+                Compare::version(plan_key.clone(), CompareOp::Equal, 0),
+            ])
+            .and_then([
+                TxnOp::delete(self.key("redist/progress/"), Some(DeleteOptions::new().with_prefix())),
+                TxnOp::put(plan_key, json(plan), None),
+            ]);
+        if self.client.txn(txn).await?.succeeded() {
+            return Ok(());
+        }
+        let now = self.load().await?.ok_or_else(|| StoreError::Missing(self.cluster.clone()))?;
+        match now.redistribution {
+            Some(running) => Err(StoreError::Busy(running.action)),
+            None => Err(StoreError::Conflict(now.map.version)),
+        }
+    }
+
+    /// Rewrites the running redistribution (its phase), if it is still the one with this id.
+    pub async fn update_redistribution(&mut self, plan: &Redistribution) -> Result<(), StoreError> {
+        let state = self.load().await?.ok_or_else(|| StoreError::Missing(self.cluster.clone()))?;
+        match state.redistribution {
+            Some(running) if running.id == plan.id => {
+                self.client.put(self.key("redist/plan"), json(plan), None).await?;
+                Ok(())
+            }
+            Some(running) => Err(StoreError::Busy(running.action)),
+            None => Err(StoreError::NoRedistribution),
+        }
+    }
+
+    /// Publishes the redistribution's spec and map (if the map is still at `revision`) and removes the
+    /// plan and its progress, all in one transaction: components see the new map and the end of
+    /// forwarding at once.
+    pub async fn finish_redistribution(&mut self, revision: i64, plan: &Redistribution) -> Result<(), StoreError> {
+        let map_key = self.key("map");
+        let txn = Txn::new().when([Compare::mod_revision(map_key.clone(), CompareOp::Equal, revision)]).and_then([
+            TxnOp::put(self.key("spec"), json(&plan.spec), None),
+            TxnOp::put(map_key, json(&plan.map), None),
+            TxnOp::delete(self.key("redist/plan"), None),
+            TxnOp::delete(self.key("redist/progress/"), Some(DeleteOptions::new().with_prefix())),
+        ]);
+        if self.client.txn(txn).await?.succeeded() {
+            return Ok(());
+        }
+        let now = self.load().await?.ok_or_else(|| StoreError::Missing(self.cluster.clone()))?;
+        Err(StoreError::Conflict(now.map.version))
+    }
+
+    /// Drops the running redistribution without publishing its map: sources stop forwarding and serve
+    /// on; targets drop what they received after their grace period.
+    pub async fn abort_redistribution(&mut self) -> Result<Redistribution, StoreError> {
+        let state = self.load().await?.ok_or_else(|| StoreError::Missing(self.cluster.clone()))?;
+        let plan = state.redistribution.ok_or(StoreError::NoRedistribution)?;
+        let txn = Txn::new().and_then([
+            TxnOp::delete(self.key("redist/plan"), None),
+            TxnOp::delete(self.key("redist/progress/"), Some(DeleteOptions::new().with_prefix())),
+        ]);
+        self.client.txn(txn).await?;
+        Ok(plan)
+    }
+
+    /// Every move's progress so far, keyed like [`progress_leaf`].
+    pub async fn progress(&mut self) -> Result<BTreeMap<String, MoveProgress>, StoreError> {
+        let prefix = self.key("");
+        let resp = self.client.get(self.key("redist/progress/"), Some(GetOptions::new().with_prefix())).await?;
+        let mut out = BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let progress = serde_json::from_slice::<MoveProgress>(kv.value())
+                .map_err(|e| StoreError::Corrupt { key: key.clone(), error: e.to_string() })?;
+            out.insert(key.strip_prefix(&prefix).unwrap_or(&key).to_string(), progress);
+        }
+        Ok(out)
+    }
+
+    pub async fn save_progress(&mut self, m: &Move, progress: &MoveProgress) -> Result<(), StoreError> {
+        self.client.put(self.key(&progress_leaf(m)), json(progress), None).await?;
+        Ok(())
     }
 }
 

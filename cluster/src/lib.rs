@@ -2,5 +2,6 @@
 //! deterministic balanced shard → node map of each zone, and their home in etcd.
 
 pub mod etcd;
+pub mod redistribution;
 pub mod shard_map;
 pub mod spec;

@@ -20,8 +20,8 @@ pub mod status;
 
 pub use frame::{Envelope, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use message::{
-    Abort, Commit, CommitBatch, Condition, KeyRef, MarkDelete, Pong, Prepare, PrepareKind, Read, Repair, Reply,
-    Request, Response, Scan, ScanEntry, ScanPage,
+    Abort, CloneRecords, Commit, CommitBatch, Condition, KeyRef, MarkDelete, Pong, Prepare, PrepareKind, Read, Repair,
+    Reply, Request, Response, Scan, ScanEntry, ScanPage, Transfer, Transferred,
 };
 pub use record::{Flags, Meta, Record, RecordError, RequestId};
 pub use status::Status;

@@ -127,6 +127,37 @@ pub struct Scan {
     pub want_values: bool,
 }
 
+/// Redistribution and repair: copies of records another node holds, each installed only if newer by
+/// (HLC, origin) than this node's copy, so copies may arrive in any order and any number of times. Not
+/// subject to shard ownership: a node receives the shards it is about to own before it owns them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneRecords {
+    pub req: RequestId,
+    pub items: Vec<(KeyRef, Record)>,
+}
+
+/// Copy one page of a shard (tombstones included) from this node to `target`, by [`CloneRecords`], and say
+/// where the page ended. The caller (`vesta admin`) drives pages, checkpoints the cursor and paces them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub shard: u32,
+    /// Resume after this cursor (the `next` of the previous page).
+    pub after: Option<Bytes>,
+    pub limit: u32,
+    /// `host:port` of the receiving store node.
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Transferred {
+    /// Records copied (installed or already there) in this page.
+    pub keys: u64,
+    /// Their encoded size.
+    pub bytes: u64,
+    /// `None` when the shard is done.
+    pub next: Option<Bytes>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Prepare(Prepare),
@@ -138,6 +169,10 @@ pub enum Request {
     Scan(Scan),
     Ping,
     CommitBatch(CommitBatch),
+    Clone(CloneRecords),
+    Transfer(Transfer),
+    /// How many records (tombstones included) this node stores per shard, owned or not.
+    Inventory,
 }
 
 impl Request {
@@ -152,6 +187,9 @@ impl Request {
             Request::Scan(_) => "scan",
             Request::Ping => "ping",
             Request::CommitBatch(_) => "commit_batch",
+            Request::Clone(_) => "clone",
+            Request::Transfer(_) => "transfer",
+            Request::Inventory => "inventory",
         }
     }
 }
@@ -209,6 +247,16 @@ pub struct Pong {
     pub protocol: u8,
     /// The cluster's shard count as this node knows it.
     pub shards: u32,
+    /// The shard map version the node serves (0 without etcd).
+    pub map_version: u64,
+    /// The redistribution this node takes part in (forwarding, accepting copies), 0 for none.
+    pub redistribution: u64,
+    /// The redistribution whose handoff this node has begun, 0 for none.
+    pub handoff: u64,
+    /// In a handoff: no lease is held on a shard moving away, so no commit prepared here can still land.
+    pub settled: bool,
+    /// The node's prepare lease: how long after a handoff a commit of an earlier prepare may still land.
+    pub lease_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +264,9 @@ pub enum Response {
     Reply(Reply),
     Scan(ScanPage),
     Pong(Pong),
+    Transferred(Transferred),
+    /// `(shard, records)` for every shard with at least one record.
+    Inventory(Vec<(u32, u64)>),
 }
 
 impl Response {
@@ -223,7 +274,7 @@ impl Response {
     pub fn status(&self) -> Status {
         match self {
             Response::Reply(r) => r.status,
-            Response::Scan(_) | Response::Pong(_) => Status::Ok,
+            Response::Scan(_) | Response::Pong(_) | Response::Transferred(_) | Response::Inventory(_) => Status::Ok,
         }
     }
 }

@@ -105,6 +105,9 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 }
             ),
         Just(Request::Ping),
+        Just(Request::Inventory),
+        (any::<u32>(), proptest::option::of(arb_bytes(12)), any::<u32>(), ".{0,20}")
+            .prop_map(|(shard, after, limit, target)| Request::Transfer(Transfer { shard, after, limit, target })),
     ]
 }
 
@@ -135,8 +138,16 @@ fn arb_response() -> impl Strategy<Value = Response> {
         (".{0,12}", any::<u8>(), any::<u32>()).prop_map(|(node, protocol, shards)| Response::Pong(Pong {
             node,
             protocol,
-            shards
+            shards,
+            map_version: shards as u64 * 3,
+            redistribution: 5,
+            handoff: 0,
+            settled: protocol % 2 == 0,
+            lease_ms: 600,
         })),
+        (any::<u64>(), any::<u64>(), proptest::option::of(arb_bytes(12)))
+            .prop_map(|(keys, bytes, next)| Response::Transferred(Transferred { keys, bytes, next })),
+        proptest::collection::vec((any::<u32>(), any::<u64>()), 0..4).prop_map(Response::Inventory),
     ]
 }
 

@@ -16,6 +16,8 @@ pub const REPAIRS: &str = "vesta_proxy_repairs_total";
 /// 1 while the proxy holds a connection to the store node `node`.
 pub const STORE_UP: &str = "vesta_proxy_store_up";
 pub const CLIENT_CONNECTIONS: &str = "vesta_proxy_client_connections";
+/// The shard map version this proxy routes by.
+pub const MAP_VERSION: &str = "vesta_proxy_map_version";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];

@@ -40,8 +40,11 @@ struct Node {
     connecting: tokio::sync::Mutex<()>,
 }
 
+/// Nodes are only ever added (a new shard map may name new ones), so a [`NodeIndex`] stays valid for
+/// the life of the process and maps of different versions can share one pool.
 pub struct NodePool {
-    nodes: Vec<Node>,
+    nodes: parking_lot::RwLock<Vec<Arc<Node>>>,
+    locals: LocalNodes,
     timeout: Duration,
 }
 
@@ -49,39 +52,53 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 impl NodePool {
-    pub fn new(addrs: &[String], timeout: Duration, locals: &LocalNodes) -> Self {
-        let nodes = addrs
-            .iter()
-            .map(|a| Node {
-                addr: a.clone(),
-                local: locals.get(a).cloned(),
-                conn: Mutex::new(None),
-                retry: Mutex::new((Instant::now(), MIN_BACKOFF)),
-                connecting: tokio::sync::Mutex::new(()),
-            })
-            .collect();
-        NodePool { nodes, timeout }
+    pub fn new(timeout: Duration, locals: &LocalNodes) -> Self {
+        NodePool { nodes: Default::default(), locals: locals.clone(), timeout }
+    }
+
+    /// The index of the node at `addr`, added to the pool if it is new.
+    pub fn index_of(&self, addr: &str) -> NodeIndex {
+        if let Some(i) = self.nodes.read().iter().position(|n| n.addr == addr) {
+            return i;
+        }
+        let mut nodes = self.nodes.write();
+        if let Some(i) = nodes.iter().position(|n| n.addr == addr) {
+            return i;
+        }
+        nodes.push(Arc::new(Node {
+            addr: addr.to_string(),
+            local: self.locals.get(addr).cloned(),
+            conn: Mutex::new(None),
+            retry: Mutex::new((Instant::now(), MIN_BACKOFF)),
+            connecting: tokio::sync::Mutex::new(()),
+        }));
+        nodes.len() - 1
+    }
+
+    fn node(&self, node: NodeIndex) -> Arc<Node> {
+        self.nodes.read()[node].clone()
     }
 
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    pub fn addr(&self, node: NodeIndex) -> &str {
-        &self.nodes[node].addr
+    pub fn addr(&self, node: NodeIndex) -> String {
+        self.node(node).addr.clone()
     }
 
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.nodes.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.nodes.read().is_empty()
     }
 
     /// Whether the node currently has a live connection.
     pub fn is_up(&self, node: NodeIndex) -> bool {
-        self.nodes[node].local.is_some() || lock(&self.nodes[node].conn).as_ref().is_some_and(|c| !c.is_closed())
+        let n = self.node(node);
+        n.local.is_some() || lock(&n.conn).as_ref().is_some_and(|c| !c.is_closed())
     }
 
     pub async fn call(&self, node: NodeIndex, request: Request) -> Result<Response, NodeError> {
@@ -96,22 +113,22 @@ impl NodePool {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, NodeError> {
-        if let Some(local) = &self.nodes[node].local {
+        let n = self.node(node);
+        if let Some(local) = &n.local {
             return tokio::time::timeout(timeout, local.call(request)).await.map_err(|_| NodeError::Timeout);
         }
-        let conn = self.connection(node).await?;
+        let conn = self.connection(&n).await?;
         match tokio::time::timeout(timeout, conn.call(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(_closed)) => {
-                self.mark_down(node);
+                self.mark_down(&n);
                 Err(NodeError::Down)
             }
             Err(_elapsed) => Err(NodeError::Timeout),
         }
     }
 
-    async fn connection(&self, node: NodeIndex) -> Result<NodeConnection, NodeError> {
-        let n = &self.nodes[node];
+    async fn connection(&self, n: &Node) -> Result<NodeConnection, NodeError> {
         if let Some(c) = lock(&n.conn).as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
@@ -132,14 +149,13 @@ impl NodePool {
                 Ok(c)
             }
             _ => {
-                self.mark_down(node);
+                self.mark_down(n);
                 Err(NodeError::Down)
             }
         }
     }
 
-    fn mark_down(&self, node: NodeIndex) {
-        let n = &self.nodes[node];
+    fn mark_down(&self, n: &Node) {
         let was_up = lock(&n.conn).take().is_some();
         let mut retry = lock(&n.retry);
         *retry = (Instant::now() + retry.1, (retry.1 * 2).min(MAX_BACKOFF));

@@ -27,7 +27,7 @@ use crate::metrics as m;
 use crate::pool::LocalNodes;
 use crate::resp::{parse_request, Reply, RequestLimits};
 use crate::session::{ReplyMode, Session, Shared};
-use crate::topology::{StaticMap, Topology};
+use crate::topology::Topology;
 
 type Pending = Pin<Box<dyn Future<Output = (bool, Reply)> + Send>>;
 
@@ -47,8 +47,7 @@ impl Proxy {
             deadline: Duration::from_millis(config.deadline_ms),
             origin: config.origin,
         };
-        let map = Arc::new(StaticMap::new(topology));
-        let coordinator = Coordinator::new(map, Duration::from_millis(config.node_timeout_ms), settings, locals);
+        let coordinator = Coordinator::new(topology, Duration::from_millis(config.node_timeout_ms), settings, locals);
         let shared = Shared {
             started: Instant::now(),
             run_id: format!("{:040x}", rand::random::<u128>()),
@@ -61,6 +60,7 @@ impl Proxy {
             zones: topology.zone_count(),
             write_quorum: topology.write_quorum,
             read_quorum: topology.read_quorum,
+            map_view: parking_lot::RwLock::new((topology.version, topology.down_zones.clone())),
             clients: Default::default(),
             config: parking_lot::Mutex::new(cmd::server::default_config(port, config.max_clients)),
             stats: Default::default(),
@@ -72,6 +72,13 @@ impl Proxy {
             max_clients: config.max_clients,
             max_pipeline: config.max_pipeline,
         })
+    }
+
+    /// Routes by a new shard map version (or zone states) from now on.
+    pub fn install(&self, topology: &Topology) -> Result<(), String> {
+        self.coordinator.install(topology)?;
+        *self.shared.map_view.write() = (topology.version, topology.down_zones.clone());
+        Ok(())
     }
 }
 
@@ -93,11 +100,23 @@ pub async fn run_with_local_nodes(
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
+    run_proxy(config, topology, locals, |addr, _| on_listening(addr), shutdown).await
+}
+
+/// [`run_with_local_nodes`], handing the running proxy to `on_started` (which may follow the cluster's
+/// shard map and install new versions into its coordinator).
+pub async fn run_proxy(
+    config: &ProxyConfig,
+    topology: &Topology,
+    locals: &LocalNodes,
+    on_started: impl FnOnce(SocketAddr, Arc<Proxy>),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     topology.validate()?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let proxy = Proxy::new(config, topology, addr.port(), locals);
-    on_listening(addr);
+    on_started(addr, proxy.clone());
     serve(proxy, listener, shutdown).await;
     Ok(())
 }

@@ -97,6 +97,8 @@ pub struct Shared {
     pub zones: usize,
     pub write_quorum: usize,
     pub read_quorum: usize,
+    /// The shard map version routed by and the zones in maintenance, for INFO.
+    pub map_view: parking_lot::RwLock<(u64, Vec<String>)>,
     pub clients: crate::clients::Clients,
     /// CONFIG SET values (most are accepted for compatibility and change nothing; see CONFIG in
     /// docs/compatibility.md).

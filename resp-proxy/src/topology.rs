@@ -1,7 +1,7 @@
 //! Where shards live: zones × nodes, and each shard's storage group (its node in every zone).
 //!
-//! The map sits behind [`ShardMap`] so that the etcd-backed map (with versions and redistribution) can
-//! replace this static one without touching the coordinator.
+//! A map is immutable; a new version (from etcd) replaces the coordinator's map as a whole, so a request
+//! sees one version from start to end.
 
 use std::path::Path;
 
@@ -31,6 +31,12 @@ pub struct Topology {
     /// in etcd places the shards; without it, shard `s` lives on node `s % len` of every zone.
     #[serde(skip)]
     pub placement: Option<Vec<Vec<usize>>>,
+    /// Zones in maintenance (`vesta admin zone down`): no request goes to them.
+    #[serde(skip)]
+    pub down_zones: Vec<String>,
+    /// The shard map version this comes from (0 for a topology file).
+    #[serde(skip)]
+    pub version: u64,
 }
 
 fn default_shards() -> u32 {
@@ -62,7 +68,12 @@ impl Topology {
         if self.shards == 0 {
             return Err("shards must be at least 1".into());
         }
-        vesta_cluster::spec::check_quorum(n, w, r).map_err(|e| e.to_string())
+        vesta_cluster::spec::check_quorum(n, w, r).map_err(|e| e.to_string())?;
+        let serving = self.zones.iter().filter(|z| !self.down_zones.contains(&z.name)).count();
+        if serving < w.max(r) {
+            return Err(format!("only {serving} of {n} zones are in service, fewer than a quorum ({})", w.max(r)));
+        }
+        Ok(())
     }
 
     pub fn zone_count(&self) -> usize {
@@ -75,42 +86,45 @@ pub type NodeIndex = usize;
 
 pub trait ShardMap: Send + Sync + 'static {
     fn shards(&self) -> u32;
-    /// The shard's storage group: one node per zone, in zone order.
+    /// The shard's storage group: one node per zone in service, in zone order.
     fn storage_group(&self, shard: u32) -> &[NodeIndex];
-    /// Every store node's address, indexed by [`NodeIndex`].
-    fn nodes(&self) -> &[String];
+    /// The shard map version (0 for a topology file).
+    fn version(&self) -> u64;
+    /// Zones in maintenance, which the storage groups leave out.
+    fn down_zones(&self) -> &[String];
 }
 
 /// A map computed once from a topology: shard `s` lives on node `s % len` of every zone, or where the
 /// topology's placement (from etcd) puts it.
 pub struct StaticMap {
     shards: u32,
-    nodes: Vec<String>,
     groups: Vec<Vec<NodeIndex>>,
+    version: u64,
+    down_zones: Vec<String>,
 }
 
 impl StaticMap {
-    pub fn new(t: &Topology) -> Self {
-        let mut nodes = Vec::new();
-        let mut zone_nodes = Vec::new();
-        for z in &t.zones {
-            let first = nodes.len();
-            nodes.extend(z.nodes.iter().cloned());
-            zone_nodes.push((first, z.nodes.len()));
-        }
+    /// `index_of` gives each node address its [`NodeIndex`] (the coordinator's node pool).
+    pub fn new(t: &Topology, mut index_of: impl FnMut(&str) -> NodeIndex) -> Self {
+        let zones: Vec<(usize, Vec<NodeIndex>)> = t
+            .zones
+            .iter()
+            .enumerate()
+            .filter(|(_, z)| !t.down_zones.contains(&z.name))
+            .map(|(i, z)| (i, z.nodes.iter().map(|a| index_of(a)).collect()))
+            .collect();
         let groups = (0..t.shards as usize)
             .map(|s| {
-                zone_nodes
+                zones
                     .iter()
-                    .enumerate()
-                    .map(|(z, &(first, len))| {
-                        let placed = t.placement.as_ref().and_then(|p| p.get(s)).and_then(|g| g.get(z)).copied();
-                        first + placed.filter(|&i| i < len).unwrap_or(s % len)
+                    .map(|(z, nodes)| {
+                        let placed = t.placement.as_ref().and_then(|p| p.get(s)).and_then(|g| g.get(*z)).copied();
+                        nodes[placed.filter(|&i| i < nodes.len()).unwrap_or(s % nodes.len())]
                     })
                     .collect()
             })
             .collect();
-        StaticMap { shards: t.shards, nodes, groups }
+        StaticMap { shards: t.shards, groups, version: t.version, down_zones: t.down_zones.clone() }
     }
 }
 
@@ -121,8 +135,11 @@ impl ShardMap for StaticMap {
     fn storage_group(&self, shard: u32) -> &[NodeIndex] {
         &self.groups[shard as usize % self.groups.len()]
     }
-    fn nodes(&self) -> &[String] {
-        &self.nodes
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn down_zones(&self) -> &[String] {
+        &self.down_zones
     }
 }
 
@@ -133,7 +150,18 @@ mod tests {
     fn topo(n: usize, w: usize, r: usize) -> Topology {
         let zones =
             (0..n).map(|i| Zone { name: format!("z{i}"), nodes: vec![format!("h{i}a"), format!("h{i}b")] }).collect();
-        Topology { shards: 8, write_quorum: w, read_quorum: r, zones, placement: None }
+        Topology { shards: 8, write_quorum: w, read_quorum: r, zones, placement: None, down_zones: vec![], version: 0 }
+    }
+
+    fn indexer() -> impl FnMut(&str) -> NodeIndex {
+        let mut seen: Vec<String> = Vec::new();
+        move |a: &str| match seen.iter().position(|s| s == a) {
+            Some(i) => i,
+            None => {
+                seen.push(a.to_string());
+                seen.len() - 1
+            }
+        }
     }
 
     #[test]
@@ -148,9 +176,20 @@ mod tests {
 
     #[test]
     fn one_replica_per_zone() {
-        let m = StaticMap::new(&topo(3, 2, 2));
+        let m = StaticMap::new(&topo(3, 2, 2), indexer());
         assert_eq!(m.storage_group(0), &[0, 2, 4]);
         assert_eq!(m.storage_group(1), &[1, 3, 5]);
-        assert_eq!(m.nodes()[3], "h1b");
+    }
+
+    #[test]
+    fn a_zone_in_maintenance_leaves_the_storage_groups() {
+        let mut t = topo(3, 2, 2);
+        t.down_zones = vec!["z1".into()];
+        assert!(t.validate().is_ok());
+        let m = StaticMap::new(&t, indexer());
+        assert_eq!(m.storage_group(0), &[0, 2]);
+        assert_eq!(m.storage_group(1), &[1, 3]);
+        t.down_zones.push("z2".into());
+        assert!(t.validate().unwrap_err().contains("in service"));
     }
 }

@@ -53,6 +53,9 @@ pub struct StoreConfig {
     pub etcd: Vec<String>,
     /// The cluster's name in etcd.
     pub cluster: String,
+    /// With etcd: how long after a shard stopped being this node's its records are deleted. Late
+    /// proxies still on the previous map find `not-owner` meanwhile, and an aborted move loses nothing.
+    pub drop_grace_ms: u64,
     /// Requests processed at once; beyond it the node answers `Overloaded` at once.
     pub max_in_flight: usize,
     pub max_frame_bytes: usize,
@@ -79,6 +82,7 @@ impl Default for StoreConfig {
             owned_shards: Vec::new(),
             etcd: Vec::new(),
             cluster: "vesta".into(),
+            drop_grace_ms: 60_000,
             max_in_flight: 10_000,
             max_frame_bytes: vesta_proto::frame::DEFAULT_MAX_FRAME,
             tombstone_retention_secs: 7 * 24 * 3600,
@@ -184,6 +188,8 @@ pub struct StoreFlags {
     pub etcd: Option<Vec<String>>,
     #[arg(long, env = "VESTA_STORE_CLUSTER")]
     pub cluster: Option<String>,
+    #[arg(long, env = "VESTA_STORE_DROP_GRACE_MS")]
+    pub drop_grace_ms: Option<u64>,
     #[arg(long, env = "VESTA_STORE_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
     #[arg(long, env = "VESTA_STORE_MAX_FRAME_BYTES")]
@@ -218,6 +224,7 @@ impl StoreFlags {
             owned_shards,
             etcd,
             cluster,
+            drop_grace_ms,
             max_in_flight,
             max_frame_bytes,
             tombstone_retention_secs,

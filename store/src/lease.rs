@@ -115,6 +115,11 @@ impl LeaseTable {
         self.leases.len()
     }
 
+    /// Whether any live lease (or commit in progress) is on a key `matches` selects.
+    pub fn any_live(&self, now: u64, matches: impl Fn(&[u8]) -> bool) -> bool {
+        self.leases.iter().any(|e| e.value().deadline > now && matches(e.key()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.leases.is_empty()
     }

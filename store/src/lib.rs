@@ -19,6 +19,8 @@ pub mod lease;
 pub mod metrics;
 pub mod node;
 mod ops;
+pub mod ownership;
+mod peers;
 pub mod server;
 mod writer;
 
@@ -26,3 +28,4 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{EngineKind, StoreConfig, SyncPolicy};
 pub use engine::{Engine, EngineError};
 pub use node::StoreNode;
+pub use ownership::Ownership;

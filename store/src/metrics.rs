@@ -25,6 +25,14 @@ pub const ENGINE_ESTIMATED_KEYS: &str = "vesta_store_engine_estimated_keys";
 pub const ENGINE_SST_BYTES: &str = "vesta_store_engine_sst_bytes";
 pub const ENGINE_PENDING_COMPACTION_BYTES: &str = "vesta_store_engine_pending_compaction_bytes";
 pub const EXPIRED_PURGED: &str = "vesta_store_expired_purged_total";
+/// The shard map version the node serves.
+pub const MAP_VERSION: &str = "vesta_store_map_version";
+pub const OWNED_SHARDS: &str = "vesta_store_owned_shards";
+/// Records sent to other nodes, by `why` (`forward`: a live write to a moving shard; `transfer`: a
+/// redistribution or repair copy) and `outcome`.
+pub const COPIES_SENT: &str = "vesta_store_copies_sent_total";
+/// Records deleted because their shard moved away.
+pub const DROPPED_RECORDS: &str = "vesta_store_dropped_records_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];

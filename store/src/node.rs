@@ -1,9 +1,11 @@
 //! The store node: validation, dispatch and bookkeeping around the operations in `ops/`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vesta_proto::{KeyRef, Pong, Record, Reply, Request, Response, Status, PROTOCOL_VERSION};
+use parking_lot::RwLock;
+use vesta_proto::{KeyRef, Pong, Record, Reply, Request, RequestId, Response, Status, PROTOCOL_VERSION};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{EngineKind, StoreConfig, SyncPolicy};
@@ -11,7 +13,20 @@ use crate::engine::{Engine, EngineError, MemoryEngine, Mutation, RocksEngine, Ro
 use crate::key;
 use crate::lease::LeaseTable;
 use crate::metrics as m;
+use crate::ownership::Ownership;
+use crate::peers::Peers;
 use crate::writer::Writer;
+
+/// What an operation needs of the target's shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// A proxy's prepare, read or scan: the node must serve the shard.
+    Serve,
+    /// Copies and repairs: the node must keep the shard's data (owned, incoming or outgoing).
+    Hold,
+    /// Commit and abort: the lease the prepare took is the proof; ownership may have moved since.
+    Lease,
+}
 
 /// What the operations need to know; a subset of [`StoreConfig`].
 #[derive(Debug, Clone)]
@@ -46,6 +61,12 @@ pub struct StoreNode {
     pub(crate) leases: LeaseTable,
     pub(crate) clock: Arc<dyn Clock>,
     writer: Writer,
+    ownership: RwLock<Arc<Ownership>>,
+    /// Other store nodes this one sends copies to (redistribution, repair).
+    pub(crate) peers: Peers,
+    /// Request ids of this node's own copies: a per-process prefix and a counter.
+    id_prefix: u128,
+    next_id: AtomicU64,
 }
 
 impl StoreNode {
@@ -85,7 +106,45 @@ impl StoreNode {
     ) -> Result<Arc<Self>, EngineError> {
         let writer = Writer::start(engine.clone(), settings.sync_writes)
             .map_err(|e| EngineError::Other(format!("start group-commit thread: {e}")))?;
-        Ok(Arc::new(StoreNode { settings, engine, leases: LeaseTable::default(), clock, writer }))
+        let ownership = RwLock::new(Arc::new(Ownership::fixed(settings.owned.clone())));
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let id_prefix = ((started.as_nanos() as u64 ^ (std::process::id() as u64) << 40) as u128) << 64;
+        Ok(Arc::new(StoreNode {
+            settings,
+            engine,
+            leases: LeaseTable::default(),
+            clock,
+            writer,
+            ownership,
+            peers: Peers::default(),
+            id_prefix,
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// What the node serves now.
+    pub fn ownership(&self) -> Arc<Ownership> {
+        self.ownership.read().clone()
+    }
+
+    /// Switches to a new view of the shard map (and of a running redistribution) at once: operations
+    /// already past their ownership check finish under the old view.
+    pub fn set_ownership(&self, ownership: Ownership) {
+        tracing::info!(
+            version = ownership.map_version,
+            owned = ownership.owned_count(),
+            outgoing = ownership.outgoing.len(),
+            incoming = ownership.incoming.iter().filter(|i| **i).count(),
+            handoff = ownership.handoff,
+            "shard ownership changed"
+        );
+        metrics::gauge!(m::MAP_VERSION).set(ownership.map_version as f64);
+        metrics::gauge!(m::OWNED_SHARDS).set(ownership.owned_count() as f64);
+        *self.ownership.write() = Arc::new(ownership);
+    }
+
+    pub(crate) fn next_request_id(&self) -> RequestId {
+        RequestId(self.id_prefix | self.next_id.fetch_add(1, Ordering::Relaxed) as u128)
     }
 
     pub fn name(&self) -> &str {
@@ -112,11 +171,31 @@ impl StoreNode {
                 Ok(page) => Response::Scan(page),
                 Err(reply) => Response::Reply(reply),
             },
-            Request::Ping => Response::Pong(Pong {
-                node: self.settings.name.clone(),
-                protocol: PROTOCOL_VERSION,
-                shards: self.settings.shards,
-            }),
+            Request::Clone(c) => Response::Reply(self.clone_records(c).await),
+            Request::Transfer(t) => match self.transfer(t).await {
+                Ok(done) => Response::Transferred(done),
+                Err(reply) => Response::Reply(reply),
+            },
+            Request::Inventory => match self.inventory() {
+                Ok(counts) => Response::Inventory(counts),
+                Err(reply) => Response::Reply(reply),
+            },
+            Request::Ping => {
+                let ownership = self.ownership();
+                Response::Pong(Pong {
+                    node: self.settings.name.clone(),
+                    protocol: PROTOCOL_VERSION,
+                    shards: self.settings.shards,
+                    map_version: ownership.map_version,
+                    redistribution: ownership.redistribution,
+                    handoff: ownership.handoff,
+                    settled: ownership.handoff != 0
+                        && !self.leases.any_live(self.clock.mono_ms(), |skey| {
+                            key::decode(skey).is_some_and(|(shard, _, _)| ownership.forward_to(shard).is_some())
+                        }),
+                    lease_ms: self.settings.lease_ms,
+                })
+            }
         };
         let status = response.status();
         metrics::counter!(m::OPERATIONS, "op" => op, "status" => status.as_str()).increment(1);
@@ -124,8 +203,13 @@ impl StoreNode {
         response
     }
 
-    /// Checks that the target is well-formed and ours; returns its storage key.
+    /// Checks that the target is well-formed and that this node serves it; returns its storage key.
     pub(crate) fn locate(&self, target: &KeyRef) -> Result<Vec<u8>, Reply> {
+        self.locate_for(target, Need::Serve)
+    }
+
+    /// Checks that the target is well-formed and meets `need`; returns its storage key.
+    pub(crate) fn locate_for(&self, target: &KeyRef, need: Need) -> Result<Vec<u8>, Reply> {
         if target.namespace.len() > key::MAX_NAMESPACE {
             return Err(Reply::error(Status::BadRequest, "namespace longer than 255 bytes"));
         }
@@ -142,14 +226,15 @@ impl StoreNode {
                 format!("key belongs to shard {expected}, not {}", target.shard),
             ));
         }
-        if !self.owns(target.shard) {
-            return Err(Reply::error(Status::NotOwner, format!("shard {} is not on this node", target.shard)));
+        let allowed = match need {
+            Need::Serve => self.ownership.read().serves(target.shard),
+            Need::Hold => self.ownership.read().holds(target.shard),
+            Need::Lease => true,
+        };
+        if !allowed {
+            return Err(not_owner(target.shard));
         }
         Ok(key::encode(target.shard, &target.namespace, &target.key))
-    }
-
-    pub(crate) fn owns(&self, shard: u32) -> bool {
-        self.settings.owned.get(shard as usize).copied().unwrap_or(false)
     }
 
     /// The stored copy of `skey`, or `None` when absent or expired (expired is absent for every
@@ -170,9 +255,17 @@ impl StoreNode {
         self.store_all(vec![self.put(skey, record)]).await
     }
 
-    /// Applies `batch` atomically (one engine write batch).
+    /// Applies `batch` atomically (one engine write batch). While shards move away, the writes to them
+    /// are forwarded to their new node before the write counts as done here: an acknowledged write is
+    /// then on both, whichever of them the proxies end up asking.
     pub(crate) async fn store_all(&self, batch: Vec<Mutation>) -> Result<(), Reply> {
-        self.writer.write(batch).await.map_err(|e| Reply::error(Status::Internal, e))
+        let ownership = self.ownership();
+        let forward = if ownership.is_forwarding() { self.peers.forwardable(&ownership, &batch) } else { Vec::new() };
+        self.writer.write(batch).await.map_err(|e| Reply::error(Status::Internal, e))?;
+        if forward.is_empty() {
+            return Ok(());
+        }
+        self.forward(forward).await
     }
 
     /// The mutation that writes `record` at `skey`.
@@ -215,6 +308,10 @@ impl StoreNode {
             }
         })
     }
+}
+
+pub(crate) fn not_owner(shard: u32) -> Reply {
+    Reply::error(Status::NotOwner, format!("shard {shard} is not served by this node"))
 }
 
 pub(crate) fn internal(e: EngineError) -> Reply {

@@ -1,30 +1,42 @@
-//! Where a proxy or store node learns the cluster: a topology file, or etcd (`--etcd`). A proxy keeps
-//! the last map it read from etcd in a cache file, so that it can start while etcd is down.
+//! Where a proxy or store node learns the cluster: a topology file, or etcd (`--etcd`).
 //!
-//! The map is read once at start-up. Watching it for changes, and refreshing on `not-owner`, is not
-//! built yet (issue 5): a map change needs a restart of the processes for now.
+//! With etcd, both follow the cluster for as long as they run: a watch on the cluster's prefix (and a
+//! reload every few seconds, in case a watch event is lost) brings every new map version, zone state
+//! and redistribution phase, which they switch to at once. A proxy also reloads when a store node
+//! answers `not-owner`, and keeps the last map in a cache file so that it can start while etcd is down.
+//! A store node deletes the records of shards that stopped being its own after a grace period.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use vesta_cluster::etcd::ClusterStore;
+use vesta_cluster::etcd::{ClusterState, ClusterStore};
+use vesta_cluster::redistribution::Phase;
 use vesta_cluster::shard_map::ShardMap;
 use vesta_cluster::spec::ClusterSpec;
+use vesta_proxy::server::Proxy;
 use vesta_proxy::topology::{Topology, Zone};
 use vesta_proxy::ProxyConfig;
 use vesta_store::config::StoreConfig;
+use vesta_store::{Ownership, StoreNode};
 
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A reload however quiet the watch is: a lost event delays a switch by at most this.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 /// What the cache file holds.
 #[derive(Serialize, Deserialize)]
 struct Cached {
     spec: ClusterSpec,
     map: ShardMap,
+    #[serde(default)]
+    down_zones: Vec<String>,
 }
 
-async fn from_etcd(endpoints: &[String], cluster: &str) -> Result<(ClusterSpec, ShardMap), String> {
+async fn load(endpoints: &[String], cluster: &str) -> Result<ClusterState, String> {
     let load = async {
         let mut store = ClusterStore::connect(endpoints, cluster).await.map_err(|e| e.to_string())?;
         store.load().await.map_err(|e| e.to_string())
@@ -33,7 +45,7 @@ async fn from_etcd(endpoints: &[String], cluster: &str) -> Result<(ClusterSpec, 
         Err(_) => Err(format!("etcd at {} did not answer within {ETCD_TIMEOUT:?}", endpoints.join(","))),
         Ok(Err(e)) => Err(format!("etcd at {}: {e}", endpoints.join(","))),
         Ok(Ok(None)) => Err(format!("cluster {cluster:?} does not exist in etcd (run `vesta admin init` first)")),
-        Ok(Ok(Some(state))) => Ok((state.spec, state.map)),
+        Ok(Ok(Some(state))) => Ok(state),
     }
 }
 
@@ -42,43 +54,219 @@ pub async fn proxy_topology(config: &ProxyConfig) -> Result<Topology, String> {
     if config.etcd.is_empty() {
         return Topology::from_file(&config.topology).map_err(|e| format!("topology: {e}"));
     }
-    let (spec, map) = match from_etcd(&config.etcd, &config.cluster).await {
-        Ok((spec, map)) => {
+    let topology = match load(&config.etcd, &config.cluster).await {
+        Ok(state) => {
+            let down = down_zones(&state);
             if let Some(path) = &config.map_cache {
-                write_cache(path, &spec, &map)?;
+                write_cache(path, &state.spec, &state.map, &down)?;
             }
-            (spec, map)
+            topology_of(&state.spec, &state.map, down)?
         }
         Err(e) => {
             let Some(path) = &config.map_cache else { return Err(e) };
             let cached = read_cache(path).map_err(|c| format!("{e}; and no usable map cache: {c}"))?;
             tracing::warn!(error = %e, cache = %path.display(), version = cached.map.version, "serving from the map cache");
-            (cached.spec, cached.map)
+            topology_of(&cached.spec, &cached.map, cached.down_zones)?
         }
     };
-    tracing::info!(version = map.version, "shard map loaded");
-    topology_of(&spec, &map)
+    tracing::info!(version = topology.version, "shard map loaded");
+    Ok(topology)
 }
 
-/// A store node's shard count and owned shards, from etcd when configured.
-pub async fn store_shards(config: &mut StoreConfig) -> Result<(), String> {
+/// Keeps a running proxy on the cluster's newest map (and zone states), for as long as it runs.
+pub fn follow_for_proxy(config: &ProxyConfig, proxy: Arc<Proxy>, started_with: &Topology) {
     if config.etcd.is_empty() {
-        return Ok(());
+        return;
     }
-    let (_, map) = from_etcd(&config.etcd, &config.cluster).await?;
-    let owned = map.shards_of(&config.node);
-    if owned.is_empty() {
-        return Err(format!("the shard map (version {}) gives node {:?} no shards", map.version, config.node));
+    let cache = config.map_cache.clone();
+    let mut current = (started_with.version, started_with.down_zones.clone());
+    let coordinator = proxy.coordinator.clone();
+    let apply = move |state: ClusterState| {
+        let down = down_zones(&state);
+        if (state.map.version, down.clone()) == current {
+            return;
+        }
+        let installed = topology_of(&state.spec, &state.map, down.clone()).and_then(|t| proxy.install(&t));
+        match installed {
+            Ok(()) => {
+                current = (state.map.version, down.clone());
+                if let Some(path) = &cache {
+                    if let Err(e) = write_cache(path, &state.spec, &state.map, &down) {
+                        tracing::warn!(error = %e, "cannot update the map cache");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(version = state.map.version, error = %e, "refusing the new shard map"),
+        }
+    };
+    let wake = move || {
+        let c = coordinator.clone();
+        async move { c.refresh_requested().await }
+    };
+    tokio::spawn(follow(config.etcd.clone(), config.cluster.clone(), apply, wake));
+}
+
+/// A store node's cluster from etcd (when configured): sets the shard count, and returns the state to
+/// derive the node's ownership from.
+pub async fn store_cluster(config: &mut StoreConfig) -> Result<Option<ClusterState>, String> {
+    if config.etcd.is_empty() {
+        return Ok(None);
     }
-    config.shards = map.shards;
-    config.owned_shards = owned.iter().map(u32::to_string).collect();
-    tracing::info!(version = map.version, shards = owned.len(), "owned shards from the shard map");
-    Ok(())
+    let state = load(&config.etcd, &config.cluster).await?;
+    config.shards = state.map.shards;
+    config.owned_shards = Vec::new();
+    let owned = ownership_of(&state, &config.node);
+    if owned.owned_count() == 0 && owned.incoming.iter().all(|i| !i) {
+        tracing::warn!(
+            version = state.map.version,
+            node = %config.node,
+            "the shard map gives this node no shards yet; waiting for `vesta admin add-node`"
+        );
+    }
+    Ok(Some(state))
+}
+
+/// Puts the node on the ownership `state` gives it, then keeps it on the cluster's newest state and
+/// drops the records of shards it no longer holds once they have been gone for the grace period.
+pub fn follow_for_store(config: &StoreConfig, node: Arc<StoreNode>, state: &ClusterState) {
+    node.set_ownership(ownership_of(state, &config.node));
+    let name = config.node.clone();
+    let store_node = node.clone();
+    let apply = move |state: ClusterState| {
+        let next = ownership_of(&state, &name);
+        let now = store_node.ownership();
+        let same = next.map_version == now.map_version
+            && next.handoff == now.handoff
+            && next.redistribution == now.redistribution
+            && next.owned == now.owned
+            && next.incoming == now.incoming
+            && next.outgoing == now.outgoing;
+        if !same {
+            store_node.set_ownership(next);
+        }
+    };
+    let never = || std::future::pending::<()>();
+    tokio::spawn(follow(config.etcd.clone(), config.cluster.clone(), apply, never));
+    tokio::spawn(drop_departed_shards(node, Duration::from_millis(config.drop_grace_ms)));
+}
+
+/// Deletes the records of every shard the node has not held for `grace`.
+async fn drop_departed_shards(node: Arc<StoreNode>, grace: Duration) {
+    let mut since: HashMap<u32, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let ownership = node.ownership();
+        let shards = ownership.owned.len() as u32;
+        since.retain(|&s, _| !ownership.holds(s));
+        for shard in (0..shards).filter(|&s| !ownership.holds(s)) {
+            if !node.has_data(shard) {
+                since.remove(&shard);
+                continue;
+            }
+            let first_seen = *since.entry(shard).or_insert_with(Instant::now);
+            if first_seen.elapsed() < grace || node.ownership().holds(shard) {
+                continue;
+            }
+            match node.drop_shard(shard).await {
+                Ok(n) => tracing::info!(shard, records = n, "dropped a shard this node no longer holds"),
+                Err(e) => tracing::error!(shard, error = %e, "dropping a departed shard failed"),
+            }
+            since.remove(&shard);
+        }
+    }
+}
+
+/// What a node serves under `state`: its shards of the map, and its part in a running redistribution.
+fn ownership_of(state: &ClusterState, node: &str) -> Ownership {
+    let shards = state.map.shards as usize;
+    let mut o = Ownership::fixed((0..shards).map(|s| state.map.owns(node, s as u32)).collect());
+    o.map_version = state.map.version;
+    if let Some(plan) = &state.redistribution {
+        let forwarding = plan.phase != Phase::Announced;
+        let (mut source, mut target) = (false, false);
+        for m in &plan.moves {
+            if m.from == node {
+                source = true;
+                if let (true, Some(addr)) = (forwarding, plan.addr_of(&m.to)) {
+                    o.outgoing.insert(m.shard, addr.to_string());
+                }
+            }
+            if m.to == node {
+                target = true;
+                if let Some(slot) = o.incoming.get_mut(m.shard as usize) {
+                    *slot = true;
+                }
+            }
+        }
+        // A node reports the redistribution once it plays its whole part in the current phase.
+        if (source || target) && (!source || forwarding) {
+            o.redistribution = plan.id;
+        }
+        if plan.phase == Phase::Handoff {
+            o.handoff = plan.id;
+        }
+    }
+    o
+}
+
+fn down_zones(state: &ClusterState) -> Vec<String> {
+    state.spec.zones.iter().filter(|z| state.is_down(&z.name)).map(|z| z.name.clone()).collect()
+}
+
+/// Follows the cluster in etcd: `apply` gets the state after every change that can affect routing,
+/// after each `wake`, and every [`RELOAD_EVERY`]; while etcd is away it retries with back-off and the
+/// component serves on with what it has.
+async fn follow<W, F>(endpoints: Vec<String>, cluster: String, mut apply: impl FnMut(ClusterState), mut wake: W)
+where
+    W: FnMut() -> F,
+    F: Future<Output = ()>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = async {
+            let mut store = tokio::time::timeout(ETCD_TIMEOUT, ClusterStore::connect(&endpoints, &cluster))
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            let mut events = store.watch().await.map_err(|e| e.to_string())?;
+            let mut tick = tokio::time::interval(RELOAD_EVERY);
+            loop {
+                let state = tokio::time::timeout(ETCD_TIMEOUT, store.load())
+                    .await
+                    .map_err(|_| "load timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+                if let Some(state) = state {
+                    apply(state);
+                    backoff = Duration::from_millis(100);
+                }
+                loop {
+                    tokio::select! {
+                        message = events.message() => match message.map_err(|e| e.to_string())? {
+                            Some(resp) => {
+                                if resp.events().iter().any(|e| e.kv().is_some_and(|kv| store.affects_routing(kv.key()))) {
+                                    break;
+                                }
+                            }
+                            None => return Err::<(), String>("the watch ended".into()),
+                        },
+                        _ = wake() => break,
+                        _ = tick.tick() => break,
+                    }
+                }
+            }
+        };
+        if let Err(e) = session.await {
+            tracing::warn!(error = %e, retry_in = ?backoff, "lost etcd; serving on with the current map");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// The proxy's view of a spec and its map: zones with their nodes in the map's order, and each shard's
 /// storage group as placed by the map.
-fn topology_of(spec: &ClusterSpec, map: &ShardMap) -> Result<Topology, String> {
+fn topology_of(spec: &ClusterSpec, map: &ShardMap, down_zones: Vec<String>) -> Result<Topology, String> {
     let mut zones = Vec::new();
     for zone_map in &map.zones {
         let nodes = zone_map
@@ -99,13 +287,16 @@ fn topology_of(spec: &ClusterSpec, map: &ShardMap) -> Result<Topology, String> {
         read_quorum: spec.read_quorum,
         zones,
         placement: Some(placement),
+        down_zones,
+        version: map.version,
     };
     topology.validate()?;
     Ok(topology)
 }
 
-fn write_cache(path: &Path, spec: &ClusterSpec, map: &ShardMap) -> Result<(), String> {
-    let text = serde_json::to_string(&Cached { spec: spec.clone(), map: map.clone() }).map_err(|e| e.to_string())?;
+fn write_cache(path: &Path, spec: &ClusterSpec, map: &ShardMap, down_zones: &[String]) -> Result<(), String> {
+    let cached = Cached { spec: spec.clone(), map: map.clone(), down_zones: down_zones.to_vec() };
+    let text = serde_json::to_string(&cached).map_err(|e| e.to_string())?;
     // Write then rename, so a crash never leaves half a cache behind.
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).map_err(|e| format!("map cache {}: {e}", tmp.display()))?;
@@ -117,4 +308,56 @@ fn read_cache(path: &Path) -> Result<Cached, String> {
     let cached: Cached = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     cached.spec.validate().map_err(|e| e.to_string())?;
     Ok(cached)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use vesta_cluster::redistribution::Redistribution;
+
+    use super::*;
+
+    fn state() -> ClusterState {
+        let spec = ClusterSpec::from_toml(
+            "name = \"t\"\nshards = 8\n[[zones]]\nname = \"z1\"\n[[zones.nodes]]\nname = \"a\"\naddr = \"h:1\"\n\
+             [[zones]]\nname = \"z2\"\n[[zones.nodes]]\nname = \"c\"\naddr = \"h:3\"\n\
+             [[zones]]\nname = \"z3\"\n[[zones.nodes]]\nname = \"d\"\naddr = \"h:4\"\n",
+        )
+        .unwrap();
+        let map = ShardMap::initial(&spec);
+        ClusterState { spec, map, zones: BTreeMap::new(), map_revision: 1, redistribution: None }
+    }
+
+    #[test]
+    fn a_node_plays_its_part_in_each_phase() {
+        let mut s = state();
+        let next = s.map.with_node_added("z1", "b").unwrap();
+        let moves = s.map.moves(&next);
+        assert_eq!(moves.len(), 4, "half of zone z1's shards move to b");
+        let addrs = [("a", "h:1"), ("b", "h:2")].iter().map(|(n, a)| (n.to_string(), a.to_string())).collect();
+        s.redistribution = Some(Redistribution {
+            id: 2,
+            action: "add-node z1/b@h:2".into(),
+            spec: s.spec.clone(),
+            map: next,
+            moves: moves.clone(),
+            phase: Phase::Announced,
+            addrs,
+        });
+        let moving = moves[0].shard;
+        // Announced: the target is ready, the source does not forward yet (and so is not ready).
+        let (a, b) = (ownership_of(&s, "a"), ownership_of(&s, "b"));
+        assert!(a.forward_to(moving).is_none() && a.redistribution == 0);
+        assert!(b.holds(moving) && !b.serves(moving) && b.redistribution == 2);
+        // Copying: the source serves and forwards.
+        s.redistribution.as_mut().unwrap().phase = Phase::Copying;
+        let a = ownership_of(&s, "a");
+        assert!(a.serves(moving) && a.forward_to(moving) == Some("h:2") && a.redistribution == 2);
+        // Handoff: serving passes to the target; a node outside the move is untouched.
+        s.redistribution.as_mut().unwrap().phase = Phase::Handoff;
+        let (a, b, c) = (ownership_of(&s, "a"), ownership_of(&s, "b"), ownership_of(&s, "c"));
+        assert!(!a.serves(moving) && b.serves(moving) && c.serves(moving));
+        assert_eq!((a.handoff, c.redistribution), (2, 0));
+    }
 }

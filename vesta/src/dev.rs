@@ -124,7 +124,15 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
             zones.push(Zone { name: format!("zone{z}"), nodes: vec![addr.to_string()] });
         }
 
-        let topology = Topology { shards: flags.shards, write_quorum: 2, read_quorum: 2, zones, placement: None };
+        let topology = Topology {
+            shards: flags.shards,
+            write_quorum: 2,
+            read_quorum: 2,
+            zones,
+            placement: None,
+            down_zones: Vec::new(),
+            version: 0,
+        };
         let config = ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], flags.port)),
             node_timeout_ms: flags.node_timeout_ms,

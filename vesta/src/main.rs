@@ -62,10 +62,16 @@ fn store(flags: StoreFlags) -> Result<(), String> {
     let mut config = flags.resolve().map_err(|e| format!("store configuration: {e}"))?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
-        cluster_source::store_shards(&mut config).await?;
+        let cluster = cluster_source::store_cluster(&mut config).await?;
         config.validate().map_err(|e| format!("store configuration: {e}"))?;
         let name = config.node.clone();
-        vesta_store::server::run(
+        let node =
+            vesta_store::StoreNode::open(&config).map_err(|e| format!("open {}: {e}", config.data_dir.display()))?;
+        if let Some(state) = &cluster {
+            cluster_source::follow_for_store(&config, node.clone(), state);
+        }
+        vesta_store::server::run_node(
+            node,
             &config,
             |addr| say(&format!("store {name} listening on {addr}\nready")),
             shutdown_signal(),
@@ -84,10 +90,14 @@ fn proxy(flags: ProxyFlags) -> Result<(), String> {
         if let Some(addr) = config.metrics_listen {
             vesta_proxy::metrics::install_exporter(addr)?;
         }
-        vesta_proxy::server::run(
+        vesta_proxy::server::run_proxy(
             &config,
             &topology,
-            |addr| say(&format!("proxy listening on {addr}\nready")),
+            &Default::default(),
+            |addr, proxy| {
+                cluster_source::follow_for_proxy(&config, proxy, &topology);
+                say(&format!("proxy listening on {addr}\nready"))
+            },
             shutdown_signal(),
         )
         .await?;

@@ -5,90 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-/// A throwaway single-member etcd, killed on drop.
-struct Etcd {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    /// Starts etcd on two free loopback ports. A port picked free can be taken by another process before
-    /// etcd binds it (tests run in parallel), so an etcd that exits during start-up is retried on new ports.
-    fn start() -> Etcd {
-        for _ in 0..5 {
-            if let Some(etcd) = Self::try_start() {
-                return etcd;
-            }
-        }
-        panic!("etcd did not start after 5 attempts");
-    }
-
-    fn try_start() -> Option<Etcd> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (client, peer) = (common::free_port(), common::free_port());
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut child = Command::new("etcd")
-            .args(["--name", "test", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("test={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd (Debian package etcd-server; .ci/run installs it)");
-        // Ready when `etcdctl endpoint health` says so — and it must be our etcd that answers.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return None;
-            }
-            let healthy = Command::new("etcdctl")
-                .args(["--endpoints", &url, "--dial-timeout", "1s", "endpoint", "health"])
-                .env("ETCDCTL_API", "3")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if healthy && matches!(child.try_wait(), Ok(None)) {
-                return Some(Etcd { child, url, _dir: dir });
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn admin(etcd: &Etcd, cluster: &str, args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_vesta"))
-        .args(["admin", "--etcd", &etcd.url, "--cluster", cluster])
-        .args(args)
-        .output()
-        .expect("run vesta admin");
-    eprintln!(
-        "$ vesta admin {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
+use common::etcd::{admin, Etcd};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

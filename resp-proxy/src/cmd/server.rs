@@ -377,10 +377,17 @@ fn info_section(shared: &Shared, section: &str) -> String {
             }
             out + "\r\n"
         }
-        "cluster" => format!(
-            "# Cluster\r\ncluster_enabled:0\r\nvesta_zones:{}\r\nvesta_write_quorum:{}\r\nvesta_read_quorum:{}\r\n\r\n",
-            shared.zones, shared.write_quorum, shared.read_quorum
-        ),
+        "cluster" => {
+            let (version, down) = shared.map_view.read().clone();
+            format!(
+                "# Cluster\r\ncluster_enabled:0\r\nvesta_zones:{}\r\nvesta_write_quorum:{}\r\nvesta_read_quorum:{}\r\n\
+                 vesta_map_version:{version}\r\nvesta_zones_down:{}\r\n\r\n",
+                shared.zones,
+                shared.write_quorum,
+                shared.read_quorum,
+                down.join(",")
+            )
+        }
         // Key counts need a walk of every shard (DBSIZE); INFO stays cheap and leaves the section empty.
         "keyspace" => "# Keyspace\r\n".into(),
         _ => String::new(),

@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
+use tokio::sync::Notify;
+
 use bytes::Bytes;
 use vesta_proto::{KeyRef, Record, RequestId};
 
@@ -26,7 +29,7 @@ pub use transaction::{KeyName, ManyDecision};
 
 use crate::pool::{LocalNodes, NodePool};
 use crate::resp::Reply;
-use crate::topology::ShardMap;
+use crate::topology::{ShardMap, StaticMap, Topology};
 
 #[derive(Debug, Clone)]
 pub struct QuorumSettings {
@@ -75,6 +78,9 @@ pub enum CoordError {
         "CLUSTERDOWN write outcome unknown: {acked} of {needed} replicas confirmed the commit; it may still be applied"
     )]
     OutcomeUnknown { acked: usize, needed: usize },
+    /// The key's shard is being handed to other nodes, or this proxy's shard map is behind: retry.
+    #[error("TRYAGAIN the key's shard is moving between nodes; try again")]
+    Moved,
 }
 
 impl CoordError {
@@ -96,7 +102,10 @@ impl RequestIds {
 }
 
 pub struct Coordinator {
-    map: Arc<dyn ShardMap>,
+    /// Swapped whole when a new shard map version arrives; each request works on one version.
+    map: RwLock<Arc<dyn ShardMap>>,
+    /// Woken when a store node says `not-owner`: this proxy's map may be behind.
+    refresh: Notify,
     pool: NodePool,
     settings: QuorumSettings,
     hlc: Hlc,
@@ -106,14 +115,56 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn new(
-        map: Arc<dyn ShardMap>,
+        topology: &Topology,
         node_timeout: Duration,
         settings: QuorumSettings,
         locals: &LocalNodes,
     ) -> Arc<Self> {
-        let pool = NodePool::new(map.nodes(), node_timeout, locals);
+        let pool = NodePool::new(node_timeout, locals);
+        let map: Arc<dyn ShardMap> = Arc::new(StaticMap::new(topology, |addr| pool.index_of(addr)));
         let ids = RequestIds { prefix: (rand::random::<u64>() as u128) << 64, next: AtomicU64::new(1) };
-        Arc::new(Coordinator { map, pool, settings, hlc: Hlc::default(), ids, queue: KeyQueue::default() })
+        Arc::new(Coordinator {
+            map: RwLock::new(map),
+            refresh: Notify::new(),
+            pool,
+            settings,
+            hlc: Hlc::default(),
+            ids,
+            queue: KeyQueue::default(),
+        })
+    }
+
+    /// The shard map requests start on now.
+    pub fn map(&self) -> Arc<dyn ShardMap> {
+        self.map.read().clone()
+    }
+
+    /// Switches to a new map (a new version, or zones going in or out of maintenance). The shard count
+    /// and quorums are the cluster's for good and cannot change here.
+    pub fn install(&self, topology: &Topology) -> Result<(), String> {
+        topology.validate()?;
+        let current = self.map();
+        if topology.shards != current.shards() {
+            return Err(format!("the new map has {} shards, this proxy {}", topology.shards, current.shards()));
+        }
+        if (topology.write_quorum, topology.read_quorum) != (self.settings.write_quorum, self.settings.read_quorum) {
+            return Err("the new map changes the quorums; restart the proxy to apply that".into());
+        }
+        let map = StaticMap::new(topology, |addr| self.pool.index_of(addr));
+        tracing::info!(version = topology.version, down_zones = ?topology.down_zones, "switched to a new shard map");
+        metrics::gauge!(crate::metrics::MAP_VERSION).set(topology.version as f64);
+        *self.map.write() = Arc::new(map);
+        Ok(())
+    }
+
+    /// Asks whoever follows the cluster's map (etcd) to check for a newer one now.
+    fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Resolves when a request found this proxy's map possibly stale.
+    pub async fn refresh_requested(&self) {
+        self.refresh.notified().await
     }
 
     pub fn pool(&self) -> &NodePool {
@@ -126,7 +177,7 @@ impl Coordinator {
 
     fn target(&self, namespace: &Bytes, key: &Bytes) -> KeyRef {
         KeyRef {
-            shard: vesta_proto::shard::shard_of(key, self.map.shards()),
+            shard: vesta_proto::shard::shard_of(key, self.map().shards()),
             namespace: namespace.clone(),
             key: key.clone(),
         }
@@ -140,6 +191,14 @@ fn newest<'a>(copies: impl Iterator<Item = &'a Option<Record>>) -> Option<&'a Re
 
 fn order(copy: &Option<Record>) -> Option<(u64, u32)> {
     copy.as_ref().map(|r| r.meta.order())
+}
+
+/// After a `not-owner`: ask for a fresher map, then wait a little before the next attempt (a handoff
+/// takes about a lease).
+async fn after_moved(coordinator: &Coordinator, attempt: u32) {
+    coordinator.request_refresh();
+    let ms = 10 + rand::random::<u64>() % (10 << attempt.min(4));
+    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 /// Jittered exponential back-off between attempts on a contended key.

@@ -7,13 +7,15 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use vesta_proto::{KeyRef, Read, Record, Repair, Request, Response, Status};
 
-use super::{back_off, newest, order, CoordError, Coordinator};
+use super::{after_moved, back_off, newest, order, CoordError, Coordinator};
 use crate::metrics as m;
 use crate::topology::NodeIndex;
 
 enum Failed {
     /// The newest copy could not be made to stick on a write quorum yet (a writer holds the key).
     Unsettled,
+    /// Replicas no longer serve the shard (a handoff, or a stale map).
+    Moved,
     Final(CoordError),
 }
 
@@ -45,6 +47,12 @@ impl Coordinator {
                     attempt += 1;
                 }
                 Err(Failed::Unsettled) => return Err(CoordError::Contended),
+                Err(Failed::Moved) if Instant::now() < deadline => {
+                    metrics::counter!(m::QUORUM, "op" => "read", "outcome" => "retried_moved").increment(1);
+                    after_moved(self, attempt).await;
+                    attempt += 1;
+                }
+                Err(Failed::Moved) => return Err(CoordError::Moved),
                 Err(Failed::Final(e)) => {
                     metrics::counter!(m::QUORUM, "op" => "read", "outcome" => "below_quorum").increment(1);
                     return Err(e);
@@ -57,7 +65,8 @@ impl Coordinator {
         let r = self.settings.read_quorum;
         let read = Request::Read(Read { target: target.clone(), want_value: true });
         // Ask R replicas (starting at a random zone to spread load); each failure brings in the next one.
-        let group = self.map.storage_group(target.shard);
+        let map = self.map();
+        let group = map.storage_group(target.shard);
         let start = rand::random::<u32>() as usize % group.len();
         let mut spare = (0..group.len()).map(|i| group[(start + i) % group.len()]);
         let mut pending = FuturesUnordered::new();
@@ -65,13 +74,17 @@ impl Coordinator {
             pending.push(self.ask(node, read.clone()));
         }
         let mut copies: Vec<(NodeIndex, Option<Record>)> = Vec::new();
+        let mut moved = 0;
         while copies.len() < r {
             let Some((node, answer)) = pending.next().await else { break };
             match answer {
                 Ok(Response::Reply(reply)) if matches!(reply.status, Status::Ok | Status::Absent) => {
                     copies.push((node, reply.copy))
                 }
-                _ => {
+                other => {
+                    if matches!(other, Ok(Response::Reply(ref reply)) if reply.status == Status::NotOwner) {
+                        moved += 1;
+                    }
                     if let Some(next) = spare.next() {
                         pending.push(self.ask(next, read.clone()));
                     }
@@ -79,6 +92,9 @@ impl Coordinator {
             }
         }
         if copies.len() < r {
+            if moved > 0 {
+                return Err(Failed::Moved);
+            }
             return Err(Failed::Final(CoordError::Unavailable { reached: copies.len(), needed: r }));
         }
         let newest = newest(copies.iter().map(|(_, c)| c)).cloned();

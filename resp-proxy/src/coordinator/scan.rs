@@ -42,24 +42,36 @@ pub struct ScanPage {
 
 impl Coordinator {
     pub fn shard_count(&self) -> u32 {
-        self.map.shards()
+        self.map().shards()
     }
 
     /// Walks shards from `from_shard` until `want` keys have been seen or the last shard is done.
     pub async fn scan(self: &Arc<Self>, req: &ScanRequest) -> Result<ScanPage, CoordError> {
-        let shards = self.map.shards();
+        let shards = self.shard_count();
+        let deadline = std::time::Instant::now() + self.settings.deadline;
+        let mut attempt = 0;
         let mut shard = req.from_shard;
         let mut keys = Vec::new();
         while shard < shards && keys.len() < req.want {
             // Consecutive shards on the same storage group are walked with one request stream.
-            let group = self.map.storage_group(shard);
+            let map = self.map();
+            let group = map.storage_group(shard);
             let mut end = shard + 1;
-            while end < shards && self.map.storage_group(end) == group {
+            while end < shards && map.storage_group(end) == group {
                 end += 1;
             }
-            let (found, done_to) = self.scan_group(group, shard, end, req, req.want - keys.len()).await?;
-            keys.extend(found);
-            shard = done_to;
+            match self.scan_group(group, shard, end, req, req.want - keys.len()).await {
+                Ok((found, done_to)) => {
+                    keys.extend(found);
+                    shard = done_to;
+                }
+                // The group's shards are moving: walk them again on the next map.
+                Err(CoordError::Moved) if std::time::Instant::now() < deadline => {
+                    super::after_moved(self, attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(ScanPage { keys, next_shard: (shard < shards).then_some(shard) })
     }
@@ -84,10 +96,12 @@ impl Coordinator {
         };
         let mut pending: FuturesUnordered<_> = spare.by_ref().take(r).map(walk).collect();
         let mut replies = Vec::new();
+        let mut moved = false;
         while replies.len() < r {
             match pending.next().await {
-                Some(Some(reply)) => replies.push(reply),
-                Some(None) => {
+                Some(Ok(reply)) => replies.push(reply),
+                Some(Err(not_owner)) => {
+                    moved |= not_owner;
                     if let Some(next) = spare.next() {
                         pending.push(walk(next));
                     }
@@ -96,6 +110,9 @@ impl Coordinator {
             }
         }
         if replies.len() < r {
+            if moved {
+                return Err(CoordError::Moved);
+            }
             return Err(CoordError::Unavailable { reached: replies.len(), needed: r });
         }
         // Replicas may have stopped at different shards; only shards every one of them finished count.
@@ -120,7 +137,8 @@ impl Coordinator {
     }
 
     /// One replica's entries (tombstones included) of shards `from..` until `want` have been seen in
-    /// whole shards; returns them and the first shard not finished. `None`: the replica failed.
+    /// whole shards; returns them and the first shard not finished. `Err(not_owner)`: the replica failed,
+    /// `true` when because it no longer serves the shards.
     async fn scan_replica(
         self: &Arc<Self>,
         node: NodeIndex,
@@ -128,7 +146,7 @@ impl Coordinator {
         to: u32,
         req: &ScanRequest,
         want: usize,
-    ) -> Option<(Vec<ScanEntry>, u32)> {
+    ) -> Result<(Vec<ScanEntry>, u32), bool> {
         let mut entries: Vec<ScanEntry> = Vec::new();
         let mut after = None;
         loop {
@@ -141,15 +159,19 @@ impl Coordinator {
                 include_tombstones: true,
                 want_values: req.want_values,
             });
-            let Ok(Response::Scan(page)) = self.pool.call(node, scan).await else { return None };
+            let page = match self.pool.call(node, scan).await {
+                Ok(Response::Scan(page)) => page,
+                Ok(Response::Reply(r)) if r.status == vesta_proto::Status::NotOwner => return Err(true),
+                _ => return Err(false),
+            };
             let next_shard = page.next_shard();
             entries.extend(page.entries);
-            let Some(next_shard) = next_shard else { return Some((entries, to)) };
+            let Some(next_shard) = next_shard else { return Ok((entries, to)) };
             if next_shard > from {
                 let whole = entries.iter().filter(|e| e.shard < next_shard).count();
                 if whole >= want {
                     entries.retain(|e| e.shard < next_shard);
-                    return Some((entries, next_shard));
+                    return Ok((entries, next_shard));
                 }
             }
             after = page.next;

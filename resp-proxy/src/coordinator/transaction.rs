@@ -27,7 +27,7 @@ use vesta_proto::{
 };
 
 use super::write::{Answer, Failed};
-use super::{back_off, newest, wall_ms, CoordError, Coordinator, NewValue};
+use super::{after_moved, back_off, newest, wall_ms, CoordError, Coordinator, NewValue};
 use crate::metrics as m;
 use crate::resp::Reply;
 use crate::topology::NodeIndex;
@@ -88,6 +88,15 @@ impl Coordinator {
                     metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "contended").increment(1);
                     return Err(CoordError::Contended);
                 }
+                Err(Failed::Moved) if Instant::now() < deadline => {
+                    metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "retried_moved").increment(1);
+                    after_moved(self, attempt).await;
+                    attempt += 1;
+                }
+                Err(Failed::Moved) => {
+                    metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "moved").increment(1);
+                    return Err(CoordError::Moved);
+                }
                 Err(Failed::Final(e)) => {
                     metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "failed").increment(1);
                     return Err(e);
@@ -103,7 +112,8 @@ impl Coordinator {
     ) -> Result<Reply, Failed> {
         let req = self.ids.next();
         let w = self.settings.write_quorum;
-        let groups: Vec<&[NodeIndex]> = targets.iter().map(|t| self.map.storage_group(t.shard)).collect();
+        let map = self.map();
+        let groups: Vec<&[NodeIndex]> = targets.iter().map(|t| map.storage_group(t.shard)).collect();
         // A node's share: the keys of the transaction it holds a replica of.
         let mut share: HashMap<NodeIndex, Vec<usize>> = HashMap::new();
         for (i, group) in groups.iter().enumerate() {
@@ -154,8 +164,8 @@ impl Coordinator {
                         break Ok(());
                     }
                 }
-                Ok(Response::Reply(NodeReply { status: Status::Locked, .. })) => {
-                    spoiled.entry(node).or_insert(Status::Locked);
+                Ok(Response::Reply(NodeReply { status: status @ (Status::Locked | Status::NotOwner), .. })) => {
+                    spoiled.entry(node).or_insert(status);
                     if hopeless(&spoiled) {
                         break Err(());
                     }
@@ -187,7 +197,10 @@ impl Coordinator {
                 .min()
                 .unwrap_or(0);
             let locked = spoiled.values().any(|s| *s == Status::Locked);
-            return Err(if reachable >= w && locked {
+            let moved = spoiled.values().any(|s| *s == Status::NotOwner);
+            return Err(if moved {
+                Failed::Moved
+            } else if reachable >= w && locked {
                 Failed::Contended
             } else {
                 Failed::Final(CoordError::Unavailable { reached: reachable, needed: w })

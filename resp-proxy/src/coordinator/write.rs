@@ -10,7 +10,7 @@ use vesta_proto::{
     Response, Status,
 };
 
-use super::{back_off, newest, wall_ms, CoordError, Coordinator, Decision, NewValue};
+use super::{after_moved, back_off, newest, wall_ms, CoordError, Coordinator, Decision, NewValue};
 use crate::metrics as m;
 use crate::pool::NodeError;
 use crate::resp::Reply;
@@ -20,6 +20,8 @@ use crate::topology::NodeIndex;
 pub(super) enum Failed {
     /// Fewer than W leases, but enough nodes answered that contention (not failure) is the cause.
     Contended,
+    /// Fewer than W leases because replicas no longer serve the shard (a handoff, or a stale map).
+    Moved,
     Final(CoordError),
 }
 
@@ -59,6 +61,15 @@ impl Coordinator {
                     metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "contended").increment(1);
                     return Err(CoordError::Contended);
                 }
+                Err(Failed::Moved) if Instant::now() < deadline => {
+                    metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "retried_moved").increment(1);
+                    after_moved(self, attempt).await;
+                    attempt += 1;
+                }
+                Err(Failed::Moved) => {
+                    metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "moved").increment(1);
+                    return Err(CoordError::Moved);
+                }
                 Err(Failed::Final(e)) => {
                     let outcome = match e {
                         CoordError::OutcomeUnknown { .. } => "outcome_unknown",
@@ -85,22 +96,25 @@ impl Coordinator {
         let mut pending = self.fan_out(target.shard, &prepare);
 
         // Phase one: collect W leases (or learn that we cannot).
+        let group = pending.len();
         let mut leased: Vec<(NodeIndex, Option<Record>)> = Vec::new();
-        let (mut locked, mut failed) = (0, 0);
+        let (mut locked, mut failed, mut moved) = (0, 0, 0);
         while leased.len() < w {
             let Some((node, answer)) = pending.next().await else { break };
             match answer {
                 Ok(Response::Reply(r)) if r.status.holds_lease() => leased.push((node, r.copy)),
                 Ok(Response::Reply(NodeReply { status: Status::Locked, .. })) => locked += 1,
+                Ok(Response::Reply(NodeReply { status: Status::NotOwner, .. })) => moved += 1,
                 _ => failed += 1,
             }
         }
         if leased.len() < w {
-            let group = self.map.storage_group(target.shard).len();
             self.abort(req, target, leased.iter().map(|(n, _)| *n));
             self.settle_late(pending, req, target.clone(), None);
-            let reached = group - failed;
-            return Err(if reached >= w && locked > 0 {
+            let reached = group - failed - moved;
+            return Err(if moved > 0 {
+                Failed::Moved
+            } else if reached >= w && locked > 0 {
                 Failed::Contended
             } else {
                 Failed::Final(CoordError::Unavailable { reached, needed: w })
@@ -185,7 +199,7 @@ impl Coordinator {
         shard: u32,
         request: &Request,
     ) -> FuturesUnordered<impl std::future::Future<Output = Answer> + Send + 'static> {
-        self.map.storage_group(shard).iter().map(|&node| self.ask(node, request.clone())).collect()
+        self.map().storage_group(shard).iter().map(|&node| self.ask(node, request.clone())).collect()
     }
 
     /// One request to one node, as a future that owns what it needs.

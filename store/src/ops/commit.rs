@@ -2,7 +2,7 @@ use vesta_proto::{Commit, Reply, Status};
 
 use crate::lease::Claim;
 use crate::metrics as m;
-use crate::node::StoreNode;
+use crate::node::{Need, StoreNode};
 
 impl StoreNode {
     /// Phase two: installs exactly the record the coordinator computed — stamped with this request as
@@ -10,7 +10,7 @@ impl StoreNode {
     /// took: a commit that arrives after the lease expired or was taken over is refused with `NoLease`,
     /// unless this request already wrote the record here (a retry), which answers `AlreadyDone`.
     pub(crate) async fn commit(&self, c: Commit) -> Reply {
-        let skey = match self.locate(&c.target) {
+        let skey = match self.locate_for(&c.target, Need::Lease) {
             Ok(k) => k,
             Err(reply) => return reply,
         };

@@ -2,7 +2,7 @@ use vesta_proto::{CommitBatch, Reply, Status};
 
 use crate::lease::Claim;
 use crate::metrics as m;
-use crate::node::StoreNode;
+use crate::node::{Need, StoreNode};
 
 impl StoreNode {
     /// Phase two of a multi-key write: installs every record of the batch in one engine write batch,
@@ -12,7 +12,7 @@ impl StoreNode {
     pub(crate) async fn commit_batch(&self, c: CommitBatch) -> Reply {
         let mut skeys = Vec::with_capacity(c.items.len());
         for (target, _) in &c.items {
-            match self.locate(target) {
+            match self.locate_for(target, Need::Lease) {
                 Ok(k) => skeys.push(k),
                 Err(reply) => return reply,
             }

@@ -1,6 +1,6 @@
 use vesta_proto::{Flags, MarkDelete, Record, Reply};
 
-use crate::node::StoreNode;
+use crate::node::{Need, StoreNode};
 
 impl StoreNode {
     /// Writes a tombstone carrying `meta` (if newer than this node's copy): the key reads as absent, and
@@ -8,7 +8,7 @@ impl StoreNode {
     /// lives until `meta.expires_at` (the deleted record's own expiry), or for the configured retention
     /// when the record never expired.
     pub(crate) async fn mark_delete(&self, d: MarkDelete) -> Reply {
-        let skey = match self.locate(&d.target) {
+        let skey = match self.locate_for(&d.target, Need::Hold) {
             Ok(k) => k,
             Err(reply) => return reply,
         };

@@ -2,14 +2,17 @@
 //! (prepare→commit, or the one-shot lease repair and mark-delete take), so no two writers interleave.
 
 mod abort;
+mod clone;
 mod commit;
 mod commit_batch;
 mod install;
+mod inventory;
 mod mark_delete;
 mod prepare;
 mod read;
 mod repair;
 mod scan;
+mod transfer;
 
 use vesta_proto::Record;
 

@@ -16,14 +16,22 @@ impl StoreNode {
     /// The `next` cursor resumes after the last key examined, so a page can be short — even empty — and
     /// still not be the end; only `next: None` is the end.
     pub(crate) fn scan(&self, s: Scan) -> Result<ScanPage, Reply> {
+        self.scan_page(s, true)
+    }
+
+    /// [`scan`](Self::scan); `serving_only` refuses shards this node does not serve to proxies.
+    pub(crate) fn scan_page(&self, s: Scan, serving_only: bool) -> Result<ScanPage, Reply> {
         if s.shard_from >= s.shard_to || s.shard_to > self.settings.shards {
             return Err(Reply::error(
                 Status::BadRequest,
                 format!("bad shard range {}..{} (the cluster has {})", s.shard_from, s.shard_to, self.settings.shards),
             ));
         }
-        if let Some(shard) = (s.shard_from..s.shard_to).find(|&sh| !self.owns(sh)) {
-            return Err(Reply::error(Status::NotOwner, format!("shard {shard} is not on this node")));
+        if serving_only {
+            let ownership = self.ownership();
+            if let Some(shard) = (s.shard_from..s.shard_to).find(|&sh| !ownership.serves(sh)) {
+                return Err(crate::node::not_owner(shard));
+            }
         }
         let range_start = key::shard_start(s.shard_from as u64);
         let range_end = key::shard_start(s.shard_to as u64);

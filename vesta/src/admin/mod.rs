@@ -1,0 +1,343 @@
+//! `vesta admin`: the operator's tool. It talks to etcd, where the cluster's spec and shard map live,
+//! and to the store nodes (health, and the copies of redistribution and repair).
+
+mod copy;
+mod progress;
+mod redistribute;
+mod repair;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use vesta_cluster::etcd::{ClusterState, ClusterStore, ZoneState};
+use vesta_cluster::shard_map::ShardMap;
+use vesta_cluster::spec::ClusterSpec;
+use vesta_proto::Pong;
+
+use copy::{CopyOptions, Nodes};
+use redistribute::NewNode;
+
+#[derive(Args)]
+pub struct AdminFlags {
+    /// etcd endpoints, comma-separated.
+    #[arg(long, env = "VESTA_ETCD", default_value = "http://127.0.0.1:2379", value_delimiter = ',', global = true)]
+    etcd: Vec<String>,
+    /// The cluster's name (its etcd prefix is /vesta/<cluster>/).
+    #[arg(long, env = "VESTA_CLUSTER", default_value = "vesta", global = true)]
+    cluster: String,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Write a new cluster (spec and its first shard map) to etcd; refuses to overwrite one.
+    Init {
+        /// The cluster spec (TOML: name, shards, write_quorum, read_quorum, [[zones]] with [[zones.nodes]]).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Print what would be written, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Map version, zones, nodes and their health, shards per node, under-replicated shards.
+    Show {
+        /// Per-node ping timeout.
+        #[arg(long, default_value_t = 500)]
+        timeout_ms: u64,
+        /// Also list every shard with a replica down, with its storage group (`--shards all`: every
+        /// shard).
+        #[arg(long, value_name = "down|all")]
+        shards: Option<String>,
+    },
+    /// Zone maintenance: `down` makes proxies stop sending to the zone, `up` brings it back and
+    /// repairs it.
+    Zone {
+        #[command(subcommand)]
+        action: ZoneAction,
+    },
+    /// Add store nodes online: their shards are copied to them while the cluster serves, then the new
+    /// map is published. Start the nodes first (`vesta store --etcd … --node NAME`). Run the same
+    /// command again to resume an interrupted run.
+    AddNode {
+        /// ZONE/NAME@HOST:PORT, one or more.
+        #[arg(required = true)]
+        nodes: Vec<NewNode>,
+        /// Print the moves, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        copy: CopyOptions,
+    },
+    /// Remove store nodes online: their shards are copied to the other nodes of their zones, then the
+    /// new map is published; stop them once `status` says no redistribution runs.
+    RemoveNode {
+        /// Node names, one or more.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        copy: CopyOptions,
+    },
+    /// The running redistribution: its moves, phase and progress.
+    Status,
+    /// Stop the running redistribution without publishing its map (the current map stays).
+    Abort {
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Copy every shard of a zone's nodes from the other zones' replicas (newer copies only).
+    Repair {
+        zone: String,
+        #[command(flatten)]
+        copy: CopyOptions,
+    },
+}
+
+#[derive(Subcommand)]
+enum ZoneAction {
+    /// Take a zone out of service (the other zones must still form a write quorum).
+    Down {
+        zone: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Put a zone back in service, then repair it from the other zones.
+    Up {
+        zone: String,
+        #[arg(long)]
+        dry_run: bool,
+        /// Only put the zone back; leave its catching up to read repair (or a later `repair`).
+        #[arg(long)]
+        no_repair: bool,
+        #[command(flatten)]
+        copy: CopyOptions,
+    },
+}
+
+pub fn run(flags: AdminFlags) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async move {
+        let connect = || async {
+            tokio::time::timeout(Duration::from_secs(10), ClusterStore::connect(&flags.etcd, &flags.cluster))
+                .await
+                .map_err(|_| format!("etcd at {} did not answer within 10 s", flags.etcd.join(",")))?
+                .map_err(|e| format!("etcd at {}: {e}", flags.etcd.join(",")))
+        };
+        match flags.command {
+            AdminCommand::Init { spec, dry_run } => {
+                let spec_value = ClusterSpec::from_file(&spec).map_err(|e| format!("{}: {e}", spec.display()))?;
+                let map = ShardMap::initial(&spec_value);
+                if dry_run {
+                    println!("dry run: would create cluster {:?} in etcd", flags.cluster);
+                    print_summary(&spec_value, &map, None);
+                    return Ok(());
+                }
+                let mut store = connect().await?;
+                store.init(&spec_value, &map).await.map_err(|e| e.to_string())?;
+                println!("created cluster {:?}: shard map version {}", flags.cluster, map.version);
+                print_summary(&spec_value, &map, None);
+                Ok(())
+            }
+            AdminCommand::Show { timeout_ms, shards } => {
+                let every = match shards.as_deref() {
+                    None => None,
+                    Some("down") => Some(false),
+                    Some("all") => Some(true),
+                    Some(other) => return Err(format!("--shards takes `down` or `all`, not {other:?}")),
+                };
+                let mut store = connect().await?;
+                let state = load(&mut store, &flags.cluster).await?;
+                let health = ping_all(&state.spec, Duration::from_millis(timeout_ms)).await;
+                print_summary(&state.spec, &state.map, Some((&state, &health)));
+                if let Some(every) = every {
+                    print_shards(&state, &health, every);
+                }
+                Ok(())
+            }
+            AdminCommand::AddNode { nodes, dry_run, copy } => {
+                let mut store = connect().await?;
+                let state = load(&mut store, &flags.cluster).await?;
+                let plan = redistribute::plan_add(&state, &nodes)?;
+                if dry_run {
+                    print!("dry run: ");
+                    redistribute::print_plan(&plan);
+                    return Ok(());
+                }
+                redistribute::run(&mut store, state, plan, &copy).await
+            }
+            AdminCommand::RemoveNode { nodes, dry_run, copy } => {
+                let mut store = connect().await?;
+                let state = load(&mut store, &flags.cluster).await?;
+                let plan = match &state.redistribution {
+                    // Resuming: the nodes are already gone from the planned spec.
+                    Some(running) if running.action == format!("remove-node {}", nodes.join(" ")) => running.clone(),
+                    _ => redistribute::plan_remove(&state, &nodes)?,
+                };
+                if dry_run {
+                    print!("dry run: ");
+                    redistribute::print_plan(&plan);
+                    return Ok(());
+                }
+                redistribute::run(&mut store, state, plan, &copy).await
+            }
+            AdminCommand::Status => {
+                let mut store = connect().await?;
+                let state = load(&mut store, &flags.cluster).await?;
+                redistribute::status(&mut store, &state).await
+            }
+            AdminCommand::Abort { dry_run } => {
+                let mut store = connect().await?;
+                let state = load(&mut store, &flags.cluster).await?;
+                let Some(plan) = &state.redistribution else {
+                    return Err("no redistribution is running".into());
+                };
+                if dry_run {
+                    println!("dry run: would abort {} (phase {:?})", plan.action, plan.phase);
+                    return Ok(());
+                }
+                let plan = store.abort_redistribution().await.map_err(|e| e.to_string())?;
+                println!("aborted {}; shard map version {} stays", plan.action, state.map.version);
+                Ok(())
+            }
+            AdminCommand::Repair { zone, copy } => {
+                let mut store = connect().await?;
+                let state = load(&mut store, &flags.cluster).await?;
+                repair::repair_zone(&state, &zone, &copy).await
+            }
+            AdminCommand::Zone { action } => {
+                let (zone, target, dry_run, repair) = match action {
+                    ZoneAction::Down { zone, dry_run } => (zone, ZoneState::Down, dry_run, None),
+                    ZoneAction::Up { zone, dry_run, no_repair, copy } => {
+                        (zone, ZoneState::Up, dry_run, (!no_repair).then_some(copy))
+                    }
+                };
+                let mut store = connect().await?;
+                let state = load(&mut store, &flags.cluster).await?;
+                if !state.spec.zones.iter().any(|z| z.name == zone) {
+                    return Err(format!("cluster {:?} has no zone {zone:?}", flags.cluster));
+                }
+                if target == ZoneState::Down {
+                    let n = state.spec.zones.len();
+                    let down = state.zones.iter().filter(|(z, s)| **s == ZoneState::Down && **z != zone).count() + 1;
+                    if n - down < state.spec.write_quorum {
+                        return Err(format!(
+                            "refusing: with zone {zone} down only {} of {n} zones remain, fewer than the write quorum {}",
+                            n - down,
+                            state.spec.write_quorum
+                        ));
+                    }
+                }
+                if dry_run {
+                    println!("dry run: would set zone {zone} {}", target.as_str());
+                    return Ok(());
+                }
+                store.set_zone_state(&zone, target).await.map_err(|e| e.to_string())?;
+                println!("zone {zone} is {}", target.as_str());
+                if let Some(copy) = repair {
+                    let state = load(&mut store, &flags.cluster).await?;
+                    repair::repair_zone(&state, &zone, &copy).await?;
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn load(store: &mut ClusterStore, cluster: &str) -> Result<ClusterState, String> {
+    store
+        .load()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("cluster {cluster:?} does not exist in etcd (run `vesta admin init` first)"))
+}
+
+/// Each node's answer to a ping: `None` when it did not answer in time.
+async fn ping_all(spec: &ClusterSpec, timeout: Duration) -> Vec<(String, Option<Pong>)> {
+    let nodes = Nodes::default();
+    let pings = spec.zones.iter().flat_map(|z| z.nodes.iter()).map(|node| {
+        let nodes = &nodes;
+        async move { (node.name.clone(), nodes.ping(&node.addr, timeout).await) }
+    });
+    futures::future::join_all(pings).await
+}
+
+type Health = Vec<(String, Option<Pong>)>;
+
+/// One line per shard (with a replica down, or every one): its storage group, zone by zone.
+fn print_shards(state: &ClusterState, health: &Health, every: bool) {
+    let up = |node: &str| health.iter().any(|(n, p)| n == node && p.is_some());
+    for shard in 0..state.map.shards {
+        let group = state.map.storage_group(shard);
+        let live = group.iter().filter(|(_, node)| up(node)).count();
+        if !every && live == group.len() {
+            continue;
+        }
+        let replicas: Vec<String> = group
+            .iter()
+            .map(|(zone, node)| {
+                let mark = if state.is_down(zone) {
+                    " (zone down)"
+                } else if up(node) {
+                    ""
+                } else {
+                    " DOWN"
+                };
+                format!("{zone}/{node}{mark}")
+            })
+            .collect();
+        println!("shard {shard:>5}: {live}/{} replicas up  {}", group.len(), replicas.join("  "));
+    }
+}
+
+fn print_summary(spec: &ClusterSpec, map: &ShardMap, live: Option<(&ClusterState, &Health)>) {
+    let n = spec.zones.len();
+    println!(
+        "cluster {}: map version {}, {} shards, {n} zones, write quorum {}, read quorum {}",
+        spec.name, map.version, map.shards, spec.write_quorum, spec.read_quorum
+    );
+    let pong =
+        |node: &str| live.and_then(|(_, health)| health.iter().find(|(n, _)| n == node)).and_then(|(_, p)| p.as_ref());
+    let is_up = |node: &str| live.is_none() || pong(node).is_some();
+    for zone in &spec.zones {
+        let state = live.and_then(|(s, _)| s.zones.get(&zone.name).copied()).unwrap_or(ZoneState::Up);
+        println!("zone {} ({})", zone.name, state.as_str());
+        for node in &zone.nodes {
+            let shards = map.shards_of(&node.name).len();
+            let health = match (live, pong(&node.name)) {
+                (None, _) => String::new(),
+                (Some(_), Some(p)) if p.map_version == map.version => format!("  up, map v{}", p.map_version),
+                (Some(_), Some(p)) => format!("  up, map v{} (behind)", p.map_version),
+                (Some(_), None) => "  DOWN".to_string(),
+            };
+            println!("  {:<16} {:<22} {shards:>6} shards{health}", node.name, node.addr);
+        }
+    }
+    if live.is_some() {
+        // A shard is under-replicated when a replica is down, unavailable for writes below W.
+        let (mut under, mut unavailable) = (0, 0);
+        for shard in 0..map.shards {
+            let up = map.storage_group(shard).iter().filter(|(_, node)| is_up(node)).count();
+            if up < n {
+                under += 1;
+            }
+            if up < spec.write_quorum {
+                unavailable += 1;
+            }
+        }
+        println!(
+            "shards: {} fully replicated, {under} under-replicated, {unavailable} below the write quorum",
+            map.shards - under
+        );
+        if let Some(plan) = live.and_then(|(s, _)| s.redistribution.as_ref()) {
+            println!(
+                "redistribution running: {} ({:?}, {} shard replicas); see `vesta admin status`",
+                plan.action,
+                plan.phase,
+                plan.moves.len()
+            );
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! `vesta admin add-node` / `remove-node`: online redistribution.
+//!
+//! 1. The plan (new spec and map, the moves) goes to etcd. Targets start accepting copies; once they
+//!    all have, sources start forwarding every write to a moving shard to its target. We wait until
+//!    every participant has, so that no write can slip past both the forwarding and the copy.
+//! 2. Each moving shard is copied page by page from source to target (only newer copies are installed,
+//!    so a page and a forwarded write can arrive in either order), rate-limited, with each page's
+//!    cursor checkpointed in etcd: an interrupted run, started again with the same arguments, resumes.
+//! 3. Handoff: sources stop serving the moving shards (`not-owner`: proxies retry) and targets start.
+//!    Once every participant has switched and no source holds a lease on a moving shard any more — so
+//!    any commit prepared on a source has landed there and been forwarded — the new map is published,
+//!    and the plan removed, in one etcd transaction. Proxies and nodes switch; sources drop the shards
+//!    after their grace period.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use vesta_cluster::etcd::{ClusterState, ClusterStore};
+use vesta_cluster::redistribution::{progress_leaf, MoveProgress, Phase, Redistribution};
+use vesta_cluster::shard_map::{Move, ShardMap};
+use vesta_cluster::spec::{ClusterSpec, NodeSpec};
+
+use super::copy::{CopyOptions, Nodes, RateLimit};
+use super::progress::{human_bytes, Progress};
+
+/// How long participants get to see a new plan or phase in etcd.
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(30);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `zone/name@host:port`, as `add-node` takes it.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub zone: String,
+    pub name: String,
+    pub addr: String,
+}
+
+impl std::str::FromStr for NewNode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: expected ZONE/NAME@HOST:PORT, e.g. zone1/n4@10.0.0.4:7100");
+        let (zone, rest) = s.split_once('/').ok_or_else(bad)?;
+        let (name, addr) = rest.split_once('@').ok_or_else(bad)?;
+        if zone.is_empty() || name.is_empty() || !addr.contains(':') {
+            return Err(bad());
+        }
+        Ok(NewNode { zone: zone.into(), name: name.into(), addr: addr.into() })
+    }
+}
+
+/// The plan for adding `nodes` to the cluster.
+pub fn plan_add(state: &ClusterState, nodes: &[NewNode]) -> Result<Redistribution, String> {
+    let mut spec = state.spec.clone();
+    let mut map = state.map.clone();
+    for n in nodes {
+        let zone = spec.zones.iter_mut().find(|z| z.name == n.zone).ok_or_else(|| format!("no zone {:?}", n.zone))?;
+        zone.nodes.push(NodeSpec { name: n.name.clone(), addr: n.addr.clone() });
+        map = map.with_node_added(&n.zone, &n.name).map_err(|e| e.to_string())?;
+    }
+    let action = format!(
+        "add-node {}",
+        nodes.iter().map(|n| format!("{}/{}@{}", n.zone, n.name, n.addr)).collect::<Vec<_>>().join(" ")
+    );
+    finish_plan(state, action, spec, map)
+}
+
+/// The plan for removing the nodes named `names`.
+pub fn plan_remove(state: &ClusterState, names: &[String]) -> Result<Redistribution, String> {
+    let mut spec = state.spec.clone();
+    let mut map = state.map.clone();
+    for name in names {
+        let zone = spec
+            .zones
+            .iter_mut()
+            .find(|z| z.nodes.iter().any(|n| &n.name == name))
+            .ok_or_else(|| format!("no node {name:?} in the cluster"))?;
+        map = map.with_node_removed(&zone.name, name).map_err(|e| e.to_string())?;
+        zone.nodes.retain(|n| &n.name != name);
+    }
+    finish_plan(state, format!("remove-node {}", names.join(" ")), spec, map)
+}
+
+fn finish_plan(
+    state: &ClusterState,
+    action: String,
+    spec: ClusterSpec,
+    mut map: ShardMap,
+) -> Result<Redistribution, String> {
+    spec.validate().map_err(|e| e.to_string())?;
+    map.version = state.map.version + 1;
+    map.check_spec(&spec).map_err(|e| e.to_string())?;
+    let moves = state.map.moves(&map);
+    let mut addrs = BTreeMap::new();
+    for z in state.spec.zones.iter().chain(&spec.zones) {
+        for n in &z.nodes {
+            addrs.insert(n.name.clone(), n.addr.clone());
+        }
+    }
+    Ok(Redistribution { id: map.version, action, spec, map, moves, phase: Phase::Announced, addrs })
+}
+
+/// What a plan moves, per zone and node.
+pub fn print_plan(plan: &Redistribution) {
+    println!("{}: map version {} → {}, {} shard replicas to move", plan.action, plan.id - 1, plan.id, plan.moves.len());
+    let mut flows: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
+    for m in &plan.moves {
+        *flows.entry((m.zone.as_str(), m.from.as_str(), m.to.as_str())).or_default() += 1;
+    }
+    for ((zone, from, to), n) in flows {
+        println!("  {zone}: {from} → {to}: {n} shards");
+    }
+}
+
+/// Starts `plan` (or carries on the running one, if it is the same action) and sees it through.
+pub async fn run(
+    store: &mut ClusterStore,
+    state: ClusterState,
+    plan: Redistribution,
+    opts: &CopyOptions,
+) -> Result<(), String> {
+    let nodes = Nodes::default();
+    let plan = match state.redistribution {
+        Some(running) if running.action == plan.action => {
+            println!("resuming the running redistribution ({}), phase {:?}", running.action, running.phase);
+            running
+        }
+        Some(running) => {
+            return Err(format!(
+                "a redistribution ({}) is running; see `vesta admin status`, finish it by running it again, or `vesta admin abort` it",
+                running.action
+            ))
+        }
+        None => {
+            // The nodes that receive shards must be up before anything starts.
+            for name in plan.moves.iter().map(|m| &m.to).collect::<std::collections::BTreeSet<_>>() {
+                let addr = plan.addr_of(name).unwrap_or_default();
+                if nodes.ping(addr, PING_TIMEOUT).await.is_none() {
+                    return Err(format!("node {name} at {addr} does not answer; start it (with --etcd) first"));
+                }
+            }
+            store.begin_redistribution(state.map_revision, &plan).await.map_err(|e| e.to_string())?;
+            print_plan(&plan);
+            plan
+        }
+    };
+    let mut plan = plan;
+    if plan.phase == Phase::Announced {
+        wait_for(&nodes, &plan, &plan.targets(), "the redistribution", |p| p.redistribution == plan.id).await?;
+        plan.phase = Phase::Copying;
+        store.update_redistribution(&plan).await.map_err(|e| e.to_string())?;
+    }
+    if plan.phase == Phase::Copying {
+        // Every source forwards before any copy starts: a write behind a page's cursor reaches the
+        // target by forwarding, one ahead of it by the copy.
+        wait_for(&nodes, &plan, &plan.participants(), "forwarding", |p| p.redistribution == plan.id).await?;
+        copy_all(store, &nodes, &plan, opts).await?;
+        plan.phase = Phase::Handoff;
+        store.update_redistribution(&plan).await.map_err(|e| e.to_string())?;
+    }
+    // A source that stopped serving may still hold leases of prepares it took before: their commits
+    // land (and are forwarded) or expire within a lease. `settled` says none is left; asked twice, so
+    // that a prepare caught between its ownership check and its lease is seen too.
+    let handed_off = |p: &vesta_proto::Pong| (p.handoff == plan.id && p.settled) || p.map_version >= plan.id;
+    for _ in 0..2 {
+        wait_for(&nodes, &plan, &plan.participants(), "the handoff", handed_off).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let now = store.load().await.map_err(|e| e.to_string())?.ok_or("the cluster disappeared from etcd")?;
+    match &now.redistribution {
+        Some(running) if running.id == plan.id => {}
+        _ => return Err("the redistribution was aborted meanwhile".into()),
+    }
+    store.finish_redistribution(now.map_revision, &plan).await.map_err(|e| e.to_string())?;
+    println!("published shard map version {}", plan.id);
+    let _ = wait_for(&nodes, &plan, &plan.participants(), "the new map", |p| p.map_version >= plan.id).await;
+    println!("done: {}; the old owners drop the moved shards after their grace period", plan.action);
+    Ok(())
+}
+
+/// Polls the nodes `names` until `switched` holds for each one's ping (or it is down: a node that is
+/// not running serves nothing, and reads etcd before it serves again).
+async fn wait_for(
+    nodes: &Nodes,
+    plan: &Redistribution,
+    names: &[String],
+    what: &str,
+    switched: impl Fn(&vesta_proto::Pong) -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + SWITCH_TIMEOUT;
+    for name in names {
+        let addr = plan.addr_of(name).unwrap_or_default();
+        loop {
+            match nodes.ping(addr, PING_TIMEOUT).await {
+                None => {
+                    eprintln!("warning: node {name} at {addr} does not answer; going on without it");
+                    break;
+                }
+                Some(p) if switched(&p) => break,
+                Some(_) if Instant::now() > deadline => {
+                    return Err(format!("node {name} at {addr} has not taken up {what} after {SWITCH_TIMEOUT:?} (is it connected to etcd?); run the same command again to resume"));
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies every move not yet done, `opts.parallel` at a time, checkpointing each page.
+async fn copy_all(
+    store: &ClusterStore,
+    nodes: &Nodes,
+    plan: &Redistribution,
+    opts: &CopyOptions,
+) -> Result<(), String> {
+    let mut checkpoints = store.clone();
+    let saved = checkpoints.progress().await.map_err(|e| e.to_string())?;
+    let mut bar = Progress::new("shards", plan.moves.len() as u64);
+    let (mut done, mut keys, mut bytes) = (0, 0, 0);
+    for p in saved.values() {
+        done += p.done as u64;
+        keys += p.keys;
+        bytes += p.bytes;
+    }
+    if done > 0 || keys > 0 {
+        println!(
+            "resuming: {done} of {} shard replicas already copied ({keys} records, {})",
+            plan.moves.len(),
+            human_bytes(bytes as f64)
+        );
+    }
+    bar.resume(done, keys, bytes);
+    let bar = Arc::new(parking_lot::Mutex::new(bar));
+    let rate = RateLimit::new(opts.max_rate_kb);
+    let todo: Vec<(Move, MoveProgress)> = plan
+        .moves
+        .iter()
+        .map(|m| (m.clone(), saved.get(&progress_leaf(m)).cloned().unwrap_or_default()))
+        .filter(|(_, p)| !p.done)
+        .collect();
+    let results: Vec<Result<(), String>> = stream::iter(todo)
+        .map(|(m, mut p)| {
+            let (mut store, bar, rate) = (store.clone(), bar.clone(), &rate);
+            async move {
+                let from = plan.addr_of(&m.from).ok_or_else(|| format!("no address for {}", m.from))?;
+                let to = plan.addr_of(&m.to).ok_or_else(|| format!("no address for {}", m.to))?;
+                while !p.done {
+                    let page = nodes.transfer_page(from, to, m.shard, p.cursor.clone(), opts.page_keys).await?;
+                    p.keys += page.keys;
+                    p.bytes += page.bytes;
+                    p.done = page.next.is_none();
+                    p.cursor = page.next.map(|c| c.to_vec());
+                    store.save_progress(&m, &p).await.map_err(|e| e.to_string())?;
+                    bar.lock().add(page.keys, page.bytes);
+                    rate.account(page.bytes).await;
+                }
+                bar.lock().finish_one();
+                Ok(())
+            }
+        })
+        .buffer_unordered(opts.parallel.max(1))
+        .collect()
+        .await;
+    bar.lock().done();
+    results.into_iter().collect::<Result<Vec<()>, String>>()?;
+    Ok(())
+}
+
+/// `vesta admin status`: the running redistribution and how far it got.
+pub async fn status(store: &mut ClusterStore, state: &ClusterState) -> Result<(), String> {
+    let Some(plan) = &state.redistribution else {
+        println!("no redistribution is running (shard map version {})", state.map.version);
+        return Ok(());
+    };
+    let progress = store.progress().await.map_err(|e| e.to_string())?;
+    print_plan(plan);
+    println!(
+        "phase: {}",
+        match plan.phase {
+            Phase::Announced => "announced (targets are getting ready)",
+            Phase::Copying => "copying (sources serve and forward writes to the targets)",
+            Phase::Handoff => "handoff (targets serve; the new map is about to be published)",
+        }
+    );
+    let mut bar = Progress::new("shards", plan.moves.len() as u64);
+    let (mut done, mut keys, mut bytes) = (0, 0, 0);
+    let mut per_zone: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for m in &plan.moves {
+        let p = progress.get(&progress_leaf(m)).cloned().unwrap_or_default();
+        done += p.done as u64;
+        keys += p.keys;
+        bytes += p.bytes;
+        let z = per_zone.entry(m.zone.as_str()).or_default();
+        z.0 += p.done as u64;
+        z.1 += 1;
+    }
+    bar.resume(done, keys, bytes);
+    println!("{}", bar.line());
+    for (zone, (d, t)) in per_zone {
+        println!("  {zone}: {d}/{t} shards copied");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_node_syntax() {
+        let n: NewNode = "zone1/n4@10.0.0.4:7100".parse().unwrap();
+        assert_eq!((n.zone.as_str(), n.name.as_str(), n.addr.as_str()), ("zone1", "n4", "10.0.0.4:7100"));
+        assert!("zone1-n4@h:1".parse::<NewNode>().unwrap_err().contains("ZONE/NAME@HOST:PORT"));
+        assert!("zone1/n4@nohostport".parse::<NewNode>().is_err());
+    }
+}
