@@ -38,7 +38,14 @@ struct Node {
     /// When the next connection attempt may happen, and the back-off after that.
     retry: Mutex<(Instant, Duration)>,
     connecting: tokio::sync::Mutex<()>,
+    /// Calls timed out in a row. A connection whose peer vanished (cut off, moved to another address)
+    /// may never be closed by the kernel in useful time: after a few silent timeouts it is dropped and
+    /// the node reconnected.
+    timeouts: std::sync::atomic::AtomicU32,
 }
+
+/// Consecutive timeouts after which a connection is given up.
+const TIMEOUTS_BEFORE_RECONNECT: u32 = 3;
 
 /// Nodes are only ever added (a new shard map may name new ones), so a [`NodeIndex`] stays valid for
 /// the life of the process and maps of different versions can share one pool.
@@ -71,6 +78,7 @@ impl NodePool {
             conn: Mutex::new(None),
             retry: Mutex::new((Instant::now(), MIN_BACKOFF)),
             connecting: tokio::sync::Mutex::new(()),
+            timeouts: Default::default(),
         }));
         nodes.len() - 1
     }
@@ -119,12 +127,22 @@ impl NodePool {
         }
         let conn = self.connection(&n).await?;
         match tokio::time::timeout(timeout, conn.call(request)).await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                n.timeouts.store(0, std::sync::atomic::Ordering::Relaxed);
+                Ok(response)
+            }
             Ok(Err(_closed)) => {
                 self.mark_down(&n);
                 Err(NodeError::Down)
             }
-            Err(_elapsed) => Err(NodeError::Timeout),
+            Err(_elapsed) => {
+                if n.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= TIMEOUTS_BEFORE_RECONNECT {
+                    n.timeouts.store(0, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(node = %n.addr, "store node silent; reconnecting");
+                    self.mark_down(&n);
+                }
+                Err(NodeError::Timeout)
+            }
         }
     }
 

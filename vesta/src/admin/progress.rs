@@ -55,7 +55,7 @@ impl Progress {
     }
 
     pub fn line(&self) -> String {
-        let filled = if self.total == 0 { WIDTH } else { (self.done * WIDTH as u64 / self.total) as usize };
+        let filled = (self.done * WIDTH as u64).checked_div(self.total).map_or(WIDTH, |f| f as usize);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = (self.bytes - self.resumed.1) as f64 / secs;
         let new_done = self.done - self.resumed.0;

@@ -62,8 +62,7 @@ impl Etcd {
 /// etcd's `GET /health` on the client port answers `{"health":"true"}` once it serves.
 fn healthy(port: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
-    else {
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
