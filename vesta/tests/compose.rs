@@ -161,13 +161,14 @@ impl Stack {
         if !out.status.success() {
             return Err(format!("admin show: {}\n{}{}", out.status, text(&out.stdout), text(&out.stderr)));
         }
-        // "  zone1-a          zone1-a:7100              512 shards  up"
+        // "  zone1-a          zone1-a:7100              512 shards  up, map v1" (or "… shards  DOWN")
         let health = text(&out.stdout)
             .lines()
             .filter(|l| l.starts_with("  ") && l.contains(" shards"))
             .filter_map(|l| {
-                let words: Vec<&str> = l.split_whitespace().collect();
-                Some((words.first()?.to_string(), *words.last()? == "up"))
+                let (node, state) = l.trim_start().split_once(' ')?;
+                let state = state.split(" shards").nth(1)?.trim();
+                Some((node.to_string(), state.starts_with("up")))
             })
             .collect::<HashMap<_, _>>();
         if health.len() != 6 {
