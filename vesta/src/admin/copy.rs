@@ -2,11 +2,42 @@
 //! straight from the source node to the target; this side paces the pages and keeps count.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use futures::stream::{self, StreamExt};
 use vesta_proto::client::NodeConnection;
 use vesta_proto::{Pong, Request, Response, Transfer, Transferred};
+
+use super::progress::Progress;
+
+/// The progress line, shared by the copies running at once.
+pub type Bar = Arc<parking_lot::Mutex<Progress>>;
+
+/// Runs `copy` for every item, `parallel` at a time, counting each one done on `bar`; the first error
+/// is returned once the copies under way have ended (a rerun carries on from there).
+pub async fn copy_each<T, F, Fut>(items: Vec<T>, parallel: usize, bar: &Bar, copy: F) -> Result<(), String>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let results: Vec<Result<(), String>> = stream::iter(items)
+        .map(|item| {
+            let copied = copy(item);
+            async move {
+                copied.await?;
+                bar.lock().finish_one();
+                Ok(())
+            }
+        })
+        .buffer_unordered(parallel.max(1))
+        .collect()
+        .await;
+    bar.lock().done();
+    results.into_iter().collect()
+}
 
 #[derive(Args, Clone, Debug)]
 pub struct CopyOptions {

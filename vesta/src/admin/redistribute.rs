@@ -16,13 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
 use vesta_cluster::etcd::{ClusterState, ClusterStore};
 use vesta_cluster::redistribution::{progress_leaf, MoveProgress, Phase, Redistribution};
 use vesta_cluster::shard_map::{Move, ShardMap};
 use vesta_cluster::spec::{ClusterSpec, NodeSpec};
 
-use super::copy::{CopyOptions, Nodes, RateLimit};
+use super::copy::{copy_each, CopyOptions, Nodes, RateLimit};
 use super::progress::{human_bytes, Progress};
 
 /// How long participants get to see a new plan or phase in etcd.
@@ -240,32 +239,25 @@ async fn copy_all(
         .map(|m| (m.clone(), saved.get(&progress_leaf(m)).cloned().unwrap_or_default()))
         .filter(|(_, p)| !p.done)
         .collect();
-    let results: Vec<Result<(), String>> = stream::iter(todo)
-        .map(|(m, mut p)| {
-            let (mut store, bar, rate) = (store.clone(), bar.clone(), &rate);
-            async move {
-                let from = plan.addr_of(&m.from).ok_or_else(|| format!("no address for {}", m.from))?;
-                let to = plan.addr_of(&m.to).ok_or_else(|| format!("no address for {}", m.to))?;
-                while !p.done {
-                    let page = nodes.transfer_page(from, to, m.shard, p.cursor.clone(), opts.page_keys).await?;
-                    p.keys += page.keys;
-                    p.bytes += page.bytes;
-                    p.done = page.next.is_none();
-                    p.cursor = page.next.map(|c| c.to_vec());
-                    store.save_progress(&m, &p).await.map_err(|e| e.to_string())?;
-                    bar.lock().add(page.keys, page.bytes);
-                    rate.account(page.bytes).await;
-                }
-                bar.lock().finish_one();
-                Ok(())
+    copy_each(todo, opts.parallel, &bar, |(m, mut p)| {
+        let (mut store, bar, rate) = (store.clone(), bar.clone(), &rate);
+        async move {
+            let from = plan.addr_of(&m.from).ok_or_else(|| format!("no address for {}", m.from))?;
+            let to = plan.addr_of(&m.to).ok_or_else(|| format!("no address for {}", m.to))?;
+            while !p.done {
+                let page = nodes.transfer_page(from, to, m.shard, p.cursor.clone(), opts.page_keys).await?;
+                p.keys += page.keys;
+                p.bytes += page.bytes;
+                p.done = page.next.is_none();
+                p.cursor = page.next.map(|c| c.to_vec());
+                store.save_progress(&m, &p).await.map_err(|e| e.to_string())?;
+                bar.lock().add(page.keys, page.bytes);
+                rate.account(page.bytes).await;
             }
-        })
-        .buffer_unordered(opts.parallel.max(1))
-        .collect()
-        .await;
-    bar.lock().done();
-    results.into_iter().collect::<Result<Vec<()>, String>>()?;
-    Ok(())
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// `vesta admin status`: the running redistribution and how far it got.

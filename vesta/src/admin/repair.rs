@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
 use vesta_cluster::etcd::ClusterState;
 
-use super::copy::{CopyOptions, Nodes, RateLimit};
+use super::copy::{copy_each, CopyOptions, Nodes, RateLimit};
 use super::progress::Progress;
 
 pub async fn repair_zone(state: &ClusterState, zone: &str, opts: &CopyOptions) -> Result<(), String> {
@@ -45,31 +44,25 @@ pub async fn repair_zone(state: &ClusterState, zone: &str, opts: &CopyOptions) -
     println!("repairing zone {zone}: {} shards from the replicas of the other zones", work.len());
     let bar = Arc::new(parking_lot::Mutex::new(Progress::new("shards", work.len() as u64)));
     let rate = RateLimit::new(opts.max_rate_kb);
-    let results: Vec<Result<(), String>> = stream::iter(work)
-        .map(|(shard, target, sources)| {
-            let (bar, rate, nodes) = (bar.clone(), &rate, &nodes);
-            async move {
-                for source in sources {
-                    let mut cursor = None;
-                    loop {
-                        let page = nodes.transfer_page(&source, &target, shard, cursor, opts.page_keys).await?;
-                        bar.lock().add(page.keys, page.bytes);
-                        rate.account(page.bytes).await;
-                        match page.next {
-                            Some(next) => cursor = Some(next.to_vec()),
-                            None => break,
-                        }
+    copy_each(work, opts.parallel, &bar, |(shard, target, sources)| {
+        let (bar, rate, nodes) = (bar.clone(), &rate, &nodes);
+        async move {
+            for source in sources {
+                let mut cursor = None;
+                loop {
+                    let page = nodes.transfer_page(&source, &target, shard, cursor, opts.page_keys).await?;
+                    bar.lock().add(page.keys, page.bytes);
+                    rate.account(page.bytes).await;
+                    match page.next {
+                        Some(next) => cursor = Some(next.to_vec()),
+                        None => break,
                     }
                 }
-                bar.lock().finish_one();
-                Ok(())
             }
-        })
-        .buffer_unordered(opts.parallel.max(1))
-        .collect()
-        .await;
-    bar.lock().done();
-    results.into_iter().collect::<Result<Vec<()>, String>>()?;
+            Ok(())
+        }
+    })
+    .await?;
     println!("zone {zone} repaired");
     Ok(())
 }
