@@ -150,29 +150,37 @@ pub fn follow_for_store(config: &StoreConfig, node: Arc<StoreNode>, state: &Clus
     tokio::spawn(drop_departed_shards(node, Duration::from_millis(config.drop_grace_ms)));
 }
 
-/// Deletes the records of every shard the node has not held for `grace`.
+/// Deletes the records of every shard the node has not held for `grace`. Nothing new can land in a
+/// shard the node does not hold (every write and copy is refused there), so a shard is looked at once,
+/// when it stops being held (or at start-up), not on every tick.
 async fn drop_departed_shards(node: Arc<StoreNode>, grace: Duration) {
-    let mut since: HashMap<u32, Instant> = HashMap::new();
+    let mut pending: HashMap<u32, Instant> = HashMap::new();
+    let mut seen: Option<Arc<Ownership>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let ownership = node.ownership();
-        let shards = ownership.owned.len() as u32;
-        since.retain(|&s, _| !ownership.holds(s));
-        for shard in (0..shards).filter(|&s| !ownership.holds(s)) {
-            if !node.has_data(shard) {
-                since.remove(&shard);
-                continue;
+        if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &ownership)) {
+            let shards = ownership.owned.len() as u32;
+            pending.retain(|&s, _| !ownership.holds(s));
+            for shard in (0..shards).filter(|&s| !ownership.holds(s)) {
+                let newly_released = seen.as_ref().is_none_or(|before| before.holds(shard));
+                if newly_released && node.has_data(shard) {
+                    pending.entry(shard).or_insert_with(Instant::now);
+                }
             }
-            let first_seen = *since.entry(shard).or_insert_with(Instant::now);
-            if first_seen.elapsed() < grace || node.ownership().holds(shard) {
+            seen = Some(ownership);
+        }
+        let due: Vec<u32> = pending.iter().filter(|(_, since)| since.elapsed() >= grace).map(|(&s, _)| s).collect();
+        for shard in due {
+            pending.remove(&shard);
+            if node.ownership().holds(shard) {
                 continue;
             }
             match node.drop_shard(shard).await {
                 Ok(n) => tracing::info!(shard, records = n, "dropped a shard this node no longer holds"),
                 Err(e) => tracing::error!(shard, error = %e, "dropping a departed shard failed"),
             }
-            since.remove(&shard);
         }
     }
 }

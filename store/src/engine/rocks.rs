@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options, WriteBatch, WriteOptions, DB};
 
+use crate::key;
+
 use super::{expired, Engine, EngineError, EngineStats, Mutation};
 
 /// Sizing for this project's machines (2 cores, a few GiB per node); see README "Store node".
@@ -127,6 +129,39 @@ impl Drop for RocksEngine {
     }
 }
 
+/// Beyond this many shards, one total-order iterator walks a range (see `scan`).
+const MAX_SHARDS_PER_SCAN: u32 = 1 << 16;
+
+impl RocksEngine {
+    /// Visits `[from, to)` in order; with `one_shard`, the range lies within one key prefix (a shard).
+    /// Returns whether `visit` wants more.
+    fn scan_from(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        one_shard: bool,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<bool, EngineError> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(to.to_vec());
+        if one_shard {
+            ro.set_prefix_same_as_start(true);
+        } else {
+            ro.set_total_order_seek(true);
+        }
+        let mut it = self.db.raw_iterator_opt(ro);
+        it.seek(from);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !visit(k, v) {
+                return Ok(false);
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(true)
+    }
+}
+
 impl Engine for RocksEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         Ok(self.db.get(key)?)
@@ -149,19 +184,26 @@ impl Engine for RocksEngine {
         if from >= to {
             return Ok(());
         }
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(to.to_vec());
-        // A range may span many shards: do not let the prefix extractor confine it to the first one.
-        ro.set_total_order_seek(true);
-        let mut it = self.db.raw_iterator_opt(ro);
-        it.seek(from);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !visit(k, v) {
+        // A total-order iterator over the hash-bucketed memtable first sorts all of it: far too much
+        // for a page of one shard. A range is walked shard by shard with prefix iterators instead (each
+        // reads one bucket), unless it spans so many shards that one sort is cheaper.
+        let shard_of = |k: &[u8]| k.get(..4).map_or(0, |p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+        let (first, last) = (shard_of(from), shard_of(to));
+        if from.len() < 4 || last.saturating_sub(first) > MAX_SHARDS_PER_SCAN {
+            return self.scan_from(from, to, false, visit).map(|_| ());
+        }
+        for shard in first..=last {
+            let shard_end = key::shard_start(shard as u64 + 1);
+            let start = if shard == first { from.to_vec() } else { key::shard_start(shard as u64) };
+            let end = if to < shard_end.as_slice() { to.to_vec() } else { shard_end };
+            if start >= end {
+                break;
+            }
+            if !self.scan_from(&start, &end, true, visit)? {
                 return Ok(());
             }
-            it.next();
         }
-        Ok(it.status()?)
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), EngineError> {
