@@ -540,6 +540,8 @@ async fn zone_maintenance_under_load() {
     assert!(up.status.success(), "zone up failed");
     assert!(stdout(&up).contains("zone zone2 repaired"), "{}", stdout(&up));
     until_proxies(&cluster, "vesta_zones_down", "").await;
+    let dry = stdout(&cluster.admin(&["repair", "zone2", "--dry-run"]));
+    assert!(dry.contains(&format!("would repair zone zone2: {} shards", common::SHARDS)), "{dry}");
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let report = load.stop().await;

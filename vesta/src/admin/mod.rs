@@ -91,6 +91,9 @@ enum AdminCommand {
     /// Copy every shard of a zone's nodes from the other zones' replicas (newer copies only).
     Repair {
         zone: String,
+        /// Print which nodes would be copied from and to, copy nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         copy: CopyOptions,
     },
@@ -202,10 +205,10 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
                 println!("aborted {}; shard map version {} stays", plan.action, state.map.version);
                 Ok(())
             }
-            AdminCommand::Repair { zone, copy } => {
+            AdminCommand::Repair { zone, dry_run, copy } => {
                 let mut store = connect().await?;
                 let state = load(&mut store, &flags.cluster).await?;
-                repair::repair_zone(&state, &zone, &copy).await
+                repair::repair_zone(&state, &zone, &copy, dry_run).await
             }
             AdminCommand::Zone { action } => {
                 let (zone, target, dry_run, repair) = match action {
@@ -238,7 +241,7 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
                 println!("zone {zone} is {}", target.as_str());
                 if let Some(copy) = repair {
                     let state = load(&mut store, &flags.cluster).await?;
-                    repair::repair_zone(&state, &zone, &copy).await?;
+                    repair::repair_zone(&state, &zone, &copy, false).await?;
                 }
                 Ok(())
             }

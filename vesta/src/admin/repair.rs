@@ -11,7 +11,7 @@ use vesta_cluster::etcd::ClusterState;
 use super::copy::{copy_each, CopyOptions, Nodes, RateLimit};
 use super::progress::Progress;
 
-pub async fn repair_zone(state: &ClusterState, zone: &str, opts: &CopyOptions) -> Result<(), String> {
+pub async fn repair_zone(state: &ClusterState, zone: &str, opts: &CopyOptions, dry_run: bool) -> Result<(), String> {
     let nodes = Nodes::default();
     let addr = |name: &str| state.spec.node_addr(name).map(str::to_string).ok_or_else(|| format!("no node {name}"));
     // Replicas that can give copies: in zones in service, answering now.
@@ -40,6 +40,19 @@ pub async fn repair_zone(state: &ClusterState, zone: &str, opts: &CopyOptions) -
             return Err(format!("shard {shard} has no replica in service outside zone {zone} to repair from"));
         }
         work.push((shard, addr(target)?, sources));
+    }
+    if dry_run {
+        let mut flows: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+        for (_, target, sources) in &work {
+            for source in sources {
+                *flows.entry((source.as_str(), target.as_str())).or_default() += 1;
+            }
+        }
+        println!("dry run: would repair zone {zone}: {} shards", work.len());
+        for ((from, to), n) in flows {
+            println!("  {from} → {to}: {n} shards");
+        }
+        return Ok(());
     }
     println!("repairing zone {zone}: {} shards from the replicas of the other zones", work.len());
     let bar = Arc::new(parking_lot::Mutex::new(Progress::new("shards", work.len() as u64)));
