@@ -27,7 +27,7 @@ use vesta_proto::{
 };
 
 use super::write::{Answer, Failed};
-use super::{after_moved, back_off, newest, wall_ms, CoordError, Coordinator, NewValue};
+use super::{newest, wall_ms, CoordError, Coordinator, NewValue};
 use crate::metrics as m;
 use crate::resp::Reply;
 use crate::topology::NodeIndex;
@@ -74,33 +74,9 @@ impl Coordinator {
         let targets: Vec<KeyRef> = keys.iter().map(|k| self.target(&k.namespace, &k.key)).collect();
         let mut attempt = 0;
         loop {
-            match self.write_many_once(&targets, &mut decide).await {
-                Ok(reply) => {
-                    metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "ok").increment(1);
-                    return Ok(reply);
-                }
-                Err(Failed::Contended) if Instant::now() < deadline => {
-                    metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "retried_locked").increment(1);
-                    back_off(attempt).await;
-                    attempt += 1;
-                }
-                Err(Failed::Contended) => {
-                    metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "contended").increment(1);
-                    return Err(CoordError::Contended);
-                }
-                Err(Failed::Moved) if Instant::now() < deadline => {
-                    metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "retried_moved").increment(1);
-                    after_moved(self, attempt).await;
-                    attempt += 1;
-                }
-                Err(Failed::Moved) => {
-                    metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "moved").increment(1);
-                    return Err(CoordError::Moved);
-                }
-                Err(Failed::Final(e)) => {
-                    metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "failed").increment(1);
-                    return Err(e);
-                }
+            let outcome = self.write_many_once(&targets, &mut decide).await;
+            if let Some(done) = self.after_attempt("write_many", outcome, deadline, &mut attempt).await {
+                return done;
             }
         }
     }

@@ -47,39 +47,42 @@ impl Coordinator {
         };
         let mut attempt = 0;
         loop {
-            match self.write_once(&target, kind, want_value, deadline, &mut decide).await {
-                Ok(reply) => {
-                    metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "ok").increment(1);
-                    return Ok(reply);
-                }
-                Err(Failed::Contended) if Instant::now() < deadline => {
-                    metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "retried_locked").increment(1);
-                    back_off(attempt).await;
-                    attempt += 1;
-                }
-                Err(Failed::Contended) => {
-                    metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "contended").increment(1);
-                    return Err(CoordError::Contended);
-                }
-                Err(Failed::Moved) if Instant::now() < deadline => {
-                    metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "retried_moved").increment(1);
-                    after_moved(self, attempt).await;
-                    attempt += 1;
-                }
-                Err(Failed::Moved) => {
-                    metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "moved").increment(1);
-                    return Err(CoordError::Moved);
-                }
-                Err(Failed::Final(e)) => {
-                    let outcome = match e {
-                        CoordError::OutcomeUnknown { .. } => "outcome_unknown",
-                        _ => "below_quorum",
-                    };
-                    metrics::counter!(m::QUORUM, "op" => "write", "outcome" => outcome).increment(1);
-                    return Err(e);
-                }
+            let outcome = self.write_once(&target, kind, want_value, deadline, &mut decide).await;
+            if let Some(done) = self.after_attempt("write", outcome, deadline, &mut attempt).await {
+                return done;
             }
         }
+    }
+
+    /// Settles one attempt of a write: `Some` answer to return, or `None` after waiting for the next
+    /// attempt — contention is retried with jittered back-off, a moving shard after asking for a fresh
+    /// map, both until `deadline`. `op` labels the metrics.
+    pub(super) async fn after_attempt(
+        self: &Arc<Self>,
+        op: &'static str,
+        outcome: Result<Reply, Failed>,
+        deadline: Instant,
+        attempt: &mut u32,
+    ) -> Option<Result<Reply, CoordError>> {
+        let in_time = Instant::now() < deadline;
+        let (label, result) = match outcome {
+            Ok(reply) => ("ok", Some(Ok(reply))),
+            Err(Failed::Contended) if in_time => {
+                back_off(*attempt).await;
+                ("retried_locked", None)
+            }
+            Err(Failed::Contended) => ("contended", Some(Err(CoordError::Contended))),
+            Err(Failed::Moved) if in_time => {
+                after_moved(self, *attempt).await;
+                ("retried_moved", None)
+            }
+            Err(Failed::Moved) => ("moved", Some(Err(CoordError::Moved))),
+            Err(Failed::Final(e @ CoordError::OutcomeUnknown { .. })) => ("outcome_unknown", Some(Err(e))),
+            Err(Failed::Final(e)) => ("below_quorum", Some(Err(e))),
+        };
+        metrics::counter!(m::QUORUM, "op" => op, "outcome" => label).increment(1);
+        *attempt += 1;
+        result
     }
 
     async fn write_once(
