@@ -106,6 +106,8 @@ pub struct Coordinator {
     map: RwLock<Arc<dyn ShardMap>>,
     /// Woken when a store node says `not-owner`: this proxy's map may be behind.
     refresh: Notify,
+    /// The cluster's shard count: fixed at creation, the same in every map version.
+    shards: u32,
     pool: NodePool,
     settings: QuorumSettings,
     hlc: Hlc,
@@ -126,6 +128,7 @@ impl Coordinator {
         Arc::new(Coordinator {
             map: RwLock::new(map),
             refresh: Notify::new(),
+            shards: topology.shards,
             pool,
             settings,
             hlc: Hlc::default(),
@@ -143,9 +146,8 @@ impl Coordinator {
     /// and quorums are the cluster's for good and cannot change here.
     pub fn install(&self, topology: &Topology) -> Result<(), String> {
         topology.validate()?;
-        let current = self.map();
-        if topology.shards != current.shards() {
-            return Err(format!("the new map has {} shards, this proxy {}", topology.shards, current.shards()));
+        if topology.shards != self.shards {
+            return Err(format!("the new map has {} shards, this proxy {}", topology.shards, self.shards));
         }
         if (topology.write_quorum, topology.read_quorum) != (self.settings.write_quorum, self.settings.read_quorum) {
             return Err("the new map changes the quorums; restart the proxy to apply that".into());
@@ -176,11 +178,7 @@ impl Coordinator {
     }
 
     fn target(&self, namespace: &Bytes, key: &Bytes) -> KeyRef {
-        KeyRef {
-            shard: vesta_proto::shard::shard_of(key, self.map().shards()),
-            namespace: namespace.clone(),
-            key: key.clone(),
-        }
+        KeyRef { shard: vesta_proto::shard::shard_of(key, self.shards), namespace: namespace.clone(), key: key.clone() }
     }
 }
 

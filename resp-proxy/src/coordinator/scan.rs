@@ -42,7 +42,7 @@ pub struct ScanPage {
 
 impl Coordinator {
     pub fn shard_count(&self) -> u32 {
-        self.map().shards()
+        self.shards
     }
 
     /// Walks shards from `from_shard` until `want` keys have been seen or the last shard is done.
