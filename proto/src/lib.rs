@@ -6,12 +6,14 @@
 //! * [`frame`]: length-delimited frames with a protocol version and a correlation id, so that thousands of
 //!   requests can be in flight on one connection and answered out of order.
 //! * [`shard`]: which shard a key belongs to (Redis-Cluster-style `{hash tags}` included).
+//! * [`clock`]: wall and monotonic time, real or driven by tests.
 //! * [`client`]: one multiplexed connection to a store node (mechanism only; retry and timeout policy
 //!   belong to the coordinator).
 //!
 //! This crate has no storage engine and no policy, so it builds in seconds and the fuzz target only needs it.
 
 pub mod client;
+pub mod clock;
 pub mod frame;
 pub mod message;
 pub mod record;
@@ -20,8 +22,8 @@ pub mod status;
 
 pub use frame::{Envelope, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use message::{
-    Abort, CloneRecords, Commit, CommitBatch, Condition, KeyRef, MarkDelete, Pong, Prepare, PrepareKind, Read, Repair,
-    Reply, Request, Response, Scan, ScanEntry, ScanPage, Transfer, Transferred,
+    Abort, CloneRecords, Commit, CommitBatch, Condition, KeyRef, LeaseGrant, MarkDelete, Pong, Prepare, PrepareKind,
+    Read, RebuildStep, Repair, Reply, Request, Response, Scan, ScanEntry, ScanPage, Transfer, Transferred,
 };
-pub use record::{Flags, Meta, Record, RecordError, RequestId};
+pub use record::{hlc_ms, Flags, Meta, Order, Record, RecordError, RequestId};
 pub use status::Status;

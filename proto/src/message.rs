@@ -92,7 +92,7 @@ pub struct Read {
     pub want_value: bool,
 }
 
-/// Install `record` if it is newer by (HLC, origin) than this node's copy.
+/// Install `record` if it is newer by the order of copies (HLC, origin, writer) than this node's copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Repair {
     pub req: RequestId,
@@ -101,7 +101,8 @@ pub struct Repair {
 }
 
 /// Write a tombstone with this metadata (if newer than this node's copy), so that a delete that missed a
-/// replica cannot be undone by repairing from it. The tombstone lives until `meta.expires_at`.
+/// replica cannot be undone by repairing from it. `meta.expires_at` is the time of the delete; the
+/// tombstone is kept for the grace period after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MarkDelete {
     pub req: RequestId,
@@ -122,13 +123,14 @@ pub struct Scan {
     pub limit: u32,
     /// Only this namespace, when given.
     pub namespace: Option<Bytes>,
-    /// Include tombstones (redistribution needs them; SCAN/KEYS do not).
-    pub include_tombstones: bool,
+    /// Include dead copies — tombstones and expired records still in their grace period (redistribution
+    /// and repair need them, since they order copies; SCAN/KEYS do not).
+    pub include_dead: bool,
     pub want_values: bool,
 }
 
 /// Redistribution and repair: copies of records another node holds, each installed only if newer by
-/// (HLC, origin) than this node's copy, so copies may arrive in any order and any number of times. Not
+/// the order of copies than this node's copy, so copies may arrive in any order and any number of times. Not
 /// subject to shard ownership: a node receives the shards it is about to own before it owns them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloneRecords {
@@ -136,7 +138,7 @@ pub struct CloneRecords {
     pub items: Vec<(KeyRef, Record)>,
 }
 
-/// Copy one page of a shard (tombstones included) from this node to `target`, by [`CloneRecords`], and say
+/// Copy one page of a shard (dead copies included) from this node to `target`, by [`CloneRecords`], and say
 /// where the page ended. The caller (`vesta admin`) drives pages, checkpoints the cursor and paces them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
@@ -173,6 +175,23 @@ pub enum Request {
     Transfer(Transfer),
     /// How many records (tombstones included) this node stores per shard, owned or not.
     Inventory,
+    /// A full repair of a replica that was away longer than the grace period (see [`RebuildStep`]).
+    Rebuild(RebuildStep),
+}
+
+/// The steps of a full repair (`vesta admin repair ZONE --full`). A replica that was out of service for
+/// longer than the grace period may hold live copies of keys whose tombstones (or expired copies) the
+/// other replicas have since purged: repairing it copy by copy would bring those keys back. So it is
+/// rebuilt instead: its shards are cleared, then copied again from the other zones' replicas, and only
+/// then does it serve again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RebuildStep {
+    /// Stop serving (persisted, so a restart does not end it) until `Finish`.
+    Begin,
+    /// Delete every record of this shard. Refused unless the node is being rebuilt.
+    ClearShard(u32),
+    /// Serve again; the node counts as in service from now.
+    Finish,
 }
 
 impl Request {
@@ -190,29 +209,44 @@ impl Request {
             Request::Clone(_) => "clone",
             Request::Transfer(_) => "transfer",
             Request::Inventory => "inventory",
+            Request::Rebuild(_) => "rebuild",
         }
     }
 }
 
-/// The answer to one key operation: a status and, where it makes sense, this node's copy (a tombstone's
-/// metadata included, since it orders copies even though it reads as absent).
+/// The answer to one key operation: a status and, where it makes sense, this node's copy (dead copies
+/// included — a tombstone's metadata, an expired record — since they order copies even though they read
+/// as absent).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Reply {
     pub status: Status,
     pub copy: Option<Record>,
     /// Human-readable detail for `BadRequest` / `Internal` / `Overloaded`.
     pub message: String,
+    /// For a prepare that holds the key's lease: how long it lasts, and the node's clock.
+    pub lease: Option<LeaseGrant>,
+}
+
+/// The lease a prepare took. The coordinator commits only while the lease surely still holds (it counts
+/// from when it *sent* the prepare, which is no later than when the node granted it), and compares its own
+/// clock with the node's before stamping a write: a proxy whose clock runs ahead of the store nodes must
+/// not give its writes timestamps that every later write then has to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    pub ms: u64,
+    /// The node's wall clock (Unix ms) when it answered.
+    pub node_wall_ms: u64,
 }
 
 impl Reply {
     pub fn status(status: Status) -> Self {
-        Reply { status, copy: None, message: String::new() }
+        Reply { status, ..Reply::default() }
     }
     pub fn with_copy(status: Status, copy: Option<Record>) -> Self {
-        Reply { status, copy, message: String::new() }
+        Reply { status, copy, ..Reply::default() }
     }
     pub fn error(status: Status, message: impl Into<String>) -> Self {
-        Reply { status, copy: None, message: message.into() }
+        Reply { status, message: message.into(), ..Reply::default() }
     }
 }
 
@@ -257,6 +291,13 @@ pub struct Pong {
     pub settled: bool,
     /// The node's prepare lease: how long after a handoff a commit of an earlier prepare may still land.
     pub lease_ms: u64,
+    /// Why the node serves nothing to proxies until a full repair (it was out of service for longer than
+    /// the grace period), or `None`.
+    pub needs_repair: Option<String>,
+    /// How long the node has been out of service (its zone in maintenance), 0 while in service.
+    pub away_ms: u64,
+    /// How long dead copies keep their order here: a node away for longer needs a full repair.
+    pub grace_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ pub struct Flags(pub u8);
 
 impl Flags {
     /// The record is a delete marker: absent to every reader, but its metadata stops an older copy from
-    /// being repaired back (a resurrection) until it expires.
+    /// being repaired back (a resurrection) for the grace period after the delete.
     pub const TOMBSTONE: u8 = 0x01;
     /// The value is ciphertext, sealed by the proxy with key `Meta::key_id`.
     pub const ENCRYPTED: u8 = 0x02;
@@ -43,7 +43,7 @@ pub struct Meta {
     pub version: u64,
     /// Unix ms when the record (not this version of it) was created.
     pub created_at: u64,
-    /// Unix ms after which the record is gone; 0 = never.
+    /// Unix ms after which the record is gone; 0 = never. For a tombstone: when the key was deleted.
     pub expires_at: u64,
     /// Hybrid-logical-clock timestamp of the write that made this copy.
     pub hlc: u64,
@@ -56,10 +56,29 @@ pub struct Meta {
     pub key_id: u32,
 }
 
+/// The place of a copy in the order of writes to its key. The newest copy has the greatest HLC; equal
+/// HLCs (two data centres, or two proxies in the same logical millisecond) are broken by origin, then by
+/// the writing request, so that any two *different* copies are ordered the same way on every replica —
+/// a replica never keeps a different copy than its peers because both looked "equally new".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Order {
+    pub hlc: u64,
+    pub origin: u32,
+    pub writer: RequestId,
+}
+
+/// Bits of an HLC timestamp below its milliseconds: a logical counter for writes in the same ms.
+pub const HLC_LOGICAL_BITS: u32 = 16;
+
+/// The wall-clock milliseconds an HLC timestamp stands for.
+pub fn hlc_ms(hlc: u64) -> u64 {
+    hlc >> HLC_LOGICAL_BITS
+}
+
 impl Meta {
-    /// The order of copies: the newest copy has the greatest (HLC, origin).
-    pub fn order(&self) -> (u64, u32) {
-        (self.hlc, self.origin)
+    /// Where this copy stands among the copies of its key.
+    pub fn order(&self) -> Order {
+        Order { hlc: self.hlc, origin: self.origin, writer: self.last_writer }
     }
 
     /// Whether this copy is strictly newer than `other`.
@@ -76,6 +95,19 @@ impl Meta {
     pub fn live_at(&self, now_ms: u64) -> bool {
         !self.flags.tombstone() && !self.expired_at(now_ms)
     }
+
+    /// Whether the copy may be dropped from storage at `now_ms`: it has been dead (expired, or deleted —
+    /// a tombstone's `expires_at` is the time of the delete) for at least `grace_ms`. Until then a dead
+    /// copy keeps its place in the order of copies, so that an older live copy on a replica that missed
+    /// the delete or the expiry can never win a repair and bring the key back.
+    pub fn purgeable_at(&self, now_ms: u64, grace_ms: u64) -> bool {
+        purgeable(self.expires_at, now_ms, grace_ms)
+    }
+}
+
+/// The purge rule on a bare `expires_at` (what a compaction filter reads from the header).
+pub fn purgeable(expires_at: u64, now_ms: u64, grace_ms: u64) -> bool {
+    expires_at != 0 && expires_at.saturating_add(grace_ms) <= now_ms
 }
 
 /// One copy of a record: metadata and value (empty for tombstones).
@@ -222,10 +254,22 @@ mod tests {
     }
 
     #[test]
-    fn newest_copy_is_greatest_hlc_then_origin() {
+    fn newest_copy_is_greatest_hlc_then_origin_then_writer() {
         let a = Meta { hlc: 10, origin: 1, ..Meta::default() };
         let b = Meta { hlc: 10, origin: 2, ..Meta::default() };
         let c = Meta { hlc: 11, origin: 0, ..Meta::default() };
         assert!(b.newer_than(&a) && c.newer_than(&b) && !a.newer_than(&a));
+        // Same HLC and origin, different writers: still strictly ordered, the same way everywhere.
+        let d = Meta { last_writer: RequestId(7), ..a };
+        let e = Meta { last_writer: RequestId(9), ..a };
+        assert!(e.newer_than(&d) && !d.newer_than(&e));
+    }
+
+    #[test]
+    fn dead_copies_are_kept_for_the_grace_period() {
+        let expiring = Meta { expires_at: 1_000, ..Meta::default() };
+        assert!(!expiring.purgeable_at(1_000, 500) && !expiring.purgeable_at(1_499, 500));
+        assert!(expiring.purgeable_at(1_500, 500));
+        assert!(!Meta::default().purgeable_at(u64::MAX, 0), "a record without expiry is never purged");
     }
 }

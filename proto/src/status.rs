@@ -30,6 +30,9 @@ pub enum Status {
     Overloaded,
     /// The engine failed; the message says how.
     Internal,
+    /// This replica was out of service for longer than the grace period: it may hold copies whose
+    /// deletes the other replicas have forgotten, so it serves nothing until a full repair.
+    NeedsRepair,
 }
 
 impl Status {
@@ -46,6 +49,7 @@ impl Status {
             Status::BadRequest => "bad_request",
             Status::Overloaded => "overloaded",
             Status::Internal => "internal",
+            Status::NeedsRepair => "needs_repair",
         }
     }
 

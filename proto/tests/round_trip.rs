@@ -91,23 +91,19 @@ fn arb_request() -> impl Strategy<Value = Request> {
             proptest::option::of(arb_bytes(8)),
             any::<(bool, bool)>()
         )
-            .prop_map(
-                |((shard_from, shard_to, limit), after, namespace, (include_tombstones, want_values))| {
-                    Request::Scan(Scan {
-                        shard_from,
-                        shard_to,
-                        after,
-                        limit,
-                        namespace,
-                        include_tombstones,
-                        want_values,
-                    })
-                }
-            ),
+            .prop_map(|((shard_from, shard_to, limit), after, namespace, (include_dead, want_values))| {
+                Request::Scan(Scan { shard_from, shard_to, after, limit, namespace, include_dead, want_values })
+            }),
         Just(Request::Ping),
         Just(Request::Inventory),
         (any::<u32>(), proptest::option::of(arb_bytes(12)), any::<u32>(), ".{0,20}")
             .prop_map(|(shard, after, limit, target)| Request::Transfer(Transfer { shard, after, limit, target })),
+        prop_oneof![
+            Just(RebuildStep::Begin),
+            any::<u32>().prop_map(RebuildStep::ClearShard),
+            Just(RebuildStep::Finish)
+        ]
+        .prop_map(Request::Rebuild),
     ]
 }
 
@@ -124,6 +120,7 @@ fn arb_status() -> impl Strategy<Value = Status> {
         Just(Status::BadRequest),
         Just(Status::Overloaded),
         Just(Status::Internal),
+        Just(Status::NeedsRepair),
     ]
 }
 
@@ -131,8 +128,13 @@ fn arb_response() -> impl Strategy<Value = Response> {
     let entry = (any::<u32>(), arb_bytes(8), arb_bytes(16), arb_record())
         .prop_map(|(shard, namespace, key, record)| ScanEntry { shard, namespace, key, record });
     prop_oneof![
-        (arb_status(), proptest::option::of(arb_record()), ".{0,20}")
-            .prop_map(|(status, copy, message)| Response::Reply(Reply { status, copy, message })),
+        (arb_status(), proptest::option::of(arb_record()), ".{0,20}", proptest::option::of(any::<(u64, u64)>()))
+            .prop_map(|(status, copy, message, lease)| Response::Reply(Reply {
+                status,
+                copy,
+                message,
+                lease: lease.map(|(ms, node_wall_ms)| LeaseGrant { ms, node_wall_ms }),
+            })),
         (proptest::collection::vec(entry, 0..5), proptest::option::of(arb_bytes(40)))
             .prop_map(|(entries, next)| Response::Scan(ScanPage { entries, next })),
         (".{0,12}", any::<u8>(), any::<u32>()).prop_map(|(node, protocol, shards)| Response::Pong(Pong {
@@ -144,6 +146,9 @@ fn arb_response() -> impl Strategy<Value = Response> {
             handoff: 0,
             settled: protocol % 2 == 0,
             lease_ms: 600,
+            needs_repair: (protocol % 3 == 0).then(|| "away 3d".to_string()),
+            away_ms: shards as u64,
+            grace_ms: 86_400_000,
         })),
         (any::<u64>(), any::<u64>(), proptest::option::of(arb_bytes(12)))
             .prop_map(|(keys, bytes, next)| Response::Transferred(Transferred { keys, bytes, next })),
@@ -191,7 +196,7 @@ proptest! {
 #[test]
 fn a_huge_declared_length_inside_a_message_does_not_allocate_it() {
     // A Commit whose value claims 2^60 bytes but carries 3: rejected, not reserved.
-    let mut body = vec![1u8]; // version
+    let mut body = vec![vesta_proto::PROTOCOL_VERSION]; // version
     body.extend_from_slice(&7u64.to_be_bytes());
     body.push(1); // Request::Commit
     body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]);

@@ -29,6 +29,13 @@ pub struct ProxyConfig {
     pub max_clients: usize,
     /// Commands of one connection executing at once; reading pauses beyond it.
     pub max_pipeline: usize,
+    /// How far apart this proxy's clock, the store nodes' clocks and the timestamps of the copies it
+    /// reads may be before it refuses to write (see README → Guarantees). Keep it below a third of the
+    /// stores' lease.
+    pub max_clock_drift_ms: u64,
+    /// Test-only: run this proxy's wall clock this many ms ahead (negative: behind) of the machine's,
+    /// to show what clock skew does. Never set it in production.
+    pub clock_offset_ms: i64,
 }
 
 impl Default for ProxyConfig {
@@ -45,6 +52,8 @@ impl Default for ProxyConfig {
             origin: 1,
             max_clients: 10_000,
             max_pipeline: 1024,
+            max_clock_drift_ms: 100,
+            clock_offset_ms: 0,
         }
     }
 }
@@ -56,6 +65,9 @@ impl ProxyConfig {
         }
         if self.max_clients == 0 || self.max_pipeline == 0 {
             return Err("max_clients and max_pipeline must be at least 1".into());
+        }
+        if self.max_clock_drift_ms == 0 {
+            return Err("max_clock_drift_ms must be at least 1".into());
         }
         Ok(())
     }
@@ -89,6 +101,11 @@ pub struct ProxyFlags {
     pub max_clients: Option<usize>,
     #[arg(long, env = "VESTA_PROXY_MAX_PIPELINE")]
     pub max_pipeline: Option<usize>,
+    #[arg(long, env = "VESTA_PROXY_MAX_CLOCK_DRIFT_MS")]
+    pub max_clock_drift_ms: Option<u64>,
+    /// Test-only: shift this proxy's wall clock by this many ms.
+    #[arg(long, env = "VESTA_PROXY_CLOCK_OFFSET_MS", hide = true, allow_negative_numbers = true)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 impl ProxyFlags {
@@ -103,7 +120,19 @@ impl ProxyFlags {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
         }
-        set!(listen, topology, etcd, cluster, node_timeout_ms, deadline_ms, origin, max_clients, max_pipeline);
+        set!(
+            listen,
+            topology,
+            etcd,
+            cluster,
+            node_timeout_ms,
+            deadline_ms,
+            origin,
+            max_clients,
+            max_pipeline,
+            max_clock_drift_ms,
+            clock_offset_ms
+        );
         if self.metrics_listen.is_some() {
             c.metrics_listen = self.metrics_listen;
         }

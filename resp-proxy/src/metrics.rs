@@ -8,9 +8,14 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 pub const COMMANDS: &str = "vesta_proxy_commands_total";
 /// Command latency by `cmd`, seconds.
 pub const COMMAND_SECONDS: &str = "vesta_proxy_command_seconds";
-/// Quorum outcomes by `op` (read, write) and `outcome` (ok, retried_locked, contended, below_quorum,
-/// outcome_unknown).
+/// Quorum outcomes by `op` (read, write, write_many) and `outcome` (ok, retried_locked, retried_late,
+/// retried_moved, contended, moved, below_quorum, outcome_unknown, clock_skew).
 pub const QUORUM: &str = "vesta_proxy_quorum_total";
+/// Write attempts started over because the prepare leases were (nearly) over when the decision could
+/// be made (a stalled coordinator, slow replies).
+pub const LATE_DECISIONS: &str = "vesta_proxy_late_decisions_total";
+/// Writes refused because clocks disagree by more than `max_clock_drift_ms`.
+pub const CLOCK_SKEW: &str = "vesta_proxy_clock_skew_refusals_total";
 /// Repairs sent, by `kind` (read: before answering; background: stale or failed replicas).
 pub const REPAIRS: &str = "vesta_proxy_repairs_total";
 /// 1 while the proxy holds a connection to the store node `node`.

@@ -17,6 +17,7 @@ use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use vesta_proto::clock::{Clock, SkewedClock, SystemClock};
 
 use crate::cmd::connection::After;
 use crate::cmd::transaction::{self, Step};
@@ -41,13 +42,33 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(config: &ProxyConfig, topology: &Topology, port: u16, locals: &LocalNodes) -> Arc<Self> {
+        let clock: Arc<dyn Clock> = match config.clock_offset_ms {
+            0 => Arc::new(SystemClock::default()),
+            offset => {
+                tracing::warn!(offset_ms = offset, "test setting: this proxy's clock is deliberately off");
+                Arc::new(SkewedClock::new(offset))
+            }
+        };
+        Self::with_clock(config, topology, port, locals, clock)
+    }
+
+    /// [`Proxy::new`] on a given clock (tests drive time, or skew it).
+    pub fn with_clock(
+        config: &ProxyConfig,
+        topology: &Topology,
+        port: u16,
+        locals: &LocalNodes,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
         let settings = QuorumSettings {
             write_quorum: topology.write_quorum,
             read_quorum: topology.read_quorum,
             deadline: Duration::from_millis(config.deadline_ms),
             origin: config.origin,
+            max_clock_drift_ms: config.max_clock_drift_ms,
         };
-        let coordinator = Coordinator::new(topology, Duration::from_millis(config.node_timeout_ms), settings, locals);
+        let coordinator =
+            Coordinator::new(topology, Duration::from_millis(config.node_timeout_ms), settings, locals, clock);
         let shared = Shared {
             started: Instant::now(),
             run_id: format!("{:040x}", rand::random::<u128>()),
@@ -281,7 +302,11 @@ impl KeyOrder {
     }
 }
 
-/// Runs `reply` once the commands it must follow have finished.
+/// Runs `reply` once the commands it must follow have finished — as a task of its own, so that a
+/// command's two-phase commit goes on whatever its connection does: the connection's task stops polling
+/// while it waits for a client that reads its replies slowly, and a command left unpolled between its
+/// prepares and its commits would sit on its leases until they expire. Only the reply waits for the
+/// client.
 fn after_earlier(
     resp3: bool,
     name: &'static str,
@@ -289,7 +314,7 @@ fn after_earlier(
     done: Option<watch::Sender<()>>,
     reply: impl Future<Output = Reply> + Send + 'static,
 ) -> Pending {
-    Box::pin(async move {
+    let task = tokio::spawn(async move {
         let started = Instant::now();
         for mut e in earlier {
             // Resolves (with an error) once that command's sender is dropped, i.e. it finished.
@@ -298,6 +323,13 @@ fn after_earlier(
         let reply = reply.await;
         drop(done);
         metrics::histogram!(m::COMMAND_SECONDS, "cmd" => name).record(started.elapsed().as_secs_f64());
+        reply
+    });
+    Box::pin(async move {
+        let reply = task.await.unwrap_or_else(|e| {
+            tracing::error!(command = name, error = %e, "command task failed");
+            Reply::error("ERR internal error while running the command")
+        });
         (resp3, reply)
     })
 }

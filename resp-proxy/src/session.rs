@@ -21,7 +21,7 @@ pub struct Queued {
 /// Unset while WATCH's read is in flight, and forever if it failed — EXEC then fails safe.
 pub struct Watched {
     pub key: KeyName,
-    pub seen: Arc<OnceLock<Option<(u64, u32)>>>,
+    pub seen: Arc<OnceLock<Option<vesta_proto::Order>>>,
 }
 
 /// What one client connection has chosen: protocol, database (namespace), name.

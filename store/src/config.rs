@@ -29,6 +29,9 @@ pub enum SyncPolicy {
     Off,
 }
 
+/// How far apart the clocks of proxies and store nodes may be (see `max_clock_drift_ms`).
+pub const DEFAULT_MAX_CLOCK_DRIFT_MS: u64 = 100;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
@@ -59,8 +62,17 @@ pub struct StoreConfig {
     /// Requests processed at once; beyond it the node answers `Overloaded` at once.
     pub max_in_flight: usize,
     pub max_frame_bytes: usize,
-    /// How long a tombstone for a record without expiry is kept.
-    pub tombstone_retention_secs: u64,
+    /// How long a dead copy — a tombstone, or a record past its expiry — keeps its place in the order of
+    /// copies before it is purged (Cassandra's `gc_grace_seconds`). A replica out of service for longer
+    /// than this serves nothing until a full repair. The same on every node of a cluster.
+    #[serde(alias = "tombstone_retention_secs")]
+    pub grace_secs: u64,
+    /// Refuse to serve after being out of service for longer than `grace_secs` (see the README). `vesta
+    /// dev` turns it off: its zones live in one process, so none can fall behind the others while away.
+    pub rejoin_check: bool,
+    /// Commits stamped (by their HLC) further than this ahead of this node's clock are refused: a proxy
+    /// whose clock runs ahead must not drag every later write of the cluster with it.
+    pub max_clock_drift_ms: u64,
     /// RocksDB block cache.
     pub block_cache_mb: usize,
     /// RocksDB memtable size (three may exist at once).
@@ -85,7 +97,9 @@ impl Default for StoreConfig {
             drop_grace_ms: 60_000,
             max_in_flight: 10_000,
             max_frame_bytes: vesta_proto::frame::DEFAULT_MAX_FRAME,
-            tombstone_retention_secs: 7 * 24 * 3600,
+            grace_secs: 24 * 3600,
+            rejoin_check: true,
+            max_clock_drift_ms: DEFAULT_MAX_CLOCK_DRIFT_MS,
             block_cache_mb: 256,
             write_buffer_mb: 64,
         }
@@ -110,8 +124,11 @@ impl StoreConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.shards == 0 {
-            return bad("shards must be at least 1".into());
+        if self.shards == 0 || self.shards > crate::key::MAX_SHARDS {
+            return bad(format!("shards must be between 1 and {}", crate::key::MAX_SHARDS));
+        }
+        if self.grace_secs == 0 {
+            return bad("grace_secs must be at least 1".into());
         }
         if self.lease_ms == 0 {
             return bad("lease_ms must be at least 1".into());
@@ -194,8 +211,12 @@ pub struct StoreFlags {
     pub max_in_flight: Option<usize>,
     #[arg(long, env = "VESTA_STORE_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
-    #[arg(long, env = "VESTA_STORE_TOMBSTONE_RETENTION_SECS")]
-    pub tombstone_retention_secs: Option<u64>,
+    #[arg(long, env = "VESTA_STORE_GRACE_SECS")]
+    pub grace_secs: Option<u64>,
+    #[arg(long, env = "VESTA_STORE_REJOIN_CHECK")]
+    pub rejoin_check: Option<bool>,
+    #[arg(long, env = "VESTA_STORE_MAX_CLOCK_DRIFT_MS")]
+    pub max_clock_drift_ms: Option<u64>,
     #[arg(long, env = "VESTA_STORE_BLOCK_CACHE_MB")]
     pub block_cache_mb: Option<usize>,
     #[arg(long, env = "VESTA_STORE_WRITE_BUFFER_MB")]
@@ -227,7 +248,9 @@ impl StoreFlags {
             drop_grace_ms,
             max_in_flight,
             max_frame_bytes,
-            tombstone_retention_secs,
+            grace_secs,
+            rejoin_check,
+            max_clock_drift_ms,
             block_cache_mb,
             write_buffer_mb
         );

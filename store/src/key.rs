@@ -8,6 +8,18 @@ use bytes::Bytes;
 
 pub const MAX_NAMESPACE: usize = u8::MAX as usize;
 
+/// Most shards a cluster may have: the 4-byte prefix `ff ff ff ff` is kept for the node's own records
+/// (when it was last in service, whether it is being rebuilt), outside every shard's range.
+pub const MAX_SHARDS: u32 = u32::MAX - 1;
+
+/// The storage key of one of the node's own records.
+pub fn node_meta(name: &[u8]) -> Vec<u8> {
+    let mut out = vec![0xff; 4];
+    out.push(0);
+    out.extend_from_slice(name);
+    out
+}
+
 pub fn encode(shard: u32, namespace: &[u8], key: &[u8]) -> Vec<u8> {
     debug_assert!(namespace.len() <= MAX_NAMESPACE);
     let mut out = Vec::with_capacity(5 + namespace.len() + key.len());

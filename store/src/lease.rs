@@ -3,8 +3,11 @@
 //! Leases live only in memory. That is safe because a prepare writes nothing: after a crash every lease
 //! is gone, and so is every prepare that could have relied on one (a late commit is refused).
 
+use std::sync::Arc;
+
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use tokio::sync::oneshot;
 use vesta_proto::RequestId;
 
 /// A deadline meaning "being committed": a commit in progress cannot lose its lease half-way through
@@ -99,6 +102,13 @@ impl LeaseTable {
         self.leases.remove_if(key, |_, l| l.owner == owner).is_some()
     }
 
+    /// Releases `owner`'s leases on `keys`.
+    pub fn release_all(&self, keys: &[Vec<u8>], owner: RequestId) {
+        for key in keys {
+            self.release(key, owner);
+        }
+    }
+
     /// Whether a request other than `me` holds a live lease on `key`.
     pub fn held_by_other(&self, key: &[u8], me: RequestId, now: u64) -> Option<RequestId> {
         self.leases.get(key).filter(|l| l.owner != me && l.deadline > now).map(|l| l.owner)
@@ -122,6 +132,57 @@ impl LeaseTable {
 
     pub fn is_empty(&self) -> bool {
         self.leases.is_empty()
+    }
+}
+
+/// The leases a write in progress has pinned ([`LeaseTable::claim`]). They are released when the guard
+/// goes, whatever ends the operation — its end, an error, or the caller dropping it half-way (a timeout,
+/// a client that went away). A lease must not outlive its write (a pinned lease never expires: the key
+/// would stay locked until restart), nor end before the write reached the engine (another request could
+/// then prepare on the old copy and overwrite the write). So while an engine write is under way the
+/// release waits for it: the write itself, once handed to the group-commit thread, always finishes.
+pub(crate) struct Pinned {
+    table: Arc<LeaseTable>,
+    keys: Vec<Vec<u8>>,
+    owner: RequestId,
+    write: Option<oneshot::Receiver<Result<(), String>>>,
+}
+
+impl Pinned {
+    pub fn new(table: Arc<LeaseTable>, keys: Vec<Vec<u8>>, owner: RequestId) -> Self {
+        Pinned { table, keys, owner, write: None }
+    }
+
+    /// One more key whose lease this request has pinned.
+    pub fn add(&mut self, key: Vec<u8>) {
+        self.keys.push(key);
+    }
+
+    /// Waits for an engine write handed over with the leases pinned; if this wait is abandoned, the
+    /// leases are released once the write has landed.
+    pub async fn wait(&mut self, write: oneshot::Receiver<Result<(), String>>) -> Result<(), String> {
+        let pending = self.write.insert(write);
+        let result = pending.await.unwrap_or_else(|_| Err("writer stopped".into()));
+        self.write = None;
+        result
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.keys);
+        if let (Some(write), Ok(runtime)) = (self.write.take(), tokio::runtime::Handle::try_current()) {
+            let (table, owner) = (self.table.clone(), self.owner);
+            runtime.spawn(async move {
+                let _ = write.await;
+                table.release_all(&keys, owner);
+            });
+            return;
+        }
+        self.table.release_all(&keys, self.owner);
     }
 }
 

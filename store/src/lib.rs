@@ -11,7 +11,6 @@
 // Operations fail with the `Reply` the client gets; it is returned, not propagated through deep stacks.
 #![allow(clippy::result_large_err)]
 
-pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod key;
@@ -22,10 +21,11 @@ mod ops;
 pub mod ownership;
 mod peers;
 pub mod server;
+mod service;
 mod writer;
 
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{EngineKind, StoreConfig, SyncPolicy};
 pub use engine::{Engine, EngineError};
 pub use node::StoreNode;
 pub use ownership::Ownership;
+pub use vesta_proto::clock::{self, Clock, ManualClock, SystemClock};

@@ -31,6 +31,14 @@ pub const OWNED_SHARDS: &str = "vesta_store_owned_shards";
 /// Records sent to other nodes, by `why` (`forward`: a live write to a moving shard; `transfer`: a
 /// redistribution or repair copy) and `outcome`.
 pub const COPIES_SENT: &str = "vesta_store_copies_sent_total";
+/// 1 while the node serves nothing until a full repair (it was out of service longer than the grace).
+pub const NEEDS_REPAIR: &str = "vesta_store_needs_repair";
+/// Proxy requests refused because the node needs a full repair.
+pub const NEEDS_REPAIR_REFUSALS: &str = "vesta_store_needs_repair_refusals_total";
+/// Commits refused because a newer copy was already there (a late prepare's commit).
+pub const STALE_COMMITS: &str = "vesta_store_stale_commits_refused_total";
+/// Commits refused because their timestamp is too far ahead of this node's clock.
+pub const CLOCK_AHEAD: &str = "vesta_store_clock_ahead_refusals_total";
 /// Records deleted because their shard moved away.
 pub const DROPPED_RECORDS: &str = "vesta_store_dropped_records_total";
 

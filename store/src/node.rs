@@ -11,10 +11,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{EngineKind, StoreConfig, SyncPolicy};
 use crate::engine::{Engine, EngineError, MemoryEngine, Mutation, RocksEngine, RocksOptions};
 use crate::key;
-use crate::lease::LeaseTable;
+use crate::lease::{LeaseTable, Pinned};
 use crate::metrics as m;
 use crate::ownership::Ownership;
 use crate::peers::Peers;
+use crate::service::Service;
 use crate::writer::Writer;
 
 /// What an operation needs of the target's shard.
@@ -36,21 +37,28 @@ pub struct NodeSettings {
     pub shards: u32,
     /// Indexed by shard.
     pub owned: Vec<bool>,
-    pub tombstone_retention_ms: u64,
+    /// How long dead copies (tombstones, expired records) keep their place in the order of copies.
+    pub grace_ms: u64,
     /// fsync before acknowledging a commit.
     pub sync_writes: bool,
+    /// Serve nothing after being out of service for longer than `grace_ms` (until a full repair).
+    pub rejoin_check: bool,
+    /// Commits stamped further than this ahead of the node's clock are refused.
+    pub max_clock_drift_ms: u64,
 }
 
 impl NodeSettings {
-    /// All shards of a `shards`-shard cluster, 600 ms leases.
+    /// All shards of a `shards`-shard cluster, 600 ms leases, a day of grace.
     pub fn all_shards(name: &str, shards: u32) -> Self {
         NodeSettings {
             name: name.into(),
             lease_ms: 600,
             shards,
             owned: vec![true; shards as usize],
-            tombstone_retention_ms: 7 * 24 * 3600 * 1000,
+            grace_ms: 24 * 3600 * 1000,
             sync_writes: true,
+            rejoin_check: true,
+            max_clock_drift_ms: crate::config::DEFAULT_MAX_CLOCK_DRIFT_MS,
         }
     }
 }
@@ -58,9 +66,11 @@ impl NodeSettings {
 pub struct StoreNode {
     pub(crate) settings: NodeSettings,
     pub(crate) engine: Arc<dyn Engine>,
-    pub(crate) leases: LeaseTable,
+    pub(crate) leases: Arc<LeaseTable>,
     pub(crate) clock: Arc<dyn Clock>,
     writer: Writer,
+    /// Whether the node is in service, and whether it must be rebuilt before serving again.
+    pub(crate) service: Service,
     ownership: RwLock<Arc<Ownership>>,
     /// Other store nodes this one sends copies to (redistribution, repair).
     pub(crate) peers: Peers,
@@ -84,6 +94,7 @@ impl StoreNode {
                     block_cache_mb: config.block_cache_mb,
                     write_buffer_mb: config.write_buffer_mb,
                     background_sync,
+                    grace_ms: config.grace_secs.saturating_mul(1000),
                 };
                 Arc::new(RocksEngine::open(&config.data_dir, &options)?)
             }
@@ -93,8 +104,10 @@ impl StoreNode {
             lease_ms: config.lease_ms,
             shards: config.shards,
             owned,
-            tombstone_retention_ms: config.tombstone_retention_secs.saturating_mul(1000),
+            grace_ms: config.grace_secs.saturating_mul(1000),
             sync_writes: config.sync == SyncPolicy::EveryWrite,
+            rejoin_check: config.rejoin_check,
+            max_clock_drift_ms: config.max_clock_drift_ms,
         };
         Self::with_engine(settings, engine, Arc::new(SystemClock::default()))
     }
@@ -106,15 +119,17 @@ impl StoreNode {
     ) -> Result<Arc<Self>, EngineError> {
         let writer = Writer::start(engine.clone(), settings.sync_writes)
             .map_err(|e| EngineError::Other(format!("start group-commit thread: {e}")))?;
+        let service = Service::open(engine.as_ref(), clock.wall_ms(), settings.grace_ms, settings.rejoin_check)?;
         let ownership = RwLock::new(Arc::new(Ownership::fixed(settings.owned.clone())));
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let id_prefix = ((started.as_nanos() as u64 ^ (std::process::id() as u64) << 40) as u128) << 64;
         Ok(Arc::new(StoreNode {
             settings,
             engine,
-            leases: LeaseTable::default(),
+            leases: Arc::default(),
             clock,
             writer,
+            service,
             ownership,
             peers: Peers::default(),
             id_prefix,
@@ -141,6 +156,37 @@ impl StoreNode {
         metrics::gauge!(m::MAP_VERSION).set(ownership.map_version as f64);
         metrics::gauge!(m::OWNED_SHARDS).set(ownership.owned_count() as f64);
         *self.ownership.write() = Arc::new(ownership);
+    }
+
+    /// The cluster takes the node out of service (its zone in maintenance) or puts it back. Back after
+    /// longer than the grace period, it serves nothing until a full repair.
+    pub fn set_in_service(&self, yes: bool) {
+        self.service.set_in_service(yes, self.clock.wall_ms());
+        metrics::gauge!(m::NEEDS_REPAIR).set(self.service.needs_repair().is_some() as u8 as f64);
+    }
+
+    /// Why the node serves nothing until a full repair, if it does not.
+    pub fn needs_repair(&self) -> Option<String> {
+        self.service.needs_repair()
+    }
+
+    /// Notes that the node is in service (persisted every few seconds), or that it was away too long.
+    /// Housekeeping calls it every second.
+    pub async fn keep_in_service(&self) {
+        let write = match self.service.tick(self.clock.wall_ms()) {
+            crate::service::Tick::Nothing => None,
+            crate::service::Tick::InService(m) => Some(m),
+            crate::service::Tick::Quarantined(m, why) => {
+                tracing::error!(node = %self.settings.name, reason = %why, "needs a full repair");
+                Some(m)
+            }
+        };
+        metrics::gauge!(m::NEEDS_REPAIR).set(self.service.needs_repair().is_some() as u8 as f64);
+        if let Some(m) = write {
+            if let Err(e) = self.store_unleased(vec![m]).await {
+                tracing::warn!(error = %e.message, "cannot note that the node is in service");
+            }
+        }
     }
 
     pub(crate) fn next_request_id(&self) -> RequestId {
@@ -180,6 +226,7 @@ impl StoreNode {
                 Ok(counts) => Response::Inventory(counts),
                 Err(reply) => Response::Reply(reply),
             },
+            Request::Rebuild(step) => Response::Reply(self.rebuild(step).await),
             Request::Ping => {
                 let ownership = self.ownership();
                 Response::Pong(Pong {
@@ -194,6 +241,9 @@ impl StoreNode {
                             key::decode(skey).is_some_and(|(shard, _, _)| ownership.forward_to(shard).is_some())
                         }),
                     lease_ms: self.settings.lease_ms,
+                    needs_repair: self.service.needs_repair(),
+                    away_ms: self.service.away_ms(self.clock.wall_ms()),
+                    grace_ms: self.service.grace_ms(),
                 })
             }
         };
@@ -227,7 +277,10 @@ impl StoreNode {
             ));
         }
         let allowed = match need {
-            Need::Serve => self.ownership.read().serves(target.shard),
+            Need::Serve => {
+                self.check_serving()?;
+                self.ownership.read().serves(target.shard)
+            }
             Need::Hold => self.ownership.read().holds(target.shard),
             Need::Lease => true,
         };
@@ -237,50 +290,94 @@ impl StoreNode {
         Ok(key::encode(target.shard, &target.namespace, &target.key))
     }
 
-    /// The stored copy of `skey`, or `None` when absent or expired (expired is absent for every
-    /// operation). Tombstones are returned: they order copies.
+    /// Whether proxies may be served at all: not while the node needs a full repair, nor while its zone
+    /// is in maintenance (a proxy that has not seen the zone go down yet — or up again, before this node
+    /// has checked how long it was away — must not read it).
+    pub(crate) fn check_serving(&self) -> Result<(), Reply> {
+        if let Some(why) = self.service.needs_repair() {
+            metrics::counter!(m::NEEDS_REPAIR_REFUSALS).increment(1);
+            return Err(Reply::error(Status::NeedsRepair, why));
+        }
+        if !self.service.in_service() {
+            return Err(Reply::error(Status::NotOwner, "this node's zone is in maintenance"));
+        }
+        Ok(())
+    }
+
+    /// The stored copy of `skey`, or `None` when there is none. Dead copies — tombstones and records past
+    /// their expiry — are returned while they are within the grace period: they order copies, so that an
+    /// older live copy elsewhere can never replace them (a deleted or expired key coming back). Past the
+    /// grace period a dead copy is as good as purged, whether or not the engine has dropped it yet.
     pub(crate) fn load(&self, skey: &[u8], with_value: bool) -> Result<Option<Record>, Reply> {
         let Some(raw) = self.engine.get(skey).map_err(internal)? else {
             return Ok(None);
         };
         let record = Record::decode(&raw, with_value).map_err(|e| Reply::error(Status::Internal, e.to_string()))?;
-        if record.meta.expired_at(self.clock.wall_ms()) {
+        if record.meta.purgeable_at(self.clock.wall_ms(), self.settings.grace_ms) {
             return Ok(None);
         }
         Ok(Some(record))
     }
 
-    /// Writes `record` at `skey` (a tombstone without expiry gets the retention period).
-    pub(crate) async fn store(&self, skey: Vec<u8>, record: Record) -> Result<(), Reply> {
-        self.store_all(vec![self.put(skey, record)]).await
+    /// Writes `record` at `skey`, releasing the leases `pinned` holds once it has landed.
+    pub(crate) async fn store(&self, skey: Vec<u8>, record: Record, pinned: &mut Pinned) -> Result<(), Reply> {
+        self.store_all(vec![self.put(skey, record)], pinned).await
     }
 
-    /// Applies `batch` atomically (one engine write batch). While shards move away, the writes to them
-    /// are forwarded to their new node before the write counts as done here: an acknowledged write is
-    /// then on both, whichever of them the proxies end up asking.
-    pub(crate) async fn store_all(&self, batch: Vec<Mutation>) -> Result<(), Reply> {
+    /// Applies `batch` atomically (one engine write batch). Once handed to the group-commit thread the
+    /// write finishes even if this future is dropped, and `pinned`'s leases are released only after it
+    /// (see [`Pinned`]). While shards move away, the writes to them are forwarded to their new node
+    /// before the write counts as done here: an acknowledged write is then on both, whichever of them
+    /// the proxies end up asking.
+    pub(crate) async fn store_all(&self, batch: Vec<Mutation>, pinned: &mut Pinned) -> Result<(), Reply> {
         let ownership = self.ownership();
         let forward = if ownership.is_forwarding() { self.peers.forwardable(&ownership, &batch) } else { Vec::new() };
-        self.writer.write(batch).await.map_err(|e| Reply::error(Status::Internal, e))?;
+        let written = self.writer.submit(batch).map_err(|e| Reply::error(Status::Internal, e))?;
+        pinned.wait(written).await.map_err(|e| Reply::error(Status::Internal, e))?;
         if forward.is_empty() {
             return Ok(());
         }
         self.forward(forward).await
     }
 
-    /// The mutation that writes `record` at `skey`.
+    /// A write with no leases to release afterwards (housekeeping, dropping shards).
+    pub(crate) async fn store_unleased(&self, batch: Vec<Mutation>) -> Result<(), Reply> {
+        let mut none = Pinned::new(self.leases.clone(), Vec::new(), RequestId::default());
+        self.store_all(batch, &mut none).await
+    }
+
+    /// The mutation that writes `record` at `skey`. A tombstone carries no value, and the time of the
+    /// delete as its `expires_at` (the coordinator sets it; a tombstone without one dies now), from which
+    /// its grace period runs.
     pub(crate) fn put(&self, skey: Vec<u8>, mut record: Record) -> Mutation {
         if record.meta.flags.tombstone() {
             record.value = Default::default();
             if record.meta.expires_at == 0 {
-                record.meta.expires_at = self.clock.wall_ms().saturating_add(self.settings.tombstone_retention_ms);
+                record.meta.expires_at = self.clock.wall_ms();
             }
         }
         Mutation::Put { key: skey, value: record.encode() }
     }
 
-    /// Periodic upkeep: reap abandoned leases, purge expired records from the memory engine, publish
-    /// engine figures.
+    /// Why a record stamped `hlc` must not be committed here: its timestamp is further ahead of this
+    /// node's clock than the drift bound (the coordinator checks this before its commit phase; this is the
+    /// backstop, with room for the message's transit).
+    pub(crate) fn too_far_ahead(&self, hlc: u64) -> Option<Reply> {
+        let ahead = vesta_proto::hlc_ms(hlc).saturating_sub(self.clock.wall_ms());
+        (ahead > 2 * self.settings.max_clock_drift_ms).then(|| {
+            Reply::error(
+                Status::BadRequest,
+                format!(
+                    "the write is stamped {ahead} ms ahead of this node's clock (max_clock_drift_ms = {}): \
+                     check the clocks of the proxies",
+                    self.settings.max_clock_drift_ms
+                ),
+            )
+        })
+    }
+
+    /// Periodic upkeep: reap abandoned leases, purge long-dead records from the memory engine, note that
+    /// the node is in service, publish engine figures.
     pub fn spawn_housekeeping(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let node = self.clone();
         tokio::spawn(async move {
@@ -292,10 +389,11 @@ impl StoreNode {
                 let reaped = node.leases.reap(node.clock.mono_ms());
                 metrics::counter!(m::LEASE_EXPIRIES).increment(reaped as u64);
                 metrics::gauge!(m::LEASES_HELD).set(node.leases.len() as f64);
+                node.keep_in_service().await;
                 if n.is_multiple_of(10) {
                     let engine = node.engine.clone();
-                    let now = node.clock.wall_ms();
-                    if let Ok(Ok(purged)) = tokio::task::spawn_blocking(move || engine.purge_expired(now)).await {
+                    let (now, grace) = (node.clock.wall_ms(), node.settings.grace_ms);
+                    if let Ok(Ok(purged)) = tokio::task::spawn_blocking(move || engine.purge_dead(now, grace)).await {
                         metrics::counter!(m::EXPIRED_PURGED).increment(purged);
                     }
                 }

@@ -118,7 +118,7 @@ impl StoreNode {
                 break;
             }
             dropped += batch.len() as u64;
-            self.store_all(batch).await.map_err(|r| r.message)?;
+            self.store_unleased(batch).await.map_err(|r| r.message)?;
             // Let the node's real work in between.
             tokio::task::yield_now().await;
         }

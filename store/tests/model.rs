@@ -80,8 +80,9 @@ struct Model {
 }
 
 impl Model {
+    /// The copy that orders: live or dead, until it has been dead for the grace period.
     fn current(&self, k: usize, wall: u64) -> Option<Record> {
-        self.records.get(&k).filter(|r| !r.meta.expired_at(wall)).cloned()
+        self.records.get(&k).filter(|r| !r.meta.purgeable_at(wall, GRACE_MS)).cloned()
     }
 
     fn other_holds(&self, k: usize, req: RequestId, mono: u64) -> bool {
@@ -112,13 +113,13 @@ impl Model {
             return Reply::with_copy(Status::AlreadyDone, shown);
         }
         self.leases.insert(k, (req, mono + LEASE_MS));
-        let live = cur.is_some_and(|r| !r.meta.flags.tombstone());
+        let live = cur.is_some_and(|r| r.meta.live_at(wall));
         let status = match (kind, live) {
             (PrepareKind::Create, true) => Status::Exists,
             (PrepareKind::Update | PrepareKind::Delete, false) => Status::Absent,
             _ => Status::Ok,
         };
-        Reply::with_copy(status, shown)
+        Reply { lease: Some(LeaseGrant { ms: LEASE_MS, node_wall_ms: wall }), ..Reply::with_copy(status, shown) }
     }
 
     fn commit(&mut self, k: usize, req: RequestId, mut record: Record, wall: u64, mono: u64) -> Status {
@@ -126,10 +127,14 @@ impl Model {
             Some(&(owner, deadline)) if owner == req && deadline > mono => {
                 self.leases.remove(&k);
                 record.meta.last_writer = req;
+                // Never over a newer copy (a late prepare's commit).
+                if self.current(k, wall).is_some_and(|cur| cur.meta.newer_than(&record.meta)) {
+                    return Status::ConditionFailed;
+                }
                 if record.meta.flags.tombstone() {
                     record.value = Bytes::new();
                     if record.meta.expires_at == 0 {
-                        record.meta.expires_at = wall + 7 * 24 * 3600 * 1000;
+                        record.meta.expires_at = wall;
                     }
                 }
                 self.records.insert(k, record);
@@ -159,7 +164,7 @@ impl Model {
 
     fn read(&self, k: usize, wall: u64) -> Reply {
         match self.current(k, wall) {
-            Some(r) if !r.meta.flags.tombstone() => Reply::with_copy(Status::Ok, Some(r)),
+            Some(r) if r.meta.live_at(wall) => Reply::with_copy(Status::Ok, Some(r)),
             other => Reply::with_copy(Status::Absent, other),
         }
     }

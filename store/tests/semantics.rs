@@ -34,8 +34,8 @@ on_both_engines!(
     read_states,
     repair_installs_only_newer_copies,
     repair_respects_leases,
-    repair_of_expired_copy_replaces_it,
-    mark_delete_writes_tombstone_until_expiry,
+    repair_never_replaces_a_dead_copy_with_an_older_one,
+    mark_delete_keeps_the_tombstone_for_the_grace_period,
     mark_delete_on_absent_record_and_retry,
     mark_delete_never_beats_a_newer_copy,
     ttl_expiry_and_purge,
@@ -43,6 +43,14 @@ on_both_engines!(
     scan_rejects_bad_ranges,
     validation_and_ownership,
     ping_answers,
+    commit_never_replaces_a_newer_copy,
+    commit_batch_never_replaces_a_newer_copy,
+    equal_timestamps_are_ordered_by_writer,
+    a_commit_stamped_far_ahead_is_refused,
+    a_dropped_commit_never_leaves_the_key_locked,
+    prepare_grants_a_lease_and_tells_the_time,
+    a_node_away_longer_than_the_grace_serves_nothing_until_rebuilt,
+    a_restart_after_the_grace_needs_a_rebuild,
 );
 
 async fn prepare_on_absent_record(h: Harness) {
@@ -87,7 +95,9 @@ async fn prepare_on_expired_record(h: Harness) {
     h.write(10, "k", 5, "v", now + 100).await;
     h.clock.advance(100);
     let r = h.prepare(1, "k", PrepareKind::Create).await;
-    assert_eq!((r.status, r.copy), (Status::Ok, None), "an expired record is absent");
+    assert_eq!(r.status, Status::Ok, "an expired record is absent");
+    let copy = r.copy.expect("an expired copy still orders copies");
+    assert_eq!((copy.meta.hlc, copy.meta.expires_at), (5, now + 100));
     assert_eq!(h.abort(1, "k").await.status, Status::Ok);
     assert_eq!(h.prepare(2, "k", PrepareKind::Update).await.status, Status::Absent);
 }
@@ -223,7 +233,9 @@ async fn commit_of_tombstone_deletes(h: Harness) {
     let r = h.read("k").await;
     assert_eq!(r.status, Status::Absent);
     let copy = r.copy.unwrap();
-    assert!(copy.value.is_empty() && copy.meta.expires_at > h.now(), "a tombstone never lives forever");
+    assert!(copy.value.is_empty() && copy.meta.expires_at <= h.now(), "dead since the delete");
+    h.clock.advance(GRACE_MS);
+    assert_eq!(h.read("k").await, Reply::with_copy(Status::Absent, None), "forgotten after the grace period");
 }
 
 async fn abort_releases_only_own_lease(h: Harness) {
@@ -249,7 +261,11 @@ async fn read_states(h: Harness) {
     h.write(1, "ttl", 1, "v", now + 50).await;
     assert_eq!(h.read("ttl").await.status, Status::Ok);
     h.clock.advance(50);
-    assert_eq!(h.read("ttl").await, Reply::with_copy(Status::Absent, None), "expired is absent");
+    let r = h.read("ttl").await;
+    assert_eq!(r.status, Status::Absent, "expired is absent");
+    assert_eq!(r.copy.map(|c| (c.meta.hlc, c.value)), Some((1, Bytes::from_static(b"v"))), "but still orders");
+    h.clock.advance(GRACE_MS);
+    assert_eq!(h.read("ttl").await, Reply::with_copy(Status::Absent, None), "forgotten after the grace period");
     let p = Read { target: target("ttl"), want_value: false };
     h.write(2, "ttl", 2, "again", 0).await;
     let r = h.reply(Request::Read(p)).await;
@@ -280,33 +296,43 @@ async fn repair_respects_leases(h: Harness) {
     assert_eq!(h.prepare(2, "k", PrepareKind::Set).await.status, Status::Ok, "repair released its own lease");
 }
 
-async fn repair_of_expired_copy_replaces_it(h: Harness) {
+/// A replica that missed an expiry still holds the older, live version; repairing it onto a replica
+/// whose newer copy has expired would bring the key back. Dead copies keep their place for the grace
+/// period; after it they are as good as purged.
+async fn repair_never_replaces_a_dead_copy_with_an_older_one(h: Harness) {
     let now = h.now();
-    h.write(1, "k", 100, "old", now + 10).await;
-    h.clock.advance(10);
-    assert_eq!(h.repair(50, "k", record(5, 1, "fresh", 0)).await.status, Status::Ok);
+    h.write(1, "k", 100, "expiring", now + 10).await;
+    h.clock.advance(20);
+    let r = h.repair(50, "k", record(5, 99, "stale", 0)).await;
+    assert_eq!(r.status, Status::ConditionFailed, "the expired copy is newer");
+    assert_eq!(h.read("k").await.status, Status::Absent);
+    assert_eq!(h.repair(51, "k", record(6, 101, "fresh", 0)).await.status, Status::Ok, "a newer write wins");
     assert_eq!(h.read("k").await.copy.unwrap().value, "fresh");
+    h.write(2, "gone", 100, "expiring", now + 10).await;
+    h.clock.advance(GRACE_MS);
+    assert_eq!(h.repair(52, "gone", record(7, 99, "stale", 0)).await.status, Status::Ok, "after the grace");
 }
 
-async fn mark_delete_writes_tombstone_until_expiry(h: Harness) {
+async fn mark_delete_keeps_the_tombstone_for_the_grace_period(h: Harness) {
     let now = h.now();
-    h.write(1, "k", 1, "v", now + 10_000).await;
-    assert_eq!(h.mark_delete(2, "k", tombstone_meta(2, now + 10_000)).await.status, Status::Ok);
+    h.write(1, "k", 1, "v", now + 10).await;
+    assert_eq!(h.mark_delete(2, "k", tombstone_meta(2, now)).await.status, Status::Ok);
     let r = h.read("k").await;
     let t = r.copy.unwrap();
     assert_eq!(r.status, Status::Absent);
-    assert!(t.meta.flags.tombstone() && t.meta.expires_at == now + 10_000 && t.meta.last_writer == RequestId(2));
-    // An older live copy can no longer be repaired back.
-    assert_eq!(h.repair(3, "k", record(1, 1, "v", now + 10_000)).await.status, Status::ConditionFailed);
-    h.clock.advance(10_000);
-    assert_eq!(h.read("k").await, Reply::with_copy(Status::Absent, None), "the tombstone expired too");
+    assert!(t.meta.flags.tombstone() && t.meta.expires_at == now && t.meta.last_writer == RequestId(2));
+    // Long after the deleted record's own expiry, an older live copy still cannot be repaired back.
+    h.clock.advance(GRACE_MS - 1);
+    assert_eq!(h.repair(3, "k", record(1, 1, "v", 0)).await.status, Status::ConditionFailed);
+    h.clock.advance(1);
+    assert_eq!(h.read("k").await, Reply::with_copy(Status::Absent, None), "forgotten after the grace period");
 }
 
 async fn mark_delete_on_absent_record_and_retry(h: Harness) {
     assert_eq!(h.mark_delete(2, "k", tombstone_meta(5, 0)).await.status, Status::Ok);
     assert_eq!(h.mark_delete(2, "k", tombstone_meta(5, 0)).await.status, Status::AlreadyDone);
     let t = h.read("k").await.copy.unwrap();
-    assert!(t.meta.expires_at > h.now() + 1000, "retention applies when there is no expiry");
+    assert_eq!(t.meta.expires_at, h.now(), "a tombstone without a time of death dies now");
     assert_eq!(h.prepare(9, "k", PrepareKind::Set).await.status, Status::Ok);
     assert_eq!(h.mark_delete(3, "k", tombstone_meta(6, 0)).await.status, Status::Locked);
 }
@@ -323,13 +349,17 @@ async fn ttl_expiry_and_purge(h: Harness) {
     h.write(2, "long", 1, "v", now + 3_600_000).await;
     h.write(3, "forever", 1, "v", 0).await;
     assert_eq!(h.mark_delete(4, "gone", tombstone_meta(1, now + 20)).await.status, Status::Ok);
-    // The RocksDB filter reads the real clock: let real time pass the expiry as well.
+    // The RocksDB filter reads the real clock: let real time pass as well.
     std::thread::sleep(std::time::Duration::from_millis(30));
     h.clock.advance(30);
     assert_eq!(h.read("short").await.status, Status::Absent);
-    assert_eq!(h.raw_count(), 4, "expired records stay on disk until purged");
     h.purge();
-    assert_eq!(h.raw_count(), 2, "the expired record and the expired tombstone are dropped");
+    assert_eq!(h.raw_count(), 4, "dead copies are kept for the grace period");
+    std::thread::sleep(std::time::Duration::from_millis(GRACE_MS));
+    h.clock.advance(GRACE_MS);
+    assert_eq!(h.raw_count(), 4, "long-dead records stay on disk until purged");
+    h.purge();
+    assert_eq!(h.raw_count(), 2, "the expired record and the tombstone are dropped after the grace period");
     assert_eq!(h.read("long").await.status, Status::Ok);
     assert_eq!(h.read("forever").await.status, Status::Ok);
 }
@@ -360,7 +390,7 @@ async fn scan_pages_and_filters(h: Harness) {
         after,
         limit: 7,
         namespace: ns.map(Bytes::from_static),
-        include_tombstones: tombstones,
+        include_dead: tombstones,
         want_values: true,
     };
     let mut seen = Vec::new();
@@ -390,9 +420,16 @@ async fn scan_pages_and_filters(h: Harness) {
     let Response::Scan(all) = h.call(Request::Scan(Scan { limit: 1000, ..scan(None, None, true) })).await else {
         panic!()
     };
-    assert_eq!(all.entries.len(), 49 + 1, "tombstone and other namespace included, expired never");
+    assert_eq!(all.entries.len(), 50 + 1, "dead copies (the tombstone, the expired record) and the other namespace");
     assert!(all.next.is_none());
     assert!(all.entries.iter().any(|e| e.record.meta.flags.tombstone() && e.key == "key1"));
+    assert!(all.entries.iter().any(|e| e.record.meta.expires_at == now + 5 && e.key == "key2"));
+    // Past the grace period, dead copies are as good as purged.
+    h.clock.advance(GRACE_MS);
+    let Response::Scan(all) = h.call(Request::Scan(Scan { limit: 1000, ..scan(None, None, true) })).await else {
+        panic!()
+    };
+    assert_eq!(all.entries.len(), 48 + 1);
 }
 
 async fn scan_rejects_bad_ranges(h: Harness) {
@@ -402,7 +439,7 @@ async fn scan_rejects_bad_ranges(h: Harness) {
         after: None,
         limit: 10,
         namespace: None,
-        include_tombstones: false,
+        include_dead: false,
         want_values: false,
     };
     assert_eq!(h.call(Request::Scan(s.clone())).await.status(), Status::BadRequest);
@@ -447,4 +484,122 @@ async fn validation_and_ownership(h: Harness) {
 async fn ping_answers(h: Harness) {
     let Response::Pong(p) = h.call(Request::Ping).await else { panic!() };
     assert_eq!((p.node.as_str(), p.protocol, p.shards), ("test", PROTOCOL_VERSION, SHARDS));
+}
+
+/// A prepare delayed in the network can take its lease after a newer write committed on this replica;
+/// its coordinator decided on other replicas' copies, so its commit must not roll this one back.
+async fn commit_never_replaces_a_newer_copy(h: Harness) {
+    h.write(1, "k", 20, "newer", 0).await;
+    let p = h.prepare(2, "k", PrepareKind::Set).await;
+    assert_eq!(p.copy.as_ref().map(|c| c.meta.hlc), Some(20));
+    let r = h.commit(2, "k", record(2, 15, "older", 0)).await;
+    assert_eq!(r.status, Status::ConditionFailed);
+    assert_eq!(r.copy.map(|c| c.meta.hlc), Some(20));
+    assert_eq!(h.read("k").await.copy.unwrap().value, "newer");
+    assert_eq!(h.prepare(3, "k", PrepareKind::Set).await.status, Status::Ok, "the lease was released");
+}
+
+async fn commit_batch_never_replaces_a_newer_copy(h: Harness) {
+    h.write(1, "{t}a", 20, "newer", 0).await;
+    for k in ["{t}a", "{t}b"] {
+        assert!(h.prepare(2, k, PrepareKind::Set).await.status.holds_lease());
+    }
+    let batch = CommitBatch {
+        req: RequestId(2),
+        items: vec![(target("{t}a"), record(2, 15, "older", 0)), (target("{t}b"), record(2, 15, "older", 0))],
+    };
+    assert_eq!(h.reply(Request::CommitBatch(batch)).await.status, Status::ConditionFailed);
+    assert_eq!(h.read("{t}a").await.copy.unwrap().value, "newer");
+    assert_eq!(h.read("{t}b").await.status, Status::Absent, "all or none");
+    assert!(h.prepare(3, "{t}b", PrepareKind::Set).await.status.holds_lease(), "leases released");
+}
+
+/// Two different copies with the same HLC and origin: every replica must keep the same one, whatever
+/// order they arrive in (the last writer breaks the tie).
+async fn equal_timestamps_are_ordered_by_writer(h: Harness) {
+    let (low, high) = (record(5, 10, "low", 0), record(7, 10, "high", 0));
+    assert_eq!(h.repair(50, "one", low.clone()).await.status, Status::Ok);
+    assert_eq!(h.repair(51, "one", high.clone()).await.status, Status::Ok);
+    assert_eq!(h.repair(52, "two", high.clone()).await.status, Status::Ok);
+    assert_eq!(h.repair(53, "two", low.clone()).await.status, Status::ConditionFailed);
+    assert_eq!(h.repair(54, "two", high).await.status, Status::AlreadyDone, "the very same copy");
+    assert_eq!(h.read("one").await.copy.unwrap().value, "high");
+    assert_eq!(h.read("two").await.copy.unwrap().value, "high");
+}
+
+async fn a_commit_stamped_far_ahead_is_refused(h: Harness) {
+    assert!(h.prepare(1, "k", PrepareKind::Set).await.status.holds_lease());
+    let ahead = (h.now() + 3_600_000) << vesta_proto::record::HLC_LOGICAL_BITS;
+    let r = h.commit(1, "k", record(1, ahead, "from the future", 0)).await;
+    assert_eq!(r.status, Status::BadRequest);
+    assert!(r.message.contains("ahead of this node's clock"), "{}", r.message);
+    assert_eq!(h.read("k").await.status, Status::Absent);
+    let now = h.now() << vesta_proto::record::HLC_LOGICAL_BITS;
+    assert!(h.prepare(1, "k", PrepareKind::Set).await.status.holds_lease(), "the lease was released");
+    assert_eq!(h.commit(1, "k", record(1, now, "now", 0)).await.status, Status::Ok);
+}
+
+/// A caller that stops waiting for a commit (a timeout, a client gone) must not leave the key locked:
+/// the write still lands, and the lease is released after it.
+async fn a_dropped_commit_never_leaves_the_key_locked(h: Harness) {
+    use futures::FutureExt;
+    assert!(h.prepare(1, "k", PrepareKind::Set).await.status.holds_lease());
+    let commit = Request::Commit(Commit { req: RequestId(1), target: target("k"), record: record(1, 5, "v", 0) });
+    {
+        let mut pending = Box::pin(h.node.handle(commit));
+        // One poll hands the write to the engine (RocksDB: to the group-commit thread); then the caller
+        // gives up.
+        let _ = pending.as_mut().now_or_never();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    h.clock.advance(10 * LEASE_MS);
+    let r = h.prepare(2, "k", PrepareKind::Set).await;
+    assert_eq!(r.status, Status::Ok, "the key is still locked by the abandoned commit");
+    assert_eq!(r.copy.map(|c| c.value), Some(Bytes::from_static(b"v")), "the write that started finished");
+}
+
+async fn prepare_grants_a_lease_and_tells_the_time(h: Harness) {
+    let r = h.prepare(1, "k", PrepareKind::Set).await;
+    assert_eq!(r.lease, Some(LeaseGrant { ms: LEASE_MS, node_wall_ms: h.now() }));
+    assert_eq!(h.prepare(2, "k", PrepareKind::Set).await.lease, None, "no lease, no grant");
+}
+
+/// A replica out of service (its zone in maintenance) for longer than the grace period may hold live
+/// copies whose tombstones the others have purged: it serves nothing until a full repair.
+async fn a_node_away_longer_than_the_grace_serves_nothing_until_rebuilt(h: Harness) {
+    h.write(1, "k", 1, "v", 0).await;
+    h.node.set_in_service(false);
+    h.clock.advance(GRACE_MS + 1);
+    h.node.set_in_service(true);
+    let r = h.prepare(2, "k", PrepareKind::Set).await;
+    assert_eq!(r.status, Status::NeedsRepair);
+    assert!(r.message.contains("grace period") && r.message.contains("--full"), "{}", r.message);
+    assert_eq!(h.read("k").await.status, Status::NeedsRepair);
+    let Response::Pong(pong) = h.call(Request::Ping).await else { panic!("ping") };
+    assert!(pong.needs_repair.is_some());
+    // Copies are still accepted (the rebuild itself copies); shards are cleared only while rebuilding.
+    let shard = target("k").shard;
+    assert_eq!(h.reply(Request::Rebuild(RebuildStep::Begin)).await.status, Status::Ok);
+    assert_eq!(h.reply(Request::Rebuild(RebuildStep::ClearShard(shard))).await.status, Status::Ok);
+    assert_eq!(h.raw_count(), 0);
+    assert_eq!(h.repair(3, "k", record(3, 2, "rebuilt", 0)).await.status, Status::Ok);
+    assert_eq!(h.reply(Request::Rebuild(RebuildStep::Finish)).await.status, Status::Ok);
+    assert_eq!(h.read("k").await.copy.unwrap().value, "rebuilt");
+    let refused = h.reply(Request::Rebuild(RebuildStep::ClearShard(shard))).await;
+    assert_eq!(refused.status, Status::BadRequest, "never clears a replica in service");
+    assert_eq!(h.read("k").await.status, Status::Ok);
+}
+
+async fn a_restart_after_the_grace_needs_a_rebuild(h: Harness) {
+    h.write(1, "k", 1, "v", 0).await;
+    h.node.keep_in_service().await;
+    let h = h.with_settings(|_| {});
+    assert_eq!(h.read("k").await.status, Status::Ok, "back within the grace period");
+    h.clock.advance(GRACE_MS + 1);
+    let h = h.with_settings(|_| {});
+    assert_eq!(h.read("k").await.status, Status::NeedsRepair);
+    let h = h.with_settings(|s| s.rejoin_check = false);
+    assert_eq!(h.read("k").await.status, Status::NeedsRepair, "a quarantine is not forgotten by a restart");
+    assert_eq!(h.reply(Request::Rebuild(RebuildStep::Finish)).await.status, Status::Ok);
+    assert_eq!(h.read("k").await.status, Status::Ok);
 }

@@ -130,9 +130,13 @@ pub async fn store_cluster(config: &mut StoreConfig) -> Result<Option<ClusterSta
 /// drops the records of shards it no longer holds once they have been gone for the grace period.
 pub fn follow_for_store(config: &StoreConfig, node: Arc<StoreNode>, state: &ClusterState) {
     node.set_ownership(ownership_of(state, &config.node));
+    node.set_in_service(in_service(state, &config.node));
     let name = config.node.clone();
     let store_node = node.clone();
     let apply = move |state: ClusterState| {
+        // A zone in maintenance is out of service: back after longer than the grace period, its nodes
+        // serve nothing until a full repair (`zone up` runs it).
+        store_node.set_in_service(in_service(&state, &name));
         let next = ownership_of(&state, &name);
         let now = store_node.ownership();
         let same = next.map_version == now.map_version
@@ -216,6 +220,11 @@ fn ownership_of(state: &ClusterState, node: &str) -> Ownership {
         }
     }
     o
+}
+
+/// Whether the cluster counts `node` in: its zone is not in maintenance.
+fn in_service(state: &ClusterState, node: &str) -> bool {
+    state.spec.node(node).is_none_or(|(zone, _)| !state.is_down(&zone.name))
 }
 
 fn down_zones(state: &ClusterState) -> Vec<String> {

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::sync::{oneshot, watch};
 use vesta_proto::{Request, Response};
 use vesta_proxy::pool::{LocalNode, LocalNodes};
@@ -56,9 +57,21 @@ const ZONES: usize = 3;
 struct InProcess(Arc<StoreNode>);
 
 impl LocalNode for InProcess {
+    /// An operation that has to wait (for the group commit) goes on as a task of its own, as it would
+    /// on a node across the network: a caller that stops waiting (the per-node timeout) must not cancel
+    /// a commit half-way. Most operations finish at once and need no task.
     fn call(&self, request: Request) -> Pin<Box<dyn Future<Output = Response> + Send + 'static>> {
         let node = self.0.clone();
-        Box::pin(async move { node.handle(request).await })
+        let mut op = Box::pin(async move { node.handle(request).await });
+        if let Some(done) = op.as_mut().now_or_never() {
+            return Box::pin(std::future::ready(done));
+        }
+        let task = tokio::spawn(op);
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                Response::Reply(vesta_proto::Reply::error(vesta_proto::Status::Internal, e.to_string()))
+            })
+        })
     }
 }
 
@@ -88,6 +101,8 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
                 // flushes and compactions stay rare under a benchmark.
                 block_cache_mb: 64,
                 write_buffer_mb: 64,
+                // The three zones start and stop together: none can fall behind the others while away.
+                rejoin_check: false,
                 ..StoreConfig::default()
             };
             config.validate().map_err(|e| e.to_string())?;

@@ -70,8 +70,9 @@ impl Cmd {
     pub fn parse(name: &str, a: &[Bytes]) -> Option<Result<Cmd, Reply>> {
         let expire = |name: &'static str, f: fn(i64) -> When| -> Result<Cmd, Reply> {
             let when = f(int_arg(&a[1])?);
-            // Redis refuses an overflowing time before it looks the key up.
-            if when.resolve(crate::coordinator::wall_ms()).is_none() {
+            // Redis refuses an overflowing time before it looks the key up (any clock will do for that).
+            let now = vesta_proto::clock::Clock::wall_ms(&vesta_proto::clock::SystemClock::default());
+            if when.resolve(now).is_none() {
                 return Err(invalid_expire(name));
             }
             Ok(Cmd::Expire { key: a[0].clone(), when, condition: parse_condition(&a[2..])?, name })

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use vesta_proto::{PrepareKind, Record};
 
-use crate::coordinator::{wall_ms, CoordError, Coordinator, Decision, KeyName, ManyDecision};
+use crate::coordinator::{CoordError, Coordinator, Decision, KeyName, ManyDecision};
 use crate::resp::Reply;
 use snapshot::Snapshot;
 
@@ -295,7 +295,7 @@ impl DataCommand {
         let result = match self.access() {
             Access::Read => match read_all(&coord, &keys).await {
                 Ok(copies) => {
-                    let mut s = Snapshot::new(ns, wall_ms(), &keys, copies);
+                    let mut s = Snapshot::new(ns, coord.now_ms(), &keys, copies);
                     Ok(self.apply(&mut s))
                 }
                 Err(e) => Err(e),

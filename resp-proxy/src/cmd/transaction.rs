@@ -16,12 +16,12 @@ use bytes::Bytes;
 
 use super::snapshot::Snapshot;
 use super::{keyspace, read_all, Access, DataCommand};
-use crate::coordinator::{wall_ms, CoordError, Coordinator, KeyName, ManyDecision};
+use crate::coordinator::{CoordError, Coordinator, KeyName, ManyDecision};
 use crate::resp::Reply;
 use crate::session::{Queued, Session, Watched};
 
 /// A copy's (HLC, origin), or `None` for no copy at all.
-type Stamp = Option<(u64, u32)>;
+type Stamp = Option<vesta_proto::Order>;
 
 /// A queued command, resolved at EXEC time (a SELECT queued before it decides its database).
 pub enum Step {
@@ -118,7 +118,7 @@ pub async fn exec(coord: Arc<Coordinator>, steps: Vec<Step>, watched: Vec<Watche
     let result = if read_only {
         match read_all(&coord, &keys).await {
             Ok(copies) => {
-                let mut snapshot = Snapshot::new(Bytes::new(), wall_ms(), &keys, copies);
+                let mut snapshot = Snapshot::new(Bytes::new(), coord.now_ms(), &keys, copies);
                 Ok(Reply::Array(apply_all(&steps, &mut snapshot)))
             }
             Err(e) => Err(e),

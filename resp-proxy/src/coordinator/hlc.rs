@@ -2,23 +2,24 @@
 //! bits of logical counter. Every write's HLC exceeds every HLC in its prepare replies, and any two write
 //! quorums share a replica, so each committed write orders after every write committed before it —
 //! whatever the proxies' wall clocks say.
+//!
+//! How far a reply may pull this clock ahead of the wall is bounded by the coordinator (`max_clock_drift_ms`):
+//! a peer whose clock runs hours ahead must not drag every later write of the cluster with it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use vesta_proto::record::HLC_LOGICAL_BITS;
 
 #[derive(Default)]
 pub struct Hlc {
     last: AtomicU64,
 }
 
-pub fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl Hlc {
-    /// A timestamp greater than `seen`, than every one this clock issued before, and not behind the wall.
-    pub fn next(&self, seen: u64) -> u64 {
-        let wall = wall_ms() << 16;
+    /// A timestamp greater than `seen`, than every one this clock issued before, and not behind
+    /// `wall_ms`.
+    pub fn next(&self, seen: u64, wall_ms: u64) -> u64 {
+        let wall = wall_ms << HLC_LOGICAL_BITS;
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = wall.max(seen.saturating_add(1)).max(last.saturating_add(1));
@@ -37,11 +38,12 @@ mod tests {
     #[test]
     fn monotonic_and_above_what_was_seen() {
         let h = Hlc::default();
-        let a = h.next(0);
-        let b = h.next(0);
+        let wall = 1_700_000_000_000;
+        let a = h.next(0, wall);
+        let b = h.next(0, wall);
         assert!(b > a);
-        let far = (wall_ms() + 60_000) << 16;
-        assert_eq!(h.next(far), far + 1, "a clock ahead of ours still orders after");
-        assert!(h.next(0) > far + 1);
+        let far = (wall + 60_000) << 16;
+        assert_eq!(h.next(far, wall), far + 1, "a clock ahead of ours still orders after");
+        assert!(h.next(0, wall) > far + 1);
     }
 }

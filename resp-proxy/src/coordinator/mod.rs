@@ -19,9 +19,9 @@ use parking_lot::RwLock;
 use tokio::sync::Notify;
 
 use bytes::Bytes;
+use vesta_proto::clock::Clock;
 use vesta_proto::{KeyRef, Record, RequestId};
 
-pub use hlc::wall_ms;
 use hlc::Hlc;
 use key_queue::KeyQueue;
 pub use scan::{ScanPage, ScanRequest};
@@ -39,6 +39,21 @@ pub struct QuorumSettings {
     pub deadline: Duration,
     /// This data centre's id (orders copies with equal HLCs).
     pub origin: u32,
+    /// How far apart this proxy's clock and the store nodes' (and the timestamps of the copies it reads)
+    /// may be. Beyond it the proxy refuses to write rather than stamp writes that drag the cluster's
+    /// clock (or follow a peer that does).
+    pub max_clock_drift_ms: u64,
+}
+
+impl QuorumSettings {
+    /// How much of a prepare lease must be left for the coordinator to still commit under it. Once a
+    /// lease ends, another coordinator may prepare the key on that replica without seeing this write;
+    /// its timestamp must still order after this one's, which holds when the leases outlast the
+    /// decision by more than the clocks can disagree (this proxy's, the other's, and the copies'), plus
+    /// a margin for the commit's trip.
+    pub fn lease_guard_ms(&self) -> u64 {
+        3 * self.max_clock_drift_ms + 50
+    }
 }
 
 /// What a write leaves behind.
@@ -81,6 +96,9 @@ pub enum CoordError {
     /// The key's shard is being handed to other nodes, or this proxy's shard map is behind: retry.
     #[error("TRYAGAIN the key's shard is moving between nodes; try again")]
     Moved,
+    /// Clocks disagree by more than `max_clock_drift_ms`; nothing was written.
+    #[error("CLUSTERDOWN clock skew: {0}; nothing was written")]
+    ClockSkew(String),
 }
 
 impl CoordError {
@@ -110,6 +128,7 @@ pub struct Coordinator {
     shards: u32,
     pool: NodePool,
     settings: QuorumSettings,
+    clock: Arc<dyn Clock>,
     hlc: Hlc,
     ids: RequestIds,
     queue: KeyQueue,
@@ -121,6 +140,7 @@ impl Coordinator {
         node_timeout: Duration,
         settings: QuorumSettings,
         locals: &LocalNodes,
+        clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         let pool = NodePool::new(node_timeout, locals);
         let map: Arc<dyn ShardMap> = Arc::new(StaticMap::new(topology, |addr| pool.index_of(addr)));
@@ -131,6 +151,7 @@ impl Coordinator {
             shards: topology.shards,
             pool,
             settings,
+            clock,
             hlc: Hlc::default(),
             ids,
             queue: KeyQueue::default(),
@@ -177,17 +198,23 @@ impl Coordinator {
         &self.settings
     }
 
+    /// This proxy's wall clock (Unix ms): what expiry is judged by and writes are stamped from.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.wall_ms()
+    }
+
     fn target(&self, namespace: &Bytes, key: &Bytes) -> KeyRef {
         KeyRef { shard: vesta_proto::shard::shard_of(key, self.shards), namespace: namespace.clone(), key: key.clone() }
     }
 }
 
-/// The newest of some copies by (HLC, origin); `None` only if there is no copy at all.
+/// The newest of some copies by the order of copies (dead ones included: a tombstone or an expired
+/// record beats an older live copy); `None` only if there is no copy at all.
 fn newest<'a>(copies: impl Iterator<Item = &'a Option<Record>>) -> Option<&'a Record> {
     copies.flatten().max_by_key(|r| r.meta.order())
 }
 
-fn order(copy: &Option<Record>) -> Option<(u64, u32)> {
+fn order(copy: &Option<Record>) -> Option<vesta_proto::Order> {
     copy.as_ref().map(|r| r.meta.order())
 }
 

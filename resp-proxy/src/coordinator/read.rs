@@ -1,10 +1,10 @@
 //! Reads: R replicas answer, the newest copy wins, and a disagreement is settled before answering.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
 use vesta_proto::{KeyRef, Read, Record, Repair, Request, Response, Status};
 
 use super::{after_moved, back_off, newest, order, CoordError, Coordinator};
@@ -24,12 +24,15 @@ impl Coordinator {
     ///
     /// When the replicas that answered disagree, the newest copy is first written back until a write
     /// quorum holds it, and only then returned: once a value has been read, no later read can return an
-    /// older one. Replicas that answer late with an older copy are repaired in the background.
+    /// older one. That holds for dead copies too: a tombstone or an expired record that is the newest
+    /// copy is what gets written back, so a replica that missed the delete or the expiry cannot bring the
+    /// key back. Replicas that answer late with an older copy are repaired in the background.
     pub async fn read(self: &Arc<Self>, namespace: &Bytes, key: &Bytes) -> Result<Option<Record>, CoordError> {
-        Ok(self.read_copy(namespace, key).await?.filter(|r| !r.meta.flags.tombstone()))
+        let now = self.now_ms();
+        Ok(self.read_copy(namespace, key).await?.filter(|r| r.meta.live_at(now)))
     }
 
-    /// [`Coordinator::read`], but a tombstone is returned as it is: WATCH compares copies, and a delete
+    /// [`Coordinator::read`], but a dead copy is returned as it is: WATCH compares copies, and a delete
     /// is a change.
     pub async fn read_copy(self: &Arc<Self>, namespace: &Bytes, key: &Bytes) -> Result<Option<Record>, CoordError> {
         let target = self.target(namespace, key);

@@ -48,7 +48,7 @@ impl Coordinator {
     /// Walks shards from `from_shard` until `want` keys have been seen or the last shard is done.
     pub async fn scan(self: &Arc<Self>, req: &ScanRequest) -> Result<ScanPage, CoordError> {
         let shards = self.shard_count();
-        let deadline = std::time::Instant::now() + self.settings.deadline;
+        let deadline = tokio::time::Instant::now() + self.settings.deadline;
         let mut attempt = 0;
         let mut shard = req.from_shard;
         let mut keys = Vec::new();
@@ -66,7 +66,7 @@ impl Coordinator {
                     shard = done_to;
                 }
                 // The group's shards are moving: walk them again on the next map.
-                Err(CoordError::Moved) if std::time::Instant::now() < deadline => {
+                Err(CoordError::Moved) if tokio::time::Instant::now() < deadline => {
                     super::after_moved(self, attempt).await;
                     attempt += 1;
                 }
@@ -127,9 +127,12 @@ impl Coordinator {
                 slot.1 = e.record;
             }
         }
+        // The newest copy decides: a key whose newest copy is a tombstone or has expired is not listed,
+        // whatever an older copy on another replica says.
+        let now = self.now_ms();
         let mut live: Vec<_> = merged
             .into_iter()
-            .filter(|(_, (_, r))| !r.meta.flags.tombstone())
+            .filter(|(_, (_, r))| r.meta.live_at(now))
             .map(|((ns, key), (shard, record))| (shard, ns, key, record))
             .collect();
         live.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
@@ -156,7 +159,7 @@ impl Coordinator {
                 after: after.take(),
                 limit: want.clamp(MIN_PAGE, PAGE) as u32,
                 namespace: req.namespace.clone(),
-                include_tombstones: true,
+                include_dead: true,
                 want_values: req.want_values,
             });
             let page = match self.pool.call(node, scan).await {

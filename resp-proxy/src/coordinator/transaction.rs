@@ -15,19 +15,23 @@
 //!   repaired, a reader may see some keys new and others old. If the proxy dies between its commits,
 //!   the keys that reached a write quorum stay, and the rest surface through read repair if any replica
 //!   has them ("outcome unknown").
+//! - The rules of single-key writes hold key by key (see `write.rs`): commit only while the leases
+//!   surely hold and the clocks agree; repair a key's replicas only once W committed it, and never a
+//!   replica that refused the commit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
 use vesta_proto::{
-    Commit, CommitBatch, KeyRef, Prepare, PrepareKind, Record, Reply as NodeReply, Request, RequestId, Response, Status,
+    Commit, CommitBatch, KeyRef, LeaseGrant, Prepare, PrepareKind, Record, Reply as NodeReply, Request, RequestId,
+    Response, Status,
 };
 
-use super::write::{Answer, Failed};
-use super::{newest, wall_ms, CoordError, Coordinator, NewValue};
+use super::write::{Answer, CommitOutcome, Failed};
+use super::{newest, CoordError, Coordinator, NewValue};
 use crate::metrics as m;
 use crate::resp::Reply;
 use crate::topology::NodeIndex;
@@ -63,7 +67,7 @@ impl Coordinator {
         order.sort();
         let mut turns = Vec::with_capacity(order.len());
         for k in order {
-            match tokio::time::timeout_at(deadline.into(), self.queue.turn(&k.namespace, &k.key)).await {
+            match tokio::time::timeout_at(deadline, self.queue.turn(&k.namespace, &k.key)).await {
                 Ok(turn) => turns.push(turn),
                 Err(_) => {
                     metrics::counter!(m::QUORUM, "op" => "write_many", "outcome" => "contended").increment(1);
@@ -98,7 +102,8 @@ impl Coordinator {
             }
         }
 
-        // Phase one, every key on every replica at once.
+        // Phase one, every key on every replica at once. Leases are counted from here.
+        let sent = (Instant::now(), self.now_ms());
         let mut pending: FuturesUnordered<_> = targets
             .iter()
             .enumerate()
@@ -119,7 +124,7 @@ impl Coordinator {
         // Only a node that leased its whole share is committed to (in one batch, so it applies all of it
         // or none); every key needs W such nodes. A node refused or unreachable for one key can never
         // count, so the wait ends as soon as some key cannot reach W.
-        let mut leased: HashMap<(NodeIndex, usize), Option<Record>> = HashMap::new();
+        let mut leased: HashMap<(NodeIndex, usize), (Option<Record>, LeaseGrant)> = HashMap::new();
         let mut spoiled: HashMap<NodeIndex, Status> = HashMap::new();
         let mut missing: HashMap<NodeIndex, usize> = share.iter().map(|(&n, keys)| (n, keys.len())).collect();
         let covered = |missing: &HashMap<NodeIndex, usize>| {
@@ -132,7 +137,7 @@ impl Coordinator {
             let Some((i, (node, answer))) = pending.next().await else { break Err(()) };
             match answer {
                 Ok(Response::Reply(r)) if r.status.holds_lease() => {
-                    leased.insert((node, i), r.copy);
+                    leased.insert((node, i), (r.copy, r.lease.unwrap_or_default()));
                     let left = missing.entry(node).or_default();
                     *left = left.saturating_sub(1);
                     // Coverage only changes when a node's share becomes whole.
@@ -183,15 +188,24 @@ impl Coordinator {
             });
         }
 
-        // Decide on the newest copy of each key among the nodes that will be committed to.
+        // Decide on the newest copy of each key among the nodes that will be committed to — if their
+        // leases still hold and the clocks agree.
+        let counted =
+            || leased.iter().filter(|((n, _), _)| holders.contains(n)).map(|(_, (copy, grant))| (copy.clone(), *grant));
+        let grants: Vec<LeaseGrant> = counted().map(|(_, g)| g).collect();
+        let copies: Vec<Option<Record>> = counted().map(|(c, _)| c).collect();
+        let now = self.now_ms();
+        if let Err(failed) = self.ready_to_commit(sent, &grants, &copies, now) {
+            release(self, true);
+            return Err(failed);
+        }
         let newest: Vec<Option<Record>> = (0..targets.len())
             .map(|i| {
-                let copies = holders.iter().filter_map(|&n| leased.get(&(n, i)));
+                let copies = holders.iter().filter_map(|&n| leased.get(&(n, i)).map(|(c, _)| c));
                 newest(copies).cloned()
             })
             .collect();
         let refs: Vec<Option<&Record>> = newest.iter().map(Option::as_ref).collect();
-        let now = wall_ms();
         let (values, reply) = match decide(&refs, now) {
             ManyDecision::Answer(reply) => {
                 release(self, true);
@@ -202,8 +216,8 @@ impl Coordinator {
         release(self, false);
 
         // One HLC for the whole transaction, newer than every copy of every key it read.
-        let seen = leased.values().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
-        let hlc = self.hlc.next(seen);
+        let seen = leased.values().filter_map(|(c, _)| c.as_ref()).map(|r| r.meta.hlc).max().unwrap_or(0);
+        let hlc = self.hlc.next(seen, now);
         let mut records: Vec<Option<Record>> = vec![None; targets.len()];
         for (i, value) in values {
             if let Some(slot) = records.get_mut(i) {
@@ -228,32 +242,35 @@ impl Coordinator {
                 async move {
                     match request {
                         Some(request) => {
-                            (node, items, this.pool.call_within(node, request, timeout).await.map(|r| r.status()))
+                            let answer = this.pool.call_within(node, request, timeout).await;
+                            (node, items, CommitOutcome::of(&answer))
                         }
-                        None => (node, items, Ok(Status::Ok)),
+                        None => (node, items, CommitOutcome::Applied),
                     }
                 }
             })
             .collect();
         let mut acked = vec![0usize; targets.len()];
-        while let Some((node, items, answer)) = commits.next().await {
-            let ok = matches!(answer, Ok(Status::Ok | Status::AlreadyDone));
+        // Replicas to repair key by key once the key is on W replicas: those whose commit went
+        // unanswered, and those left out (a partial share). Never one that refused its commit.
+        let mut to_repair: Vec<(NodeIndex, usize)> = Vec::new();
+        while let Some((node, items, outcome)) = commits.next().await {
             for i in items {
-                if ok {
-                    acked[i] += 1;
-                } else if let Some(record) = &records[i] {
-                    self.repair_in_background(node, targets[i].clone(), record.clone());
+                match outcome {
+                    CommitOutcome::Applied => acked[i] += 1,
+                    CommitOutcome::Refused => {}
+                    CommitOutcome::Unknown => to_repair.push((node, i)),
                 }
             }
         }
-        // Replicas left out (a partial share) catch up by repair, key by key.
         for (node, keys) in &share {
             if !holders.contains(node) {
-                for &i in keys {
-                    if let Some(record) = &records[i] {
-                        self.repair_in_background(*node, targets[i].clone(), record.clone());
-                    }
-                }
+                to_repair.extend(keys.iter().map(|&i| (*node, i)));
+            }
+        }
+        for (node, i) in to_repair {
+            if let (Some(record), true) = (&records[i], acked[i] >= w) {
+                self.repair_in_background(node, targets[i].clone(), record.clone());
             }
         }
         let written: Vec<usize> = (0..targets.len()).filter(|&i| records[i].is_some()).collect();

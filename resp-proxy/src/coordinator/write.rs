@@ -1,16 +1,28 @@
 //! Writes: prepare on the storage group, decide on the newest copy of a write quorum, commit.
+//!
+//! Four rules keep an acknowledged write from being undone (DESIGN §4):
+//! - The commit phase starts only while every lease it counts on surely still holds, with
+//!   [`QuorumSettings::lease_guard_ms`] to spare: a coordinator held up between its prepares and its
+//!   commits (a slow client, a stalled task) aborts and starts over rather than commit on a stale picture.
+//! - A write is stamped after every copy it saw and never more than `max_clock_drift_ms` ahead of the
+//!   store nodes' clocks; a copy stamped further ahead of this proxy's clock is refused, not followed.
+//! - A replica is repaired with this write only once W replicas committed it, and never one that refused
+//!   the commit for want of its lease (`NoLease`: another request may own the key there by now) or
+//!   because it holds a newer copy.
+//! - A prepare answered late is committed only if its copy is older than this write (the node refuses
+//!   otherwise anyway): it must not roll that replica back.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
 use vesta_proto::{
-    Abort, Commit, Flags, KeyRef, Meta, Prepare, PrepareKind, Record, Repair, Reply as NodeReply, Request, RequestId,
-    Response, Status,
+    hlc_ms, Abort, Commit, Flags, KeyRef, LeaseGrant, Meta, Prepare, PrepareKind, Record, Repair, Reply as NodeReply,
+    Request, RequestId, Response, Status,
 };
 
-use super::{after_moved, back_off, newest, wall_ms, CoordError, Coordinator, Decision, NewValue};
+use super::{after_moved, back_off, newest, CoordError, Coordinator, Decision, NewValue};
 use crate::metrics as m;
 use crate::pool::NodeError;
 use crate::resp::Reply;
@@ -22,10 +34,33 @@ pub(super) enum Failed {
     Contended,
     /// Fewer than W leases because replicas no longer serve the shard (a handoff, or a stale map).
     Moved,
+    /// The leases were (nearly) over by the time the decision could be made: start over.
+    Late,
     Final(CoordError),
 }
 
 pub(super) type Answer = (NodeIndex, Result<Response, NodeError>);
+
+/// What one replica's commit came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CommitOutcome {
+    Applied,
+    /// Refused for want of the lease, or because the replica holds a newer copy: nothing of this write
+    /// may be installed there, by commit or by repair.
+    Refused,
+    /// No answer, or an error: the commit may or may not have landed; repairable once W applied it.
+    Unknown,
+}
+
+impl CommitOutcome {
+    pub(super) fn of(answer: &Result<Response, NodeError>) -> Self {
+        match answer.as_ref().map(Response::status) {
+            Ok(Status::Ok | Status::AlreadyDone) => CommitOutcome::Applied,
+            Ok(Status::NoLease | Status::ConditionFailed) => CommitOutcome::Refused,
+            _ => CommitOutcome::Unknown,
+        }
+    }
+}
 
 impl Coordinator {
     /// Runs one read-modify-write of `key` through two-phase commit. `decide` sees the newest live copy
@@ -41,7 +76,7 @@ impl Coordinator {
     ) -> Result<Reply, CoordError> {
         let target = self.target(namespace, key);
         let deadline = Instant::now() + self.settings.deadline;
-        let Ok(_turn) = tokio::time::timeout_at(deadline.into(), self.queue.turn(namespace, key)).await else {
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.queue.turn(namespace, key)).await else {
             metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "contended").increment(1);
             return Err(CoordError::Contended);
         };
@@ -71,13 +106,15 @@ impl Coordinator {
                 back_off(*attempt).await;
                 ("retried_locked", None)
             }
-            Err(Failed::Contended) => ("contended", Some(Err(CoordError::Contended))),
+            Err(Failed::Late) if in_time => ("retried_late", None),
+            Err(Failed::Contended | Failed::Late) => ("contended", Some(Err(CoordError::Contended))),
             Err(Failed::Moved) if in_time => {
                 after_moved(self, *attempt).await;
                 ("retried_moved", None)
             }
             Err(Failed::Moved) => ("moved", Some(Err(CoordError::Moved))),
             Err(Failed::Final(e @ CoordError::OutcomeUnknown { .. })) => ("outcome_unknown", Some(Err(e))),
+            Err(Failed::Final(e @ CoordError::ClockSkew(_))) => ("clock_skew", Some(Err(e))),
             Err(Failed::Final(e)) => ("below_quorum", Some(Err(e))),
         };
         metrics::counter!(m::QUORUM, "op" => op, "outcome" => label).increment(1);
@@ -96,23 +133,28 @@ impl Coordinator {
         let req = self.ids.next();
         let w = self.settings.write_quorum;
         let prepare = Request::Prepare(Prepare { req, target: target.clone(), kind, condition: None, want_value });
+        // Leases are counted from here: a node grants its lease no earlier than this.
+        let sent = (Instant::now(), self.now_ms());
         let mut pending = self.fan_out(target.shard, &prepare);
 
         // Phase one: collect W leases (or learn that we cannot).
         let group = pending.len();
-        let mut leased: Vec<(NodeIndex, Option<Record>)> = Vec::new();
+        let mut leased: Vec<(NodeIndex, Option<Record>, LeaseGrant)> = Vec::new();
         let (mut locked, mut failed, mut moved) = (0, 0, 0);
         while leased.len() < w {
             let Some((node, answer)) = pending.next().await else { break };
             match answer {
-                Ok(Response::Reply(r)) if r.status.holds_lease() => leased.push((node, r.copy)),
+                Ok(Response::Reply(r)) if r.status.holds_lease() => {
+                    leased.push((node, r.copy, r.lease.unwrap_or_default()))
+                }
                 Ok(Response::Reply(NodeReply { status: Status::Locked, .. })) => locked += 1,
                 Ok(Response::Reply(NodeReply { status: Status::NotOwner, .. })) => moved += 1,
                 _ => failed += 1,
             }
         }
+        let nodes = || leased.iter().map(|(n, _, _)| *n).collect::<Vec<_>>();
         if leased.len() < w {
-            self.abort(req, target, leased.iter().map(|(n, _)| *n));
+            self.abort(req, target, nodes().into_iter());
             self.settle_late(pending, req, target.clone(), None);
             let reached = group - failed - moved;
             return Err(if moved > 0 {
@@ -124,21 +166,28 @@ impl Coordinator {
             });
         }
 
-        // Decide on the newest copy of the quorum.
-        let newest = newest(leased.iter().map(|(_, c)| c)).cloned();
-        let live = newest.as_ref().filter(|r| !r.meta.flags.tombstone());
-        let now = wall_ms();
+        // Decide on the newest copy of the quorum — if the leases still hold and the clocks agree.
+        let grants: Vec<LeaseGrant> = leased.iter().map(|(_, _, g)| *g).collect();
+        let now = self.now_ms();
+        let copies: Vec<Option<Record>> = leased.iter().map(|(_, c, _)| c.clone()).collect();
+        if let Err(failed) = self.ready_to_commit(sent, &grants, &copies, now) {
+            self.abort(req, target, nodes().into_iter());
+            self.settle_late(pending, req, target.clone(), None);
+            return Err(failed);
+        }
+        let newest = newest(copies.iter()).cloned();
+        let live = newest.as_ref().filter(|r| r.meta.live_at(now));
         let (value, reply) = match decide(live, now) {
             Decision::Answer(reply) => {
-                self.abort(req, target, leased.iter().map(|(n, _)| *n));
+                self.abort(req, target, nodes().into_iter());
                 self.settle_late(pending, req, target.clone(), None);
                 return Ok(reply);
             }
             Decision::Write(value, reply) => (value, reply),
         };
-        let seen = leased.iter().filter_map(|(_, c)| c.as_ref()).map(|r| r.meta.hlc).max().unwrap_or(0);
-        let record = self.new_record(newest.as_ref(), value, self.hlc.next(seen), req, now);
-        // Late prepares that succeed still get this commit: every replica that prepared is committed.
+        let seen = copies.iter().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
+        let record = self.new_record(newest.as_ref(), value, self.hlc.next(seen, now), req, now);
+        // Late prepares that succeed still get this commit, where it is newer than their copy.
         self.settle_late(pending, req, target.clone(), Some(record.clone()));
 
         // Phase two. From here on a failure means "outcome unknown", never "not written". These nodes
@@ -146,28 +195,77 @@ impl Coordinator {
         // remaining time (but never less than the per-node timeout).
         let commit = Request::Commit(Commit { req, target: target.clone(), record: record.clone() });
         let commit_timeout = deadline.saturating_duration_since(Instant::now()).max(self.pool.timeout());
-        let mut commits: FuturesUnordered<_> = leased
-            .iter()
-            .map(|&(node, _)| {
+        let mut commits: FuturesUnordered<_> = nodes()
+            .into_iter()
+            .map(|node| {
                 let (this, commit) = (self.clone(), commit.clone());
                 async move { (node, this.pool.call_within(node, commit, commit_timeout).await) }
             })
             .collect();
-        let mut acked = 0;
+        let (mut acked, mut unknown) = (0, Vec::new());
         while let Some((node, answer)) = commits.next().await {
-            match answer {
-                Ok(r) if matches!(r.status(), Status::Ok | Status::AlreadyDone) => acked += 1,
-                _ => self.repair_in_background(node, target.clone(), record.clone()),
+            match CommitOutcome::of(&answer) {
+                CommitOutcome::Applied => acked += 1,
+                CommitOutcome::Refused => {}
+                CommitOutcome::Unknown => unknown.push(node),
             }
         }
-        if acked >= self.settings.write_quorum {
-            Ok(reply)
-        } else {
-            Err(Failed::Final(CoordError::OutcomeUnknown { acked, needed: self.settings.write_quorum }))
+        if acked < w {
+            return Err(Failed::Final(CoordError::OutcomeUnknown { acked, needed: w }));
         }
+        for node in unknown {
+            self.repair_in_background(node, target.clone(), record.clone());
+        }
+        Ok(reply)
     }
 
-    /// The record a write leaves: the next version after the newest copy, stamped with `hlc`.
+    /// Whether a decision may be made and committed now, on prepares sent at `sent` (monotonic, and
+    /// this proxy's wall clock) that were granted `grants` and returned `copies`: every lease must hold
+    /// for [`QuorumSettings::lease_guard_ms`] more, no copy may be stamped further ahead of this proxy's
+    /// clock than the drift bound (it would drag this proxy's timestamps with it), and this proxy's clock
+    /// may not be further ahead of a node's than that bound either (its timestamps would drag everyone
+    /// else's). The nodes answered after the prepares were sent: compared with the time of sending, a
+    /// slow reply does not look like a clock ahead.
+    pub(super) fn ready_to_commit(
+        &self,
+        sent: (Instant, u64),
+        grants: &[LeaseGrant],
+        copies: &[Option<Record>],
+        now: u64,
+    ) -> Result<(), Failed> {
+        let lease_ms = grants.iter().map(|g| g.ms).min().unwrap_or(0);
+        let usable = lease_ms.saturating_sub(self.settings.lease_guard_ms());
+        if sent.0.elapsed().as_millis() as u64 >= usable {
+            metrics::counter!(m::LATE_DECISIONS).increment(1);
+            return Err(Failed::Late);
+        }
+        let drift = self.settings.max_clock_drift_ms;
+        if let Some(ahead) = copies.iter().flatten().map(|r| hlc_ms(r.meta.hlc).saturating_sub(now)).max() {
+            if ahead > drift {
+                return Err(self.clock_skew(format!(
+                    "a replica holds a copy stamped {ahead} ms ahead of this proxy's clock (max_clock_drift_ms = {drift})"
+                )));
+            }
+        }
+        let slowest = grants.iter().map(|g| g.node_wall_ms).filter(|&t| t != 0).min();
+        if let Some(behind) = slowest.map(|t| sent.1.saturating_sub(t)) {
+            if behind > drift {
+                return Err(self.clock_skew(format!(
+                    "this proxy's clock is {behind} ms ahead of a store node's (max_clock_drift_ms = {drift})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn clock_skew(&self, what: String) -> Failed {
+        metrics::counter!(m::CLOCK_SKEW).increment(1);
+        tracing::error!(skew = %what, "refusing to write: clocks disagree");
+        Failed::Final(CoordError::ClockSkew(what))
+    }
+
+    /// The record a write leaves: the next version after the newest copy, stamped with `hlc`. A delete
+    /// leaves a tombstone dated now, from which its grace period runs.
     pub(super) fn new_record(
         &self,
         newest: Option<&Record>,
@@ -176,7 +274,7 @@ impl Coordinator {
         req: RequestId,
         now: u64,
     ) -> Record {
-        let live = newest.filter(|r| !r.meta.flags.tombstone());
+        let live = newest.filter(|r| r.meta.live_at(now));
         let mut flags = Flags::default();
         if value.tombstone {
             flags = flags.with(Flags::TOMBSTONE);
@@ -185,7 +283,7 @@ impl Coordinator {
             meta: Meta {
                 version: newest.map_or(0, |r| r.meta.version).wrapping_add(1).max(1),
                 created_at: live.map_or(now, |r| r.meta.created_at),
-                expires_at: value.expires_at,
+                expires_at: if value.tombstone { now } else { value.expires_at },
                 hlc,
                 origin: self.settings.origin,
                 last_writer: req,
@@ -226,7 +324,9 @@ impl Coordinator {
     }
 
     /// Prepares still in flight when the attempt moved on: if they take a lease, commit `record` there
-    /// (the write went ahead) or abort (it did not), so no replica sits on a lease until it expires.
+    /// (the write went ahead, and that replica's copy is older) or abort (it did not, or the replica
+    /// holds something newer — committing there would roll it back), so no replica sits on a lease until
+    /// it expires.
     pub(super) fn settle_late(
         self: &Arc<Self>,
         mut pending: FuturesUnordered<impl std::future::Future<Output = Answer> + Send + 'static>,
@@ -244,15 +344,20 @@ impl Coordinator {
                 if !r.status.holds_lease() {
                     continue;
                 }
+                let older = |rec: &Record| r.copy.as_ref().is_none_or(|c| rec.meta.newer_than(&c.meta));
                 let request = match &record {
-                    Some(record) => Request::Commit(Commit { req, target: target.clone(), record: record.clone() }),
-                    None => Request::Abort(Abort { req, target: target.clone() }),
+                    Some(record) if older(record) => {
+                        Request::Commit(Commit { req, target: target.clone(), record: record.clone() })
+                    }
+                    _ => Request::Abort(Abort { req, target: target.clone() }),
                 };
                 let _ = this.pool.call(node, request).await;
             }
         });
     }
 
+    /// Installs `record` — a write that W replicas committed — on a replica whose commit went
+    /// unanswered. Only ever called once the write reached W commits.
     pub(super) fn repair_in_background(self: &Arc<Self>, node: NodeIndex, target: KeyRef, record: Record) {
         let this = self.clone();
         tokio::spawn(async move {

@@ -3,7 +3,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use super::{expired, Engine, EngineError, EngineStats, Mutation};
+use super::{purgeable, Engine, EngineError, EngineStats, Mutation};
 
 /// An ordered map in memory: no disk, nothing survives the process. Same observable behaviour as RocksDB.
 #[derive(Default)]
@@ -54,15 +54,19 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn purge_expired(&self, now_ms: u64) -> Result<u64, EngineError> {
+    fn purge_dead(&self, now_ms: u64, grace_ms: u64) -> Result<u64, EngineError> {
         let mut map = self.map.write();
         let before = map.len();
-        map.retain(|_, v| !expired(v, now_ms));
+        map.retain(|_, v| !purgeable(v, now_ms, grace_ms));
         Ok((before - map.len()) as u64)
     }
 
     fn stats(&self) -> EngineStats {
         let map = self.map.read();
         EngineStats { estimated_keys: map.len() as u64, ..EngineStats::default() }
+    }
+
+    fn groups_commits(&self) -> bool {
+        false
     }
 }

@@ -1,7 +1,7 @@
 //! The storage engine: an ordered byte-key store with atomic batches. The node above it owns every
 //! semantic rule (leases, conditions, expiry, ordering of copies); an engine only stores bytes, plus one
-//! piece of housekeeping — dropping records whose expiry has passed — so that both engines behave the same
-//! from the outside.
+//! piece of housekeeping — dropping records that have been dead (expired or deleted) for longer than the
+//! grace period — so that both engines behave the same from the outside.
 
 mod memory;
 mod rocks;
@@ -44,16 +44,23 @@ pub trait Engine: Send + Sync + 'static {
     /// Forces everything written so far to stable storage (the periodic sync policy).
     fn sync(&self) -> Result<(), EngineError>;
 
-    /// Drops records whose expiry is at or before `now_ms`, where the engine does not do so by itself;
-    /// returns how many. RocksDB drops them in its compaction filter as files are compacted and returns 0
-    /// here: forcing full compactions on a timer would cost far more than the space it frees.
-    fn purge_expired(&self, now_ms: u64) -> Result<u64, EngineError>;
+    /// Drops records dead for at least `grace_ms` at `now_ms` (the purge rule of
+    /// [`vesta_proto::record::purgeable`]), where the engine does not do so by itself; returns how many.
+    /// RocksDB drops them in its compaction filter as files are compacted and returns 0 here: forcing
+    /// full compactions on a timer would cost far more than the space it frees.
+    fn purge_dead(&self, now_ms: u64, grace_ms: u64) -> Result<u64, EngineError>;
 
     fn stats(&self) -> EngineStats;
+
+    /// Whether concurrent writes gain from being folded into one batch by the group-commit thread (a
+    /// log to append to, an fsync to share); if not, each write is made in its caller.
+    fn groups_commits(&self) -> bool {
+        true
+    }
 }
 
-/// Whether a stored value is a record that expired at or before `now_ms` (both engines' purge rule).
-/// Bytes that do not parse as a record are kept: never destroy what is not understood.
-pub(crate) fn expired(raw_record: &[u8], now_ms: u64) -> bool {
-    matches!(vesta_proto::Record::peek_expires_at(raw_record), Some(exp) if exp != 0 && exp <= now_ms)
+/// Whether a stored value is a record that may be purged at `now_ms` (both engines' rule). Bytes that do
+/// not parse as a record are kept: never destroy what is not understood.
+pub(crate) fn purgeable(raw_record: &[u8], now_ms: u64, grace_ms: u64) -> bool {
+    matches!(vesta_proto::Record::peek_expires_at(raw_record), Some(exp) if vesta_proto::record::purgeable(exp, now_ms, grace_ms))
 }

@@ -8,7 +8,7 @@ use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options, WriteBatch, 
 
 use crate::key;
 
-use super::{expired, Engine, EngineError, EngineStats, Mutation};
+use super::{purgeable, Engine, EngineError, EngineStats, Mutation};
 
 /// Sizing for this project's machines (2 cores, a few GiB per node); see README "Store node".
 #[derive(Debug, Clone)]
@@ -17,11 +17,13 @@ pub struct RocksOptions {
     pub write_buffer_mb: usize,
     /// fsync the WAL on this period when writes themselves are not synced; `None` = never.
     pub background_sync: Option<Duration>,
+    /// How long dead records are kept before the compaction filter drops them.
+    pub grace_ms: u64,
 }
 
 impl Default for RocksOptions {
     fn default() -> Self {
-        RocksOptions { block_cache_mb: 256, write_buffer_mb: 64, background_sync: None }
+        RocksOptions { block_cache_mb: 256, write_buffer_mb: 64, background_sync: None, grace_ms: 24 * 3600 * 1000 }
     }
 }
 
@@ -76,9 +78,10 @@ impl RocksEngine {
         table.set_cache_index_and_filter_blocks(true);
         opts.set_block_based_table_factory(&table);
 
-        // Expired records and expired tombstones vanish as their files are compacted.
-        opts.set_compaction_filter("vesta-expiry", |_level, _key, value| {
-            if expired(value, now_ms()) {
+        // Records dead for longer than the grace period vanish as their files are compacted.
+        let grace_ms = o.grace_ms;
+        opts.set_compaction_filter("vesta-expiry", move |_level, _key, value| {
+            if purgeable(value, now_ms(), grace_ms) {
                 Decision::Remove
             } else {
                 Decision::Keep
@@ -106,7 +109,7 @@ impl RocksEngine {
         Ok(RocksEngine { db, stop_sync, sync_thread })
     }
 
-    /// Flushes the memtable and compacts every file through the expiry filter (operators and tests).
+    /// Flushes the memtable and compacts every file through the purge filter (operators and tests).
     pub fn compact_all(&self) -> Result<(), EngineError> {
         self.db.flush()?;
         self.db.compact_range::<&[u8], &[u8]>(None, None);
@@ -210,7 +213,7 @@ impl Engine for RocksEngine {
         Ok(self.db.flush_wal(true)?)
     }
 
-    fn purge_expired(&self, _now_ms: u64) -> Result<u64, EngineError> {
+    fn purge_dead(&self, _now_ms: u64, _grace_ms: u64) -> Result<u64, EngineError> {
         Ok(0)
     }
 

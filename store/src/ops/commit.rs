@@ -1,14 +1,19 @@
 use vesta_proto::{Commit, Reply, Status};
 
-use crate::lease::Claim;
+use crate::lease::{Claim, Pinned};
 use crate::metrics as m;
 use crate::node::{Need, StoreNode};
+use crate::ops::reply_copy;
 
 impl StoreNode {
     /// Phase two: installs exactly the record the coordinator computed — stamped with this request as
     /// its last writer — and releases the lease. Applied only under the lease this request's prepare
     /// took: a commit that arrives after the lease expired or was taken over is refused with `NoLease`,
     /// unless this request already wrote the record here (a retry), which answers `AlreadyDone`.
+    ///
+    /// A commit never replaces a copy newer by the order of copies (`ConditionFailed` with that copy):
+    /// a prepare delayed in the network can take its lease after a newer write committed here, and its
+    /// coordinator, which decided on other replicas' copies, must not roll this one back.
     pub(crate) async fn commit(&self, c: Commit) -> Reply {
         let skey = match self.locate_for(&c.target, Need::Lease) {
             Ok(k) => k,
@@ -34,11 +39,22 @@ impl StoreNode {
                 };
             }
         }
+        let mut pinned = Pinned::new(self.leases.clone(), vec![skey.clone()], c.req);
+        if let Some(refusal) = self.too_far_ahead(c.record.meta.hlc) {
+            metrics::counter!(m::CLOCK_AHEAD).increment(1);
+            return refusal;
+        }
         let mut record = c.record;
         record.meta.last_writer = c.req;
-        let result = self.store(skey.clone(), record).await;
-        self.leases.release(&skey, c.req);
-        match result {
+        match self.load(&skey, false) {
+            Err(reply) => return reply,
+            Ok(Some(cur)) if cur.meta.newer_than(&record.meta) => {
+                metrics::counter!(m::STALE_COMMITS).increment(1);
+                return Reply::with_copy(Status::ConditionFailed, Some(reply_copy(cur, false)));
+            }
+            Ok(_) => {}
+        }
+        match self.store(skey, record, &mut pinned).await {
             Ok(()) => Reply::status(Status::Ok),
             Err(reply) => reply,
         }

@@ -1,14 +1,16 @@
 use vesta_proto::{CommitBatch, Reply, Status};
 
-use crate::lease::Claim;
+use crate::lease::{Claim, Pinned};
 use crate::metrics as m;
 use crate::node::{Need, StoreNode};
+use crate::ops::reply_copy;
 
 impl StoreNode {
     /// Phase two of a multi-key write: installs every record of the batch in one engine write batch,
     /// so this replica ends up with all of them or none. Every key must still be under the lease this
     /// request's prepares took; if one is not, nothing is written (`NoLease`) — unless this request
-    /// already wrote every key here (a retry), which answers `AlreadyDone`.
+    /// already wrote every key here (a retry), which answers `AlreadyDone`. As with a single commit,
+    /// nothing is written if any key already holds a newer copy (`ConditionFailed`).
     pub(crate) async fn commit_batch(&self, c: CommitBatch) -> Reply {
         let mut skeys = Vec::with_capacity(c.items.len());
         for (target, _) in &c.items {
@@ -18,11 +20,11 @@ impl StoreNode {
             }
         }
         let now = self.clock.mono_ms();
-        let mut pinned = 0;
+        let mut pinned = Pinned::new(self.leases.clone(), Vec::with_capacity(skeys.len()), c.req);
         let mut refused = None;
         for skey in &skeys {
             match self.leases.claim(skey, c.req, now) {
-                Claim::Pinned => pinned += 1,
+                Claim::Pinned => pinned.add(skey.clone()),
                 other => {
                     refused = Some(other);
                     break;
@@ -34,9 +36,7 @@ impl StoreNode {
                 metrics::counter!(m::LEASE_EXPIRIES).increment(1);
             }
             // All or none: the leases already pinned are given up, so this replica applies nothing.
-            for skey in &skeys[..pinned] {
-                self.leases.release(skey, c.req);
-            }
+            drop(pinned);
             let mut done = true;
             for skey in &skeys {
                 match self.load(skey, false) {
@@ -51,19 +51,24 @@ impl StoreNode {
                 Reply::error(Status::NoLease, "a key of the batch is no longer under this request's lease")
             };
         }
-        let batch = skeys
-            .iter()
-            .zip(c.items)
-            .map(|(skey, (_, mut record))| {
-                record.meta.last_writer = c.req;
-                self.put(skey.clone(), record)
-            })
-            .collect();
-        let result = self.store_all(batch).await;
-        for skey in &skeys {
-            self.leases.release(skey, c.req);
+        let mut batch = Vec::with_capacity(skeys.len());
+        for (skey, (_, mut record)) in skeys.iter().zip(c.items) {
+            if let Some(refusal) = self.too_far_ahead(record.meta.hlc) {
+                metrics::counter!(m::CLOCK_AHEAD).increment(1);
+                return refusal;
+            }
+            record.meta.last_writer = c.req;
+            match self.load(skey, false) {
+                Err(reply) => return reply,
+                Ok(Some(cur)) if cur.meta.newer_than(&record.meta) => {
+                    metrics::counter!(m::STALE_COMMITS).increment(1);
+                    return Reply::with_copy(Status::ConditionFailed, Some(reply_copy(cur, false)));
+                }
+                Ok(_) => {}
+            }
+            batch.push(self.put(skey.clone(), record));
         }
-        match result {
+        match self.store_all(batch, &mut pinned).await {
             Ok(()) => Reply::status(Status::Ok),
             Err(reply) => reply,
         }

@@ -4,9 +4,8 @@ use crate::node::{Need, StoreNode};
 
 impl StoreNode {
     /// Writes a tombstone carrying `meta` (if newer than this node's copy): the key reads as absent, and
-    /// an older copy on another replica can no longer win a repair and bring the key back. The tombstone
-    /// lives until `meta.expires_at` (the deleted record's own expiry), or for the configured retention
-    /// when the record never expired.
+    /// an older copy on another replica can no longer win a repair and bring the key back. `meta.expires_at`
+    /// is the time of the delete (now, when 0); the tombstone is kept for the grace period after it.
     pub(crate) async fn mark_delete(&self, d: MarkDelete) -> Reply {
         let skey = match self.locate_for(&d.target, Need::Hold) {
             Ok(k) => k,

@@ -10,13 +10,16 @@ mod inventory;
 mod mark_delete;
 mod prepare;
 mod read;
+mod rebuild;
 mod repair;
 mod scan;
 mod transfer;
 
 use vesta_proto::Record;
 
-/// A copy as returned to the coordinator: the value only when asked for and only for live records.
+/// A copy as returned to the coordinator: the value only when asked for, and never for a tombstone. An
+/// expired record keeps its value: the coordinator judges expiry by its own clock, which may be a little
+/// behind this node's.
 pub(crate) fn reply_copy(mut record: Record, want_value: bool) -> Record {
     if !want_value || record.meta.flags.tombstone() {
         record.value = Default::default();

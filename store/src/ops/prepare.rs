@@ -1,4 +1,4 @@
-use vesta_proto::{Condition, Prepare, Record, Reply, Status};
+use vesta_proto::{Condition, LeaseGrant, Prepare, Record, Reply, Status};
 
 use crate::lease::Acquire;
 use crate::metrics as m;
@@ -7,6 +7,7 @@ use crate::ops::reply_copy;
 
 impl StoreNode {
     /// Phase one. Takes the key's lease (re-entrant for the same request), then reports this node's copy
+    /// — a dead one too (a tombstone, an expired record): it orders the copies the coordinator compares —
     /// and whether the condition holds on it. The lease is kept whatever the condition says: the
     /// coordinator decides on the newest copy of a whole quorum, not on one node's, and must commit or
     /// abort. Nothing is written.
@@ -37,13 +38,19 @@ impl StoreNode {
             self.leases.release(&skey, p.req);
             return Reply::with_copy(Status::AlreadyDone, current.map(|c| reply_copy(c, p.want_value)));
         }
-        let live = current.as_ref().filter(|c| !c.meta.flags.tombstone());
+        let now = self.clock.wall_ms();
+        let live = current.as_ref().filter(|c| c.meta.live_at(now));
         let status = match condition {
             Some(c) => evaluate(&c, live),
             None if p.kind == vesta_proto::PrepareKind::Delete && live.is_none() => Status::Absent,
             None => Status::Ok,
         };
-        Reply::with_copy(status, current.map(|c| reply_copy(c, p.want_value)))
+        Reply {
+            status,
+            copy: current.map(|c| reply_copy(c, p.want_value)),
+            message: String::new(),
+            lease: Some(LeaseGrant { ms: self.settings.lease_ms, node_wall_ms: now }),
+        }
     }
 }
 

@@ -4,19 +4,19 @@ use crate::node::StoreNode;
 use crate::ops::reply_copy;
 
 impl StoreNode {
-    /// The committed copy, never waiting on a lease: `Ok` with the copy when live, `Absent` otherwise —
-    /// with the tombstone's metadata when there is one, so the coordinator can tell "deleted" from "never
-    /// written" when it orders copies.
+    /// The committed copy, never waiting on a lease: `Ok` when it is live by this node's clock, `Absent`
+    /// otherwise — with the dead copy (a tombstone's metadata, an expired record) when there is one, so
+    /// that the coordinator can order it against the other replicas' copies and repair them with it.
     pub(crate) fn read(&self, r: Read) -> Reply {
         let skey = match self.locate(&r.target) {
             Ok(k) => k,
             Err(reply) => return reply,
         };
         match self.load(&skey, r.want_value) {
-            Ok(Some(rec)) if !rec.meta.flags.tombstone() => {
+            Ok(Some(rec)) if rec.meta.live_at(self.clock.wall_ms()) => {
                 Reply::with_copy(Status::Ok, Some(reply_copy(rec, r.want_value)))
             }
-            Ok(tombstone) => Reply::with_copy(Status::Absent, tombstone.map(|t| reply_copy(t, false))),
+            Ok(dead) => Reply::with_copy(Status::Absent, dead.map(|d| reply_copy(d, r.want_value))),
             Err(reply) => reply,
         }
     }

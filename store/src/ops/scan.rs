@@ -12,7 +12,8 @@ const MAX_PAGE: usize = 10_000;
 const EXAMINE_SLACK: usize = 1_000;
 
 impl StoreNode {
-    /// One page of the live records (and tombstones, when asked) of a shard range, in storage-key order.
+    /// One page of the live records (and dead ones within their grace period, when asked) of a shard
+    /// range, in storage-key order.
     /// The `next` cursor resumes after the last key examined, so a page can be short — even empty — and
     /// still not be the end; only `next: None` is the end.
     pub(crate) fn scan(&self, s: Scan) -> Result<ScanPage, Reply> {
@@ -28,6 +29,7 @@ impl StoreNode {
             ));
         }
         if serving_only {
+            self.check_serving()?;
             let ownership = self.ownership();
             if let Some(shard) = (s.shard_from..s.shard_to).find(|&sh| !ownership.serves(sh)) {
                 return Err(crate::node::not_owner(shard));
@@ -47,7 +49,7 @@ impl StoreNode {
         };
         let limit = (s.limit as usize).clamp(1, MAX_PAGE);
         let budget = limit + EXAMINE_SLACK;
-        let now = self.clock.wall_ms();
+        let (now, grace) = (self.clock.wall_ms(), self.settings.grace_ms);
         let (mut entries, mut examined, mut last) = (Vec::new(), 0usize, None::<Vec<u8>>);
         let mut bad = None;
         self.engine
@@ -61,8 +63,9 @@ impl StoreNode {
                     return examined < budget;
                 }
                 match Record::decode(v, s.want_values) {
-                    Ok(rec) if rec.meta.expired_at(now) => {}
-                    Ok(rec) if rec.meta.flags.tombstone() && !s.include_tombstones => {}
+                    // Dead past the grace period: as good as purged.
+                    Ok(rec) if rec.meta.purgeable_at(now, grace) => {}
+                    Ok(rec) if !s.include_dead && !rec.meta.live_at(now) => {}
                     Ok(rec) => entries.push(ScanEntry {
                         shard,
                         namespace,

@@ -8,8 +8,8 @@ const MAX_PAGE_BYTES: u64 = 4 << 20;
 use crate::node::{not_owner, StoreNode};
 
 impl StoreNode {
-    /// Copies one page of a shard — live records and tombstones, so that a delete moves too — to another
-    /// node, and says where the page ended. Pages are driven, paced and checkpointed by the caller.
+    /// Copies one page of a shard — live records and dead ones within their grace period, so that a
+    /// delete or an expiry moves too — to another node, and says where the page ended. Pages are driven, paced and checkpointed by the caller.
     pub(crate) async fn transfer(&self, t: Transfer) -> Result<Transferred, Reply> {
         if t.shard >= self.settings.shards {
             return Err(Reply::error(Status::BadRequest, format!("no shard {}", t.shard)));
@@ -23,7 +23,7 @@ impl StoreNode {
             after: t.after,
             limit: t.limit,
             namespace: None,
-            include_tombstones: true,
+            include_dead: true,
             want_values: true,
         };
         let mut page = self.scan_page(scan, false)?;

@@ -12,6 +12,8 @@ use vesta_store::{Engine, ManualClock, StoreNode};
 
 pub const SHARDS: u32 = 64;
 pub const LEASE_MS: u64 = 600;
+/// How long dead copies keep their order in these tests (short, so that purging can be seen).
+pub const GRACE_MS: u64 = 1_000;
 pub const NS: &[u8] = b"0";
 
 pub enum Backing {
@@ -30,21 +32,28 @@ pub fn real_now_ms() -> u64 {
 }
 
 impl Harness {
+    pub fn settings() -> NodeSettings {
+        let mut settings = NodeSettings::all_shards("test", SHARDS);
+        settings.grace_ms = GRACE_MS;
+        settings.sync_writes = false; // durability is the crash test's business
+        settings
+    }
+
     pub fn memory() -> Self {
         let engine = Arc::new(MemoryEngine::new());
-        Self::build(engine.clone(), Backing::Memory(engine), NodeSettings::all_shards("test", SHARDS))
+        Self::build(engine.clone(), Backing::Memory(engine), Self::settings())
     }
 
     pub fn rocks() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(RocksEngine::open(dir.path(), &RocksOptions::default()).unwrap());
-        let mut settings = NodeSettings::all_shards("test", SHARDS);
-        settings.sync_writes = false; // durability is the crash test's business
-        Self::build(engine.clone(), Backing::Rocks(engine, dir), settings)
+        let options = RocksOptions { grace_ms: GRACE_MS, ..RocksOptions::default() };
+        let engine = Arc::new(RocksEngine::open(dir.path(), &options).unwrap());
+        Self::build(engine.clone(), Backing::Rocks(engine, dir), Self::settings())
     }
 
+    /// The node opened again on the same engine and clock (a restart), with other settings.
     pub fn with_settings(self, f: impl FnOnce(&mut NodeSettings)) -> Self {
-        let mut settings = NodeSettings::all_shards("test", SHARDS);
+        let mut settings = Self::settings();
         f(&mut settings);
         let engine: Arc<dyn Engine> = match &self.backing {
             Backing::Memory(e) => e.clone(),
@@ -67,21 +76,23 @@ impl Harness {
         self.clock.wall_ms()
     }
 
-    /// Runs the engine's own expiry purge (memory sweep, or a full RocksDB compaction through its filter).
+    /// Runs the engine's own purge of long-dead records (memory sweep, or a full RocksDB compaction
+    /// through its filter).
     pub fn purge(&self) {
         match &self.backing {
             Backing::Memory(e) => {
-                e.purge_expired(self.now()).unwrap();
+                e.purge_dead(self.now(), GRACE_MS).unwrap();
             }
             Backing::Rocks(e, _) => e.compact_all().unwrap(),
         }
     }
 
+    /// Records stored in shards (not the node's own bookkeeping).
     pub fn raw_count(&self) -> usize {
         let mut n = 0;
         self.node
             .engine()
-            .scan(&[], &[0xff; 8], &mut |_, _| {
+            .scan(&[], &[0xff; 4], &mut |_, _| {
                 n += 1;
                 true
             })
@@ -167,6 +178,7 @@ pub fn record(req: u128, hlc: u64, value: &str, expires_at: u64) -> Record {
     }
 }
 
+/// A tombstone's metadata; `expires_at` is the time of the delete (0: now).
 pub fn tombstone_meta(hlc: u64, expires_at: u64) -> Meta {
     Meta { version: hlc, created_at: 1, expires_at, hlc, origin: 1, ..Meta::default() }
 }
