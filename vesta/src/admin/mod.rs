@@ -88,10 +88,28 @@ enum AdminCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Copy every shard of a zone's nodes from the other zones' replicas (newer copies only).
+    /// Copy every shard of a zone's nodes from the other zones' replicas (newer copies only). A node
+    /// that was out of service for longer than the grace period gets a full repair: its shards are
+    /// cleared and copied again from every other replica.
     Repair {
         zone: String,
+        /// A full repair of every node of the zone, not only of those that need one.
+        #[arg(long)]
+        full: bool,
         /// Print which nodes would be copied from and to, copy nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        copy: CopyOptions,
+    },
+    /// The full repair of one store node of a cluster without etcd (a topology file): every shard it
+    /// holds is cleared and copied again from the given nodes (one per other zone).
+    RepairNode {
+        /// `host:port` of the node to repair.
+        node: String,
+        /// `host:port` of each node to copy from (comma-separated or repeated).
+        #[arg(long = "from", required = true, value_delimiter = ',')]
+        sources: Vec<String>,
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
@@ -205,10 +223,13 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
                 println!("aborted {}; shard map version {} stays", plan.action, state.map.version);
                 Ok(())
             }
-            AdminCommand::Repair { zone, dry_run, copy } => {
+            AdminCommand::Repair { zone, full, dry_run, copy } => {
                 let mut store = connect().await?;
                 let state = load(&mut store, &flags.cluster).await?;
-                repair::repair_zone(&state, &zone, &copy, dry_run).await
+                repair::repair_zone(&state, &zone, &copy, full, dry_run).await
+            }
+            AdminCommand::RepairNode { node, sources, dry_run, copy } => {
+                repair::repair_node(&node, &sources, &copy, dry_run).await
             }
             AdminCommand::Zone { action } => {
                 let (zone, target, dry_run, repair) = match action {
@@ -237,11 +258,22 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
                     println!("dry run: would set zone {zone} {}", target.as_str());
                     return Ok(());
                 }
+                if target == ZoneState::Up {
+                    // A node away for longer than the grace period must not serve a single request
+                    // before its full repair: it stops serving before the zone comes back.
+                    let away = repair::begin_full_repairs(&state, &zone).await?;
+                    if !away.is_empty() && repair.is_none() {
+                        return Err(format!(
+                            "{} out of service for longer than the grace period and must be rebuilt: run                              `vesta admin zone up {zone}` without --no-repair",
+                            away.join(", ")
+                        ));
+                    }
+                }
                 store.set_zone_state(&zone, target).await.map_err(|e| e.to_string())?;
                 println!("zone {zone} is {}", target.as_str());
                 if let Some(copy) = repair {
                     let state = load(&mut store, &flags.cluster).await?;
-                    repair::repair_zone(&state, &zone, &copy, false).await?;
+                    repair::repair_zone(&state, &zone, &copy, false, false).await?;
                 }
                 Ok(())
             }
