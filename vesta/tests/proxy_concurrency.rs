@@ -1,9 +1,11 @@
 //! Concurrent clients through `vesta proxy`: `SET … NX EX` locks have exactly one winner, and concurrent
 //! `INCR`s are neither lost nor doubled.
 //!
-//! Each test starts its own three-zone cluster. Its proxy gets a 10 s deadline so that a client starved
-//! by contention on one hot key keeps retrying instead of answering TRYAGAIN: these tests are about
-//! correctness under contention, not latency (a livelock still fails them).
+//! Each test starts its own three-zone cluster with two proxies, and the clients are spread over both:
+//! writers of one proxy take turns per key, so only writers on different proxies meet at the store
+//! leases — where a store-side lease bug would show. The proxies get a 10 s deadline so that a client
+//! starved by contention on one hot key keeps retrying instead of answering TRYAGAIN: these tests are
+//! about correctness under contention, not latency (a livelock still fails them).
 //! Set `VESTA_TEST_REDIS_ADDR=127.0.0.1:PORT` to run them against a real Redis instead.
 
 mod common;
@@ -19,21 +21,23 @@ const CLIENTS: usize = 50;
 /// Hang protection only (the client's own response timeout fails a stuck command first).
 const WATCHDOG: Duration = Duration::from_secs(600);
 
-fn target() -> (SocketAddr, Option<Cluster>) {
+/// The addresses to spread clients over (two proxies), and the cluster behind them.
+fn target() -> (Vec<SocketAddr>, Option<Cluster>) {
     match std::env::var("VESTA_TEST_REDIS_ADDR") {
-        Ok(addr) => (addr.parse().expect("VESTA_TEST_REDIS_ADDR=IP:PORT"), None),
+        Ok(addr) => (vec![addr.parse().expect("VESTA_TEST_REDIS_ADDR=IP:PORT")], None),
         Err(_) => {
-            let cluster = Cluster::start_with(ClusterOptions { deadline_ms: Some(10_000), ..Default::default() });
-            (cluster.proxy_addr(), Some(cluster))
+            let options = ClusterOptions { deadline_ms: Some(10_000), proxies: 2, ..Default::default() };
+            let cluster = Cluster::start_with(options);
+            ((0..cluster.proxy_count()).map(|i| cluster.proxy_addr_for(i)).collect(), Some(cluster))
         }
     }
 }
 
-/// `CLIENTS` connections, alternating RESP2 and RESP3.
-async fn clients(addr: SocketAddr) -> Vec<redis::aio::MultiplexedConnection> {
+/// `CLIENTS` connections, alternating RESP2 and RESP3, spread over `addrs`.
+async fn clients(addrs: &[SocketAddr]) -> Vec<redis::aio::MultiplexedConnection> {
     let mut conns = Vec::new();
     for i in 0..CLIENTS {
-        conns.push(common::connect(addr, i % 2 == 1).await);
+        conns.push(common::connect(addrs[i % addrs.len()], i % 2 == 1).await);
     }
     conns
 }
@@ -42,7 +46,7 @@ async fn clients(addr: SocketAddr) -> Vec<redis::aio::MultiplexedConnection> {
 async fn set_nx_ex_lock_has_exactly_one_winner() {
     let (addr, _cluster) = target();
     tokio::time::timeout(WATCHDOG, async {
-        let conns = clients(addr).await;
+        let conns = clients(&addr).await;
         for round in 0..20 {
             let key = format!("lock:{}:{round}", common::run_id());
             let start = Arc::new(tokio::sync::Barrier::new(CLIENTS));
@@ -81,7 +85,7 @@ async fn concurrent_incr_is_neither_lost_nor_doubled() {
     const PER_CLIENT: i64 = 200;
     let (addr, _cluster) = target();
     tokio::time::timeout(WATCHDOG, async {
-        let conns = clients(addr).await;
+        let conns = clients(&addr).await;
         let key = format!("counter:{}", common::run_id());
         let start = Arc::new(tokio::sync::Barrier::new(CLIENTS));
         let mut tasks = Vec::new();

@@ -194,6 +194,8 @@ async fn two_stores_down_refuse_writes_and_never_read_stale() {
             }
         }
         eprintln!("{stale} of {} keys are stale (v1) on the only store up", keys.len());
+        // Without a stale replica the reads below would prove nothing.
+        assert!(stale > 0, "store 0 was expected to hold v1 of the keys it missed");
 
         for round in 0..3 {
             for k in &keys {
@@ -220,6 +222,47 @@ async fn two_stores_down_refuse_writes_and_never_read_stale() {
             assert_eq!(call_until_served(&mut c, &["TTL", k]).await, int(-1), "{k}");
         }
         assert_eq!(call_until_served(&mut c, &["GET", &counter]).await, bulk("1"));
+    })
+    .await
+    .expect("watchdog: the test hung");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// b2. a zone that missed an expiry or a delete cannot bring the key back
+// ---------------------------------------------------------------------------------------------------
+
+/// Issue 10's example, with real processes: `SET k 5`; store 2 is down while `PEXPIRE k 300` (and, for
+/// a second key, a `DEL`) are acknowledged by stores 0 and 1; once the expiry has passed, store 2 comes
+/// back with its live copy of 5 and store 0 goes away, so every read quorum is store 1 (expired or
+/// deleted copy) and store 2 (stale live copy). The key must stay gone, and an INCR must start from 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_that_missed_an_expiry_or_delete_cannot_bring_the_key_back() {
+    let mut cluster = Cluster::start();
+    tokio::time::timeout(WATCHDOG, async {
+        let mut c = cluster.conn(false).await;
+        let (expiring, deleted) = (key("missed", "expiring"), key("missed", "deleted"));
+        for k in [&expiring, &deleted] {
+            assert_eq!(call(&mut c, &["SET", k, "5", "EX", "100"]).await, Value::Okay);
+        }
+        cluster.kill_store(2);
+        assert_eq!(call_until_served(&mut c, &["PEXPIRE", &expiring, "300"]).await, int(1));
+        assert_eq!(call_until_served(&mut c, &["PEXPIRE", &deleted, "300"]).await, int(1));
+        assert_eq!(call_until_served(&mut c, &["DEL", &deleted]).await, int(1));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        cluster.restart_store(2);
+        for k in [&expiring, &deleted] {
+            let stale = cluster.read_store(2, k.as_bytes()).await.unwrap();
+            assert!(stale.is_some_and(|r| &r.value[..] == b"5"), "store 2 must still hold the old copy of {k}");
+        }
+        cluster.kill_store(0);
+        for k in [&expiring, &deleted] {
+            assert_eq!(call_until_served(&mut c, &["GET", k]).await, Value::Nil, "{k} came back");
+            assert_eq!(call_until_served(&mut c, &["EXISTS", k]).await, int(0), "{k} came back");
+        }
+        cluster.restart_store(0);
+        for k in [&expiring, &deleted] {
+            assert_eq!(call_until_served(&mut c, &["INCR", k]).await, int(1), "{k}: INCR continued the old value");
+        }
     })
     .await
     .expect("watchdog: the test hung");

@@ -165,15 +165,16 @@ async fn try_update(c: &mut redis::aio::MultiplexedConnection, key: &str, how: U
     }
 }
 
-/// 50 clients, each on its own connection (half RESP2, half RESP3), increment one counter; it must end
-/// at exactly the number of updates that reported success.
+/// 50 clients, each on its own connection (half RESP2, half RESP3), spread over two proxies, increment
+/// one counter; it must end at exactly the number of updates that reported success.
 async fn fifty_clients_increment(key: &'static str, how: Update) {
     let cluster = common::shared_cluster();
+    assert!(cluster.proxy_count() >= 2, "the clients must meet on the store leases, not in one proxy's queue");
     call(&mut cluster.conn(false).await, &["SET", key, "0"]).await;
     let successes = Arc::new(AtomicI64::new(0));
     let mut tasks = Vec::new();
     for i in 0..CLIENTS {
-        let (addr, successes) = (cluster.proxy_addr(), successes.clone());
+        let (addr, successes) = (cluster.proxy_addr_for(i), successes.clone());
         tasks.push(tokio::spawn(async move {
             let mut c = common::connect(addr, i % 2 == 1).await;
             for _ in 0..ATTEMPTS {
@@ -186,7 +187,7 @@ async fn fifty_clients_increment(key: &'static str, how: Update) {
     for t in tasks {
         t.await.expect("client task");
     }
-    let final_value = as_int(&call(&mut cluster.conn(false).await, &["GET", key]).await);
+    let final_value = as_int(&call(&mut common::connect(cluster.proxy_addr_for(1), false).await, &["GET", key]).await);
     let successes = successes.load(Ordering::Relaxed);
     eprintln!("{how:?} loop: {successes} of {} updates applied", CLIENTS * ATTEMPTS);
     assert!(successes > 0, "no update succeeded");

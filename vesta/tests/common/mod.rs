@@ -1,6 +1,6 @@
 //! Test harness shared by the proxy tests: a three-zone Vesta cluster made of real processes
-//! (three `vesta store` on RocksDB + one `vesta proxy`), Redis client connections to it, a raw RESP
-//! connection for wire-level checks, and direct reads from a store node.
+//! (three `vesta store` on RocksDB + one or more `vesta proxy`), Redis client connections to it, a raw
+//! RESP connection for wire-level checks, and direct reads from a store node.
 //!
 //! Every process is started on 127.0.0.1 with an ephemeral port and killed (SIGKILL + wait) when its
 //! handle is dropped, so a panicking test leaves nothing behind.
@@ -50,6 +50,9 @@ pub struct ClusterOptions {
     pub deadline_ms: Option<u64>,
     /// Serve the proxy's Prometheus `/metrics` on this loopback port.
     pub metrics_port: Option<u16>,
+    /// How many proxies (0 means 1). Concurrency tests spread their clients over several: writers of
+    /// one proxy take turns per key, so only writers on different proxies meet at the store leases.
+    pub proxies: usize,
 }
 
 /// One store node: its zone, data directory and port survive a kill, so it can be restarted in place.
@@ -60,10 +63,10 @@ pub struct StoreNode {
     proc: Option<Proc>,
 }
 
-/// Three zones with one RocksDB store each (N=3, W=2, R=2, 64 shards) and one proxy.
+/// Three zones with one RocksDB store each (N=3, W=2, R=2, 64 shards) and one or more proxies.
 pub struct Cluster {
-    // Field order matters on drop: the proxy goes first, then the stores, then the directories.
-    proxy: Proc,
+    // Field order matters on drop: the proxies go first, then the stores, then the directories.
+    proxies: Vec<Proc>,
     stores: Vec<StoreNode>,
     config_dir: tempfile::TempDir,
 }
@@ -120,16 +123,30 @@ impl Cluster {
         if let Some(ms) = options.deadline_ms {
             args.extend(["--deadline-ms".into(), ms.to_string()]);
         }
-        if let Some(port) = options.metrics_port {
-            args.extend(["--metrics-listen".into(), format!("127.0.0.1:{port}")]);
+        let mut proxies = Vec::new();
+        for i in 0..options.proxies.max(1) {
+            let mut args = args.clone();
+            if let (Some(port), 0) = (options.metrics_port, i) {
+                args.extend(["--metrics-listen".into(), format!("127.0.0.1:{port}")]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            proxies.push(Proc::spawn(&format!("proxy{i}"), &args).unwrap_or_else(|e| panic!("{e}")));
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let proxy = Proc::spawn("proxy", &args).unwrap_or_else(|e| panic!("{e}"));
-        Cluster { proxy, stores, config_dir }
+        Cluster { proxies, stores, config_dir }
     }
 
+    /// The first proxy.
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy.addr()
+        self.proxies[0].addr()
+    }
+
+    /// Proxy `i % proxies` (client `i` of a concurrency test).
+    pub fn proxy_addr_for(&self, i: usize) -> SocketAddr {
+        self.proxies[i % self.proxies.len()].addr()
+    }
+
+    pub fn proxy_count(&self) -> usize {
+        self.proxies.len()
     }
 
     pub fn store_addr(&self, i: usize) -> SocketAddr {
@@ -237,7 +254,7 @@ pub async fn read_node(addr: SocketAddr, namespace: &[u8], key: &[u8]) -> Result
     }
 }
 
-/// One cluster shared by every test of a test binary that asks for it: started by the first caller,
+/// One cluster (two proxies) shared by every test of a test binary that asks for it: started by the first caller,
 /// killed when the last `Arc` is dropped (a later caller then starts a fresh one). Tests sharing it
 /// must use keys of their own.
 pub fn shared_cluster() -> Arc<Cluster> {
@@ -251,7 +268,7 @@ pub fn shared_cluster() -> Arc<Cluster> {
     if let Some(e) = START_FAILED.get() {
         panic!("the shared cluster failed to start earlier: {e}");
     }
-    match std::panic::catch_unwind(Cluster::start) {
+    match std::panic::catch_unwind(|| Cluster::start_with(ClusterOptions { proxies: 2, ..ClusterOptions::default() })) {
         Ok(cluster) => {
             let cluster = Arc::new(cluster);
             *slot = Arc::downgrade(&cluster);
