@@ -384,7 +384,7 @@ async fn served_shards(addr: SocketAddr) -> Vec<u32> {
             after: None,
             limit: 1,
             namespace: None,
-            include_tombstones: false,
+            include_dead: false,
             want_values: false,
         });
         if matches!(conn.call(scan).await.unwrap(), Response::Scan(_)) {
