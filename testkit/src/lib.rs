@@ -7,6 +7,8 @@
 //! `PR_SET_PDEATHSIG = SIGKILL` from a thread that lives as long as the test process, so nothing outlives
 //! a test binary that is itself killed.
 
+pub mod etcd;
+
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -146,7 +148,8 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 // Vesta processes
 // ---------------------------------------------------------------------------------------------------
 
-/// The `vesta` binary: `$VESTA_BIN`, else `target/release/vesta` next to this test binary's `deps/`.
+/// The `vesta` binary: `$VESTA_BIN`, else `target/release/vesta` next to this test binary's `deps/` (or
+/// next to this binary itself, for a tool built into `target/release/`).
 pub fn vesta_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("VESTA_BIN") {
         let path = PathBuf::from(path);
@@ -154,7 +157,8 @@ pub fn vesta_bin() -> PathBuf {
         return path;
     }
     let exe = std::env::current_exe().expect("path of the running test binary");
-    let candidate = exe.parent().and_then(Path::parent).map(|dir| dir.join("vesta"));
+    let beside = exe.parent().map(|dir| dir.join("vesta")).filter(|p| p.is_file() && *p != exe);
+    let candidate = beside.or_else(|| exe.parent().and_then(Path::parent).map(|dir| dir.join("vesta")));
     match candidate {
         Some(path) if path.is_file() => path,
         _ => panic!(
