@@ -417,8 +417,8 @@ mod tests {
         model.step(&State::INITIAL, &set, &mut out);
         assert_eq!(out, vec![State { val: Some(Val::Int(5)), exp: Some(Expiry { lo: 100, hi: 110, d: 100 }), t: 0 }]);
         let st = out[0];
-        // Before 100: live for sure; from 110 on: gone for sure; in between, either.
-        for (inv, comp, live, gone) in [(50, 99, true, false), (110, 120, false, true), (105, 106, true, true)] {
+        // Before 100: live for sure; after 110: gone for sure; in between (bounds included), either.
+        for (inv, comp, live, gone) in [(50, 99, true, false), (111, 120, false, true), (105, 106, true, true), (110, 110, true, true)] {
             let get = entry(IOp::Get, IRes::Value(Val::Int(5)), inv, comp);
             model.step(&st, &get, &mut out);
             assert_eq!(!out.is_empty(), live, "GET → 5 in [{inv}, {comp}]");
