@@ -8,9 +8,10 @@
 //! the history is linearizable once every op with a known outcome is (the others took effect after all of
 //! them, which nothing observed, or never).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
-use crate::model::{IEntry, Model, State, INF};
+use crate::model::{IEntry, Model, State, Val, INF};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -95,51 +96,154 @@ impl Events {
     }
 }
 
-/// The set of linearized ops, and its compact form for the cache.
+/// The set of linearized ops, and its compact forms for the cache.
 struct Linearized {
     bits: Vec<u64>,
     /// Which ops have a known outcome.
     known: Vec<u64>,
-    unknown_ops: Vec<u32>,
+    /// The linearized ops of unknown outcome, by their rank among those ops.
+    unknown_bits: Vec<u64>,
+    /// Each op's rank among the ops of unknown outcome (unused for the others).
+    unknown_rank: Vec<usize>,
+    /// [`Linearized::refresh_key`] and its hash, while the ops of known outcome linearized stay the same
+    /// (trying the ops of unknown outcome at one configuration does not change them).
+    key: Vec<u32>,
+    key_hash: u64,
+    key_valid: bool,
 }
 
 impl Linearized {
-    fn set(&mut self, i: usize) {
-        self.bits[i / 64] |= 1 << (i % 64);
-    }
-    fn clear(&mut self, i: usize) {
-        self.bits[i / 64] &= !(1 << (i % 64));
-    }
-    fn has(&self, i: usize) -> bool {
-        self.bits[i / 64] & (1 << (i % 64)) != 0
-    }
-
-    /// Ops are in invocation order, so a linearized set is nearly always "everything before k, plus a few
-    /// ops after": stored as k, the unknown-outcome ops before k that are not in it, a separator, and the
-    /// ops from k on that are. A full bitset per cache entry would cost n/8 bytes each.
-    fn key(&self) -> Box<[u32]> {
-        let words = self.bits.len();
-        let k = (0..words)
-            .find_map(|w| {
-                let missing = self.known[w] & !self.bits[w];
-                (missing != 0).then(|| w * 64 + missing.trailing_zeros() as usize)
-            })
-            .unwrap_or(words * 64);
-        let mut out = vec![k as u32];
-        out.extend(self.unknown_ops.iter().copied().take_while(|&i| (i as usize) < k).filter(|&i| !self.has(i as usize)));
-        out.push(u32::MAX);
-        for w in k / 64..words {
-            let mut word = self.bits[w];
-            if w == k / 64 {
-                word &= !0u64 << (k % 64);
-            }
-            while word != 0 {
-                out.push((w * 64) as u32 + word.trailing_zeros());
-                word &= word - 1;
+    fn new(ops: &[IEntry]) -> Linearized {
+        let words = ops.len().div_ceil(64).max(1);
+        let mut lin = Linearized {
+            bits: vec![0; words],
+            known: vec![0; words],
+            unknown_bits: Vec::new(),
+            unknown_rank: vec![0; ops.len()],
+            key: Vec::new(),
+            key_hash: 0,
+            key_valid: false,
+        };
+        let mut unknown = 0;
+        for (i, e) in ops.iter().enumerate() {
+            if e.comp < INF {
+                lin.known[i / 64] |= 1 << (i % 64);
+            } else {
+                lin.unknown_rank[i] = unknown;
+                unknown += 1;
             }
         }
-        out.into_boxed_slice()
+        lin.unknown_bits = vec![0; unknown.div_ceil(64).max(1)];
+        lin
     }
+
+    fn is_known(&self, i: usize) -> bool {
+        self.known[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, i: usize) {
+        self.bits[i / 64] |= 1 << (i % 64);
+        if self.is_known(i) {
+            self.key_valid = false;
+        } else {
+            let u = self.unknown_rank[i];
+            self.unknown_bits[u / 64] |= 1 << (u % 64);
+        }
+    }
+
+    fn clear(&mut self, i: usize) {
+        self.bits[i / 64] &= !(1 << (i % 64));
+        if self.is_known(i) {
+            self.key_valid = false;
+        } else {
+            let u = self.unknown_rank[i];
+            self.unknown_bits[u / 64] &= !(1 << (u % 64));
+        }
+    }
+
+    /// The linearized ops of known outcome. Ops are in invocation order, so that set is nearly always
+    /// "everything before k, plus a few ops after": stored as k and the ops from k on that are in it (a
+    /// bitset per cache entry would cost n/8 bytes).
+    fn refresh_key(&mut self) {
+        if !self.key_valid {
+            let words = self.bits.len();
+            let k = (0..words)
+                .find_map(|w| {
+                    let missing = self.known[w] & !self.bits[w];
+                    (missing != 0).then(|| w * 64 + missing.trailing_zeros() as usize)
+                })
+                .unwrap_or(words * 64);
+            self.key.clear();
+            self.key.push(k as u32);
+            for w in k / 64..words {
+                let mut word = self.bits[w] & self.known[w];
+                if w == k / 64 {
+                    word &= !0u64 << (k % 64);
+                }
+                while word != 0 {
+                    self.key.push((w * 64) as u32 + word.trailing_zeros());
+                    word &= word - 1;
+                }
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.key.hash(&mut h);
+            self.key_hash = h.finish();
+            self.key_valid = true;
+        }
+    }
+}
+
+/// Configurations already explored (and so, while the search goes on, known to lead nowhere).
+///
+/// A configuration is skipped when an explored one *covers* it: the same ops of known outcome linearized,
+/// the same value, a zone that contains its zone, and a subset of its ops of unknown outcome linearized.
+/// Every way to go on from the covered one is then a way to go on from the covering one, which has none:
+/// the zone is exact, so a larger zone allows everything a smaller one does, and an op of unknown outcome
+/// not yet linearized can always be left out for good. Different orders of the same ops often leave the
+/// same value with slightly different zones (a later earliest point, a narrower expiry), and a write of
+/// unknown outcome that was later overwritten leaves the same value as not doing it, so this cuts far more
+/// than equality would.
+///
+/// Indexed by the hash of the known set (so a lookup allocates nothing) and the value.
+#[derive(Default)]
+struct Explored {
+    map: HashMap<(u64, Option<Val>), Vec<Seen>>,
+}
+
+struct Seen {
+    known: Box<[u32]>,
+    unknown: Box<[u64]>,
+    state: State,
+}
+
+impl Explored {
+    /// Records the configuration; false if an explored one covers it.
+    fn insert(&mut self, lin: &mut Linearized, s: &State) -> bool {
+        lin.refresh_key();
+        let (known, hash) = (&lin.key, lin.key_hash);
+        let seen = self.map.entry((hash, s.val)).or_default();
+        let unknown = &lin.unknown_bits;
+        if seen.iter().any(|x| *x.known == *known && subset(&x.unknown, unknown) && covers(&x.state, s)) {
+            return false;
+        }
+        seen.retain(|x| !(*x.known == *known && subset(unknown, &x.unknown) && covers(s, &x.state)));
+        seen.push(Seen { known: known.as_slice().into(), unknown: unknown.clone().into_boxed_slice(), state: *s });
+        true
+    }
+}
+
+fn subset(a: &[u64], b: &[u64]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x & !y == 0)
+}
+
+/// Whether `a`'s zone contains `b`'s (same value assumed). Canonical bounds: inclusion is bound by bound.
+fn covers(a: &State, b: &State) -> bool {
+    a.t <= b.t
+        && match (a.exp, b.exp) {
+            (None, None) => true,
+            (Some(x), Some(y)) => x.lo <= y.lo && y.hi <= x.hi && y.d <= x.d,
+            _ => false,
+        }
 }
 
 struct Frame {
@@ -148,60 +252,159 @@ struct Frame {
     succ: [State; 2],
     n_succ: usize,
     next_succ: usize,
+    /// Taken without trying the alternatives (see [`observer`]): when it fails, so does the configuration
+    /// it was taken from.
+    forced: bool,
 }
 
 pub(crate) struct Searched {
     pub outcome: Outcome,
     pub steps: u64,
+    /// The most ops with a known outcome, counted in order of completion, that some explored configuration
+    /// had all linearized: the history cut just after the last of them completed is linearizable.
+    pub progress: usize,
+}
+
+/// Whether an op, as recorded, leaves the key as it was (a read, a refused write).
+fn observer(e: &IEntry) -> bool {
+    use crate::model::{IOp, IRes};
+    matches!(
+        (e.op, e.res),
+        (IOp::Get, Some(_))
+            | (IOp::Set { .. }, Some(IRes::Nil))
+            | (IOp::Incr, Some(IRes::Error))
+            | (IOp::Del | IOp::Expire { .. }, Some(IRes::Int(0)))
+    )
 }
 
 /// Decides whether `ops` (one key's, sorted by invocation) are linearizable, within `max_steps` calls of the
 /// model's step function.
 pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched {
-    let n = ops.len();
-    let words = n.div_ceil(64).max(1);
-    let mut lin = Linearized { bits: vec![0; words], known: vec![0; words], unknown_ops: Vec::new() };
-    let mut n_known = 0usize;
-    for (i, e) in ops.iter().enumerate() {
-        if e.comp < INF {
-            lin.known[i / 64] |= 1 << (i % 64);
-            n_known += 1;
-        } else {
-            lin.unknown_ops.push(i as u32);
-        }
-    }
+    let mut lin = Linearized::new(ops);
+    let n_known = ops.iter().filter(|e| e.comp < INF).count();
     let mut ev = Events::new(ops);
     let tail = ev.next.len() - 1;
-    let mut cache: HashSet<(Box<[u32]>, State)> = HashSet::new();
+    // Rank of each return event among the returns: the list holds them in that order.
+    let mut ret_rank = vec![0usize; ev.next.len()];
+    {
+        let (mut node, mut rank) = (ev.next[HEAD], 0);
+        while node != tail {
+            if !ev.is_call[node] {
+                ret_rank[node] = rank;
+                rank += 1;
+            }
+            node = ev.next[node];
+        }
+    }
+    let mut cache = Explored::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut state = State::INITIAL;
     let mut done_known = 0usize;
     let mut steps = 0u64;
+    let mut progress = 0usize;
     let mut succ: Vec<State> = Vec::with_capacity(2);
     let mut node = ev.next[HEAD];
+    // At a configuration not seen yet: look for an op to force first.
+    let mut fresh = true;
+    // Candidates of known outcome are tried before those of unknown outcome (second pass over the list):
+    // leaving a lost write out is the likelier story, and exploring it first lets the cache cover the
+    // configurations that use it and end up in the same place.
+    let mut second_pass = false;
+    let any_unknown = n_known < ops.len();
 
     loop {
         if done_known == n_known {
-            return Searched { outcome: Outcome::Linearizable, steps };
+            return Searched { outcome: Outcome::Linearizable, steps, progress: n_known };
         }
-        if node != tail && ev.is_call[node] {
+        let mut backtrack = false;
+        if fresh {
+            fresh = false;
+            // An op that can go next and leaves the configuration exactly as it is (a read of the current
+            // value, say) can be taken first without losing anything: any linearization that takes it later
+            // can take it here instead, at the last op's point (its invocation is no later: the zone would
+            // have changed), and it comes after nothing that finished after its call. So its alternatives
+            // need no exploring, which removes the interleavings of reads from the search.
+            let mut cand = ev.next[HEAD];
+            while cand != tail && ev.is_call[cand] {
+                let op = ev.op[cand];
+                if observer(&ops[op]) {
+                    if steps >= max_steps {
+                        return Searched { outcome: Outcome::Undecided, steps, progress };
+                    }
+                    steps += 1;
+                    model.step(&state, &ops[op], &mut succ);
+                    if succ.contains(&state) {
+                        lin.set(op);
+                        if cache.insert(&mut lin, &state) {
+                            let frame =
+                                Frame { op, before: state, succ: [state; 2], n_succ: 1, next_succ: 1, forced: true };
+                            stack.push(frame);
+                            ev.lift(op);
+                            done_known += 1;
+                            progress = progress.max(first_return(&ev, &ret_rank, tail, n_known));
+                            fresh = true;
+                            node = ev.next[HEAD];
+                            second_pass = false;
+                        } else {
+                            lin.clear(op);
+                            backtrack = true;
+                        }
+                        break;
+                    }
+                }
+                cand = ev.next[cand];
+            }
+            if fresh {
+                continue;
+            }
+        }
+        if !backtrack {
+            loop {
+                if node == tail || !ev.is_call[node] {
+                    if !second_pass && any_unknown {
+                        second_pass = true;
+                        node = ev.next[HEAD];
+                        continue;
+                    }
+                    backtrack = true;
+                    break;
+                }
+                if lin.is_known(ev.op[node]) != second_pass {
+                    break;
+                }
+                node = ev.next[node];
+            }
+        }
+        if !backtrack {
             let op = ev.op[node];
             if steps >= max_steps {
-                return Searched { outcome: Outcome::Undecided, steps };
+                return Searched { outcome: Outcome::Undecided, steps, progress };
             }
             steps += 1;
             model.step(&state, &ops[op], &mut succ);
             lin.set(op);
-            let chosen = succ.iter().position(|s| cache.insert((lin.key(), *s)));
+            let chosen = succ.iter().position(|s| cache.insert(&mut lin, s));
             match chosen {
                 Some(c) => {
-                    let mut frame = Frame { op, before: state, succ: [succ[0]; 2], n_succ: succ.len(), next_succ: c + 1 };
+                    let mut frame = Frame {
+                        op,
+                        before: state,
+                        succ: [succ[0]; 2],
+                        n_succ: succ.len(),
+                        next_succ: c + 1,
+                        forced: false,
+                    };
                     frame.succ[..succ.len()].copy_from_slice(&succ);
                     state = succ[c];
                     stack.push(frame);
                     ev.lift(op);
-                    done_known += usize::from(ops[op].comp < INF);
+                    if ops[op].comp < INF {
+                        done_known += 1;
+                        progress = progress.max(first_return(&ev, &ret_rank, tail, n_known));
+                    }
                     node = ev.next[HEAD];
+                    second_pass = false;
+                    fresh = true;
                 }
                 None => {
                     lin.clear(op);
@@ -212,33 +415,55 @@ pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched 
         }
         // A return event (or the end): the op it closes cannot be put off any longer, so the last choice
         // was wrong.
-        let Some(mut frame) = stack.pop() else {
-            return Searched { outcome: Outcome::Violation, steps };
-        };
-        ev.unlift(frame.op);
-        done_known -= usize::from(ops[frame.op].comp < INF);
-        state = frame.before;
-        let mut retried = None;
-        while frame.next_succ < frame.n_succ {
-            let s = frame.succ[frame.next_succ];
-            frame.next_succ += 1;
-            if cache.insert((lin.key(), s)) {
-                retried = Some(s);
-                break;
-            }
-        }
-        match retried {
-            Some(s) => {
-                state = s;
-                ev.lift(frame.op);
-                done_known += usize::from(ops[frame.op].comp < INF);
-                stack.push(frame);
-                node = ev.next[HEAD];
-            }
-            None => {
+        loop {
+            let Some(mut frame) = stack.pop() else {
+                return Searched { outcome: Outcome::Violation, steps, progress };
+            };
+            ev.unlift(frame.op);
+            done_known -= usize::from(ops[frame.op].comp < INF);
+            state = frame.before;
+            if frame.forced {
                 lin.clear(frame.op);
-                node = ev.next[ev.call_of[frame.op]];
+                continue;
             }
+            let mut retried = None;
+            while frame.next_succ < frame.n_succ {
+                let s = frame.succ[frame.next_succ];
+                frame.next_succ += 1;
+                if cache.insert(&mut lin, &s) {
+                    retried = Some(s);
+                    break;
+                }
+            }
+            match retried {
+                Some(s) => {
+                    state = s;
+                    ev.lift(frame.op);
+                    done_known += usize::from(ops[frame.op].comp < INF);
+                    stack.push(frame);
+                    node = ev.next[HEAD];
+                    second_pass = false;
+                    fresh = true;
+                }
+                None => {
+                    lin.clear(frame.op);
+                    node = ev.next[ev.call_of[frame.op]];
+                    second_pass = !lin.is_known(frame.op);
+                }
+            }
+            break;
         }
     }
+}
+
+/// How many returns precede the first one still in the list (all of them linearized).
+fn first_return(ev: &Events, ret_rank: &[usize], tail: usize, n_known: usize) -> usize {
+    let mut node = ev.next[HEAD];
+    while node != tail {
+        if !ev.is_call[node] {
+            return ret_rank[node];
+        }
+        node = ev.next[node];
+    }
+    n_known
 }

@@ -26,6 +26,7 @@ pub fn set_ifeq(v: &str, old: &str) -> Op {
 pub fn val(v: &str) -> OpResult {
     OpResult::Value(v.into())
 }
+#[allow(unused_imports)]
 pub use OpResult::{Error as ERR, Nil as NIL, Ok as OK};
 pub fn int(n: i64) -> OpResult {
     OpResult::Int(n)
