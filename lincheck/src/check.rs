@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{Entry, Op, OpResult};
+use crate::history::{Entry, Op, OpResult, SetCond};
 use crate::model::{lower_op, lower_result, result_fits, ttl_us, IEntry, IOp, Interner, Model, INF, MAX_TIME};
 use crate::report::{ExcerptOp, KeyReport, Report, Verdict, Violation};
 use crate::search::{search, Outcome};
@@ -92,12 +92,21 @@ fn may_write(op: &Op, res: Option<&OpResult>) -> bool {
 fn check_key(key: &[u8], indices: &[usize], history: &[Entry], opts: &Options) -> KeyReport {
     let report = |steps, verdict| KeyReport { key: key.to_vec(), ops: indices.len(), steps, verdict };
     let mut interner = Interner::default();
-    let mut ops = Vec::with_capacity(indices.len());
     for &i in indices {
         let e = &history[i];
         if let Err(reason) = validate(e) {
             return report(0, Verdict::Malformed { entry: i, reason });
         }
+        if let Some(OpResult::Value(v)) = &e.result {
+            interner.observe(v);
+        }
+        if let Op::Set { cond: SetCond::IfEq(v), .. } = &e.op {
+            interner.observe(v);
+        }
+    }
+    let mut ops = Vec::with_capacity(indices.len());
+    for &i in indices {
+        let e = &history[i];
         let op = lower_op(&e.op, &mut interner);
         let res = e.result.as_ref().map(|r| lower_result(r, &mut interner));
         // Validated above: both fit below MAX_TIME.

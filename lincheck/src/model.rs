@@ -5,7 +5,7 @@
 //! key's expiry instant (`e`). The constraints on them are all differences (`x - y ≤ c`), so the set of
 //! possible `(p, e)` is a zone that a 3×3 difference-bound matrix describes exactly; see [`Timing`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::history::{Op, OpResult, SetCond};
 
@@ -27,9 +27,31 @@ pub(crate) enum Val {
 #[derive(Default)]
 pub(crate) struct Interner {
     ids: HashMap<Vec<u8>, u32>,
+    /// Values some op can tell apart from others: GET results and IFEQ operands.
+    observable: HashSet<Vec<u8>>,
 }
 
+/// Every written value that no op can tell apart from another: no GET returned it, no IFEQ compares with
+/// it, and it is not an integer (which INCR would reveal). Such values behave identically in every
+/// respect (present, not an integer, equal to nothing anyone asks about), so they are one value to the
+/// search, and two lost writes of different unread values are the same op: far fewer configurations.
+const OPAQUE: u32 = u32::MAX;
+
 impl Interner {
+    /// Notes, before anything is lowered, a value that some op observes.
+    pub(crate) fn observe(&mut self, bytes: &[u8]) {
+        self.observable.insert(bytes.to_vec());
+    }
+
+    /// A value that is written.
+    pub(crate) fn written(&mut self, bytes: &[u8]) -> Val {
+        if parse_redis_int(bytes).is_none() && !self.observable.contains(bytes) {
+            return Val::Bytes(OPAQUE);
+        }
+        self.val(bytes)
+    }
+
+    /// A value that is observed (or compared with).
     pub(crate) fn val(&mut self, bytes: &[u8]) -> Val {
         if let Some(n) = parse_redis_int(bytes) {
             return Val::Int(n);
@@ -66,7 +88,7 @@ pub(crate) fn parse_redis_int(b: &[u8]) -> Option<i64> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum ICond {
     None,
     Nx,
@@ -74,7 +96,7 @@ pub(crate) enum ICond {
     IfEq(Val),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum IOp {
     Get,
     /// `ttl`: µs.
@@ -121,7 +143,7 @@ pub(crate) fn lower_op(op: &Op, interner: &mut Interner) -> IOp {
     match op {
         Op::Get => IOp::Get,
         Op::Set { value, cond, ttl_ms } => IOp::Set {
-            value: interner.val(value),
+            value: interner.written(value),
             cond: match cond {
                 SetCond::None => ICond::None,
                 SetCond::Nx => ICond::Nx,
@@ -399,6 +421,11 @@ mod tests {
     #[test]
     fn integers_and_their_bytes_are_the_same_value() {
         let mut i = Interner::default();
+        i.observe(b"x");
+        assert_eq!(i.written(b"x"), i.val(b"x"));
+        assert_eq!(i.written(b"7"), Val::Int(7));
+        assert_eq!(i.written(b"y"), i.written(b"z"), "neither is observed");
+        assert_ne!(i.written(b"y"), i.val(b"x"));
         assert_eq!(i.val(b"42"), Val::Int(42));
         assert_eq!(i.val(b"x"), i.val(b"x"));
         assert_ne!(i.val(b"x"), i.val(b"y"));

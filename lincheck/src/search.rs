@@ -1,17 +1,18 @@
 //! Wing & Gong's search with Lowe's memoisation, in Porcupine's formulation: one key's call and return
-//! events in a doubly linked list; linearizing an op lifts its two events out of the list; an op can be
+//! events in a doubly linked list; linearizing an op lifts its events out of the list; an op can be
 //! linearized next iff its call comes before the first return still in the list (no op still to be
-//! linearized finished before it started). Backtracking re-inserts them. A cache of (set of linearized ops,
-//! state) pairs already explored cuts the search to the distinct configurations.
+//! linearized finished before it started). Backtracking re-inserts them. A cache of configurations (set of
+//! linearized ops, state) already explored cuts the search to the distinct configurations.
 //!
 //! Ops of unknown outcome have no return event: they can be linearized at any point after their call, and
 //! the history is linearizable once every op with a known outcome is (the others took effect after all of
-//! them, which nothing observed, or never).
+//! them, which nothing observed, or never). They sit in a list of their own, so that the known ops' list
+//! stays as short as the concurrency however many replies were lost.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use crate::model::{IEntry, Model, State, Val, INF};
+use crate::model::{IEntry, IOp, IRes, Model, State, Val, INF};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -21,40 +22,81 @@ pub(crate) enum Outcome {
     Undecided,
 }
 
-/// The linked list's nodes: 0 is the head, `len - 1` the tail; the rest are events.
-struct Events {
+/// A doubly linked list over nodes `0..len`: 0 is the head, `len - 1` the tail. Nodes keep their own links
+/// while unlinked, so re-linking in the reverse order of unlinking restores the list.
+struct List {
     prev: Vec<usize>,
     next: Vec<usize>,
-    /// The op of an event node (unused for the sentinels).
-    op: Vec<usize>,
-    is_call: Vec<bool>,
-    call_of: Vec<usize>,
-    ret_of: Vec<Option<usize>>,
 }
 
 const HEAD: usize = 0;
 
+impl List {
+    fn new(len: usize) -> List {
+        List { prev: (0..len).map(|i| i.saturating_sub(1)).collect(), next: (0..len).map(|i| (i + 1).min(len - 1)).collect() }
+    }
+    fn tail(&self) -> usize {
+        self.next.len() - 1
+    }
+    fn first(&self) -> usize {
+        self.next[HEAD]
+    }
+    fn unlink(&mut self, n: usize) {
+        let (p, x) = (self.prev[n], self.next[n]);
+        self.next[p] = x;
+        self.prev[x] = p;
+    }
+    fn relink(&mut self, n: usize) {
+        let (p, x) = (self.prev[n], self.next[n]);
+        self.next[p] = n;
+        self.prev[x] = n;
+    }
+}
+
+/// The ops of known outcome as call and return events, in time order (calls before returns at the same
+/// instant: two ops touching at one microsecond count as concurrent, the permissive reading); the ops of
+/// unknown outcome as calls only, in their own list.
+struct Events {
+    known: List,
+    /// Per node of `known`: its op, and whether it is a call.
+    op: Vec<usize>,
+    is_call: Vec<bool>,
+    /// Per node of `known` that is a return: how many returns come before it.
+    ret_rank: Vec<usize>,
+    unknown: List,
+    /// Per node of `unknown`: its op.
+    uop: Vec<usize>,
+    /// Per op: its call node (in its list), and its return node.
+    call_of: Vec<usize>,
+    ret_of: Vec<usize>,
+}
+
 impl Events {
     fn new(ops: &[IEntry]) -> Events {
-        // Calls before returns at the same instant: two ops touching at one microsecond count as concurrent,
-        // the permissive reading.
         let mut order: Vec<(i64, u8, usize)> = Vec::with_capacity(2 * ops.len());
+        let mut uorder: Vec<(i64, usize)> = Vec::new();
         for (i, e) in ops.iter().enumerate() {
-            order.push((e.inv, 0, i));
             if e.comp < INF {
+                order.push((e.inv, 0, i));
                 order.push((e.comp, 1, i));
+            } else {
+                uorder.push((e.inv, i));
             }
         }
         order.sort_unstable();
+        uorder.sort_unstable();
         let len = order.len() + 2;
         let mut ev = Events {
-            prev: (0..len).map(|i| i.saturating_sub(1)).collect(),
-            next: (0..len).map(|i| (i + 1).min(len - 1)).collect(),
+            known: List::new(len),
             op: vec![usize::MAX; len],
             is_call: vec![false; len],
+            ret_rank: vec![0; len],
+            unknown: List::new(uorder.len() + 2),
+            uop: vec![usize::MAX; uorder.len() + 2],
             call_of: vec![0; ops.len()],
-            ret_of: vec![None; ops.len()],
+            ret_of: vec![0; ops.len()],
         };
+        let mut rank = 0;
         for (n, &(_, kind, i)) in order.iter().enumerate() {
             let node = n + 1;
             ev.op[node] = i;
@@ -62,37 +104,46 @@ impl Events {
                 ev.is_call[node] = true;
                 ev.call_of[i] = node;
             } else {
-                ev.ret_of[i] = Some(node);
+                ev.ret_of[i] = node;
+                ev.ret_rank[node] = rank;
+                rank += 1;
             }
+        }
+        for (n, &(_, i)) in uorder.iter().enumerate() {
+            ev.uop[n + 1] = i;
+            ev.call_of[i] = n + 1;
         }
         ev
     }
 
-    fn unlink(&mut self, n: usize) {
-        let (p, x) = (self.prev[n], self.next[n]);
-        self.next[p] = x;
-        self.prev[x] = p;
-    }
-
-    /// Only valid in the reverse order of `unlink`s (the nodes keep their own links meanwhile).
-    fn relink(&mut self, n: usize) {
-        let (p, x) = (self.prev[n], self.next[n]);
-        self.next[p] = n;
-        self.prev[x] = n;
-    }
-
-    fn lift(&mut self, op: usize) {
-        self.unlink(self.call_of[op]);
-        if let Some(r) = self.ret_of[op] {
-            self.unlink(r);
+    fn lift(&mut self, op: usize, known: bool) {
+        if known {
+            self.known.unlink(self.call_of[op]);
+            self.known.unlink(self.ret_of[op]);
+        } else {
+            self.unknown.unlink(self.call_of[op]);
         }
     }
 
-    fn unlift(&mut self, op: usize) {
-        if let Some(r) = self.ret_of[op] {
-            self.relink(r);
+    fn unlift(&mut self, op: usize, known: bool) {
+        if known {
+            self.known.relink(self.ret_of[op]);
+            self.known.relink(self.call_of[op]);
+        } else {
+            self.unknown.relink(self.call_of[op]);
         }
-        self.relink(self.call_of[op]);
+    }
+
+    /// The first return still in the list: the op that cannot be put off any longer.
+    fn first_return(&self) -> Option<usize> {
+        let mut node = self.known.first();
+        while node != self.known.tail() {
+            if !self.is_call[node] {
+                return Some(node);
+            }
+            node = self.known.next[node];
+        }
+        None
     }
 }
 
@@ -135,6 +186,10 @@ impl Linearized {
         }
         lin.unknown_bits = vec![0; unknown.div_ceil(64).max(1)];
         lin
+    }
+
+    fn has(&self, i: usize) -> bool {
+        self.bits[i / 64] & (1 << (i % 64)) != 0
     }
 
     fn is_known(&self, i: usize) -> bool {
@@ -246,6 +301,13 @@ fn covers(a: &State, b: &State) -> bool {
         }
 }
 
+/// Where the scan for the next candidate is: at a node of the known ops' list or of the unknown ops'.
+#[derive(Clone, Copy, Debug)]
+enum Cursor {
+    Known(usize),
+    Unknown(usize),
+}
+
 struct Frame {
     op: usize,
     before: State,
@@ -267,7 +329,6 @@ pub(crate) struct Searched {
 
 /// Whether an op, as recorded, leaves the key as it was (a read, a refused write).
 fn observer(e: &IEntry) -> bool {
-    use crate::model::{IOp, IRes};
     matches!(
         (e.op, e.res),
         (IOp::Get, Some(_))
@@ -279,23 +340,53 @@ fn observer(e: &IEntry) -> bool {
 
 /// Decides whether `ops` (one key's, sorted by invocation) are linearizable, within `max_steps` calls of the
 /// model's step function.
+///
+/// Both orders of trying candidates are complete; they differ in how fast they get there. Trying ops of
+/// unknown outcome first finds a linearization of a lossy history far sooner (writes whose replies were
+/// lost mostly did take effect); trying them last exhausts a failing history in fewer configurations (the
+/// configurations that leave a lost write out come first, and then cover the ones that use it). So: the
+/// first order on a quarter of the budget, then the second on the rest.
 pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched {
+    if ops.iter().all(|e| e.comp < INF) {
+        return run(model, ops, max_steps, true);
+    }
+    let quick = run(model, ops, max_steps / 4, false);
+    if quick.outcome != Outcome::Undecided {
+        return quick;
+    }
+    let slow = run(model, ops, max_steps - quick.steps, true);
+    Searched { outcome: slow.outcome, steps: quick.steps + slow.steps, progress: quick.progress.max(slow.progress) }
+}
+
+fn run(model: &Model, ops: &[IEntry], max_steps: u64, known_first: bool) -> Searched {
     let mut lin = Linearized::new(ops);
+    let known = |op: usize| ops[op].comp < INF;
     let n_known = ops.iter().filter(|e| e.comp < INF).count();
     let mut ev = Events::new(ops);
-    let tail = ev.next.len() - 1;
-    // Rank of each return event among the returns: the list holds them in that order.
-    let mut ret_rank = vec![0usize; ev.next.len()];
+    // Ops of unknown outcome that are the same op (SET "x" PX 100 twice, two INCRs) are interchangeable once
+    // both were called: any linearization that uses the later one while the earlier is still unused can
+    // use the earlier one there instead (its window started sooner), and the later one where the earlier
+    // was used, if it was. So they are taken in invocation order, which keeps the search from exploring
+    // every choice among twins.
+    let mut twin_before: Vec<Option<usize>> = vec![None; ops.len()];
     {
-        let (mut node, mut rank) = (ev.next[HEAD], 0);
-        while node != tail {
-            if !ev.is_call[node] {
-                ret_rank[node] = rank;
-                rank += 1;
-            }
-            node = ev.next[node];
+        let mut last: HashMap<IOp, usize> = HashMap::new();
+        let mut node = ev.unknown.first();
+        while node != ev.unknown.tail() {
+            let op = ev.uop[node];
+            twin_before[op] = last.insert(ops[op].op, op);
+            node = ev.unknown.next[node];
         }
     }
+    let first_pass = |c: Cursor| matches!(c, Cursor::Known(_)) == known_first;
+    let start = |known_list: bool, ev: &Events| {
+        if known_list {
+            Cursor::Known(ev.known.first())
+        } else {
+            Cursor::Unknown(ev.unknown.first())
+        }
+    };
+
     let mut cache = Explored::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut state = State::INITIAL;
@@ -303,14 +394,9 @@ pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched 
     let mut steps = 0u64;
     let mut progress = 0usize;
     let mut succ: Vec<State> = Vec::with_capacity(2);
-    let mut node = ev.next[HEAD];
+    let mut cursor = start(known_first, &ev);
     // At a configuration not seen yet: look for an op to force first.
     let mut fresh = true;
-    // Candidates of known outcome are tried before those of unknown outcome (second pass over the list):
-    // leaving a lost write out is the likelier story, and exploring it first lets the cache cover the
-    // configurations that use it and end up in the same place.
-    let mut second_pass = false;
-    let any_unknown = n_known < ops.len();
 
     loop {
         if done_known == n_known {
@@ -319,14 +405,15 @@ pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched 
         let mut backtrack = false;
         if fresh {
             fresh = false;
+            progress = progress.max(ev.first_return().map_or(n_known, |r| ev.ret_rank[r]));
             // An op that can go next and leaves the configuration exactly as it is (a read of the current
             // value, say) can be taken first without losing anything: any linearization that takes it later
             // can take it here instead, at the last op's point (its invocation is no later: the zone would
             // have changed), and it comes after nothing that finished after its call. So its alternatives
             // need no exploring, which removes the interleavings of reads from the search.
-            let mut cand = ev.next[HEAD];
-            while cand != tail && ev.is_call[cand] {
-                let op = ev.op[cand];
+            let mut node = ev.known.first();
+            while node != ev.known.tail() && ev.is_call[node] {
+                let op = ev.op[node];
                 if observer(&ops[op]) {
                     if steps >= max_steps {
                         return Searched { outcome: Outcome::Undecided, steps, progress };
@@ -339,12 +426,10 @@ pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched 
                             let frame =
                                 Frame { op, before: state, succ: [state; 2], n_succ: 1, next_succ: 1, forced: true };
                             stack.push(frame);
-                            ev.lift(op);
+                            ev.lift(op, true);
                             done_known += 1;
-                            progress = progress.max(first_return(&ev, &ret_rank, tail, n_known));
                             fresh = true;
-                            node = ev.next[HEAD];
-                            second_pass = false;
+                            cursor = start(known_first, &ev);
                         } else {
                             lin.clear(op);
                             backtrack = true;
@@ -352,31 +437,39 @@ pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched 
                         break;
                     }
                 }
-                cand = ev.next[cand];
+                node = ev.known.next[node];
             }
             if fresh {
                 continue;
             }
         }
+        // The next candidate from the cursor on, if any.
+        let mut candidate = None;
         if !backtrack {
+            // Unknown ops can go only while their call precedes the first return still waiting.
+            let bound = ev.first_return().map_or(INF, |r| ops[ev.op[r]].comp);
             loop {
-                if node == tail || !ev.is_call[node] {
-                    if !second_pass && any_unknown {
-                        second_pass = true;
-                        node = ev.next[HEAD];
-                        continue;
+                let (found, next) = match cursor {
+                    Cursor::Known(n) if n != ev.known.tail() && ev.is_call[n] => {
+                        (Some(ev.op[n]), Cursor::Known(ev.known.next[n]))
                     }
-                    backtrack = true;
+                    Cursor::Unknown(n) if n != ev.unknown.tail() && ops[ev.uop[n]].inv <= bound => {
+                        let op = ev.uop[n];
+                        let twin_free = twin_before[op].is_none_or(|t| lin.has(t));
+                        (twin_free.then_some(op), Cursor::Unknown(ev.unknown.next[n]))
+                    }
+                    // The end of this pass: on to the other list, or no candidate left.
+                    c if first_pass(c) => (None, start(!known_first, &ev)),
+                    _ => break,
+                };
+                cursor = next;
+                if found.is_some() {
+                    candidate = found;
                     break;
                 }
-                if lin.is_known(ev.op[node]) != second_pass {
-                    break;
-                }
-                node = ev.next[node];
             }
         }
-        if !backtrack {
-            let op = ev.op[node];
+        if let Some(op) = candidate {
             if steps >= max_steps {
                 return Searched { outcome: Outcome::Undecided, steps, progress };
             }
@@ -397,30 +490,24 @@ pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched 
                     frame.succ[..succ.len()].copy_from_slice(&succ);
                     state = succ[c];
                     stack.push(frame);
-                    ev.lift(op);
-                    if ops[op].comp < INF {
-                        done_known += 1;
-                        progress = progress.max(first_return(&ev, &ret_rank, tail, n_known));
-                    }
-                    node = ev.next[HEAD];
-                    second_pass = false;
+                    ev.lift(op, known(op));
+                    done_known += usize::from(known(op));
+                    cursor = start(known_first, &ev);
                     fresh = true;
                 }
-                None => {
-                    lin.clear(op);
-                    node = ev.next[node];
-                }
+                None => lin.clear(op),
             }
             continue;
         }
-        // A return event (or the end): the op it closes cannot be put off any longer, so the last choice
-        // was wrong.
+        // No candidate left (the first return's op cannot be put off any longer): the last choice was
+        // wrong.
         loop {
             let Some(mut frame) = stack.pop() else {
                 return Searched { outcome: Outcome::Violation, steps, progress };
             };
-            ev.unlift(frame.op);
-            done_known -= usize::from(ops[frame.op].comp < INF);
+            let k = known(frame.op);
+            ev.unlift(frame.op, k);
+            done_known -= usize::from(k);
             state = frame.before;
             if frame.forced {
                 lin.clear(frame.op);
@@ -438,32 +525,19 @@ pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched 
             match retried {
                 Some(s) => {
                     state = s;
-                    ev.lift(frame.op);
-                    done_known += usize::from(ops[frame.op].comp < INF);
+                    ev.lift(frame.op, k);
+                    done_known += usize::from(k);
                     stack.push(frame);
-                    node = ev.next[HEAD];
-                    second_pass = false;
+                    cursor = start(known_first, &ev);
                     fresh = true;
                 }
                 None => {
                     lin.clear(frame.op);
-                    node = ev.next[ev.call_of[frame.op]];
-                    second_pass = !lin.is_known(frame.op);
+                    let node = ev.call_of[frame.op];
+                    cursor = if k { Cursor::Known(ev.known.next[node]) } else { Cursor::Unknown(ev.unknown.next[node]) };
                 }
             }
             break;
         }
     }
-}
-
-/// How many returns precede the first one still in the list (all of them linearized).
-fn first_return(ev: &Events, ret_rank: &[usize], tail: usize, n_known: usize) -> usize {
-    let mut node = ev.next[HEAD];
-    while node != tail {
-        if !ev.is_call[node] {
-            return ret_rank[node];
-        }
-        node = ev.next[node];
-    }
-    n_known
 }
