@@ -7,9 +7,12 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::history::{Entry, Op, OpResult, SetCond};
-use crate::model::{lower_op, lower_result, result_fits, ttl_us, IEntry, IOp, Interner, Model, INF, MAX_TIME};
+use crate::model::{
+    lower_op, lower_result, result_fits, ttl_us, Expiry, ICond, IEntry, IOp, IRes, Interner, Model, State, Val, INF, MAX_TIME,
+    OPAQUE,
+};
 use crate::report::{ExcerptOp, KeyReport, Report, Verdict, Violation};
-use crate::search::{search, Outcome};
+use crate::search::{search, search_from, Outcome};
 
 /// How to check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,16 +122,172 @@ fn check_key(key: &[u8], indices: &[usize], history: &[Entry], opts: &Options) -
     ops.sort_by_key(|e| (e.inv, e.index));
 
     let model = Model { slack: ttl_us(opts.clock_skew_ms).saturating_add(1000) };
-    let full = search(&model, &ops, opts.max_steps);
-    let mut steps = full.steps;
-    match full.outcome {
-        Outcome::Linearizable => report(steps, Verdict::Linearizable),
-        Outcome::Undecided => report(steps, Verdict::Undecided { max_steps: opts.max_steps }),
+    let mut returns: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].comp < INF).collect();
+    returns.sort_by_key(|&i| (ops[i].comp, ops[i].index));
+    let violation = |v: Violation, steps| report(steps, Verdict::Violation(Box::new(v)));
+
+    // A tenth of the budget decides nearly every linearizable history. Otherwise the search stopped at
+    // some op it could not get past; a cheap local proof that the cut there fails settles it (and the
+    // search's progress shows every earlier cut passes, so it is the shortest). Only then the full search.
+    let mut r = search(&model, &ops, (opts.max_steps / 10).max(1));
+    let mut steps = r.steps;
+    let mut proved_at = None;
+    let mut full_done = opts.max_steps / 10 >= opts.max_steps;
+    loop {
+        if r.outcome == Outcome::Linearizable {
+            return report(steps, Verdict::Linearizable);
+        }
+        if proved_at != Some(r.progress) && r.progress < returns.len() {
+            proved_at = Some(r.progress);
+            if let Some(v) = local_proof(&model, &ops, history, &returns, r.progress, opts.max_steps, &mut steps) {
+                return violation(v, steps);
+            }
+        }
+        if r.outcome == Outcome::Undecided && !full_done {
+            full_done = true;
+            r = search(&model, &ops, opts.max_steps);
+            steps += r.steps;
+            continue;
+        }
+        break;
+    }
+    match r.outcome {
         Outcome::Violation => {
-            let v = shortest_failure(&model, &ops, history, opts.max_steps, full.progress, &mut steps);
-            report(steps, Verdict::Violation(Box::new(v)))
+            let v = shortest_failure(&model, &ops, history, &returns, opts.max_steps, r.progress, &mut steps);
+            violation(v, steps)
+        }
+        _ => report(steps, Verdict::Undecided { max_steps: opts.max_steps }),
+    }
+}
+
+/// Tries to show that the cut just after `returns[p]` completed is not linearizable from the ops near the
+/// end of it alone: for a start instant τ, the ops that completed before τ are dropped, those invoked
+/// before τ but completed later become optional (they took effect before τ, which the state at τ
+/// reflects, or after it, with their result), and the search starts from every state the key could be in
+/// at τ. If none works, no linearization of the whole cut does either: a linearization of it, cut at τ,
+/// would give one. τ goes back until that works or the windows get long.
+fn local_proof(
+    model: &Model,
+    ops: &[IEntry],
+    history: &[Entry],
+    returns: &[usize],
+    p: usize,
+    max_steps: u64,
+    steps: &mut u64,
+) -> Option<Violation> {
+    let failing = ops[returns[p]];
+    let cut = cut_at(ops, returns[p]);
+    let fpos = cut.iter().position(|e| e.index == failing.index)?;
+    let budget = (max_steps / 50).max(1000);
+    let mut last_start = None;
+    for back in [1, 4, 16, 64, 256] {
+        let start = fpos.saturating_sub(back);
+        if last_start == Some(start) {
+            break;
+        }
+        last_start = Some(start);
+        let tau = cut[start].inv;
+        let window = window_from(&cut, tau);
+        let mut spent = 0;
+        let mut all_fail = true;
+        for initial in initial_states(&window, tau) {
+            let r = search_from(model, &window, initial, budget.saturating_sub(spent).max(1));
+            spent += r.steps;
+            if r.outcome != Outcome::Violation {
+                all_fail = false;
+                break;
+            }
+        }
+        *steps += spent;
+        if all_fail {
+            let shown: Vec<&IEntry> = window.iter().collect();
+            let mut v = describe(&shown, history, failing, cut.len(), true, None);
+            v.from_any_state_at_us = Some(tau as u64);
+            return Some(v);
         }
     }
+    None
+}
+
+/// The ops of `cut` that matter after τ (see [`local_proof`]).
+fn window_from(cut: &[IEntry], tau: i64) -> Vec<IEntry> {
+    cut.iter()
+        .filter(|e| e.comp >= tau)
+        .filter_map(|e| {
+            if e.inv >= tau {
+                Some(*e)
+            } else if e.op == IOp::Get {
+                // Optional and without effect: it constrains nothing.
+                None
+            } else {
+                Some(IEntry { comp: INF, ..*e })
+            }
+        })
+        .collect()
+}
+
+/// Every state the key could be in at τ, up to what the window's ops can tell apart: absent, or any value
+/// the window mentions, an unread one, or any integer its INCRs and reads could reveal (each
+/// `c - j` for an integer `c` it mentions and `j` up to its number of INCRs, the largest integers for an
+/// overflow, and one that matches nothing), with any expiry after τ or none.
+fn initial_states(window: &[IEntry], tau: i64) -> Vec<State> {
+    let mut vals: Vec<Val> = vec![Val::Bytes(OPAQUE)];
+    let mut ints: Vec<i64> = Vec::new();
+    let note = |v: Val, vals: &mut Vec<Val>, ints: &mut Vec<i64>| {
+        vals.push(v);
+        if let Val::Int(n) = v {
+            ints.push(n);
+        }
+    };
+    let mut incrs: i64 = 0;
+    for e in window {
+        match e.op {
+            IOp::Set { value, cond, .. } => {
+                note(value, &mut vals, &mut ints);
+                if let ICond::IfEq(v) = cond {
+                    note(v, &mut vals, &mut ints);
+                }
+            }
+            IOp::Incr => incrs += 1,
+            _ => {}
+        }
+        match e.res {
+            Some(IRes::Value(v)) => note(v, &mut vals, &mut ints),
+            Some(IRes::Int(n)) if e.op == IOp::Incr => ints.push(n),
+            _ => {}
+        }
+    }
+    for c in ints.clone() {
+        for j in 0..=incrs {
+            if let Some(n) = c.checked_sub(j) {
+                vals.push(Val::Int(n));
+            }
+        }
+    }
+    for j in 0..=incrs {
+        vals.push(Val::Int(i64::MAX - j));
+    }
+    // An integer whose increments meet nothing the window mentions (the first such from 0 up).
+    ints.sort_unstable();
+    let mut fresh = Some(0i64);
+    while let Some(n) = fresh {
+        match ints.iter().find(|&&c| c >= n && c - n <= incrs) {
+            Some(&c) => fresh = c.checked_add(1),
+            None => break,
+        }
+    }
+    if let Some(n) = fresh {
+        vals.push(Val::Int(n));
+    }
+    vals.sort_by_key(|v| match v {
+        Val::Int(n) => (0, *n, 0),
+        Val::Bytes(b) => (1, 0, *b),
+    });
+    vals.dedup();
+    let exp = Some(Expiry { lo: tau, hi: INF, d: INF });
+    let mut states = vec![State { val: None, exp: None, t: tau }];
+    states.extend(vals.into_iter().map(|v| State { val: Some(v), exp, t: tau }));
+    states
 }
 
 /// The history cut just after op `ops[cut]` completed: the ops invoked by then, those that completed later
@@ -154,12 +313,11 @@ fn shortest_failure(
     model: &Model,
     ops: &[IEntry],
     history: &[Entry],
+    returns: &[usize],
     max_steps: u64,
     progress: usize,
     steps: &mut u64,
 ) -> Violation {
-    let mut returns: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].comp < INF).collect();
-    returns.sort_by_key(|&i| (ops[i].comp, ops[i].index));
     // Invariant: the cut at returns[hi] fails (the whole history is the cut at the last return, plus ops of
     // unknown outcome invoked after it, which cannot matter), and every cut before returns[lo] passes: a
     // search that had the first k returns linearized has shown the cut at the k-th linearizable.
@@ -194,25 +352,18 @@ fn shortest_failure(
         // What the probe got through is linearizable too.
         lo = lo.max(r.progress.min(hi));
     }
-    // An empty `returns` cannot fail; keep going without panicking anyway.
+    // `returns` is not empty: a history without a known outcome is linearizable.
     let Some(&f) = returns.get(hi) else {
-        return Violation {
-            failing_entry: ops.first().map_or(0, |e| e.index),
-            prefix_ops: ops.len(),
-            shortest: false,
-            anchor: None,
-            excerpt: Vec::new(),
-            omitted: 0,
-        };
+        return describe(&[], history, ops[0], ops.len(), false, None);
     };
-    let cut = (ops[f].comp, ops[f].index);
+    let failing = ops[f];
+    let cut = (failing.comp, failing.index);
     let prefix: Vec<&IEntry> = ops.iter().filter(|e| e.inv <= cut.0).collect();
     let in_flight = |e: &IEntry| (e.comp, e.index) > cut;
     let known = |e: &IEntry| !in_flight(e) && e.comp < INF;
 
     // The anchor: the latest SET → OK or DEL before the failing op that no other (known) write overlaps,
     // so every linearization agrees on the state right after it. Unknown writes are shown instead.
-    let failing = &ops[f];
     let anchor = prefix
         .iter()
         .filter(|w| known(w) && w.comp < failing.inv)
@@ -231,13 +382,25 @@ fn shortest_failure(
         })
         .max_by_key(|w| (w.comp, w.index));
     let start = anchor.map_or(i64::MIN, |w| w.inv);
-    let mut chosen: Vec<&IEntry> =
-        prefix.iter().copied().filter(|e| !known(e) || e.comp >= start || Some(e.index) == anchor.map(|w| w.index)).collect();
-    // Unknown GETs were dropped before the search; they explain nothing either way.
-    const MAX_EXCERPT: usize = 100;
-    let omitted = chosen.len().saturating_sub(MAX_EXCERPT);
-    chosen.drain(..omitted);
-    let excerpt = chosen
+    let chosen: Vec<&IEntry> = prefix
+        .iter()
+        .copied()
+        .filter(|e| !known(e) || e.comp >= start || Some(e.index) == anchor.map(|w| w.index))
+        .collect();
+    describe(&chosen, history, failing, prefix.len(), shortest, anchor.map(|w| w.index))
+}
+
+/// The report of a violation, listing `shown` (at most the last [`MAX_EXCERPT`] of them).
+fn describe(
+    shown: &[&IEntry],
+    history: &[Entry],
+    failing: IEntry,
+    prefix_ops: usize,
+    shortest: bool,
+    anchor: Option<usize>,
+) -> Violation {
+    let omitted = shown.len().saturating_sub(MAX_EXCERPT);
+    let excerpt = shown[omitted..]
         .iter()
         .map(|e| {
             let h = &history[e.index];
@@ -248,16 +411,19 @@ fn shortest_failure(
                 result: h.result.clone(),
                 invoked_at_us: h.invoked_at_us,
                 completed_at_us: h.completed_at_us,
-                in_flight_at_cut: in_flight(e) && e.comp < INF,
+                in_flight_at_cut: h.completed_at_us.is_some_and(|c| (c as i64, e.index) > (failing.comp, failing.index)),
             }
         })
         .collect();
     Violation {
         failing_entry: failing.index,
-        prefix_ops: prefix.len(),
+        prefix_ops,
         shortest,
-        anchor: anchor.map(|w| w.index),
+        from_any_state_at_us: None,
+        anchor,
         excerpt,
         omitted,
     }
 }
+
+const MAX_EXCERPT: usize = 100;

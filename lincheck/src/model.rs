@@ -35,7 +35,7 @@ pub(crate) struct Interner {
 /// it, and it is not an integer (which INCR would reveal). Such values behave identically in every
 /// respect (present, not an integer, equal to nothing anyone asks about), so they are one value to the
 /// search, and two lost writes of different unread values are the same op: far fewer configurations.
-const OPAQUE: u32 = u32::MAX;
+pub(crate) const OPAQUE: u32 = u32::MAX;
 
 impl Interner {
     /// Notes, before anything is lowered, a value that some op observes.
@@ -113,7 +113,7 @@ pub(crate) enum IOp {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum IRes {
     Nil,
     Value(Val),
@@ -129,7 +129,8 @@ pub(crate) struct IEntry {
     /// `None`: unknown outcome.
     pub res: Option<IRes>,
     pub inv: i64,
-    /// `INF` when the outcome is unknown: the op may take effect at any time after `inv`.
+    /// `INF`: the op may take effect at any time after `inv`, or never (its outcome is unknown, or it is
+    /// optional in a window of the history); `res` is then checked only if it takes effect.
     pub comp: i64,
     /// Position in the caller's history.
     pub index: usize,

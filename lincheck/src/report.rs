@@ -47,11 +47,16 @@ pub struct Violation {
     /// False when the search for the shortest prefix ran out of steps: `failing_entry` then completes a
     /// failing prefix that may not be the shortest.
     pub shortest: bool,
-    /// The last op before the failing one after which the key's state was known: a SET that succeeded or
-    /// a DEL, with no other write overlapping it. The excerpt starts there.
+    /// When set, the excerpt is a self-contained proof: whatever state the key was in at this instant
+    /// (recorder µs), the excerpt's ops cannot be linearized after it. Ops invoked before it count as
+    /// optional (they may have taken effect before it, which that state reflects).
+    pub from_any_state_at_us: Option<u64>,
+    /// Otherwise (the failure needs more of the history than a window): the last op before the failing
+    /// one after which the key's state was known, a SET that succeeded or a DEL with no other write
+    /// overlapping it. The excerpt starts there.
     pub anchor: Option<usize>,
-    /// The ops of the failing prefix that matter: from the anchor on, plus every op of unknown outcome
-    /// (which may have taken effect at any time), in invocation order.
+    /// The ops that matter, in invocation order: the window's, or from the anchor on plus every op of
+    /// unknown outcome (which may have taken effect at any time).
     pub excerpt: Vec<ExcerptOp>,
     /// Ops left out of the excerpt because it was long (the earliest ones go first).
     pub omitted: usize,
@@ -145,9 +150,14 @@ impl fmt::Display for Violation {
             self.prefix_ops,
             self.failing_entry
         )?;
-        match self.anchor {
-            Some(a) => writeln!(f, "  from #{a}, after which the state was known; ms after t = {base} µs:")?,
-            None => writeln!(f, "  the prefix has no point where the state was known; ms after t = {base} µs:")?,
+        match (self.from_any_state_at_us, self.anchor) {
+            (Some(at), _) => writeln!(
+                f,
+                "  whatever the key held at +{:.3} ms, these ops cannot follow (ms after t = {base} µs):",
+                at.saturating_sub(base) as f64 / 1000.0
+            )?,
+            (None, Some(a)) => writeln!(f, "  from #{a}, after which the state was known; ms after t = {base} µs:")?,
+            (None, None) => writeln!(f, "  the prefix has no point where the state was known; ms after t = {base} µs:")?,
         }
         if self.omitted > 0 {
             writeln!(f, "         ... {} earlier ops omitted", self.omitted)?;
@@ -164,10 +174,13 @@ impl fmt::Display for Violation {
             let done = o.completed_at_us.map_or_else(|| "?".to_string(), |c| format!("{:.3}", ms(c)));
             let op = format!("{}", o.op);
             let res = format!("{}", ShownResult(&o.result));
+            let before = self.from_any_state_at_us.is_some_and(|at| o.invoked_at_us < at);
             let note = if o.result.is_none() {
                 "  unknown outcome"
             } else if o.in_flight_at_cut {
                 "  (in flight at the cut)"
+            } else if before {
+                "  (began before: may be in that state)"
             } else {
                 ""
             };

@@ -6,7 +6,8 @@
 //!
 //! Ops of unknown outcome have no return event: they can be linearized at any point after their call, and
 //! the history is linearizable once every op with a known outcome is (the others took effect after all of
-//! them, which nothing observed, or never). They sit in a list of their own, so that the known ops' list
+//! them, which nothing observed, or never). Such an op may still carry a result, which then must hold if it
+//! is linearized (an op that may or may not have happened inside a window of the history, see `check`). They sit in a list of their own, so that the known ops' list
 //! stays as short as the concurrency however many replies were lost.
 
 use std::collections::HashMap;
@@ -347,18 +348,23 @@ fn observer(e: &IEntry) -> bool {
 /// configurations that leave a lost write out come first, and then cover the ones that use it). So: the
 /// first order on a quarter of the budget, then the second on the rest.
 pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched {
+    search_from(model, ops, State::INITIAL, max_steps)
+}
+
+/// The same, from a given state instead of an absent key.
+pub(crate) fn search_from(model: &Model, ops: &[IEntry], initial: State, max_steps: u64) -> Searched {
     if ops.iter().all(|e| e.comp < INF) {
-        return run(model, ops, max_steps, true);
+        return run(model, ops, initial, max_steps, true);
     }
-    let quick = run(model, ops, max_steps / 4, false);
+    let quick = run(model, ops, initial, max_steps / 4, false);
     if quick.outcome != Outcome::Undecided {
         return quick;
     }
-    let slow = run(model, ops, max_steps - quick.steps, true);
+    let slow = run(model, ops, initial, max_steps - quick.steps, true);
     Searched { outcome: slow.outcome, steps: quick.steps + slow.steps, progress: quick.progress.max(slow.progress) }
 }
 
-fn run(model: &Model, ops: &[IEntry], max_steps: u64, known_first: bool) -> Searched {
+fn run(model: &Model, ops: &[IEntry], initial: State, max_steps: u64, known_first: bool) -> Searched {
     let mut lin = Linearized::new(ops);
     let known = |op: usize| ops[op].comp < INF;
     let n_known = ops.iter().filter(|e| e.comp < INF).count();
@@ -370,11 +376,11 @@ fn run(model: &Model, ops: &[IEntry], max_steps: u64, known_first: bool) -> Sear
     // every choice among twins.
     let mut twin_before: Vec<Option<usize>> = vec![None; ops.len()];
     {
-        let mut last: HashMap<IOp, usize> = HashMap::new();
+        let mut last: HashMap<(IOp, Option<IRes>), usize> = HashMap::new();
         let mut node = ev.unknown.first();
         while node != ev.unknown.tail() {
             let op = ev.uop[node];
-            twin_before[op] = last.insert(ops[op].op, op);
+            twin_before[op] = last.insert((ops[op].op, ops[op].res), op);
             node = ev.unknown.next[node];
         }
     }
@@ -389,7 +395,7 @@ fn run(model: &Model, ops: &[IEntry], max_steps: u64, known_first: bool) -> Sear
 
     let mut cache = Explored::default();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut state = State::INITIAL;
+    let mut state = initial;
     let mut done_known = 0usize;
     let mut steps = 0u64;
     let mut progress = 0usize;

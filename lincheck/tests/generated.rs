@@ -83,7 +83,7 @@ fn violation_at(report: &vesta_lincheck::Report) -> Option<usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("LINCHECK_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300), ..ProptestConfig::default() })]
 
     #[test]
     fn executions_of_the_reference_are_linearizable(steps in prop::collection::vec(step(), 1..60), skew in 0..3u64) {

@@ -75,11 +75,36 @@ fn a_stale_read_is_a_violation() {
     let Verdict::Violation(v) = &r.keys[0].verdict else { unreachable!() };
     assert!(v.shortest);
     assert_eq!(v.prefix_ops, 3);
-    assert_eq!(v.anchor, Some(1), "SET b pinned the state:\n{r}");
+    // Whatever the key held when SET b was sent, the read cannot follow: SET a is not even needed.
+    assert_eq!(v.from_any_state_at_us, Some(2000), "{r}");
+    assert_eq!(v.excerpt.iter().map(|o| o.entry).collect::<Vec<_>>(), vec![1, 2], "{r}");
     let text = r.to_string();
-    for want in ["NOT LINEARIZABLE", "=> #2 ", "* ", "SET \"b\"", "GET", "-> \"a\""] {
+    for want in ["NOT LINEARIZABLE", "=> #2 ", "whatever the key held", "SET \"b\"", "GET", "-> \"a\""] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
+}
+
+#[test]
+fn a_violation_that_needs_the_whole_history_is_still_found() {
+    // SET NX a (no TTL), many reads of a, then SET NX b succeeds. Any window without the first SET could
+    // start from an "a" that expires just in time, so only the whole history shows the violation.
+    let mut h = H::new().op(1, set_nx("a"), 0, 1, OK);
+    for i in 0..300 {
+        h = h.op(2, get(), 2 + 2 * i, 3 + 2 * i, val("a"));
+    }
+    let last = h.entries.len();
+    h = h.op(3, set_nx("b"), 700, 701, OK);
+    let r = assert_violation(&h, 50, last);
+    let Verdict::Violation(v) = &r.keys[0].verdict else { unreachable!() };
+    assert!(v.shortest);
+    assert_eq!(v.from_any_state_at_us, None);
+    assert_eq!(v.anchor, Some(0), "{r}");
+    assert!(v.excerpt.len() == 100 && v.omitted == 202, "{r}");
+    assert!(r.to_string().contains("from #0, after which the state was known"), "{r}");
+    // With a TTL on the first SET it is fine.
+    let mut ok = h.clone();
+    ok.entries[0].op = Op::Set { value: "a".into(), cond: SetCond::Nx, ttl_ms: Some(650) };
+    assert_linearizable(&ok, 50);
 }
 
 #[test]
@@ -308,9 +333,10 @@ fn the_report_points_at_the_first_failure_not_the_whole_history() {
     let Verdict::Violation(v) = &r.keys[0].verdict else { unreachable!() };
     assert_eq!(v.prefix_ops, stale_at + 1);
     assert!(v.shortest);
-    assert!(v.excerpt.len() <= 4, "cut down to the last write and the read:\n{r}");
-    assert!(v.excerpt.iter().any(|o| o.entry == stale_at));
-    assert_eq!(v.anchor, Some(stale_at - 2), "{r}");
+    // The last write (which may or may not be in the state at the window's start), its read, and the
+    // stale read.
+    assert_eq!(v.excerpt.iter().map(|o| o.entry).collect::<Vec<_>>(), vec![stale_at - 2, stale_at - 1, stale_at], "{r}");
+    assert!(v.from_any_state_at_us.is_some());
     println!("{r}");
 }
 
