@@ -12,7 +12,7 @@ use crate::model::{
     OPAQUE,
 };
 use crate::report::{ExcerptOp, KeyReport, Report, Verdict, Violation};
-use crate::search::{search, search_from, Outcome};
+use crate::search::{refute_from_all, search, Outcome};
 
 /// How to check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,13 +126,13 @@ fn check_key(key: &[u8], indices: &[usize], history: &[Entry], opts: &Options) -
     returns.sort_by_key(|&i| (ops[i].comp, ops[i].index));
     let violation = |v: Violation, steps| report(steps, Verdict::Violation(Box::new(v)));
 
-    // A tenth of the budget decides nearly every linearizable history. Otherwise the search stopped at
+    // A twentieth of the budget decides nearly every linearizable history. Otherwise the search stopped at
     // some op it could not get past; a cheap local proof that the cut there fails settles it (and the
     // search's progress shows every earlier cut passes, so it is the shortest). Only then the full search.
-    let mut r = search(&model, &ops, (opts.max_steps / 10).max(1));
+    let mut r = search(&model, &ops, (opts.max_steps / 20).max(1));
     let mut steps = r.steps;
     let mut proved_at = None;
-    let mut full_done = opts.max_steps / 10 >= opts.max_steps;
+    let mut full_done = opts.max_steps / 20 >= opts.max_steps;
     loop {
         if r.outcome == Outcome::Linearizable {
             return report(steps, Verdict::Linearizable);
@@ -178,7 +178,7 @@ fn local_proof(
     let failing = ops[returns[p]];
     let cut = cut_at(ops, returns[p]);
     let fpos = cut.iter().position(|e| e.index == failing.index)?;
-    let budget = (max_steps / 50).max(1000);
+    let budget = (max_steps / 10).max(1000);
     let mut last_start = None;
     for back in [1, 4, 16, 64, 256] {
         let start = fpos.saturating_sub(back);
@@ -188,16 +188,8 @@ fn local_proof(
         last_start = Some(start);
         let tau = cut[start].inv;
         let window = window_from(&cut, tau);
-        let mut spent = 0;
-        let mut all_fail = true;
-        for initial in initial_states(&window, tau) {
-            let r = search_from(model, &window, initial, budget.saturating_sub(spent).max(1));
-            spent += r.steps;
-            if r.outcome != Outcome::Violation {
-                all_fail = false;
-                break;
-            }
-        }
+        let r = refute_from_all(model, &window, &initial_states(&window, tau), budget);
+        let (spent, all_fail) = (r.steps, r.outcome == Outcome::Violation);
         *steps += spent;
         if all_fail {
             let shown: Vec<&IEntry> = window.iter().collect();

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use crate::model::{IEntry, IOp, IRes, Model, State, Val, INF};
+use crate::model::{Expiry, IEntry, IOp, IRes, Model, State, Val, INF};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -348,25 +348,70 @@ fn observer(e: &IEntry) -> bool {
 /// configurations that leave a lost write out come first, and then cover the ones that use it). So: the
 /// first order on a quarter of the budget, then the second on the rest.
 pub(crate) fn search(model: &Model, ops: &[IEntry], max_steps: u64) -> Searched {
-    search_from(model, ops, State::INITIAL, max_steps)
+    search_from(model, ops, State::INITIAL, Mode::Exact, max_steps)
 }
 
-/// The same, from a given state instead of an absent key.
-pub(crate) fn search_from(model: &Model, ops: &[IEntry], initial: State, max_steps: u64) -> Searched {
-    if ops.iter().all(|e| e.comp < INF) {
-        return run(model, ops, initial, max_steps, true);
+/// How ops of unknown outcome may be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Once at most: the model itself.
+    Exact,
+    /// Any number of times, except INCRs (whose repetition the state could not bound). This allows more
+    /// than the model, so it can only prove violations (if even this finds no linearization, there is
+    /// none); but it spares the search every choice of which of them were used, which is what explodes
+    /// when many replies were lost.
+    Relaxed,
+}
+
+/// The same, from a given state instead of an absent key, and with a choice of [`Mode`].
+pub(crate) fn search_from(model: &Model, ops: &[IEntry], initial: State, mode: Mode, max_steps: u64) -> Searched {
+    // A relaxed search is there to prove a violation, that is, to exhaust: no quick first try.
+    if mode == Mode::Relaxed || ops.iter().all(|e| e.comp < INF) {
+        return run(model, ops, initial, mode, max_steps, true, &mut Explored::default());
     }
-    let quick = run(model, ops, initial, max_steps / 4, false);
+    let quick = run(model, ops, initial, mode, max_steps / 4, false, &mut Explored::default());
     if quick.outcome != Outcome::Undecided {
         return quick;
     }
-    let slow = run(model, ops, initial, max_steps - quick.steps, true);
+    // A fresh cache: the quick search stopped in the middle of configurations it had entered.
+    let slow = run(model, ops, initial, mode, max_steps - quick.steps, true, &mut Explored::default());
     Searched { outcome: slow.outcome, steps: quick.steps + slow.steps, progress: quick.progress.max(slow.progress) }
 }
 
-fn run(model: &Model, ops: &[IEntry], initial: State, max_steps: u64, known_first: bool) -> Searched {
+/// Whether no linearization in [`Mode::Relaxed`] starts from any of `initials`: `Violation` if none does,
+/// `Linearizable` as soon as one does, `Undecided` when the budget ran out first.
+///
+/// The searches share their cache: a configuration that one of them exhausted leads nowhere from any
+/// other start either, and starts that differ only in a value soon overwritten meet again.
+pub(crate) fn refute_from_all(model: &Model, ops: &[IEntry], initials: &[State], max_steps: u64) -> Searched {
+    let mut cache = Explored::default();
+    let mut total = Searched { outcome: Outcome::Violation, steps: 0, progress: 0 };
+    for &initial in initials {
+        let r = run(model, ops, initial, Mode::Relaxed, max_steps - total.steps, true, &mut cache);
+        total.steps += r.steps;
+        total.progress = total.progress.max(r.progress);
+        if r.outcome != Outcome::Violation {
+            // (After an undecided run the cache holds configurations not exhausted: it is not reused.)
+            total.outcome = r.outcome;
+            break;
+        }
+    }
+    total
+}
+
+fn run(
+    model: &Model,
+    ops: &[IEntry],
+    initial: State,
+    mode: Mode,
+    max_steps: u64,
+    known_first: bool,
+    cache: &mut Explored,
+) -> Searched {
     let mut lin = Linearized::new(ops);
     let known = |op: usize| ops[op].comp < INF;
+    // A reusable op is never marked linearized nor lifted: it is a transition always available.
+    let reusable = |op: usize| mode == Mode::Relaxed && !known(op) && ops[op].op != IOp::Incr;
     let n_known = ops.iter().filter(|e| e.comp < INF).count();
     let mut ev = Events::new(ops);
     // Ops of unknown outcome that are the same op (SET "x" PX 100 twice, two INCRs) are interchangeable once
@@ -393,7 +438,6 @@ fn run(model: &Model, ops: &[IEntry], initial: State, max_steps: u64, known_firs
         }
     };
 
-    let mut cache = Explored::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut state = initial;
     let mut done_known = 0usize;
@@ -461,7 +505,12 @@ fn run(model: &Model, ops: &[IEntry], initial: State, max_steps: u64, known_firs
                     }
                     Cursor::Unknown(n) if n != ev.unknown.tail() && ops[ev.uop[n]].inv <= bound => {
                         let op = ev.uop[n];
-                        let twin_free = twin_before[op].is_none_or(|t| lin.has(t));
+                        // A reusable op's later twins add nothing at all.
+                        let twin_free = match twin_before[op] {
+                            None => true,
+                            Some(_) if reusable(op) => false,
+                            Some(t) => lin.has(t),
+                        };
                         (twin_free.then_some(op), Cursor::Unknown(ev.unknown.next[n]))
                     }
                     // The end of this pass: on to the other list, or no candidate left.
@@ -480,8 +529,28 @@ fn run(model: &Model, ops: &[IEntry], initial: State, max_steps: u64, known_firs
                 return Searched { outcome: Outcome::Undecided, steps, progress };
             }
             steps += 1;
-            model.step(&state, &ops[op], &mut succ);
-            lin.set(op);
+            let reuse = reusable(op);
+            if reuse {
+                // Relaxed further: its point need not be after its invocation, only after the last point,
+                // so that the states it leads to do not multiply with the instants it could start from.
+                model.step(&state, &IEntry { inv: -INF, ..ops[op] }, &mut succ);
+                // And any expiry it sets is only known to lie after now (or as early as its own bound):
+                // otherwise each repetition of a PEXPIRE could push it later than the last, without end,
+                // and each TTL of each lost write would make states of its own.
+                if matches!(ops[op].op, IOp::Set { ttl: Some(_), .. } | IOp::Expire { .. }) {
+                    for s in succ.iter_mut() {
+                        let t = s.t;
+                        if let Some(x) = s.exp.as_mut() {
+                            *x = Expiry { lo: x.lo.min(t), hi: INF, d: INF };
+                        }
+                    }
+                }
+            } else {
+                model.step(&state, &ops[op], &mut succ);
+            }
+            if !reuse {
+                lin.set(op);
+            }
             let chosen = succ.iter().position(|s| cache.insert(&mut lin, s));
             match chosen {
                 Some(c) => {
@@ -496,11 +565,14 @@ fn run(model: &Model, ops: &[IEntry], initial: State, max_steps: u64, known_firs
                     frame.succ[..succ.len()].copy_from_slice(&succ);
                     state = succ[c];
                     stack.push(frame);
-                    ev.lift(op, known(op));
-                    done_known += usize::from(known(op));
+                    if !reuse {
+                        ev.lift(op, known(op));
+                        done_known += usize::from(known(op));
+                    }
                     cursor = start(known_first, &ev);
                     fresh = true;
                 }
+                None if reuse => {}
                 None => lin.clear(op),
             }
             continue;
@@ -512,8 +584,11 @@ fn run(model: &Model, ops: &[IEntry], initial: State, max_steps: u64, known_firs
                 return Searched { outcome: Outcome::Violation, steps, progress };
             };
             let k = known(frame.op);
-            ev.unlift(frame.op, k);
-            done_known -= usize::from(k);
+            let reuse = reusable(frame.op);
+            if !reuse {
+                ev.unlift(frame.op, k);
+                done_known -= usize::from(k);
+            }
             state = frame.before;
             if frame.forced {
                 lin.clear(frame.op);
@@ -531,14 +606,18 @@ fn run(model: &Model, ops: &[IEntry], initial: State, max_steps: u64, known_firs
             match retried {
                 Some(s) => {
                     state = s;
-                    ev.lift(frame.op, k);
-                    done_known += usize::from(k);
+                    if !reuse {
+                        ev.lift(frame.op, k);
+                        done_known += usize::from(k);
+                    }
                     stack.push(frame);
                     cursor = start(known_first, &ev);
                     fresh = true;
                 }
                 None => {
-                    lin.clear(frame.op);
+                    if !reuse {
+                        lin.clear(frame.op);
+                    }
                     let node = ev.call_of[frame.op];
                     cursor = if k { Cursor::Known(ev.known.next[node]) } else { Cursor::Unknown(ev.unknown.next[node]) };
                 }

@@ -187,7 +187,7 @@ pub fn random_op(rng: &mut Rng) -> Op {
 /// instant of its window, and the reference executes them in that order. Linearizable by construction.
 /// `lost`: per-mille of ops whose outcome is recorded as unknown (half of them took effect).
 pub fn simulate(seed: u64, clients: u32, ops: usize, keys: usize, lost: u64) -> Vec<Entry> {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng(seed.wrapping_mul(2).wrapping_add(1));
     let mut clock = vec![0u64; clients as usize];
     // (point, entry, took effect)
     let mut planned: Vec<(u64, Entry, bool)> = Vec::with_capacity(ops);
