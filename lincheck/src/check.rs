@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{Entry, Op, OpResult, SetCond};
 use crate::model::{
-    lower_op, lower_result, result_fits, ttl_us, Expiry, ICond, IEntry, IOp, IRes, Interner, Model, State, Val, INF, MAX_TIME,
-    OPAQUE,
+    lower_op, lower_result, result_fits, ttl_us, Expiry, ICond, IEntry, IOp, IRes, Interner, Model, State, Val, INF,
+    MAX_TIME, OPAQUE,
 };
 use crate::report::{ExcerptOp, KeyReport, Report, Verdict, Violation};
 use crate::search::{refute_from_all, search, Outcome};
@@ -69,9 +69,9 @@ fn validate(e: &Entry) -> Result<(), String> {
     match (e.completed_at_us, &e.result) {
         (Some(c), _) if c < e.invoked_at_us => Err(format!("completed at {c} µs, before its invocation")),
         (Some(_), None) => Err("completed without a result".into()),
-        (None, Some(r)) => Err(format!(
-            "has a result ({r}) but no completion time: an unknown outcome has neither, a known one both"
-        )),
+        (None, Some(r)) => {
+            Err(format!("has a result ({r}) but no completion time: an unknown outcome has neither, a known one both"))
+        }
         (Some(_), Some(r)) if !result_fits(&e.op, r) => Err(format!(
             "{} cannot answer {r} (an error reply other than INCR's refusal is an unknown outcome: record \
              neither completion time nor result)",
@@ -403,7 +403,9 @@ fn describe(
                 result: h.result.clone(),
                 invoked_at_us: h.invoked_at_us,
                 completed_at_us: h.completed_at_us,
-                in_flight_at_cut: h.completed_at_us.is_some_and(|c| (c as i64, e.index) > (failing.comp, failing.index)),
+                in_flight_at_cut: h
+                    .completed_at_us
+                    .is_some_and(|c| (c as i64, e.index) > (failing.comp, failing.index)),
             }
         })
         .collect();

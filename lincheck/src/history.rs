@@ -29,8 +29,22 @@ pub struct Entry {
 
 impl Entry {
     /// A command that completed with `result`.
-    pub fn ok(client: u32, key: impl Into<Vec<u8>>, op: Op, invoked_at_us: u64, completed_at_us: u64, result: OpResult) -> Self {
-        Entry { client, key: key.into(), op, invoked_at_us, completed_at_us: Some(completed_at_us), result: Some(result) }
+    pub fn ok(
+        client: u32,
+        key: impl Into<Vec<u8>>,
+        op: Op,
+        invoked_at_us: u64,
+        completed_at_us: u64,
+        result: OpResult,
+    ) -> Self {
+        Entry {
+            client,
+            key: key.into(),
+            op,
+            invoked_at_us,
+            completed_at_us: Some(completed_at_us),
+            result: Some(result),
+        }
     }
 
     /// A command whose outcome is unknown (timeout, connection error, error reply).
@@ -129,14 +143,15 @@ pub fn from_json(text: &str) -> Result<Vec<Entry>, serde_json::Error> {
 /// Saves a history to a file (see [`to_json`]).
 pub fn save_json(path: impl AsRef<Path>, history: &[Entry]) -> Result<(), HistoryError> {
     let path = path.as_ref();
-    std::fs::write(path, to_json(history)).map_err(|source| HistoryError::Io { path: path.display().to_string(), source })
+    std::fs::write(path, to_json(history))
+        .map_err(|source| HistoryError::Io { path: path.display().to_string(), source })
 }
 
 /// Loads a history saved by [`save_json`].
 pub fn load_json(path: impl AsRef<Path>) -> Result<Vec<Entry>, HistoryError> {
     let path = path.as_ref();
-    let text =
-        std::fs::read_to_string(path).map_err(|source| HistoryError::Io { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| HistoryError::Io { path: path.display().to_string(), source })?;
     from_json(&text).map_err(|source| HistoryError::Json { path: path.display().to_string(), source })
 }
 

@@ -374,7 +374,9 @@ impl Model {
                 Effect::Write { val, ttl: TtlEffect::Clear } => (Some(val), None),
                 // INCR of an absent key: `b.exp` is None, as it should be.
                 Effect::Write { val, ttl: TtlEffect::Keep } => (Some(val), b.exp),
-                Effect::Write { val, ttl: TtlEffect::New(ttl) } => (Some(val), Some(self.new_expiry(ttl, b.t, b.latest))),
+                Effect::Write { val, ttl: TtlEffect::New(ttl) } => {
+                    (Some(val), Some(self.new_expiry(ttl, b.t, b.latest)))
+                }
                 Effect::SetTtl(ttl) => (cur, Some(self.new_expiry(ttl, b.t, b.latest))),
             };
             let mut next = State { val, exp, t: b.t };
@@ -446,7 +448,9 @@ mod tests {
         assert_eq!(out, vec![State { val: Some(Val::Int(5)), exp: Some(Expiry { lo: 100, hi: 110, d: 100 }), t: 0 }]);
         let st = out[0];
         // Before 100: live for sure; after 110: gone for sure; in between (bounds included), either.
-        for (inv, comp, live, gone) in [(50, 99, true, false), (111, 120, false, true), (105, 106, true, true), (110, 110, true, true)] {
+        for (inv, comp, live, gone) in
+            [(50, 99, true, false), (111, 120, false, true), (105, 106, true, true), (110, 110, true, true)]
+        {
             let get = entry(IOp::Get, IRes::Value(Val::Int(5)), inv, comp);
             model.step(&st, &get, &mut out);
             assert_eq!(!out.is_empty(), live, "GET → 5 in [{inv}, {comp}]");

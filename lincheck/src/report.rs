@@ -31,9 +31,14 @@ pub enum Verdict {
     Linearizable,
     Violation(Box<Violation>),
     /// The step budget ran out: nothing is known. Never to be taken as linearizable.
-    Undecided { max_steps: u64 },
+    Undecided {
+        max_steps: u64,
+    },
     /// An entry the checker cannot judge (the key is not checked).
-    Malformed { entry: usize, reason: String },
+    Malformed {
+        entry: usize,
+        reason: String,
+    },
 }
 
 /// A non-linearizable key, cut down to what a human needs to see.
@@ -157,7 +162,9 @@ impl fmt::Display for Violation {
                 at.saturating_sub(base) as f64 / 1000.0
             )?,
             (None, Some(a)) => writeln!(f, "  from #{a}, after which the state was known; ms after t = {base} µs:")?,
-            (None, None) => writeln!(f, "  the prefix has no point where the state was known; ms after t = {base} µs:")?,
+            (None, None) => {
+                writeln!(f, "  the prefix has no point where the state was known; ms after t = {base} µs:")?
+            }
         }
         if self.omitted > 0 {
             writeln!(f, "         ... {} earlier ops omitted", self.omitted)?;

@@ -34,7 +34,10 @@ const HEAD: usize = 0;
 
 impl List {
     fn new(len: usize) -> List {
-        List { prev: (0..len).map(|i| i.saturating_sub(1)).collect(), next: (0..len).map(|i| (i + 1).min(len - 1)).collect() }
+        List {
+            prev: (0..len).map(|i| i.saturating_sub(1)).collect(),
+            next: (0..len).map(|i| (i + 1).min(len - 1)).collect(),
+        }
     }
     fn tail(&self) -> usize {
         self.next.len() - 1
@@ -619,7 +622,8 @@ fn run(
                         lin.clear(frame.op);
                     }
                     let node = ev.call_of[frame.op];
-                    cursor = if k { Cursor::Known(ev.known.next[node]) } else { Cursor::Unknown(ev.unknown.next[node]) };
+                    cursor =
+                        if k { Cursor::Known(ev.known.next[node]) } else { Cursor::Unknown(ev.unknown.next[node]) };
                 }
             }
             break;

@@ -20,11 +20,8 @@ fn op() -> impl Strategy<Value = Op> {
         ttl_ms,
     });
     let cond = prop_oneof![Just(SetCond::Nx), Just(SetCond::Xx), value().prop_map(SetCond::IfEq)];
-    let cond_set = (value(), cond, prop::option::of(1..40u64)).prop_map(|(value, cond, ttl_ms)| Op::Set {
-        value,
-        cond,
-        ttl_ms,
-    });
+    let cond_set =
+        (value(), cond, prop::option::of(1..40u64)).prop_map(|(value, cond, ttl_ms)| Op::Set { value, cond, ttl_ms });
     prop_oneof![
         4 => Just(Op::Get),
         3 => set,

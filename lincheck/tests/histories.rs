@@ -256,11 +256,13 @@ fn a_failed_write_may_have_happened() {
     let h = H::new().op(1, set("a"), 0, 1, OK).lost(2, set("b"), 2).op(3, get(), 100, 101, val("b"));
     assert_linearizable(&h, 50);
     // ...even after reads that did not see it yet.
-    let h = H::new()
-        .op(1, set("a"), 0, 1, OK)
-        .lost(2, set("b"), 2)
-        .op(3, get(), 100, 101, val("a"))
-        .op(3, get(), 200, 201, val("b"));
+    let h = H::new().op(1, set("a"), 0, 1, OK).lost(2, set("b"), 2).op(3, get(), 100, 101, val("a")).op(
+        3,
+        get(),
+        200,
+        201,
+        val("b"),
+    );
     assert_linearizable(&h, 50);
     // But not before it was sent, and not a value nobody wrote.
     let h = H::new().op(1, set("a"), 0, 1, OK).op(3, get(), 2, 3, val("b")).lost(2, set("b"), 5);
@@ -335,7 +337,11 @@ fn the_report_points_at_the_first_failure_not_the_whole_history() {
     assert!(v.shortest);
     // The last write (which may or may not be in the state at the window's start), its read, and the
     // stale read.
-    assert_eq!(v.excerpt.iter().map(|o| o.entry).collect::<Vec<_>>(), vec![stale_at - 2, stale_at - 1, stale_at], "{r}");
+    assert_eq!(
+        v.excerpt.iter().map(|o| o.entry).collect::<Vec<_>>(),
+        vec![stale_at - 2, stale_at - 1, stale_at],
+        "{r}"
+    );
     assert!(v.from_any_state_at_us.is_some());
     println!("{r}");
 }
@@ -365,7 +371,10 @@ fn malformed_entries_are_reported_not_judged() {
     // A SET's error reply is an unknown outcome, not a result.
     let set_err = Entry::ok(1, "k", set("a"), 0, 1000, ERR);
     let r = check(&[set_err], &Options::default());
-    assert!(matches!(&r.keys[0].verdict, Verdict::Malformed { reason, .. } if reason.contains("unknown outcome")), "{r}");
+    assert!(
+        matches!(&r.keys[0].verdict, Verdict::Malformed { reason, .. } if reason.contains("unknown outcome")),
+        "{r}"
+    );
     let half = Entry { result: None, ..Entry::ok(1, "k", get(), 0, 1000, NIL) };
     assert!(matches!(check(&[half], &Options::default()).keys[0].verdict, Verdict::Malformed { .. }));
 }

@@ -113,9 +113,9 @@ impl RefKey {
             Op::Incr => {
                 let current = match &self.value {
                     None => Some(0),
-                    Some(v) => std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok().filter(|n| n.to_string() == s)),
+                    Some(v) => {
+                        std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok().filter(|n| n.to_string() == s))
+                    }
                 };
                 match current.and_then(|n| n.checked_add(1)) {
                     Some(n) => {
