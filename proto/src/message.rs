@@ -223,18 +223,14 @@ pub struct Reply {
     pub copy: Option<Record>,
     /// Human-readable detail for `BadRequest` / `Internal` / `Overloaded`.
     pub message: String,
-    /// For a prepare that holds the key's lease: how long it lasts, and the node's clock.
-    pub lease: Option<LeaseGrant>,
-}
-
-/// The lease a prepare took. The coordinator commits only while the lease surely still holds (it counts
-/// from when it *sent* the prepare, which is no later than when the node granted it), and compares its own
-/// clock with the node's before stamping a write: a proxy whose clock runs ahead of the store nodes must
-/// not give its writes timestamps that every later write then has to follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct LeaseGrant {
-    pub ms: u64,
-    /// The node's wall clock (Unix ms) when it answered.
+    /// For a prepare that holds the key's lease: how long the lease lasts (0: no lease). The coordinator
+    /// commits only while it surely still holds, counting from when it *sent* the prepare (no later than
+    /// when the node granted it).
+    pub lease_ms: u64,
+    /// For a prepare or a read: the node's wall clock (Unix ms) when it answered; 0 when not given. The
+    /// coordinator checks its own clock against it: a proxy whose clock runs ahead must not stamp writes
+    /// that every later write has to follow, and one whose clock is off either way would judge expiry
+    /// differently from everyone else.
     pub node_wall_ms: u64,
 }
 

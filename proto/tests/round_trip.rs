@@ -133,7 +133,8 @@ fn arb_response() -> impl Strategy<Value = Response> {
                 status,
                 copy,
                 message,
-                lease: lease.map(|(ms, node_wall_ms)| LeaseGrant { ms, node_wall_ms }),
+                lease_ms: lease.map_or(0, |(ms, _)| ms),
+                node_wall_ms: lease.map_or(0, |(_, wall)| wall),
             })),
         (proptest::collection::vec(entry, 0..5), proptest::option::of(arb_bytes(40)))
             .prop_map(|(entries, next)| Response::Scan(ScanPage { entries, next })),

@@ -296,6 +296,9 @@ async fn a_proxy_far_ahead_is_refused_and_drags_nobody() {
     assert_eq!(good.run(&["SET", "k", "1"]).await, Reply::OK);
     let got = ahead.run(&["SET", "k", "2"]).await;
     assert!(is_error(&got, "CLUSTERDOWN clock skew"), "{got:?}");
+    // Nor does it read: it would judge expiry an hour early.
+    let got = ahead.run(&["GET", "k"]).await;
+    assert!(is_error(&got, "CLUSTERDOWN clock skew"), "{got:?}");
     assert_eq!(good.run(&["INCR", "k"]).await, int(2));
     let copy = sim.node(0).copy("k").await.expect("a copy");
     let stamped = vesta_proto::hlc_ms(copy.meta.hlc);
@@ -312,6 +315,11 @@ async fn a_proxy_far_behind_refuses_to_be_pulled_forward() {
     let behind = sim.proxy(-3_600_000);
     assert_eq!(good.run(&["SET", "k", "1"]).await, Reply::OK);
     let got = behind.run(&["INCR", "k"]).await;
+    assert!(is_error(&got, "CLUSTERDOWN clock skew"), "{got:?}");
+    // Nor does it read: it would serve keys an hour past their expiry.
+    assert_eq!(good.run(&["SET", "t", "v", "PX", "100"]).await, Reply::OK);
+    sleep_ms(200).await;
+    let got = behind.run(&["GET", "t"]).await;
     assert!(is_error(&got, "CLUSTERDOWN clock skew"), "{got:?}");
     assert_eq!(good.run(&["GET", "k"]).await, bulk("1"));
 }

@@ -119,7 +119,7 @@ impl Model {
             (PrepareKind::Update | PrepareKind::Delete, false) => Status::Absent,
             _ => Status::Ok,
         };
-        Reply { lease: Some(LeaseGrant { ms: LEASE_MS, node_wall_ms: wall }), ..Reply::with_copy(status, shown) }
+        Reply { lease_ms: LEASE_MS, node_wall_ms: wall, ..Reply::with_copy(status, shown) }
     }
 
     fn commit(&mut self, k: usize, req: RequestId, mut record: Record, wall: u64, mono: u64) -> Status {
@@ -163,10 +163,11 @@ impl Model {
     }
 
     fn read(&self, k: usize, wall: u64) -> Reply {
-        match self.current(k, wall) {
+        let reply = match self.current(k, wall) {
             Some(r) if r.meta.live_at(wall) => Reply::with_copy(Status::Ok, Some(r)),
             other => Reply::with_copy(Status::Absent, other),
-        }
+        };
+        Reply { node_wall_ms: wall, ..reply }
     }
 
     fn repair(&mut self, k: usize, req: RequestId, record: Record, wall: u64, mono: u64) -> Reply {

@@ -96,7 +96,7 @@ pub enum CoordError {
     /// The key's shard is being handed to other nodes, or this proxy's shard map is behind: retry.
     #[error("TRYAGAIN the key's shard is moving between nodes; try again")]
     Moved,
-    /// Clocks disagree by more than `max_clock_drift_ms`; nothing was written.
+    /// Clocks disagree by more than `max_clock_drift_ms`; nothing was written (or read).
     #[error("CLUSTERDOWN clock skew: {0}; nothing was written")]
     ClockSkew(String),
 }

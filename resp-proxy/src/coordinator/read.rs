@@ -57,7 +57,8 @@ impl Coordinator {
                 }
                 Err(Failed::Moved) => return Err(CoordError::Moved),
                 Err(Failed::Final(e)) => {
-                    metrics::counter!(m::QUORUM, "op" => "read", "outcome" => "below_quorum").increment(1);
+                    let label = if matches!(e, CoordError::ClockSkew(_)) { "clock_skew" } else { "below_quorum" };
+                    metrics::counter!(m::QUORUM, "op" => "read", "outcome" => label).increment(1);
                     return Err(e);
                 }
             }
@@ -73,15 +74,18 @@ impl Coordinator {
         let start = rand::random::<u32>() as usize % group.len();
         let mut spare = (0..group.len()).map(|i| group[(start + i) % group.len()]);
         let mut pending = FuturesUnordered::new();
+        let sent_wall = self.now_ms();
         for node in spare.by_ref().take(r) {
             pending.push(self.ask(node, read.clone()));
         }
         let mut copies: Vec<(NodeIndex, Option<Record>)> = Vec::new();
+        let mut walls = Vec::with_capacity(r);
         let mut moved = 0;
         while copies.len() < r {
             let Some((node, answer)) = pending.next().await else { break };
             match answer {
                 Ok(Response::Reply(reply)) if matches!(reply.status, Status::Ok | Status::Absent) => {
+                    walls.push(reply.node_wall_ms);
                     copies.push((node, reply.copy))
                 }
                 other => {
@@ -99,6 +103,12 @@ impl Coordinator {
                 return Err(Failed::Moved);
             }
             return Err(Failed::Final(CoordError::Unavailable { reached: copies.len(), needed: r }));
+        }
+        // Expiry is judged by this proxy's clock: it must agree with the nodes'.
+        if let Err(skew) = self.check_clock(sent_wall, self.now_ms(), &walls) {
+            metrics::counter!(m::CLOCK_SKEW).increment(1);
+            tracing::error!(skew = %skew, "refusing to read: clocks disagree");
+            return Err(Failed::Final(CoordError::ClockSkew(skew)));
         }
         let newest = newest(copies.iter().map(|(_, c)| c)).cloned();
         let newest_order = newest.as_ref().map(|r| r.meta.order());

@@ -26,11 +26,10 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 use vesta_proto::{
-    Commit, CommitBatch, KeyRef, LeaseGrant, Prepare, PrepareKind, Record, Reply as NodeReply, Request, RequestId,
-    Response, Status,
+    Commit, CommitBatch, KeyRef, Prepare, PrepareKind, Record, Reply as NodeReply, Request, RequestId, Response, Status,
 };
 
-use super::write::{Answer, CommitOutcome, Failed};
+use super::write::{Answer, CommitOutcome, Failed, Grant};
 use super::{newest, CoordError, Coordinator, NewValue};
 use crate::metrics as m;
 use crate::resp::Reply;
@@ -124,7 +123,7 @@ impl Coordinator {
         // Only a node that leased its whole share is committed to (in one batch, so it applies all of it
         // or none); every key needs W such nodes. A node refused or unreachable for one key can never
         // count, so the wait ends as soon as some key cannot reach W.
-        let mut leased: HashMap<(NodeIndex, usize), (Option<Record>, LeaseGrant)> = HashMap::new();
+        let mut leased: HashMap<(NodeIndex, usize), (Option<Record>, Grant)> = HashMap::new();
         let mut spoiled: HashMap<NodeIndex, Status> = HashMap::new();
         let mut missing: HashMap<NodeIndex, usize> = share.iter().map(|(&n, keys)| (n, keys.len())).collect();
         let covered = |missing: &HashMap<NodeIndex, usize>| {
@@ -137,7 +136,7 @@ impl Coordinator {
             let Some((i, (node, answer))) = pending.next().await else { break Err(()) };
             match answer {
                 Ok(Response::Reply(r)) if r.status.holds_lease() => {
-                    leased.insert((node, i), (r.copy, r.lease.unwrap_or_default()));
+                    leased.insert((node, i), (r.copy, Grant { lease_ms: r.lease_ms, node_wall_ms: r.node_wall_ms }));
                     let left = missing.entry(node).or_default();
                     *left = left.saturating_sub(1);
                     // Coverage only changes when a node's share becomes whole.
@@ -192,7 +191,7 @@ impl Coordinator {
         // leases still hold and the clocks agree.
         let counted =
             || leased.iter().filter(|((n, _), _)| holders.contains(n)).map(|(_, (copy, grant))| (copy.clone(), *grant));
-        let grants: Vec<LeaseGrant> = counted().map(|(_, g)| g).collect();
+        let grants: Vec<Grant> = counted().map(|(_, g)| g).collect();
         let copies: Vec<Option<Record>> = counted().map(|(c, _)| c).collect();
         let now = self.now_ms();
         if let Err(failed) = self.ready_to_commit(sent, &grants, &copies, now) {

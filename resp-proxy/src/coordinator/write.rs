@@ -18,8 +18,8 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 use vesta_proto::{
-    hlc_ms, Abort, Commit, Flags, KeyRef, LeaseGrant, Meta, Prepare, PrepareKind, Record, Repair, Reply as NodeReply,
-    Request, RequestId, Response, Status,
+    hlc_ms, Abort, Commit, Flags, KeyRef, Meta, Prepare, PrepareKind, Record, Repair, Reply as NodeReply, Request,
+    RequestId, Response, Status,
 };
 
 use super::{after_moved, back_off, newest, CoordError, Coordinator, Decision, NewValue};
@@ -40,6 +40,13 @@ pub(super) enum Failed {
 }
 
 pub(super) type Answer = (NodeIndex, Result<Response, NodeError>);
+
+/// What a prepare reply says about its lease and its node's clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Grant {
+    pub lease_ms: u64,
+    pub node_wall_ms: u64,
+}
 
 /// What one replica's commit came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,13 +146,13 @@ impl Coordinator {
 
         // Phase one: collect W leases (or learn that we cannot).
         let group = pending.len();
-        let mut leased: Vec<(NodeIndex, Option<Record>, LeaseGrant)> = Vec::new();
+        let mut leased: Vec<(NodeIndex, Option<Record>, Grant)> = Vec::new();
         let (mut locked, mut failed, mut moved) = (0, 0, 0);
         while leased.len() < w {
             let Some((node, answer)) = pending.next().await else { break };
             match answer {
                 Ok(Response::Reply(r)) if r.status.holds_lease() => {
-                    leased.push((node, r.copy, r.lease.unwrap_or_default()))
+                    leased.push((node, r.copy, Grant { lease_ms: r.lease_ms, node_wall_ms: r.node_wall_ms }))
                 }
                 Ok(Response::Reply(NodeReply { status: Status::Locked, .. })) => locked += 1,
                 Ok(Response::Reply(NodeReply { status: Status::NotOwner, .. })) => moved += 1,
@@ -167,7 +174,7 @@ impl Coordinator {
         }
 
         // Decide on the newest copy of the quorum — if the leases still hold and the clocks agree.
-        let grants: Vec<LeaseGrant> = leased.iter().map(|(_, _, g)| *g).collect();
+        let grants: Vec<Grant> = leased.iter().map(|(_, _, g)| *g).collect();
         let now = self.now_ms();
         let copies: Vec<Option<Record>> = leased.iter().map(|(_, c, _)| c.clone()).collect();
         if let Err(failed) = self.ready_to_commit(sent, &grants, &copies, now) {
@@ -229,11 +236,11 @@ impl Coordinator {
     pub(super) fn ready_to_commit(
         &self,
         sent: (Instant, u64),
-        grants: &[LeaseGrant],
+        grants: &[Grant],
         copies: &[Option<Record>],
         now: u64,
     ) -> Result<(), Failed> {
-        let lease_ms = grants.iter().map(|g| g.ms).min().unwrap_or(0);
+        let lease_ms = grants.iter().map(|g| g.lease_ms).min().unwrap_or(0);
         let usable = lease_ms.saturating_sub(self.settings.lease_guard_ms());
         if sent.0.elapsed().as_millis() as u64 >= usable {
             metrics::counter!(m::LATE_DECISIONS).increment(1);
@@ -247,18 +254,31 @@ impl Coordinator {
                 )));
             }
         }
-        let slowest = grants.iter().map(|g| g.node_wall_ms).filter(|&t| t != 0).min();
-        if let Some(behind) = slowest.map(|t| sent.1.saturating_sub(t)) {
-            if behind > drift {
-                return Err(self.clock_skew(format!(
-                    "this proxy's clock is {behind} ms ahead of a store node's (max_clock_drift_ms = {drift})"
-                )));
-            }
+        let walls: Vec<u64> = grants.iter().map(|g| g.node_wall_ms).collect();
+        self.check_clock(sent.1, now, &walls).map_err(|e| self.clock_skew(e))
+    }
+
+    /// Compares this proxy's clock with the clocks of nodes that answered between `sent_wall` and
+    /// `received_wall` (this proxy's wall time when it asked and when it had the answers): beyond the
+    /// drift bound either way, this proxy must neither write (its timestamps would drag everyone's, or
+    /// be dragged) nor judge expiry (it would disagree with everyone else about which keys exist).
+    pub(super) fn check_clock(&self, sent_wall: u64, received_wall: u64, node_walls: &[u64]) -> Result<(), String> {
+        let drift = self.settings.max_clock_drift_ms;
+        let known = || node_walls.iter().copied().filter(|&t| t != 0);
+        if let Some(ahead) = known().map(|t| sent_wall.saturating_sub(t)).max().filter(|&a| a > drift) {
+            return Err(format!(
+                "this proxy's clock is {ahead} ms ahead of a store node's (max_clock_drift_ms = {drift})"
+            ));
+        }
+        if let Some(behind) = known().map(|t| t.saturating_sub(received_wall)).max().filter(|&b| b > drift) {
+            return Err(format!(
+                "this proxy's clock is {behind} ms behind a store node's (max_clock_drift_ms = {drift})"
+            ));
         }
         Ok(())
     }
 
-    fn clock_skew(&self, what: String) -> Failed {
+    pub(super) fn clock_skew(&self, what: String) -> Failed {
         metrics::counter!(m::CLOCK_SKEW).increment(1);
         tracing::error!(skew = %what, "refusing to write: clocks disagree");
         Failed::Final(CoordError::ClockSkew(what))

@@ -1,4 +1,4 @@
-use vesta_proto::{Condition, LeaseGrant, Prepare, Record, Reply, Status};
+use vesta_proto::{Condition, Prepare, Record, Reply, Status};
 
 use crate::lease::Acquire;
 use crate::metrics as m;
@@ -49,7 +49,8 @@ impl StoreNode {
             status,
             copy: current.map(|c| reply_copy(c, p.want_value)),
             message: String::new(),
-            lease: Some(LeaseGrant { ms: self.settings.lease_ms, node_wall_ms: now }),
+            lease_ms: self.settings.lease_ms,
+            node_wall_ms: now,
         }
     }
 }
