@@ -7,4 +7,4 @@ pub mod reply;
 pub mod request;
 
 pub use reply::Reply;
-pub use request::{parse_request, ParseError, RequestLimits};
+pub use request::{parse_request, ParseError, RequestLimits, RequestParser};
