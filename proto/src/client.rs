@@ -2,10 +2,13 @@
 //! correlation id. No retries and no timeouts here — those are the coordinator's policy.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -34,6 +37,8 @@ pub enum ClientError {
 pub struct NodeConnection {
     outbound: mpsc::Sender<(Request, oneshot::Sender<Response>)>,
     max_frame: usize,
+    /// Bytes received from the node so far.
+    received: Arc<AtomicU64>,
 }
 
 /// Whether `request` fits in a frame of at most `max_frame` bytes (what a node's decoder accepts).
@@ -68,6 +73,8 @@ impl NodeConnection {
         let next = Arc::new(AtomicU64::new(1));
         let closed = Arc::new(AtomicBool::new(false));
         let reader_closed = closed.clone();
+        let received = Arc::new(AtomicU64::new(0));
+        let rd = Counting { inner: rd, received: received.clone() };
 
         let writer_pending = pending.clone();
         tokio::spawn(async move {
@@ -117,7 +124,7 @@ impl NodeConnection {
             lock(&pending).clear();
         });
 
-        NodeConnection { outbound: tx, max_frame }
+        NodeConnection { outbound: tx, max_frame, received }
     }
 
     /// Sends one request and waits for its reply. A request too large for one frame is refused
@@ -138,6 +145,29 @@ impl NodeConnection {
     /// The largest frame this connection sends.
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// Bytes received from the node so far. A call that times out while this grows is slow, not lost:
+    /// the node is sending (a large value takes a while), so the connection is alive.
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+/// A read half that counts what it reads.
+struct Counting<R> {
+    inner: R,
+    received: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            self.received.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        }
+        polled
     }
 }
 

@@ -44,9 +44,9 @@ struct Node {
     /// When the next connection attempt may happen, and the back-off after that.
     retry: Mutex<(Instant, Duration)>,
     connecting: tokio::sync::Mutex<()>,
-    /// Calls timed out in a row. A connection whose peer vanished (cut off, moved to another address)
-    /// may never be closed by the kernel in useful time: after a few silent timeouts it is dropped and
-    /// the node reconnected.
+    /// Calls timed out in a row with nothing received meanwhile. A connection whose peer vanished (cut
+    /// off, moved to another address) may never be closed by the kernel in useful time: after a few
+    /// silent timeouts it is dropped and the node reconnected.
     timeouts: std::sync::atomic::AtomicU32,
 }
 
@@ -147,6 +147,7 @@ impl NodePool {
             return tokio::time::timeout(timeout, local.call(request)).await.map_err(|_| NodeError::Timeout);
         }
         let conn = self.connection(&n).await?;
+        let received = conn.bytes_received();
         match tokio::time::timeout(timeout, conn.call(request)).await {
             Ok(Ok(response)) => {
                 n.timeouts.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -162,6 +163,9 @@ impl NodePool {
                 self.mark_down(&n);
                 Err(NodeError::Down)
             }
+            // Silent only if nothing at all arrived meanwhile: a connection carrying a large value to
+            // another call (or to this one) is alive, and dropping it would fail every call on it.
+            Err(_elapsed) if conn.bytes_received() != received => Err(NodeError::Timeout),
             Err(_elapsed) => {
                 if n.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= TIMEOUTS_BEFORE_RECONNECT {
                     n.timeouts.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -236,6 +240,58 @@ mod tests {
             // Zeroed and never written: the pages are not touched.
             record: Record { value: vec![0u8; value_len].into(), ..Default::default() },
         })
+    }
+
+    /// A node over TCP that answers every request with a 1 MiB copy trickled out over about 300 ms, or
+    /// (`answer` false) never answers at all.
+    async fn tcp_node(answer: bool) -> String {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        use tokio_util::codec::{Encoder, FramedRead};
+        use vesta_proto::frame::{Envelope, FrameCodec};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (rd, mut wr) = stream.into_split();
+                    let mut frames = FramedRead::new(rd, FrameCodec::<Response, Request>::default());
+                    while let Some(Ok(Ok(Envelope { corr, .. }))) = frames.next().await {
+                        if !answer {
+                            continue;
+                        }
+                        let copy = Record { value: vec![b'v'; 1 << 20].into(), ..Default::default() };
+                        let body = Response::Reply(Reply::with_copy(Status::Ok, Some(copy)));
+                        let mut out = bytes::BytesMut::new();
+                        FrameCodec::<Response, Request>::default().encode(Envelope { corr, body }, &mut out).unwrap();
+                        for chunk in out.chunks(out.len() / 30 + 1) {
+                            if wr.write_all(chunk).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Timeouts while the node is sending are not silence: the connection, which every other call to the
+    /// node shares, stays up. A node that sends nothing is given up after a few timeouts, as before.
+    #[tokio::test]
+    async fn a_slow_transfer_is_not_a_silent_node() {
+        let pool = NodePool::new(Duration::from_millis(30), &LocalNodes::new());
+        let slow = pool.index_of(&tcp_node(true).await);
+        for _ in 0..2 * TIMEOUTS_BEFORE_RECONNECT {
+            assert_eq!(pool.call(slow, Request::Ping).await.unwrap_err(), NodeError::Timeout);
+            assert!(pool.is_up(slow), "dropped the connection of a node that is sending");
+        }
+        let silent = pool.index_of(&tcp_node(false).await);
+        for _ in 0..TIMEOUTS_BEFORE_RECONNECT {
+            assert_eq!(pool.call(silent, Request::Ping).await.unwrap_err(), NodeError::Timeout);
+        }
+        assert!(!pool.is_up(silent), "kept the connection of a silent node");
     }
 
     /// An in-process node (`vesta dev`) refuses what a node over TCP would: the same limit everywhere.
