@@ -2,15 +2,18 @@
 //! correlation id. No retries and no timeouts here — those are the coordinator's policy.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::frame::{Envelope, FrameCodec};
+use crate::frame::{frame_len, Envelope, FrameCodec, DEFAULT_MAX_FRAME};
 use crate::message::{Reply, Request, Response};
 use crate::status::Status;
 
@@ -20,12 +23,31 @@ pub enum ClientError {
     Closed,
     #[error("connect: {0}")]
     Connect(#[from] std::io::Error),
+    /// Refused before sending: the node would close the connection on a frame this long, failing every
+    /// call in flight on it. Only this call fails; the connection stays up.
+    #[error("request of {len} bytes exceeds the {max}-byte frame limit")]
+    TooLarge { len: usize, max: usize },
+    /// The request cannot be encoded (refused before sending, like `TooLarge`).
+    #[error("request cannot be encoded: {0}")]
+    Encode(String),
 }
 
 /// A cheap-to-clone handle; the connection closes when every handle is dropped.
 #[derive(Clone)]
 pub struct NodeConnection {
     outbound: mpsc::Sender<(Request, oneshot::Sender<Response>)>,
+    max_frame: usize,
+    /// Bytes received from the node so far.
+    received: Arc<AtomicU64>,
+}
+
+/// Whether `request` fits in a frame of at most `max_frame` bytes (what a node's decoder accepts).
+pub fn check_frame(request: &Request, max_frame: usize) -> Result<(), ClientError> {
+    let len = frame_len(request).map_err(|e| ClientError::Encode(e.to_string()))?;
+    if len > max_frame {
+        return Err(ClientError::TooLarge { len, max: max_frame });
+    }
+    Ok(())
 }
 
 /// Replies still owed by the node, by correlation id.
@@ -38,17 +60,25 @@ impl NodeConnection {
         Ok(Self::from_stream(stream))
     }
 
+    /// A connection to a node whose frame limit is the default (64 MiB).
     pub fn from_stream(stream: TcpStream) -> Self {
+        Self::from_stream_with_max_frame(stream, DEFAULT_MAX_FRAME)
+    }
+
+    /// A connection whose requests must fit in `max_frame`-byte frames (the node's `max_frame_bytes`).
+    pub fn from_stream_with_max_frame(stream: TcpStream, max_frame: usize) -> Self {
         let (rd, wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(4096);
         let pending: Pending = Arc::default();
         let next = Arc::new(AtomicU64::new(1));
         let closed = Arc::new(AtomicBool::new(false));
         let reader_closed = closed.clone();
+        let received = Arc::new(AtomicU64::new(0));
+        let rd = Counting { inner: rd, received: received.clone() };
 
         let writer_pending = pending.clone();
         tokio::spawn(async move {
-            let mut sink = FramedWrite::new(wr, FrameCodec::<Request, Response>::default());
+            let mut sink = FramedWrite::new(wr, FrameCodec::<Request, Response>::new(max_frame));
             while let Some((body, reply)) = rx.recv().await {
                 let mut batch = vec![(body, reply)];
                 // Coalesce whatever else is queued into one write.
@@ -79,7 +109,7 @@ impl NodeConnection {
         });
 
         tokio::spawn(async move {
-            let mut stream = FramedRead::new(rd, FrameCodec::<Request, Response>::default());
+            let mut stream = FramedRead::new(rd, FrameCodec::<Request, Response>::new(max_frame));
             while let Some(Ok(inbound)) = stream.next().await {
                 let (corr, response) = match inbound {
                     Ok(env) => (env.corr, env.body),
@@ -94,11 +124,15 @@ impl NodeConnection {
             lock(&pending).clear();
         });
 
-        NodeConnection { outbound: tx }
+        NodeConnection { outbound: tx, max_frame, received }
     }
 
-    /// Sends one request and waits for its reply.
+    /// Sends one request and waits for its reply. A request too large for one frame is refused
+    /// ([`ClientError::TooLarge`]) without touching the connection.
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        // Checked here, per call: once a frame is on the wire, the node's only answer to an over-long
+        // one is to close the connection that every other call in flight shares.
+        check_frame(&request, self.max_frame)?;
         let (tx, rx) = oneshot::channel();
         self.outbound.send((request, tx)).await.map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)
@@ -106,6 +140,34 @@ impl NodeConnection {
 
     pub fn is_closed(&self) -> bool {
         self.outbound.is_closed()
+    }
+
+    /// The largest frame this connection sends.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Bytes received from the node so far. A call that times out while this grows is slow, not lost:
+    /// the node is sending (a large value takes a while), so the connection is alive.
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+/// A read half that counts what it reads.
+struct Counting<R> {
+    inner: R,
+    received: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            self.received.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        }
+        polled
     }
 }
 

@@ -63,6 +63,12 @@ impl<E, D> Default for FrameCodec<E, D> {
     }
 }
 
+/// The value of `body`'s length prefix (protocol version, correlation id and message): what the peer's
+/// decoder compares with its `max_frame`. Computed without encoding.
+pub fn frame_len<T: Serialize + ?Sized>(body: &T) -> Result<usize, postcard::Error> {
+    Ok(FRAME_HEADER_LEN + postcard::experimental::serialized_size(body)?)
+}
+
 /// Decodes one frame body (everything after the length prefix).
 pub fn decode_body<D: DeserializeOwned>(mut frame: &[u8]) -> Inbound<D> {
     if frame.len() < FRAME_HEADER_LEN {
@@ -119,6 +125,23 @@ mod tests {
         buf[4] = 99;
         let got = codec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(got, Err((42, FrameError::Version(99))));
+    }
+
+    #[test]
+    fn frame_len_is_the_encoded_length_prefix() {
+        let mut codec: FrameCodec<Request, Request> = FrameCodec::default();
+        let commit = Request::Commit(crate::message::Commit {
+            req: crate::RequestId(u128::MAX),
+            target: crate::KeyRef { shard: 7, namespace: bytes::Bytes::from_static(b"0"), key: vec![1; 200].into() },
+            record: crate::Record { value: vec![7; 70_000].into(), ..Default::default() },
+        });
+        for body in [Request::Ping, Request::Inventory, commit] {
+            let mut buf = BytesMut::new();
+            codec.encode(Envelope { corr: u64::MAX, body: body.clone() }, &mut buf).unwrap();
+            let prefix = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            assert_eq!(frame_len(&body).unwrap(), prefix);
+            assert_eq!(buf.len(), PREFIX_LEN + prefix);
+        }
     }
 
     #[test]

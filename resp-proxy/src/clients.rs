@@ -1,7 +1,7 @@
 //! The proxy's client connections, for CLIENT LIST and CLIENT KILL.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,11 +31,20 @@ pub struct Client {
     killed: AtomicBool,
     /// Wakes the connection's task when it is killed.
     pub kill: Notify,
+    /// Unparsed input bytes held, and the input buffer's spare room (CLIENT LIST `qbuf`, `qbuf-free`).
+    qbuf: AtomicUsize,
+    qbuf_free: AtomicUsize,
 }
 
 impl Client {
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Relaxed)
+    }
+
+    /// Records the connection's input buffer for CLIENT LIST.
+    pub fn set_query_buffer(&self, len: usize, free: usize) {
+        self.qbuf.store(len, Ordering::Relaxed);
+        self.qbuf_free.store(free, Ordering::Relaxed);
     }
 }
 
@@ -68,6 +77,8 @@ impl Clients {
             details: Mutex::default(),
             killed: AtomicBool::new(false),
             kill: Notify::new(),
+            qbuf: AtomicUsize::new(0),
+            qbuf_free: AtomicUsize::new(0),
         });
         self.by_id.insert(s.id, client.clone());
         client
@@ -99,7 +110,20 @@ impl Clients {
             .filter(|c| ids.is_none_or(|ids| ids.contains(&c.id)))
             .map(|c| {
                 let d = c.details.lock().clone();
-                line(c.id, c.peer, c.local, c.created, &d.name, d.db, d.resp3, &d.lib_name, &d.lib_ver, "client|list")
+                let qbuf = (c.qbuf.load(Ordering::Relaxed), c.qbuf_free.load(Ordering::Relaxed));
+                line(
+                    c.id,
+                    c.peer,
+                    c.local,
+                    c.created,
+                    &d.name,
+                    d.db,
+                    d.resp3,
+                    &d.lib_name,
+                    &d.lib_ver,
+                    qbuf,
+                    "client|list",
+                )
             })
             .collect()
     }
@@ -123,7 +147,8 @@ impl Clients {
     }
 }
 
-/// One CLIENT LIST / CLIENT INFO line, with Redis's fields (those Vesta does not track read 0).
+/// One CLIENT LIST / CLIENT INFO line, with Redis's fields (those Vesta does not track read 0). `qbuf`:
+/// the input buffer's unparsed bytes and spare room.
 #[allow(clippy::too_many_arguments)]
 pub fn line(
     id: u64,
@@ -135,15 +160,18 @@ pub fn line(
     resp3: bool,
     lib_name: &Option<Bytes>,
     lib_ver: &Option<Bytes>,
+    qbuf: (usize, usize),
     cmd: &str,
 ) -> String {
     let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
     format!(
         "id={id} addr={peer} laddr={local} fd=0 name={} age={} idle=0 flags=N db={db} sub=0 psub=0 ssub=0 \
-         multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
+         multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
          cmd={cmd} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
         text(name),
         created.elapsed().as_secs(),
+        qbuf.0,
+        qbuf.1,
         if resp3 { 3 } else { 2 },
         text(lib_name),
         text(lib_ver),

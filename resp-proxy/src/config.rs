@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::limits;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
@@ -36,6 +38,13 @@ pub struct ProxyConfig {
     /// Test-only: run this proxy's wall clock this many ms ahead (negative: behind) of the machine's,
     /// to show what clock skew does. Never set it in production.
     pub clock_offset_ms: i64,
+    /// Redis's `proto-max-bulk-len`: the largest value (bulk string) a client may send, and the largest
+    /// string APPEND, SETRANGE and SETBIT may build. At most 63 MiB: a value must reach the store nodes
+    /// in one 64 MiB frame with its key.
+    pub proto_max_bulk_len: usize,
+    /// Redis's `client-query-buffer-limit`: the most bytes of one unparsed request a connection may
+    /// hold; beyond it the connection is closed. Unset: 4 × `proto_max_bulk_len`.
+    pub client_query_buffer_limit: Option<usize>,
 }
 
 impl Default for ProxyConfig {
@@ -54,6 +63,8 @@ impl Default for ProxyConfig {
             max_pipeline: 1024,
             max_clock_drift_ms: 100,
             clock_offset_ms: 0,
+            proto_max_bulk_len: limits::DEFAULT_PROTO_MAX_BULK_LEN,
+            client_query_buffer_limit: None,
         }
     }
 }
@@ -68,6 +79,23 @@ impl ProxyConfig {
         }
         if self.max_clock_drift_ms == 0 {
             return Err("max_clock_drift_ms must be at least 1".into());
+        }
+        limits::check_proto_max_bulk_len(self.proto_max_bulk_len as u64).map_err(|_| {
+            format!(
+                "proto_max_bulk_len must be between {} (1 MiB) and {} (the 64 MiB internal frame limit minus 1 MiB \
+                 for the key and metadata), not {}",
+                limits::MIN_PROTO_MAX_BULK_LEN,
+                limits::MAX_PROTO_MAX_BULK_LEN,
+                self.proto_max_bulk_len
+            )
+        })?;
+        if let Some(limit) = self.client_query_buffer_limit {
+            limits::check_query_buffer_limit(limit as u64).map_err(|_| {
+                format!(
+                    "client_query_buffer_limit must be at least {} (1 MiB), not {limit}",
+                    limits::MIN_QUERY_BUFFER_LIMIT
+                )
+            })?;
         }
         Ok(())
     }
@@ -106,6 +134,12 @@ pub struct ProxyFlags {
     /// Test-only: shift this proxy's wall clock by this many ms.
     #[arg(long, env = "VESTA_PROXY_CLOCK_OFFSET_MS", hide = true, allow_negative_numbers = true)]
     pub clock_offset_ms: Option<i64>,
+    /// The largest value a client may send, in bytes (Redis's proto-max-bulk-len; at most 66060288).
+    #[arg(long, env = "VESTA_PROXY_PROTO_MAX_BULK_LEN")]
+    pub proto_max_bulk_len: Option<usize>,
+    /// The most bytes of one unparsed request a connection may hold (default 4 × proto-max-bulk-len).
+    #[arg(long, env = "VESTA_PROXY_CLIENT_QUERY_BUFFER_LIMIT")]
+    pub client_query_buffer_limit: Option<usize>,
 }
 
 impl ProxyFlags {
@@ -131,7 +165,8 @@ impl ProxyFlags {
             max_clients,
             max_pipeline,
             max_clock_drift_ms,
-            clock_offset_ms
+            clock_offset_ms,
+            proto_max_bulk_len
         );
         if self.metrics_listen.is_some() {
             c.metrics_listen = self.metrics_listen;
@@ -139,7 +174,44 @@ impl ProxyFlags {
         if self.map_cache.is_some() {
             c.map_cache = self.map_cache;
         }
+        if self.client_query_buffer_limit.is_some() {
+            c.client_query_buffer_limit = self.client_query_buffer_limit;
+        }
         c.validate()?;
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proto_max_bulk_len_stays_below_the_frame_limit() {
+        let with = |proto_max_bulk_len| ProxyConfig { proto_max_bulk_len, ..ProxyConfig::default() };
+        assert_eq!(ProxyConfig::default().proto_max_bulk_len, 32 * 1024 * 1024);
+        assert!(with(63 * 1024 * 1024).validate().is_ok());
+        assert!(with(1024 * 1024).validate().is_ok());
+        let e = with(63 * 1024 * 1024 + 1).validate().unwrap_err();
+        assert!(e.starts_with("proto_max_bulk_len must be between 1048576 (1 MiB) and 66060288"), "{e}");
+        assert!(!e.contains('\n'));
+        assert!(with(512 * 1024 * 1024).validate().is_err());
+        assert!(with(1000).validate().is_err());
+        let small_query = ProxyConfig { client_query_buffer_limit: Some(1000), ..ProxyConfig::default() };
+        assert!(small_query.validate().is_err());
+    }
+
+    #[test]
+    fn from_a_file_and_flags() {
+        let dir = std::env::temp_dir().join(format!("vesta-proxy-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("proxy.toml");
+        std::fs::write(&file, "proto_max_bulk_len = 2097152\nclient_query_buffer_limit = 4194304\n").unwrap();
+        let flags = ProxyFlags { config: Some(file.clone()), ..ProxyFlags::default() };
+        let c = flags.resolve().unwrap();
+        assert_eq!((c.proto_max_bulk_len, c.client_query_buffer_limit), (2097152, Some(4194304)));
+        let flags = ProxyFlags { config: Some(file), proto_max_bulk_len: Some(3145728), ..ProxyFlags::default() };
+        assert_eq!(flags.resolve().unwrap().proto_max_bulk_len, 3145728);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -9,7 +9,7 @@ pub const COMMANDS: &str = "vesta_proxy_commands_total";
 /// Command latency by `cmd`, seconds.
 pub const COMMAND_SECONDS: &str = "vesta_proxy_command_seconds";
 /// Quorum outcomes by `op` (read, write, write_many) and `outcome` (ok, retried_locked, retried_late,
-/// retried_moved, contended, moved, below_quorum, outcome_unknown, clock_skew).
+/// retried_moved, contended, moved, below_quorum, outcome_unknown, clock_skew, too_large).
 pub const QUORUM: &str = "vesta_proxy_quorum_total";
 /// Write attempts started over because the prepare leases were (nearly) over when the decision could
 /// be made (a stalled coordinator, slow replies).
@@ -23,6 +23,11 @@ pub const STORE_UP: &str = "vesta_proxy_store_up";
 pub const CLIENT_CONNECTIONS: &str = "vesta_proxy_client_connections";
 /// The shard map version this proxy routes by.
 pub const MAP_VERSION: &str = "vesta_proxy_map_version";
+/// Requests refused with `Protocol error: …` (the connection is closed), by `reason` (bulk_too_long:
+/// a value over `proto-max-bulk-len`; see `vesta_resp::ParseError::reason` for the others).
+pub const PROTOCOL_ERRORS: &str = "vesta_proxy_protocol_errors_total";
+/// Connections closed for holding more than `client-query-buffer-limit` bytes of one unparsed request.
+pub const QUERY_BUFFER_DISCONNECTIONS: &str = "vesta_proxy_query_buffer_limit_disconnections_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,9 +24,10 @@ use crate::cmd::transaction::{self, Step};
 use crate::cmd::{self, keyspace, DataCommand};
 use crate::config::ProxyConfig;
 use crate::coordinator::{Coordinator, KeyName, QuorumSettings};
+use crate::limits::ClientLimits;
 use crate::metrics as m;
 use crate::pool::LocalNodes;
-use crate::resp::{parse_request, Reply, RequestLimits};
+use crate::resp::{Reply, RequestParser};
 use crate::session::{ReplyMode, Session, Shared};
 use crate::topology::Topology;
 
@@ -35,7 +36,6 @@ type Pending = Pin<Box<dyn Future<Output = (bool, Reply)> + Send>>;
 pub struct Proxy {
     pub coordinator: Arc<Coordinator>,
     pub shared: Shared,
-    limits: RequestLimits,
     max_clients: usize,
     max_pipeline: usize,
 }
@@ -85,14 +85,10 @@ impl Proxy {
             clients: Default::default(),
             config: parking_lot::Mutex::new(cmd::server::default_config(port, config.max_clients)),
             stats: Default::default(),
+            limits: ClientLimits::new(config.proto_max_bulk_len, config.client_query_buffer_limit),
+            query_buffer_disconnections: 0.into(),
         };
-        Arc::new(Proxy {
-            coordinator,
-            shared,
-            limits: RequestLimits::default(),
-            max_clients: config.max_clients,
-            max_pipeline: config.max_pipeline,
-        })
+        Arc::new(Proxy { coordinator, shared, max_clients: config.max_clients, max_pipeline: config.max_pipeline })
     }
 
     /// Routes by a new shard map version (or zone states) from now on.
@@ -193,7 +189,8 @@ async fn serve_client(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
 ) -> std::io::Result<()> {
-    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut input = BytesMut::with_capacity(INPUT_BUFFER);
+    let mut parser = RequestParser::new();
     let mut output = BytesMut::with_capacity(16 * 1024);
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut order = KeyOrder::default();
@@ -203,9 +200,21 @@ async fn serve_client(
         if in_flight.is_empty() {
             order.clear();
         }
+        // Read per pass, so that CONFIG SET takes effect for the next request.
+        let limits = proxy.shared.limits.request_limits();
+        let query_limit = proxy.shared.limits.query_buffer_limit();
         while !closing && in_flight.len() < proxy.max_pipeline {
-            match parse_request(&mut input, &proxy.limits) {
-                Ok(None) => break,
+            match parser.parse(&mut input, &limits) {
+                Ok(None) => {
+                    // What is left is one request still arriving (reads are capped to keep it in sight).
+                    if input.len() > query_limit {
+                        query_buffer_exceeded(proxy, session, input.len(), query_limit);
+                        input = BytesMut::new();
+                        parser = RequestParser::new();
+                        closing = true;
+                    }
+                    break;
+                }
                 Ok(Some(args)) if args.is_empty() => continue,
                 Ok(Some(args)) => {
                     let (pending, after) = dispatch(proxy, session, &mut order, args);
@@ -215,12 +224,15 @@ async fn serve_client(
                     }
                 }
                 Err(e) => {
+                    metrics::counter!(m::PROTOCOL_ERRORS, "reason" => e.reason()).increment(1);
                     let reply = Reply::Error(format!("ERR {e}"));
                     in_flight.push_back(Box::pin(futures::future::ready((session.resp3, reply))));
                     closing = true;
                 }
             }
         }
+        shrink_input(&mut input);
+        me.set_query_buffer(input.len(), input.capacity() - input.len());
         if me.is_killed() {
             // CLIENT KILL: drop the connection at once, as Redis does.
             return Ok(());
@@ -229,6 +241,9 @@ async fn serve_client(
             wr.shutdown().await.ok();
             return Ok(());
         }
+        // At most one byte past the query buffer limit, so that an over-long request is caught while it
+        // arrives and memory stays bounded by the limit, whatever the socket holds.
+        let room = (query_limit + 1).saturating_sub(input.len()).max(1);
         tokio::select! {
             Some((resp3, reply)) = in_flight.next(), if !in_flight.is_empty() => {
                 reply.encode(resp3, &mut output);
@@ -240,11 +255,11 @@ async fn serve_client(
                 output.clear();
             }
             _ = me.kill.notified() => {}
-            read = rd.read_buf(&mut input), if !closing && in_flight.len() < proxy.max_pipeline => {
+            read = read_at_most(rd, &mut input, room), if !closing && in_flight.len() < proxy.max_pipeline => {
                 if read? == 0 {
                     // Half-closed: answer what was sent, then go.
                     closing = true;
-                    while let Ok(Some(args)) = parse_request(&mut input, &proxy.limits) {
+                    while let Ok(Some(args)) = parser.parse(&mut input, &limits) {
                         if !args.is_empty() {
                             in_flight.push_back(dispatch(proxy, session, &mut order, args).0);
                         }
@@ -253,6 +268,42 @@ async fn serve_client(
             }
         }
     }
+}
+
+/// Reads what the socket has into `input`, at most `max` bytes.
+async fn read_at_most(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    input: &mut BytesMut,
+    max: usize,
+) -> std::io::Result<usize> {
+    rd.read_buf(&mut input.limit(max)).await
+}
+
+/// A connection's input buffer when it holds nothing, and what it shrinks back to after a large request.
+const INPUT_BUFFER: usize = 16 * 1024;
+
+/// Gives back the memory of a large request once it has been parsed: a buffer that grew for a large
+/// value would otherwise stay allocated (and the value's allocation pinned) for the life of the
+/// connection. Only small leftovers are copied.
+fn shrink_input(input: &mut BytesMut) {
+    if input.capacity() > 16 * INPUT_BUFFER && input.len() <= INPUT_BUFFER {
+        let mut fresh = BytesMut::with_capacity(INPUT_BUFFER);
+        fresh.extend_from_slice(input);
+        *input = fresh;
+    }
+}
+
+/// Redis's `client-query-buffer-limit`: the connection is closed (no reply, as in Redis), and counted.
+fn query_buffer_exceeded(proxy: &Proxy, session: &Session, held: usize, limit: usize) {
+    proxy.shared.query_buffer_disconnections.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(m::QUERY_BUFFER_DISCONNECTIONS).increment(1);
+    tracing::warn!(
+        client = session.id,
+        peer = %session.peer,
+        held,
+        limit,
+        "closing a client that reached client-query-buffer-limit"
+    );
 }
 
 /// Turns one request into its (ordered) pending reply, applying connection-state changes now.
@@ -438,7 +489,7 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
             Err(reply) => (ready(resp3, reply), After::Continue),
         };
     }
-    let pending = match DataCommand::parse(&name, params) {
+    let pending = match DataCommand::parse(&name, params, proxy.shared.limits.proto_max_bulk_len()) {
         Some(Ok(command)) => {
             let (earlier, done) = order.enter(command.keys(&namespace));
             after_earlier(resp3, spec.name, earlier, Some(done), command.execute(coordinator, namespace))
@@ -471,7 +522,7 @@ fn exec(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder) -> Pend
         } else if let Some(parsed) = keyspace::Cmd::parse(&name, params) {
             parsed.map_or_else(Step::Done, |c| Step::Keyspace(c, session.namespace.clone()))
         } else {
-            match DataCommand::parse(&name, params) {
+            match DataCommand::parse(&name, params, proxy.shared.limits.proto_max_bulk_len()) {
                 Some(Ok(c)) => Step::Data(c, session.namespace.clone()),
                 Some(Err(reply)) => Step::Done(reply),
                 None => Step::Done(cmd::unknown_command(&args[0], params)),

@@ -105,6 +105,10 @@ pub struct Shared {
     pub config: parking_lot::Mutex<std::collections::BTreeMap<String, String>>,
     /// Per command: calls, and calls refused before running (wrong arity), for INFO commandstats.
     pub stats: dashmap::DashMap<&'static str, (u64, u64)>,
+    /// `proto-max-bulk-len` and `client-query-buffer-limit` (CONFIG SET changes them).
+    pub limits: crate::limits::ClientLimits,
+    /// Connections closed for going over `client-query-buffer-limit`.
+    pub query_buffer_disconnections: AtomicU64,
 }
 
 impl Shared {

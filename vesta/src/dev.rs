@@ -49,6 +49,9 @@ pub struct DevFlags {
     /// Prometheus `/metrics` of the whole process.
     #[arg(long, env = "VESTA_DEV_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// The largest value a client may send, in bytes (Redis's proto-max-bulk-len; at most 66060288).
+    #[arg(long, default_value_t = vesta_proxy::limits::DEFAULT_PROTO_MAX_BULK_LEN, env = "VESTA_DEV_PROTO_MAX_BULK_LEN")]
+    proto_max_bulk_len: usize,
 }
 
 const ZONES: usize = 3;
@@ -76,6 +79,14 @@ impl LocalNode for InProcess {
 }
 
 pub fn run(flags: DevFlags) -> Result<(), String> {
+    let config = ProxyConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], flags.port)),
+        node_timeout_ms: flags.node_timeout_ms,
+        proto_max_bulk_len: flags.proto_max_bulk_len,
+        ..ProxyConfig::default()
+    };
+    // Before any store opens: a bad flag is one line and exit status 2, like every other process.
+    config.validate().map_err(|e| format!("dev configuration: {e}"))?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async move {
         if let Some(addr) = flags.metrics_listen {
@@ -147,11 +158,6 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
             placement: None,
             down_zones: Vec::new(),
             version: 0,
-        };
-        let config = ProxyConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], flags.port)),
-            node_timeout_ms: flags.node_timeout_ms,
-            ..ProxyConfig::default()
         };
         let proxy = vesta_proxy::server::run_with_local_nodes(
             &config,

@@ -62,3 +62,28 @@ fn proxy_refuses_an_unsafe_quorum_in_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("write_quorum + read_quorum must exceed the zone count: 2 + 1 <= 3"), "{err}");
 }
+
+/// A `proto_max_bulk_len` whose values could not reach a store node in one frame is refused at start-up
+/// in one line, by `vesta proxy` (flag or environment) and by `vesta dev`.
+#[test]
+fn proto_max_bulk_len_over_the_frame_limit_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    type Run<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>);
+    let runs: [Run; 3] = [
+        (&["proxy", "--listen", "127.0.0.1:0", "--proto-max-bulk-len", "536870912"], None),
+        (&["proxy", "--listen", "127.0.0.1:0"], Some(("VESTA_PROXY_PROTO_MAX_BULK_LEN", "66060289"))),
+        (&["dev", "--port", "0", "--memory", "--proto-max-bulk-len", "67108864"], None),
+    ];
+    for (args, env) in runs {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vesta"));
+        cmd.args(args).current_dir(dir.path());
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("proto_max_bulk_len must be between 1048576 (1 MiB) and 66060288"), "{err}");
+    }
+}

@@ -11,68 +11,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::RawConn;
-
-/// A throwaway `redis-server`, killed on drop.
-struct RedisServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl RedisServer {
-    /// A port picked free can be taken by another process before redis-server binds it (tests run in
-    /// parallel): a server that exits during start-up is retried on a new port.
-    fn start() -> RedisServer {
-        for _ in 0..5 {
-            if let Some(server) = Self::try_start() {
-                return server;
-            }
-        }
-        panic!("redis-server did not start after 5 attempts");
-    }
-
-    fn try_start() -> Option<RedisServer> {
-        let port = common::free_port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (Debian package redis-server; .ci/run installs it)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return None;
-            }
-            // Listening, and still ours: the port answered while our server runs.
-            if std::net::TcpStream::connect(addr).is_ok() {
-                std::thread::sleep(Duration::from_millis(100));
-                if matches!(child.try_wait(), Ok(None)) {
-                    return Some(RedisServer { child, addr });
-                }
-                return None;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{RawConn, RedisServer};
 
 /// Commands of Vesta's table that Redis 7.0 does not have (nothing to compare with).
 const NEWER_THAN_REDIS_7: &[&str] = &["digest", "delex", "msetex"];

@@ -153,6 +153,8 @@ fn client(s: &mut Session, a: &[Bytes]) -> Reply {
             s.resp3,
             &s.lib_name,
             &s.lib_ver,
+            // Read while this very command runs: nothing of it is left unparsed.
+            (0, 0),
             "client|info",
         )),
         (b"reply", [mode]) => match mode.to_ascii_lowercase().as_slice() {

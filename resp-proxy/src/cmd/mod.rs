@@ -242,8 +242,9 @@ pub enum DataCommand {
 
 impl DataCommand {
     /// Parses a data command (`name` lower-case, `args` without the name). `None`: not a data command.
-    pub fn parse(name: &str, args: &[Bytes]) -> Option<Result<DataCommand, Reply>> {
-        if let Some(c) = strings::Cmd::parse(name, args) {
+    /// `max_len`: `proto-max-bulk-len`, the longest string a command may build (APPEND, SETRANGE, …).
+    pub fn parse(name: &str, args: &[Bytes], max_len: usize) -> Option<Result<DataCommand, Reply>> {
+        if let Some(c) = strings::Cmd::parse(name, args, max_len) {
             return Some(c.map(DataCommand::Strings));
         }
         if let Some(c) = keys::Cmd::parse(name, args) {

@@ -10,6 +10,7 @@ use super::connection::REDIS_VERSION;
 use super::pattern;
 use super::{int_arg, shown, syntax_error, Spec, TABLE};
 use crate::clients::KillFilter;
+use crate::limits::ClientLimits;
 use crate::resp::Reply;
 use crate::session::{Session, Shared};
 
@@ -98,7 +99,9 @@ fn command(a: &[Bytes]) -> Reply {
 
 /// The configuration parameters clients, tools and the Redis test harness read or set, with values that
 /// describe Vesta. CONFIG SET stores a new value for any of them (so a harness can set and restore it)
-/// but changes Vesta's behaviour for none: Vesta is configured by its own files.
+/// but changes Vesta's behaviour for none: Vesta is configured by its own files. The exceptions,
+/// `proto-max-bulk-len` and `client-query-buffer-limit`, are the proxy's [`crate::limits`]: validated,
+/// and in force for the next request parsed.
 const PARAMETERS: &[(&str, &str)] = &[
     ("appendonly", "no"),
     ("appendfsync", "everysec"),
@@ -107,8 +110,6 @@ const PARAMETERS: &[(&str, &str)] = &[
     ("maxmemory", "0"),
     ("maxmemory-policy", "noeviction"),
     ("timeout", "0"),
-    ("proto-max-bulk-len", "536870912"),
-    ("client-query-buffer-limit", "1073741824"),
     ("cluster-enabled", "no"),
     ("bind", "127.0.0.1"),
     ("lazyfree-lazy-user-del", "no"),
@@ -140,7 +141,8 @@ fn config(shared: &Shared, a: &[Bytes]) -> Reply {
     let sub = a[0].to_ascii_lowercase();
     match sub.as_slice() {
         b"get" if a.len() >= 2 => {
-            let config = shared.config.lock();
+            let mut config = shared.config.lock().clone();
+            config.extend(shared.limits.settings().map(|(k, v)| (k.to_string(), v)));
             let pairs = config
                 .iter()
                 .filter(|(k, _)| a[1..].iter().any(|p| pattern::matches(&p.to_ascii_lowercase(), k.as_bytes())))
@@ -151,15 +153,35 @@ fn config(shared: &Shared, a: &[Bytes]) -> Reply {
         b"set" if a.len() >= 3 && a.len() % 2 == 1 => {
             let mut config = shared.config.lock();
             let mut changes = Vec::new();
+            let mut limits = Vec::new();
+            // Like Redis: every name is checked before any value, and nothing changes unless all do.
             for pair in a[1..].chunks(2) {
                 let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
-                if !config.contains_key(&name) || name == "port" || name == "databases" {
+                let limit = ClientLimits::parse_setting(&name, &pair[1]);
+                if limit.is_none() && (!config.contains_key(&name) || name == "port" || name == "databases") {
                     return Reply::error(format!(
                         "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
                         shown(&pair[0])
                     ));
                 }
-                changes.push((name, String::from_utf8_lossy(&pair[1]).into_owned()));
+                match limit {
+                    Some(value) => limits.push((name, value)),
+                    None => changes.push((name, String::from_utf8_lossy(&pair[1]).into_owned())),
+                }
+            }
+            let mut accepted = Vec::new();
+            for (name, value) in limits {
+                match value {
+                    Ok(v) => accepted.push((name, v)),
+                    Err(why) => {
+                        return Reply::error(format!(
+                            "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+                        ))
+                    }
+                }
+            }
+            for (name, value) in accepted {
+                shared.limits.set(&name, value);
             }
             config.extend(changes);
             Reply::OK
@@ -354,10 +376,12 @@ fn info_section(shared: &Shared, section: &str) -> String {
             "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_bgsave_in_progress:0\r\naof_enabled:0\r\n\r\n".into()
         }
         "stats" => format!(
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\
+             client_query_buffer_limit_disconnections:{}\r\n\r\n",
             shared.total_connections.load(Ordering::Relaxed),
             shared.total_commands.load(Ordering::Relaxed),
             shared.rejected_connections.load(Ordering::Relaxed),
+            shared.query_buffer_disconnections.load(Ordering::Relaxed),
         ),
         // Replication between store replicas is Vesta's own (quorum commits), not Redis's.
         "replication" => "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n\r\n".into(),

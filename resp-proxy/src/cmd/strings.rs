@@ -95,7 +95,8 @@ pub enum Cmd {
         ttl: Ttl,
         reply: SetReply,
     },
-    Append(Bytes, Bytes),
+    /// Key, suffix, and the longest string it may build (`proto-max-bulk-len` when parsed).
+    Append(Bytes, Bytes, usize),
     StrLen(Bytes),
     GetRange {
         key: Bytes,
@@ -132,10 +133,14 @@ pub struct Lcs {
     idx: bool,
     min_match_len: usize,
     with_match_len: bool,
+    /// `proto-max-bulk-len` when parsed: Redis's bound on LCS's working memory.
+    max_memory: usize,
 }
 
-/// `proto-max-bulk-len`: the largest string SETRANGE and APPEND may build.
-const MAX_STRING: usize = 512 * 1024 * 1024;
+/// The error of a string that would grow past `proto-max-bulk-len` (APPEND, SETRANGE).
+fn too_long() -> Reply {
+    Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+}
 
 /// How a SET-family command answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +152,8 @@ pub enum SetReply {
 }
 
 impl Cmd {
-    pub fn parse(name: &str, a: &[Bytes]) -> Option<Result<Cmd, Reply>> {
+    /// `max_len`: `proto-max-bulk-len`, the longest string APPEND, SETRANGE and SETBIT may build.
+    pub fn parse(name: &str, a: &[Bytes], max_len: usize) -> Option<Result<Cmd, Reply>> {
         let set = |key: &Bytes, value: &Bytes, only, ttl, get, reply, name| Cmd::Set {
             key: key.clone(),
             value: value.clone(),
@@ -184,7 +190,7 @@ impl Cmd {
                 }
             }
             "msetex" => parse_msetex(a),
-            "append" => Ok(Cmd::Append(a[0].clone(), a[1].clone())),
+            "append" => Ok(Cmd::Append(a[0].clone(), a[1].clone(), max_len)),
             "strlen" => Ok(Cmd::StrLen(a[0].clone())),
             "getrange" | "substr" => {
                 int_arg(&a[1]).and_then(|start| Ok(Cmd::GetRange { key: a[0].clone(), start, end: int_arg(&a[2])? }))
@@ -193,17 +199,15 @@ impl Cmd {
                 Err(e) => Err(e),
                 Ok(o) if o < 0 => Err(Reply::error("ERR offset is out of range")),
                 // An empty value writes nothing, so Redis answers before checking the size.
-                Ok(o) if !a[2].is_empty() && o as u64 + a[2].len() as u64 > MAX_STRING as u64 => {
-                    Err(Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)"))
-                }
+                Ok(o) if !a[2].is_empty() && o as u64 + a[2].len() as u64 > max_len as u64 => Err(too_long()),
                 Ok(o) => Ok(Cmd::SetRange { key: a[0].clone(), offset: o as usize, value: a[2].clone() }),
             },
-            "lcs" => parse_lcs(a),
-            "setbit" => bit_offset(&a[1]).and_then(|offset| match super::parse_i64(&a[2]) {
+            "lcs" => parse_lcs(a, max_len),
+            "setbit" => bit_offset(&a[1], max_len).and_then(|offset| match super::parse_i64(&a[2]) {
                 Some(b @ (0 | 1)) => Ok(Cmd::SetBit { key: a[0].clone(), offset, on: b == 1 }),
                 _ => Err(Reply::error("ERR bit is not an integer or out of range")),
             }),
-            "getbit" => bit_offset(&a[1]).map(|offset| Cmd::GetBit { key: a[0].clone(), offset }),
+            "getbit" => bit_offset(&a[1], max_len).map(|offset| Cmd::GetBit { key: a[0].clone(), offset }),
             "digest" => Ok(Cmd::Digest(a[0].clone())),
             "delex" => match &a[1..] {
                 [] => Ok(Cmd::DelEx { key: a[0].clone(), compare: None }),
@@ -223,7 +227,7 @@ impl Cmd {
             | Cmd::Set { key: k, .. }
             | Cmd::GetDel(k)
             | Cmd::GetEx { key: k, .. }
-            | Cmd::Append(k, _)
+            | Cmd::Append(k, ..)
             | Cmd::StrLen(k)
             | Cmd::GetRange { key: k, .. }
             | Cmd::SetRange { key: k, .. }
@@ -317,12 +321,12 @@ impl Cmd {
                     SetReply::Bool => Reply::Int(1),
                 }
             }
-            Cmd::Append(key, suffix) => {
+            Cmd::Append(key, suffix, max_len) => {
                 let live = s.get(key);
-                let mut value = BytesMut::from(live.map_or(&b""[..], |r| &r.value[..]));
-                if value.len() + suffix.len() > MAX_STRING {
-                    return Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+                if live.map_or(0, |r| r.value.len()) + suffix.len() > *max_len {
+                    return too_long();
                 }
+                let mut value = BytesMut::from(live.map_or(&b""[..], |r| &r.value[..]));
                 value.extend_from_slice(suffix);
                 let len = value.len() as i64;
                 let next = NewValue::keeping_ttl(live, value.freeze());
@@ -391,10 +395,10 @@ impl Cmd {
     }
 }
 
-/// A SETBIT / GETBIT offset: a bit inside the largest string (`proto-max-bulk-len`).
-fn bit_offset(b: &[u8]) -> Result<u64, Reply> {
+/// A SETBIT / GETBIT offset: a bit inside the largest string (`max_len`: `proto-max-bulk-len`).
+fn bit_offset(b: &[u8], max_len: usize) -> Result<u64, Reply> {
     match super::parse_i64(b) {
-        Some(o) if o >= 0 && ((o as u64) >> 3) < MAX_STRING as u64 => Ok(o as u64),
+        Some(o) if o >= 0 && ((o as u64) >> 3) < max_len as u64 => Ok(o as u64),
         _ => Err(Reply::error("ERR bit offset is not an integer or out of range")),
     }
 }
@@ -558,9 +562,16 @@ fn parse_msetex(a: &[Bytes]) -> Result<Cmd, Reply> {
 }
 
 /// `LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]`.
-fn parse_lcs(a: &[Bytes]) -> Result<Cmd, Reply> {
-    let mut l =
-        Lcs { a: a[0].clone(), b: a[1].clone(), len: false, idx: false, min_match_len: 0, with_match_len: false };
+fn parse_lcs(a: &[Bytes], max_memory: usize) -> Result<Cmd, Reply> {
+    let mut l = Lcs {
+        a: a[0].clone(),
+        b: a[1].clone(),
+        len: false,
+        idx: false,
+        min_match_len: 0,
+        with_match_len: false,
+        max_memory,
+    };
     let mut i = 2;
     while i < a.len() {
         match (a[i].to_ascii_uppercase().as_slice(), a.get(i + 1)) {
@@ -586,7 +597,7 @@ impl Lcs {
     /// walks it, so that IDX reports the same ranges in the same order.
     fn run(&self, a: &[u8], b: &[u8]) -> Reply {
         let (alen, blen) = (a.len(), b.len());
-        if (alen as u64 + 1) * (blen as u64 + 1) * 4 > MAX_STRING as u64 {
+        if (alen as u64 + 1) * (blen as u64 + 1) * 4 > self.max_memory as u64 {
             return Reply::error("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len");
         }
         let width = blen + 1;
@@ -668,6 +679,40 @@ impl Lcs {
 mod tests {
     use super::*;
 
+    /// APPEND, SETRANGE, SETBIT and GETBIT are held to the `proto-max-bulk-len` they were parsed under
+    /// (a hard-coded 512 MB before).
+    #[test]
+    fn strings_grow_up_to_proto_max_bulk_len() {
+        use super::super::snapshot::Snapshot;
+        use crate::coordinator::KeyName;
+        let max = 1024;
+        let ns = Bytes::from_static(b"0");
+        let key = Bytes::from_static(b"k");
+        let keys = [KeyName { namespace: ns.clone(), key: key.clone() }];
+        let holding = |len: usize| {
+            let record = Record { value: vec![b'x'; len].into(), ..Default::default() };
+            Snapshot::new(ns.clone(), 1, &keys, vec![Some(record)])
+        };
+        let parse = |args: &[&str]| {
+            let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+            Cmd::parse(std::str::from_utf8(&args[0]).unwrap(), &args[1..], max).unwrap()
+        };
+        let too_long = Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+
+        let append = |suffix: usize| parse(&["append", "k", &"y".repeat(suffix)]).unwrap();
+        assert_eq!(append(24).apply(&mut holding(1000)), Reply::Int(1024));
+        assert_eq!(append(25).apply(&mut holding(1000)), too_long);
+
+        assert!(parse(&["setrange", "k", "1023", "v"]).is_ok());
+        assert_eq!(parse(&["setrange", "k", "1024", "v"]).unwrap_err(), too_long);
+        assert_eq!(parse(&["setrange", "k", "1020", "vvvvv"]).unwrap_err(), too_long);
+
+        let out_of_range = Reply::error("ERR bit offset is not an integer or out of range");
+        assert!(parse(&["setbit", "k", &(8 * 1024 - 1).to_string(), "1"]).is_ok());
+        assert_eq!(parse(&["setbit", "k", &(8 * 1024).to_string(), "1"]).unwrap_err(), out_of_range);
+        assert_eq!(parse(&["getbit", "k", &(8 * 1024).to_string()]).unwrap_err(), out_of_range);
+    }
+
     #[test]
     fn digest_is_xxh3_in_hex() {
         assert_eq!(digest(b"Hello world"), "b6acb9d84a38ff74");
@@ -684,6 +729,7 @@ mod tests {
             idx,
             min_match_len: min,
             with_match_len: with,
+            max_memory: 1 << 20,
         };
         let (a, b) = (b"ohmytext", b"mynewtext");
         assert_eq!(lcs(false, false, 0, false).run(a, b), Reply::bulk("mytext"));

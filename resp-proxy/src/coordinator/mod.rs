@@ -20,14 +20,14 @@ use tokio::sync::Notify;
 
 use bytes::Bytes;
 use vesta_proto::clock::Clock;
-use vesta_proto::{KeyRef, Record, RequestId};
+use vesta_proto::{KeyRef, Record, Request, RequestId};
 
 use hlc::Hlc;
 use key_queue::KeyQueue;
 pub use scan::{ScanPage, ScanRequest};
 pub use transaction::{KeyName, ManyDecision};
 
-use crate::pool::{LocalNodes, NodePool};
+use crate::pool::{LocalNodes, NodeError, NodePool};
 use crate::resp::Reply;
 use crate::topology::{ShardMap, StaticMap, Topology};
 
@@ -99,6 +99,10 @@ pub enum CoordError {
     /// Clocks disagree by more than `max_clock_drift_ms`; nothing was written (or read).
     #[error("CLUSTERDOWN clock skew: {0}; nothing was written")]
     ClockSkew(String),
+    /// A store node's share of the write does not fit in one internal message: refused before the
+    /// commit phase, so nothing was written.
+    #[error("ERR write too large: {len} bytes for one store node, over the internal message limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
 }
 
 impl CoordError {
@@ -201,6 +205,14 @@ impl Coordinator {
     /// This proxy's wall clock (Unix ms): what expiry is judged by and writes are stamped from.
     pub fn now_ms(&self) -> u64 {
         self.clock.wall_ms()
+    }
+
+    /// Refuses a request no store node would accept in one frame, before anything is sent.
+    fn check_fits(&self, request: &Request) -> Result<(), CoordError> {
+        match self.pool.fits(request) {
+            Err(NodeError::TooLarge { len, max }) => Err(CoordError::TooLarge { len, max }),
+            _ => Ok(()),
+        }
     }
 
     fn target(&self, namespace: &Bytes, key: &Bytes) -> KeyRef {

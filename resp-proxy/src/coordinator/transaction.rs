@@ -224,6 +224,17 @@ impl Coordinator {
             }
         }
 
+        // A node's share too large for one message is refused before any node commits: committing the
+        // other shares (and repairing this one key by key) would write part of the transaction.
+        for &node in &holders {
+            if let Some(request) = commit_request(req, targets, &records, &share[&node]) {
+                if let Err(e) = self.check_fits(&request) {
+                    release(self, true);
+                    return Err(Failed::Final(e));
+                }
+            }
+        }
+
         // Phase two: one commit message per node, carrying its whole share. Keys only read are
         // released there too (a batch holds only written keys).
         let timeout = self.settings.deadline.max(self.pool.timeout());

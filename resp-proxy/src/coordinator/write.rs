@@ -122,6 +122,7 @@ impl Coordinator {
             Err(Failed::Moved) => ("moved", Some(Err(CoordError::Moved))),
             Err(Failed::Final(e @ CoordError::OutcomeUnknown { .. })) => ("outcome_unknown", Some(Err(e))),
             Err(Failed::Final(e @ CoordError::ClockSkew(_))) => ("clock_skew", Some(Err(e))),
+            Err(Failed::Final(e @ CoordError::TooLarge { .. })) => ("too_large", Some(Err(e))),
             Err(Failed::Final(e)) => ("below_quorum", Some(Err(e))),
         };
         metrics::counter!(m::QUORUM, "op" => op, "outcome" => label).increment(1);
@@ -194,6 +195,15 @@ impl Coordinator {
         };
         let seen = copies.iter().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
         let record = self.new_record(newest.as_ref(), value, self.hlc.next(seen, now), req, now);
+        // A commit no node would accept is refused now, while nothing is written (sent, it would fail
+        // on every replica and leave the leases to expire).
+        if let Err(e) =
+            self.check_fits(&Request::Commit(Commit { req, target: target.clone(), record: record.clone() }))
+        {
+            self.abort(req, target, nodes().into_iter());
+            self.settle_late(pending, req, target.clone(), None);
+            return Err(Failed::Final(e));
+        }
         // Late prepares that succeed still get this commit, where it is newer than their copy.
         self.settle_late(pending, req, target.clone(), Some(record.clone()));
 

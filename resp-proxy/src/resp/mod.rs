@@ -1,7 +1,5 @@
-//! The Redis wire protocol as a client sees it: requests in ([`request`]) and replies out ([`reply`]).
+//! The Redis wire protocol as a client sees it: request parsing and reply encoding live in the
+//! `vesta-resp` crate (fuzzed on its own); this module keeps the proxy's `crate::resp::…` paths.
 
-pub mod reply;
-pub mod request;
-
-pub use reply::Reply;
-pub use request::{parse_request, ParseError, RequestLimits};
+pub use vesta_resp::{parse_request, ParseError, Reply, RequestLimits, RequestParser};
+pub use vesta_resp::{reply, request};

@@ -361,7 +361,7 @@ impl SimProxy {
     pub async fn run(&self, args: &[&str]) -> Reply {
         let name = args[0].to_ascii_lowercase();
         let params: Vec<Bytes> = args[1..].iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-        match DataCommand::parse(&name, &params) {
+        match DataCommand::parse(&name, &params, vesta_proxy::limits::DEFAULT_PROTO_MAX_BULK_LEN) {
             Some(Ok(command)) => command.execute(self.coordinator.clone(), Bytes::from_static(NS)).await,
             Some(Err(reply)) => reply,
             None => panic!("{name} is not a data command"),

@@ -53,6 +53,10 @@ pub struct ClusterOptions {
     /// How many proxies (0 means 1). Concurrency tests spread their clients over several: writers of
     /// one proxy take turns per key, so only writers on different proxies meet at the store leases.
     pub proxies: usize,
+    pub proto_max_bulk_len: Option<usize>,
+    pub client_query_buffer_limit: Option<usize>,
+    /// The stores' `--lease-ms` (a prepare lease must outlast carrying a large value to the store).
+    pub store_lease_ms: Option<u64>,
 }
 
 /// One store node: its zone, data directory and port survive a kill, so it can be restarted in place.
@@ -69,33 +73,34 @@ pub struct Cluster {
     proxies: Vec<Proc>,
     stores: Vec<StoreNode>,
     config_dir: tempfile::TempDir,
+    /// Extra `vesta store` flags, kept for restarts.
+    store_flags: Vec<String>,
 }
 
-fn spawn_store(name: &str, dir: &Path, listen: &str) -> Result<Proc, String> {
+fn spawn_store(name: &str, dir: &Path, listen: &str, extra: &[String]) -> Result<Proc, String> {
     let dir = dir.to_str().expect("utf-8 temp dir");
     let shards = SHARDS.to_string();
-    Proc::spawn(
+    let mut args: Vec<&str> = vec![
+        "store",
+        "--node",
         name,
-        &[
-            "store",
-            "--node",
-            name,
-            "--listen",
-            listen,
-            "--data-dir",
-            dir,
-            "--engine",
-            "rocksdb",
-            "--shards",
-            &shards,
-            "--sync",
-            "off",
-            "--block-cache-mb",
-            "8",
-            "--write-buffer-mb",
-            "8",
-        ],
-    )
+        "--listen",
+        listen,
+        "--data-dir",
+        dir,
+        "--engine",
+        "rocksdb",
+        "--shards",
+        &shards,
+        "--sync",
+        "off",
+        "--block-cache-mb",
+        "8",
+        "--write-buffer-mb",
+        "8",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    Proc::spawn(name, &args)
 }
 
 impl Cluster {
@@ -104,11 +109,15 @@ impl Cluster {
     }
 
     pub fn start_with(options: ClusterOptions) -> Cluster {
+        let mut store_flags = Vec::new();
+        if let Some(ms) = options.store_lease_ms {
+            store_flags.extend(["--lease-ms".to_string(), ms.to_string()]);
+        }
         let mut stores = Vec::new();
         for zone in 1..=3 {
             let name = format!("zone{zone}");
             let dir = tempfile::tempdir().unwrap();
-            let proc = spawn_store(&name, dir.path(), "127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            let proc = spawn_store(&name, dir.path(), "127.0.0.1:0", &store_flags).unwrap_or_else(|e| panic!("{e}"));
             stores.push(StoreNode { name, dir, addr: proc.addr(), proc: Some(proc) });
         }
 
@@ -123,6 +132,12 @@ impl Cluster {
         if let Some(ms) = options.deadline_ms {
             args.extend(["--deadline-ms".into(), ms.to_string()]);
         }
+        if let Some(bytes) = options.proto_max_bulk_len {
+            args.extend(["--proto-max-bulk-len".into(), bytes.to_string()]);
+        }
+        if let Some(bytes) = options.client_query_buffer_limit {
+            args.extend(["--client-query-buffer-limit".into(), bytes.to_string()]);
+        }
         let mut proxies = Vec::new();
         for i in 0..options.proxies.max(1) {
             let mut args = args.clone();
@@ -132,7 +147,7 @@ impl Cluster {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             proxies.push(Proc::spawn(&format!("proxy{i}"), &args).unwrap_or_else(|e| panic!("{e}")));
         }
-        Cluster { proxies, stores, config_dir }
+        Cluster { proxies, stores, config_dir, store_flags }
     }
 
     /// The first proxy.
@@ -147,6 +162,11 @@ impl Cluster {
 
     pub fn proxy_count(&self) -> usize {
         self.proxies.len()
+    }
+
+    /// The first proxy's process id.
+    pub fn proxy_pid(&self) -> u32 {
+        self.proxies[0].pid()
     }
 
     pub fn store_addr(&self, i: usize) -> SocketAddr {
@@ -185,7 +205,7 @@ impl Cluster {
         let listen = node.addr.to_string();
         let deadline = Instant::now() + Duration::from_secs(30);
         let proc = loop {
-            match spawn_store(&node.name, node.dir.path(), &listen) {
+            match spawn_store(&node.name, node.dir.path(), &listen, &self.store_flags) {
                 Ok(proc) => break proc,
                 Err(e) if Instant::now() < deadline => {
                     eprintln!("restart of {} failed, retrying: {e}", node.name);
@@ -258,6 +278,12 @@ pub async fn read_node(addr: SocketAddr, namespace: &[u8], key: &[u8]) -> Result
 /// killed when the last `Arc` is dropped (a later caller then starts a fresh one). Tests sharing it
 /// must use keys of their own.
 pub fn shared_cluster() -> Arc<Cluster> {
+    shared_cluster_with(|| ClusterOptions { proxies: 2, ..ClusterOptions::default() })
+}
+
+/// [`shared_cluster`] with proxy options; every test of a binary must ask with the same ones (the first
+/// caller's are used).
+pub fn shared_cluster_with(options: fn() -> ClusterOptions) -> Arc<Cluster> {
     static SHARED: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
     // A cluster that cannot start fails every later test at once instead of each waiting for its timeout.
     static START_FAILED: OnceLock<String> = OnceLock::new();
@@ -268,7 +294,7 @@ pub fn shared_cluster() -> Arc<Cluster> {
     if let Some(e) = START_FAILED.get() {
         panic!("the shared cluster failed to start earlier: {e}");
     }
-    match std::panic::catch_unwind(|| Cluster::start_with(ClusterOptions { proxies: 2, ..ClusterOptions::default() })) {
+    match std::panic::catch_unwind(|| Cluster::start_with(options())) {
         Ok(cluster) => {
             let cluster = Arc::new(cluster);
             *slot = Arc::downgrade(&cluster);
@@ -283,6 +309,71 @@ pub fn shared_cluster() -> Arc<Cluster> {
             let _ = START_FAILED.set(e.clone());
             panic!("the shared cluster failed to start: {e}");
         }
+    }
+}
+
+/// A throwaway Debian `redis-server` on a loopback port (no persistence), killed on drop: the reference
+/// that Vesta's replies are compared with.
+pub struct RedisServer {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// With extra `redis-server` arguments (`["--proto-max-bulk-len", "32mb"]`). A port picked free can
+    /// be taken by another process before redis-server binds it (tests run in parallel): a server that
+    /// exits during start-up is retried on a new port.
+    pub fn start_with(args: &[&str]) -> RedisServer {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start(args) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start after 5 attempts");
+    }
+
+    fn try_start(extra: &[&str]) -> Option<RedisServer> {
+        use std::process::{Command, Stdio};
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (Debian package redis-server; .ci/run installs it)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
+            // Listening, and still ours: the port answered while our server runs.
+            if std::net::TcpStream::connect(addr).is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+                if matches!(child.try_wait(), Ok(None)) {
+                    return Some(RedisServer { child, addr });
+                }
+                return None;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

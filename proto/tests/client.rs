@@ -1,0 +1,81 @@
+//! `NodeConnection` against a minimal node on a real socket: a request too large for one frame fails
+//! alone, before it is sent, and the connection — with every other call on it — stays up.
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use vesta_proto::client::{ClientError, NodeConnection};
+use vesta_proto::frame::{Envelope, FrameCodec};
+use vesta_proto::{Commit, KeyRef, Record, Reply, Request, RequestId, Response, Status};
+
+const MAX_FRAME: usize = 4096;
+
+/// A node that answers every request `Ok` and, like a store node, closes the connection on a frame
+/// longer than `MAX_FRAME`. Returns its address.
+async fn node() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (rd, wr) = stream.into_split();
+                let mut frames = FramedRead::new(rd, FrameCodec::<Response, Request>::new(MAX_FRAME));
+                let mut sink = FramedWrite::new(wr, FrameCodec::<Response, Request>::new(MAX_FRAME));
+                while let Some(Ok(Ok(Envelope { corr, .. }))) = frames.next().await {
+                    let reply = Envelope { corr, body: Response::Reply(Reply::status(Status::Ok)) };
+                    if sink.send(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn commit(value_len: usize) -> Request {
+    Request::Commit(Commit {
+        req: RequestId(1),
+        target: KeyRef { shard: 0, namespace: Bytes::from_static(b"0"), key: Bytes::from_static(b"k") },
+        record: Record { value: vec![b'v'; value_len].into(), ..Default::default() },
+    })
+}
+
+#[tokio::test]
+async fn an_oversized_request_fails_alone_and_the_connection_stays_up() {
+    let stream = tokio::net::TcpStream::connect(node().await).await.unwrap();
+    let conn = NodeConnection::from_stream_with_max_frame(stream, MAX_FRAME);
+
+    // Small calls in flight around the oversized one.
+    let small: Vec<_> = (0..100)
+        .map(|_| {
+            tokio::spawn({
+                let conn = conn.clone();
+                async move { conn.call(commit(100)).await }
+            })
+        })
+        .collect();
+    match conn.call(commit(MAX_FRAME)).await {
+        Err(ClientError::TooLarge { len, max }) => {
+            assert!(len > MAX_FRAME, "{len}");
+            assert_eq!(max, MAX_FRAME);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    for call in small {
+        let reply = call.await.unwrap().expect("a small call on the same connection");
+        assert_eq!(reply.status(), Status::Ok);
+    }
+    assert!(!conn.is_closed());
+    assert_eq!(conn.call(Request::Ping).await.expect("still up").status(), Status::Ok);
+
+    // The largest request that fits goes through.
+    let mut len = MAX_FRAME;
+    while vesta_proto::frame::frame_len(&commit(len)).unwrap() > MAX_FRAME {
+        len -= 1;
+    }
+    assert_eq!(conn.call(commit(len)).await.expect("fits exactly").status(), Status::Ok);
+    assert!(matches!(conn.call(commit(len + 1)).await, Err(ClientError::TooLarge { .. })));
+    assert_eq!(conn.call(Request::Ping).await.expect("still up").status(), Status::Ok);
+}
