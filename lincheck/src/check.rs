@@ -17,11 +17,20 @@ use crate::search::{refute_from_all, search, Outcome};
 /// How to check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options {
-    /// How far (ms) the clock that judges a key expired may disagree with the one that set its TTL, as seen
-    /// from the recorder's clock. Every expiry instant is widened by this much either way (plus 1 ms for
-    /// the servers' millisecond clocks). With every server within X ms of true time pass 2·X; with one
-    /// proxy deliberately offset by D pass D plus the others' error.
+    /// How far (ms) the clock that judges a key expired may disagree with the one that set its TTL: the
+    /// most any two of the clocks that set or judge TTLs may differ. With every server within X ms of true
+    /// time pass 2·X; with one proxy deliberately offset by D pass D plus the others' error. See
+    /// `per_observer_skew` for how it is applied.
     pub clock_skew_ms: u64,
+    /// `true` (the default): every op judges a key's expiry with a clock of its own, off by up to
+    /// `clock_skew_ms` either way, independently of the other ops, so that within `clock_skew_ms` of the
+    /// expiry instant one client may see the key expired and a later one see it still live (through proxies
+    /// whose clocks differ). `false`: one clock judges every op, so the expiry instant is only known within
+    /// `clock_skew_ms` but, once one op has seen the key expired, no later op sees it live (the right
+    /// model when a single clock judges expiry, and a stricter one). Both add 1 ms for the servers'
+    /// millisecond clocks. See the crate documentation.
+    #[serde(default = "yes")]
+    pub per_observer_skew: bool,
     /// Budget of model steps per search (a violation's key is searched a few more times to find its shortest
     /// failing prefix, each with this budget). A step takes about 0.4 µs, and the memory of a search grows
     /// by up to about 10 bytes per step.
@@ -30,7 +39,26 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { clock_skew_ms: 50, max_steps: 10_000_000 }
+        Options { clock_skew_ms: 50, per_observer_skew: true, max_steps: 10_000_000 }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Options {
+    /// The model these options describe.
+    fn model(&self) -> Model {
+        let skew = ttl_us(self.clock_skew_ms);
+        // The 1 ms: a server computes `expires_at = now_ms + ttl` with its clock truncated to ms, and judges
+        // `expires_at <= now_ms`; for an integer `expires_at` the reader's truncation changes nothing, so the
+        // instant (on the writer's clock) is within 1 ms of the write's point plus the TTL.
+        if self.per_observer_skew {
+            Model { slack: 1000, band: skew }
+        } else {
+            Model { slack: skew.saturating_add(1000), band: 0 }
+        }
     }
 }
 
@@ -58,7 +86,7 @@ pub fn check(history: &[Entry], opts: &Options) -> Report {
         }
     });
     let keys = done.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()).into_iter().flatten().collect();
-    Report { clock_skew_ms: opts.clock_skew_ms, keys }
+    Report { clock_skew_ms: opts.clock_skew_ms, per_observer_skew: opts.per_observer_skew, keys }
 }
 
 fn validate(e: &Entry) -> Result<(), String> {
@@ -121,7 +149,7 @@ fn check_key(key: &[u8], indices: &[usize], history: &[Entry], opts: &Options) -
     ops.retain(|e| !(e.res.is_none() && e.op == IOp::Get));
     ops.sort_by_key(|e| (e.inv, e.index));
 
-    let model = Model { slack: ttl_us(opts.clock_skew_ms).saturating_add(1000) };
+    let model = opts.model();
     let mut returns: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].comp < INF).collect();
     returns.sort_by_key(|&i| (ops[i].comp, ops[i].index));
     let violation = |v: Violation, steps| report(steps, Verdict::Violation(Box::new(v)));
@@ -188,7 +216,7 @@ fn local_proof(
         last_start = Some(start);
         let tau = cut[start].inv;
         let window = window_from(&cut, tau);
-        let r = refute_from_all(model, &window, &initial_states(&window, tau), budget);
+        let r = refute_from_all(model, &window, &initial_states(&window, tau, model.band), budget);
         let (spent, all_fail) = (r.steps, r.outcome == Outcome::Violation);
         *steps += spent;
         if all_fail {
@@ -221,8 +249,9 @@ fn window_from(cut: &[IEntry], tau: i64) -> Vec<IEntry> {
 /// Every state the key could be in at τ, up to what the window's ops can tell apart: absent, or any value
 /// the window mentions, an unread one, or any integer its INCRs and reads could reveal (each
 /// `c - j` for an integer `c` it mentions and `j` up to its number of INCRs, the largest integers for an
-/// overflow, and one that matches nothing), with any expiry after τ or none.
-fn initial_states(window: &[IEntry], tau: i64) -> Vec<State> {
+/// overflow, and one that matches nothing), with any expiry after τ - `band` or none (a key that expired
+/// less than `band` before τ may still be seen live after τ by an op whose clock is late).
+fn initial_states(window: &[IEntry], tau: i64, band: i64) -> Vec<State> {
     let mut vals: Vec<Val> = vec![Val::Bytes(OPAQUE)];
     let mut ints: Vec<i64> = Vec::new();
     let note = |v: Val, vals: &mut Vec<Val>, ints: &mut Vec<i64>| {
@@ -276,7 +305,7 @@ fn initial_states(window: &[IEntry], tau: i64) -> Vec<State> {
         Val::Bytes(b) => (1, 0, *b),
     });
     vals.dedup();
-    let exp = Some(Expiry { lo: tau, hi: INF, d: INF });
+    let exp = Some(Expiry { lo: tau - band, hi: INF, d: INF });
     let mut states = vec![State { val: None, exp: None, t: tau }];
     states.extend(vals.into_iter().map(|v| State { val: Some(v), exp, t: tau }));
     states

@@ -2,8 +2,9 @@
 //!
 //! Time is the only continuous part of the state. The linearization points of the ops linearized so far are
 //! unknown; what the future depends on is the last of them (`p`: the next op's point must be ≥ it) and the
-//! key's expiry instant (`e`). The constraints on them are all differences (`x - y ≤ c`), so the set of
-//! possible `(p, e)` is a zone that a 3×3 difference-bound matrix describes exactly; see [`Timing`].
+//! key's expiry instant (`e`). The constraints on them are all differences (`x - y ≤ c`; an op's own clock
+//! error only widens its own constraint by a constant, see [`Model::band`]), so the set of possible
+//! `(p, e)` is a zone that a 3×3 difference-bound matrix describes exactly; see [`Expiry`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -198,7 +199,7 @@ pub(crate) struct Expiry {
 /// A search state: what a linearized prefix leaves behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct State {
-    /// `None`: absent (never written, deleted or expired).
+    /// `None`: absent (never written, deleted, or expired for every op to come).
     pub val: Option<Val>,
     /// `None`: no TTL. Always `None` when `val` is.
     pub exp: Option<Expiry>,
@@ -212,12 +213,16 @@ impl State {
 
 /// Where the op's point can be, and what that says about the key.
 struct Branch {
-    /// Whether the key is there when the op takes effect.
+    /// Whether the key is there *for this op* when it takes effect (with per-observer clocks, another op
+    /// at the same instant may judge otherwise).
     present: bool,
+    /// Whether the key, present before, is judged expired by this op: then it still holds its value and
+    /// TTL for the ops after it, unless the model has a single clock (see [`Model::band`]).
+    judged_expired: bool,
     /// Earliest and latest point of the op.
     t: i64,
     latest: i64,
-    /// The key's (narrowed) expiry, when it is present and has one.
+    /// The key's expiry, narrowed by this op's reading of it, when the key has one.
     exp: Option<Expiry>,
 }
 
@@ -250,10 +255,12 @@ fn close(m: &mut [[i64; 4]; 4]) -> bool {
     (0..4).all(|i| m[i][i] >= 0)
 }
 
-/// The op's point when the key has a TTL, either before the expiry (`live`: q ≤ e) or at or after it
-/// (q ≥ e). Both boundaries are closed: exactly at `e` either reading is accepted, which only makes the
-/// checker more permissive, never less.
-fn timed_branch(st: &State, exp: Expiry, inv: i64, comp: i64, live: bool) -> Option<Branch> {
+/// The op's point `q` when the key has a TTL, judged by a clock that may be off by up to `band` either way:
+/// live (`q + ε < e` for some `|ε| ≤ band`, that is `q - e < band`) or expired (`q + ε ≥ e`, that is
+/// `e - q ≤ band`). The op's own `ε` appears in no other constraint, so projecting it out right here is
+/// exact. Both boundaries are taken closed: at `q - e = band` either reading is accepted, which only makes
+/// the checker more permissive, never less.
+fn timed_branch(st: &State, exp: Expiry, inv: i64, comp: i64, band: i64, live: bool) -> Option<Branch> {
     let mut m = [[INF; 4]; 4];
     for (i, row) in m.iter_mut().enumerate() {
         row[i] = 0;
@@ -266,18 +273,19 @@ fn timed_branch(st: &State, exp: Expiry, inv: i64, comp: i64, live: bool) -> Opt
     m[Q][Z] = comp;
     m[Z][Q] = -inv;
     if live {
-        m[Q][E] = 0;
+        m[Q][E] = band;
     } else {
-        m[E][Q] = 0;
+        m[E][Q] = band;
     }
     if !close(&mut m) {
         return None;
     }
     Some(Branch {
         present: live,
+        judged_expired: !live,
         t: -m[Z][Q],
         latest: m[Q][Z],
-        exp: live.then(|| Expiry { lo: -m[Z][E], hi: m[E][Z], d: m[E][Q] }),
+        exp: Some(Expiry { lo: -m[Z][E], hi: m[E][Z], d: m[E][Q] }),
     })
 }
 
@@ -333,10 +341,17 @@ fn apply(op: IOp, cur: Option<Val>) -> (IRes, Effect) {
 }
 
 /// The sequential specification, with the configured clock tolerance.
+///
+/// An op at point `q` judges the key live iff `q + ε < e`, `e` being the key's expiry instant and `ε` the
+/// op's own clock error, `|ε| ≤ band`, chosen independently for every op. `band == 0` is a single clock:
+/// once an op has seen the key expired, every later op does.
 pub(crate) struct Model {
-    /// µs by which an expiry instant may differ from (write's point + TTL): the configured clock skew plus
-    /// 1 ms for the servers' millisecond clocks.
+    /// µs by which an expiry instant may differ from (write's point + TTL): 1 ms for the servers'
+    /// millisecond clocks, plus the configured clock skew when it is not judged per observer.
     pub slack: i64,
+    /// µs by which each op's own clock may judge the expiry early or late: the configured clock skew when
+    /// it is judged per observer, 0 otherwise.
+    pub band: i64,
 }
 
 impl Model {
@@ -352,13 +367,19 @@ impl Model {
         let mut branches: [Option<Branch>; 2] = [None, None];
         match (st.val, st.exp) {
             (Some(_), Some(exp)) if !matches!(e.op, IOp::Set { cond: ICond::None, .. }) => {
-                branches[0] = timed_branch(st, exp, e.inv, e.comp, true);
-                branches[1] = timed_branch(st, exp, e.inv, e.comp, false);
+                branches[0] = timed_branch(st, exp, e.inv, e.comp, self.band, true);
+                branches[1] = timed_branch(st, exp, e.inv, e.comp, self.band, false);
             }
             // An unconditional SET does the same whether or not the key expired just before: one branch
             // with the op's whole window (the union of both) instead of two.
             _ if base <= e.comp => {
-                branches[0] = Some(Branch { present: st.val.is_some(), t: base, latest: e.comp, exp: st.exp });
+                branches[0] = Some(Branch {
+                    present: st.val.is_some(),
+                    judged_expired: false,
+                    t: base,
+                    latest: e.comp,
+                    exp: st.exp,
+                });
             }
             _ => {}
         }
@@ -369,7 +390,12 @@ impl Model {
                 continue;
             }
             let (val, exp) = match effect {
-                Effect::Nothing => (cur, b.exp),
+                // A single clock: what one op saw expired stays expired for all (exactly at `e` the
+                // boundary is permissive, and must not let the key come back).
+                Effect::Nothing if b.judged_expired && self.band == 0 => (None, None),
+                // Otherwise an op that judged the key expired and wrote nothing leaves it as it was, with
+                // its TTL: an op after it, judging by another clock, may still see it live (within the band).
+                Effect::Nothing => (st.val, b.exp),
                 Effect::Delete => (None, None),
                 Effect::Write { val, ttl: TtlEffect::Clear } => (Some(val), None),
                 // INCR of an absent key: `b.exp` is None, as it should be.
@@ -380,9 +406,10 @@ impl Model {
                 Effect::SetTtl(ttl) => (cur, Some(self.new_expiry(ttl, b.t, b.latest))),
             };
             let mut next = State { val, exp, t: b.t };
-            // Expired for every op to come (each one's point is ≥ t > e): forget it now, so that states
-            // which differ only in a dead TTL meet in the cache.
-            if next.exp.is_some_and(|x| next.t > x.hi) || next.val.is_none() {
+            // Expired for every op to come, whatever its clock (each one's point q is ≥ t > e + band, or
+            // ≥ p > e + band): forget it now, so that states which differ only in a dead TTL meet in the
+            // cache.
+            if next.exp.is_some_and(|x| next.t > add(x.hi, self.band) || x.d < -self.band) || next.val.is_none() {
                 next.val = None;
                 next.exp = None;
             }
@@ -441,7 +468,7 @@ mod tests {
 
     #[test]
     fn a_ttl_is_judged_against_the_write_window() {
-        let model = Model { slack: 0 };
+        let model = Model { slack: 0, band: 0 };
         let mut out = Vec::new();
         let set = entry(IOp::Set { value: Val::Int(5), cond: ICond::None, ttl: Some(100) }, IRes::Ok, 0, 10);
         model.step(&State::INITIAL, &set, &mut out);
@@ -461,10 +488,48 @@ mod tests {
     }
 
     #[test]
+    fn each_op_judges_the_expiry_with_its_own_clock() {
+        // e in [100, 110]; each reading may be off by 20 either way.
+        let model = Model { slack: 0, band: 20 };
+        let mut out = Vec::new();
+        let set = entry(IOp::Set { value: Val::Int(5), cond: ICond::None, ttl: Some(100) }, IRes::Ok, 0, 10);
+        model.step(&State::INITIAL, &set, &mut out);
+        let st = out[0];
+        for (inv, comp, live, gone) in
+            [(50, 79, true, false), (131, 140, false, true), (80, 81, true, true), (125, 130, true, true)]
+        {
+            model.step(&st, &entry(IOp::Get, IRes::Value(Val::Int(5)), inv, comp), &mut out);
+            assert_eq!(!out.is_empty(), live, "GET → 5 in [{inv}, {comp}]");
+            model.step(&st, &entry(IOp::Get, IRes::Nil, inv, comp), &mut out);
+            assert_eq!(!out.is_empty(), gone, "GET → nil in [{inv}, {comp}]");
+        }
+        // Seen expired at 85: the key keeps its value, e ≤ 105, and a later op may see it live until 125.
+        model.step(&st, &entry(IOp::Get, IRes::Nil, 85, 85), &mut out);
+        assert_eq!(out, vec![State { val: Some(Val::Int(5)), exp: Some(Expiry { lo: 100, hi: 105, d: 20 }), t: 85 }]);
+        let seen = out[0];
+        model.step(&seen, &entry(IOp::Get, IRes::Value(Val::Int(5)), 124, 125), &mut out);
+        assert_eq!(out.len(), 1);
+        model.step(&seen, &entry(IOp::Get, IRes::Value(Val::Int(5)), 126, 127), &mut out);
+        assert!(out.is_empty());
+        // Once no clock can see it live, it is forgotten.
+        model.step(&seen, &entry(IOp::Get, IRes::Nil, 126, 127), &mut out);
+        assert_eq!(out, vec![State { val: None, exp: None, t: 126 }]);
+        // An INCR that judges it expired starts afresh, without a TTL.
+        model.step(&seen, &entry(IOp::Incr, IRes::Int(1), 90, 91), &mut out);
+        assert_eq!(out, vec![State { val: Some(Val::Int(1)), exp: None, t: 90 }]);
+        // With one clock, seen expired is final.
+        let one = Model { slack: 20, band: 0 };
+        one.step(&State::INITIAL, &set, &mut out);
+        let st = out[0];
+        one.step(&st, &entry(IOp::Get, IRes::Nil, 85, 85), &mut out);
+        assert_eq!(out, vec![State { val: None, exp: None, t: 85 }]);
+    }
+
+    #[test]
     fn the_expiry_stays_tied_to_a_write_of_unknown_outcome() {
         // An unknown SET PX 100 invoked at 0, seen by a GET that ended at 1000: it took effect by 1000, so
         // the key is gone by 1100 even though the SET itself never completed.
-        let model = Model { slack: 0 };
+        let model = Model { slack: 0, band: 0 };
         let mut out = Vec::new();
         let set = IEntry {
             op: IOp::Set { value: Val::Int(5), cond: ICond::None, ttl: Some(100) },

@@ -10,6 +10,10 @@ use crate::history::{Op, OpResult, Shown};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub clock_skew_ms: u64,
+    /// [`Options::per_observer_skew`](crate::Options::per_observer_skew) of the check (absent from
+    /// reports of versions before it: those judged expiry by a single clock).
+    #[serde(default)]
+    pub per_observer_skew: bool,
     pub keys: Vec<KeyReport>,
 }
 
@@ -101,13 +105,14 @@ impl fmt::Display for Report {
         let count = |p: fn(&Verdict) -> bool| self.keys.iter().filter(|k| p(&k.verdict)).count();
         writeln!(
             f,
-            "linearizability: {} keys, {} linearizable, {} NOT linearizable, {} undecided, {} malformed (clock skew ±{} ms)",
+            "linearizability: {} keys, {} linearizable, {} NOT linearizable, {} undecided, {} malformed (clock skew ±{} ms{})",
             self.keys.len(),
             count(|v| matches!(v, Verdict::Linearizable)),
             count(|v| matches!(v, Verdict::Violation(_))),
             count(|v| matches!(v, Verdict::Undecided { .. })),
             count(|v| matches!(v, Verdict::Malformed { .. })),
             self.clock_skew_ms,
+            if self.per_observer_skew { ", per observer" } else { ", one clock" },
         )?;
         for k in self.keys.iter().filter(|k| k.verdict != Verdict::Linearizable) {
             write!(f, "{k}")?;

@@ -33,8 +33,8 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// One op of a sequential execution: how long after the previous one it happened (µs), how far its
-/// recorded window reaches before and after that instant, and whether its reply was lost (and if so,
-/// whether it took effect anyway).
+/// recorded window reaches before and after that instant, whether its reply was lost (and if so, whether
+/// it took effect anyway), and through which proxy (whose clock judges the key's expiry) it went.
 #[derive(Clone, Debug)]
 struct Step {
     op: Op,
@@ -44,24 +44,58 @@ struct Step {
     before: u64,
     after: u64,
     lost: Option<bool>,
+    proxy: usize,
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (op(), 0..2u8, 0..6u32, 0..4_000u64, 0..3_000u64, 0..3_000u64, prop::option::weighted(0.08, any::<bool>()))
-        .prop_map(|(op, key, client, gap, before, after, lost)| Step { op, key, client, gap, before, after, lost })
+    (
+        op(),
+        0..2u8,
+        0..6u32,
+        0..4_000u64,
+        0..3_000u64,
+        0..3_000u64,
+        prop::option::weighted(0.08, any::<bool>()),
+        0..PROXIES,
+    )
+        .prop_map(|(op, key, client, gap, before, after, lost, proxy)| Step {
+            op,
+            key,
+            client,
+            gap,
+            before,
+            after,
+            lost,
+            proxy,
+        })
+}
+
+const PROXIES: usize = 3;
+
+/// A clock skew (ms) and the proxies' clock offsets (µs), each within ± half of it (so any two within it),
+/// often at the extremes.
+fn clocks() -> impl Strategy<Value = (u64, Vec<i64>)> {
+    prop_oneof![0..4u64, 4..30u64].prop_flat_map(|skew| {
+        let half = skew as i64 * 500;
+        let offset = prop_oneof![Just(-half), Just(half), -half..=half];
+        (Just(skew), prop::collection::vec(offset, PROXIES))
+    })
 }
 
 /// Runs the steps against the reference at explicit instants, and records what clients would have seen:
 /// each window contains the instant the op took effect, so real-time order is that of the execution.
-fn execute(steps: &[Step]) -> Vec<Entry> {
+/// Each op is judged, and sets TTLs, by its proxy's millisecond clock, `offsets[proxy]` µs ahead of the
+/// recorder's.
+fn execute(steps: &[Step], offsets: &[i64]) -> Vec<Entry> {
     let mut keys = [RefKey::default(), RefKey::default()];
-    let mut now = 10_000u64;
+    let mut now = 100_000u64;
     let mut out = Vec::new();
     for s in steps {
         now += s.gap;
         let key = format!("k{}", s.key);
         let took_effect = s.lost != Some(false);
-        let res = if took_effect { Some(keys[s.key as usize].exec(&s.op, now)) } else { None };
+        let clock = now as i64 + offsets[s.proxy];
+        let res = if took_effect { Some(keys[s.key as usize].exec_on_clock(&s.op, clock, 1000)) } else { None };
         let inv = now.saturating_sub(s.before);
         out.push(match (s.lost, res) {
             (None, Some(res)) => Entry::ok(s.client, key, s.op.clone(), inv, now + s.after, res),
@@ -87,15 +121,31 @@ proptest! {
     })]
 
     #[test]
-    fn executions_of_the_reference_are_linearizable(steps in prop::collection::vec(step(), 1..60), skew in 0..3u64) {
-        let h = execute(&steps);
+    fn executions_of_the_reference_are_linearizable(steps in prop::collection::vec(step(), 1..60), (skew, offsets) in clocks()) {
+        let h = execute(&steps, &offsets);
         let r = check(&h, &Options { clock_skew_ms: skew, ..Options::default() });
+        prop_assert!(r.is_linearizable(), "offsets {:?} µs\n{}\n{}", offsets, r, vesta_lincheck::to_json(&h));
+    }
+
+    /// One clock for every proxy, however far from the recorder's: a single expiry instant explains it.
+    #[test]
+    fn executions_on_one_clock_are_linearizable_on_one_clock(
+        steps in prop::collection::vec(step(), 1..60),
+        skew in 0..3u64,
+        offset in -5_000..5_000i64,
+    ) {
+        let h = execute(&steps, &[offset; PROXIES]);
+        let r = check(&h, &Options { clock_skew_ms: skew, per_observer_skew: false, ..Options::default() });
         prop_assert!(r.is_linearizable(), "{}\n{}", r, vesta_lincheck::to_json(&h));
     }
 
     #[test]
-    fn a_planted_impossible_reply_is_found(steps in prop::collection::vec(step(), 1..60), pick in any::<prop::sample::Index>()) {
-        let mut h = execute(&steps);
+    fn a_planted_impossible_reply_is_found(
+        steps in prop::collection::vec(step(), 1..60),
+        (skew, offsets) in clocks(),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        let mut h = execute(&steps, &offsets);
         // A read of a value nobody wrote, or an INCR far beyond what the INCRs could reach.
         let candidates: Vec<usize> = (0..h.len())
             .filter(|&i| h[i].result.is_some() && matches!(h[i].op, Op::Get | Op::Incr))
@@ -106,7 +156,7 @@ proptest! {
             Op::Get => OpResult::Value(b"never written".to_vec()),
             _ => OpResult::Int(1_000_000),
         });
-        let r = check(&h, &Options { clock_skew_ms: 0, ..Options::default() });
+        let r = check(&h, &Options { clock_skew_ms: skew, ..Options::default() });
         // Every cut before it completed is a cut of a linearizable history, so it is the first failure.
         prop_assert_eq!(violation_at(&r), Some(i), "{}\n{}", r, vesta_lincheck::to_json(&h));
     }
@@ -114,11 +164,20 @@ proptest! {
 
 /// Not a timing assertion: prints how long a realistic history takes, so a regression is visible. The
 /// TTLs (1-30 ms) are all shorter than the clock skew (50 ms), so every expiry is ambiguous for a while:
-/// harder than a real test's.
+/// harder than a real test's. The last ones go through three proxies whose millisecond clocks are 25 ms
+/// behind, on time and 25 ms ahead, so that clients see keys expire and come back within the skew.
 #[test]
 fn benchmark_2000_ops_10_clients() {
-    for (what, keys, lost) in [("one key", 1, 0), ("one key, 0.5% lost replies", 1, 5), ("8 keys", 8, 0)] {
-        let h = simulate(42, 10, 2000, keys, lost);
+    let one: &[i64] = &[0];
+    let three: &[i64] = &[-25_000, 0, 25_000];
+    for (what, keys, lost, offsets, tick) in [
+        ("one key", 1, 0, one, 1),
+        ("one key, 0.5% lost replies", 1, 5, one, 1),
+        ("8 keys", 8, 0, one, 1),
+        ("one key, 3 proxies ±25 ms", 1, 0, three, 1000),
+        ("one key, 3 proxies ±25 ms, 0.5% lost replies", 1, 5, three, 1000),
+    ] {
+        let h = simulate_with_clocks(42, 10, 2000, keys, lost, offsets, tick);
         let start = Instant::now();
         let r = check(&h, &Options::default());
         let took = start.elapsed();
@@ -142,14 +201,23 @@ fn benchmark_2000_ops_10_clients() {
     }
 }
 
-/// The simulated clients of the benchmark, at many seeds: linearizable by construction.
+/// The simulated clients of the benchmark, at many seeds: linearizable by construction. Also through three
+/// proxies whose millisecond clocks are 5 ms apart, which one clock cannot explain (checked for some).
 #[test]
 fn simulated_concurrent_clients_are_linearizable() {
+    let mut one_clock_rejects = 0;
     for seed in 0..40 {
         let h = simulate(seed, 6, 300, 1 + (seed % 3) as usize, 30);
         let r = check(&h, &Options { clock_skew_ms: 0, ..Options::default() });
         assert!(r.is_linearizable(), "seed {seed}:\n{r}");
+        let h = simulate_with_clocks(seed, 6, 300, 1 + (seed % 3) as usize, 30, &[-5_000, 0, 5_000], 1000);
+        let r = check(&h, &Options { clock_skew_ms: 10, ..Options::default() });
+        assert!(r.is_linearizable(), "seed {seed}, three clocks:\n{r}");
+        let one = check(&h, &Options { clock_skew_ms: 10, per_observer_skew: false, ..Options::default() });
+        one_clock_rejects += usize::from(!one.is_linearizable());
     }
+    assert!(one_clock_rejects > 0, "no history needed clocks judged per observer");
+    println!("{one_clock_rejects} of 40 histories through three clocks need them judged per observer");
 }
 
 /// A third of the replies lost: the lost writes may each have happened at any later time, or never, which

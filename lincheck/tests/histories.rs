@@ -189,9 +189,11 @@ fn a_read_in_the_ambiguity_window_is_accepted_either_way() {
     assert_linearizable(&base.clone().op(2, get(), 110, 111, NIL), 0);
     assert_violation(&base.clone().op(2, get(), 125, 126, val("v")), 0, 1);
     assert_violation(&base.clone().op(2, get(), 95, 97, NIL), 0, 1);
-    // Once a read has seen it gone, it stays gone: an expired key that comes back is the bug.
+    // Without clock skew, once a read has seen it gone it stays gone: an expired key that comes back is the
+    // bug. (With skew, see `per_observer_clocks_*`.)
     let h = base.clone().op(2, get(), 110, 111, NIL).op(3, get(), 112, 113, val("v"));
     assert_violation(&h, 0, 2);
+    assert_violation_with(&h, &one_clock(0), 2);
     let h = base.op(2, get(), 110, 111, val("v")).op(3, get(), 112, 113, NIL);
     assert_linearizable(&h, 0);
 }
@@ -248,6 +250,140 @@ fn clock_skew_widens_the_expiry_window() {
     let h = H::new().op(1, set_px("v", 1000), 0, 1, OK).op(2, get(), 10, 11, NIL);
     assert_violation(&h, 50, 1);
     assert_linearizable(&h, 3000);
+}
+
+// Expiry judged per observer (the default): every op judges with its own clock, off by up to the skew either
+// way. All with SET "v" PX 100 in [0, 1] ms and a skew of 50 ms: the expiry instant E is in [99, 102] ms
+// (the write's point + 100 ms, ± 1 ms for millisecond clocks), so an op may see the key live up to
+// E + 50 ms and expired from E - 50 ms on.
+
+fn ttl_100() -> H {
+    H::new().op(1, set_px("v", 100), 0, 1, OK)
+}
+
+#[test]
+fn per_observer_clocks_expired_then_live_within_the_skew() {
+    // A proxy whose clock is ahead sees it expired, then one whose clock is behind still sees it.
+    let h = ttl_100().op(2, get(), 80, 81, NIL).op(3, get(), 120, 121, val("v"));
+    assert_linearizable(&h, 50);
+    // The same as a single clock sees it: it came back (the model before per-observer clocks).
+    assert_violation_with(&h, &one_clock(50), 2);
+    // Too early to be expired by any clock within 10 ms.
+    assert_violation(&h, 10, 1);
+    // E is one instant however each op reads it: a write whose point is anywhere in [0, 100] ms expires in
+    // [99, 201]; seen expired at 110, E ≤ 161, so the key is seen live up to E + 50 ≤ 211 and not after
+    // (where the write alone would allow 251).
+    let slow = H::new().op(1, set_px("v", 100), 0, 100, OK).op(2, get(), 110, 111, NIL);
+    assert_linearizable(&slow.clone().op(3, get(), 205, 206, val("v")), 50);
+    assert_violation(&slow.clone().op(3, get(), 212, 213, val("v")), 50, 2);
+    assert_linearizable(&H::new().op(1, set_px("v", 100), 0, 100, OK).op(3, get(), 212, 213, val("v")), 50);
+    assert_violation_with(&slow.op(3, get(), 205, 206, val("v")), &one_clock(50), 2);
+}
+
+#[test]
+fn per_observer_clocks_expired_then_live_after_the_band_is_a_violation() {
+    // Live is possible up to E + 50 ≤ 152 ms, whatever an earlier read saw.
+    let h = ttl_100().op(2, get(), 80, 81, NIL);
+    assert_linearizable(&h.clone().op(3, get(), 150, 152, val("v")), 50);
+    assert_violation(&h.clone().op(3, get(), 153, 154, val("v")), 50, 2);
+    assert_violation(&h.clone().op(3, get(), 160, 161, val("v")), 50, 2);
+    // ...also with nothing seen expired before, and through INCR, SET XX, DEL, PEXPIRE.
+    assert_violation(&ttl_100().op(3, get(), 160, 161, val("v")), 50, 1);
+    assert_violation(&ttl_100().op(3, set_xx("w"), 160, 161, OK), 50, 1);
+    assert_violation(&ttl_100().op(3, Op::Del, 160, 161, int(1)), 50, 1);
+    assert_violation(&ttl_100().op(3, Op::Expire { ms: 1000 }, 160, 161, int(1)), 50, 1);
+    // And expired no earlier than E - 50 ≥ 49 ms.
+    assert_violation(&ttl_100().op(3, get(), 40, 48, NIL), 50, 1);
+    assert_violation(&ttl_100().op(3, set_nx("w"), 40, 48, OK), 50, 1);
+    assert_linearizable(&ttl_100().op(3, get(), 40, 49, NIL), 50);
+}
+
+#[test]
+fn per_observer_clocks_live_expired_live_within_the_band() {
+    let h = ttl_100()
+        .op(2, get(), 60, 61, val("v"))
+        .op(3, get(), 70, 71, NIL)
+        .op(2, get(), 110, 111, val("v"))
+        .op(3, Op::Del, 120, 121, int(0))
+        .op(2, Op::Expire { ms: 10 }, 130, 131, int(0))
+        .op(4, set_xx("w"), 135, 136, NIL)
+        .op(2, get(), 140, 141, val("v"));
+    assert_linearizable(&h, 50);
+    assert_violation_with(&h, &one_clock(50), 3);
+    // A DEL that saw it live deleted it for everyone: no clock brings it back.
+    let h = ttl_100().op(3, get(), 70, 71, NIL).op(2, Op::Del, 80, 81, int(1)).op(2, get(), 90, 91, val("v"));
+    assert_violation(&h, 50, 3);
+    let h = ttl_100().op(2, Op::Del, 60, 61, int(1)).op(3, get(), 62, 63, val("v"));
+    assert_violation(&h, 50, 2);
+    // Skew is about TTLs only: a key without one is never seen expired, nor a deleted one live.
+    let h = H::new().op(1, set("v"), 0, 1, OK).op(2, get(), 60, 61, val("v")).op(3, get(), 62, 63, NIL);
+    assert_violation(&h, 50, 2);
+    let h = H::new().op(1, set("v"), 0, 1, OK).op(1, Op::Del, 2, 3, int(1)).op(3, get(), 4, 5, val("v"));
+    assert_violation(&h, 50, 2);
+}
+
+#[test]
+fn per_observer_clocks_an_incr_that_saw_it_expired_replaced_it() {
+    // Seen expired, then live, then an INCR judges it expired: it starts from 0, without a TTL, for all.
+    let base = H::new().op(1, set_px("5", 100), 0, 1, OK).op(2, get(), 80, 81, NIL).op(3, get(), 90, 91, val("5")).op(
+        4,
+        Op::Incr,
+        100,
+        101,
+        int(1),
+    );
+    assert_linearizable(&base.clone().op(2, get(), 110, 111, val("1")), 50);
+    assert_linearizable(&base.clone().op(2, get(), 500, 501, val("1")), 50);
+    // The old value, seen live after the INCR completed (which a late clock alone would allow): violation.
+    assert_violation(&base.clone().op(3, get(), 110, 111, val("5")), 50, 4);
+    // The INCR's value has no TTL.
+    assert_violation(&base.clone().op(3, get(), 110, 111, NIL), 50, 4);
+    assert_violation(&base.clone().op(3, get(), 500, 501, NIL), 50, 4);
+    // A read overlapping the INCR may still come before it.
+    assert_linearizable(&base.clone().op(3, get(), 95, 105, val("5")), 50);
+    // Judged live instead, it counts on and keeps the TTL, which other clocks still judge either way.
+    let live = H::new()
+        .op(1, set_px("5", 100), 0, 1, OK)
+        .op(2, get(), 80, 81, NIL)
+        .op(4, Op::Incr, 100, 101, int(6))
+        .op(2, get(), 110, 111, NIL)
+        .op(3, get(), 120, 121, val("6"));
+    assert_linearizable(&live, 50);
+    assert_violation(&live.clone().op(3, get(), 160, 161, val("6")), 50, 5);
+    assert_linearizable(&live.op(3, get(), 160, 161, NIL), 50);
+}
+
+#[test]
+fn per_observer_clocks_a_write_that_saw_it_expired_is_seen_by_all() {
+    // SET NX succeeds on a key its proxy judges expired; the old value is gone for every clock then.
+    let h = ttl_100().op(2, set_nx("w"), 80, 81, OK);
+    assert_linearizable(&h.clone().op(3, get(), 90, 91, val("w")), 50);
+    assert_violation(&h.clone().op(3, get(), 90, 91, val("v")), 50, 2);
+    // A SET NX refused by a late clock after a read saw the key expired.
+    let h = ttl_100().op(2, get(), 80, 81, NIL).op(3, set_nx("w"), 120, 121, NIL).op(2, get(), 130, 131, val("v"));
+    assert_linearizable(&h, 50);
+    // A PEXPIRE that judged it live gives it a new TTL, also after a read saw it expired.
+    let h = ttl_100().op(2, get(), 80, 81, NIL).op(3, Op::Expire { ms: 1000 }, 90, 91, int(1));
+    assert_linearizable(&h.clone().op(2, get(), 500, 501, val("v")), 50);
+    assert_violation(&h.clone().op(2, get(), 1500, 1501, val("v")), 50, 3);
+    // One that judged it expired changed nothing.
+    let h = ttl_100().op(3, Op::Expire { ms: 1000 }, 90, 91, int(0));
+    assert_linearizable(&h.clone().op(2, get(), 120, 121, val("v")), 50);
+    assert_violation(&h.op(2, get(), 500, 501, val("v")), 50, 2);
+}
+
+#[test]
+fn one_clock_keeps_the_single_expiry_instant() {
+    // Widened by the skew, but monotonic: the old behaviour, still available.
+    let h = ttl_100().op(2, get(), 60, 61, NIL);
+    assert_linearizable_with(&h, &one_clock(50));
+    assert_linearizable_with(&ttl_100().op(2, get(), 140, 141, val("v")), &one_clock(50));
+    assert_violation_with(&ttl_100().op(2, get(), 160, 161, val("v")), &one_clock(50), 1);
+    assert_violation_with(&h.op(3, get(), 70, 71, val("v")), &one_clock(50), 2);
+    let r = check(&ttl_100().entries, &one_clock(50));
+    assert!(r.to_string().contains("(clock skew ±50 ms, one clock)"), "{r}");
+    let r = check(&ttl_100().entries, &skew(50));
+    assert!(r.to_string().contains("(clock skew ±50 ms, per observer)"), "{r}");
 }
 
 #[test]
@@ -352,7 +488,7 @@ fn an_exhausted_budget_is_undecided_never_linearizable() {
     for i in 0..20 {
         h = h.op(i, Op::Incr, 0, 100, int(i as i64 + 1));
     }
-    let small = Options { clock_skew_ms: 50, max_steps: 5 };
+    let small = Options { clock_skew_ms: 50, max_steps: 5, ..Options::default() };
     let r = check(&h.entries, &small);
     assert_eq!(r.keys[0].verdict, Verdict::Undecided { max_steps: 5 });
     assert!(!r.is_linearizable());

@@ -58,20 +58,40 @@ impl H {
         self
     }
     pub fn check(&self, skew_ms: u64) -> Report {
-        check(&self.entries, &Options { clock_skew_ms: skew_ms, ..Options::default() })
+        check(&self.entries, &skew(skew_ms))
     }
+}
+
+/// The default options with this clock skew (judged per observer).
+pub fn skew(skew_ms: u64) -> Options {
+    Options { clock_skew_ms: skew_ms, ..Options::default() }
+}
+
+/// The default options with this clock skew, judged by a single clock.
+pub fn one_clock(skew_ms: u64) -> Options {
+    Options { clock_skew_ms: skew_ms, per_observer_skew: false, ..Options::default() }
 }
 
 #[track_caller]
 pub fn assert_linearizable(h: &H, skew_ms: u64) {
-    let r = h.check(skew_ms);
+    assert_linearizable_with(h, &skew(skew_ms));
+}
+
+#[track_caller]
+pub fn assert_linearizable_with(h: &H, opts: &Options) {
+    let r = check(&h.entries, opts);
     assert!(r.is_linearizable(), "expected linearizable, got:\n{r}");
 }
 
 /// Asserts a violation whose first failing op is entry `failing`.
 #[track_caller]
 pub fn assert_violation(h: &H, skew_ms: u64, failing: usize) -> Report {
-    let r = h.check(skew_ms);
+    assert_violation_with(h, &skew(skew_ms), failing)
+}
+
+#[track_caller]
+pub fn assert_violation_with(h: &H, opts: &Options, failing: usize) -> Report {
+    let r = check(&h.entries, opts);
     assert!(!r.is_linearizable(), "expected a violation, got:\n{r}");
     match &r.keys[0].verdict {
         Verdict::Violation(v) => assert_eq!(v.failing_entry, failing, "failing op:\n{r}"),
@@ -84,16 +104,37 @@ pub fn assert_violation(h: &H, skew_ms: u64, failing: usize) -> Report {
 #[derive(Default, Clone, Debug)]
 pub struct RefKey {
     pub value: Option<Vec<u8>>,
-    /// µs; expired at any instant ≥ it.
-    pub deadline: Option<u64>,
+    /// µs of the clocks that judge it; expired for a clock reading ≥ it.
+    pub deadline: Option<i64>,
 }
 
 impl RefKey {
-    /// Executes `op` at instant `now` (µs).
+    /// Executes `op` at instant `now` (µs), judged by one exact clock.
     pub fn exec(&mut self, op: &Op, now: u64) -> OpResult {
-        if self.deadline.is_some_and(|d| now >= d) {
+        self.exec_on_clock(op, now as i64, 1)
+    }
+
+    /// Executes `op` as a server whose clock reads `clock` (µs) when the op takes effect, in ticks of `tick`
+    /// µs (1000: a millisecond clock, as vesta's proxies have): it judges the key expired when the deadline
+    /// is at or before its tick, and a TTL it sets ends that many ms after its tick. A key expired for this
+    /// clock is not removed for the others (each proxy judges for itself), but a write starts afresh.
+    pub fn exec_on_clock(&mut self, op: &Op, clock: i64, tick: i64) -> OpResult {
+        let now = clock.div_euclid(tick) * tick;
+        let saved = self.clone();
+        let expired = self.deadline.is_some_and(|d| now >= d);
+        if expired {
             *self = RefKey::default();
         }
+        let res = self.exec_live(op, now);
+        // Nothing written: the key stays as it was for everyone else.
+        if expired && self.value.is_none() {
+            *self = saved;
+        }
+        res
+    }
+
+    /// Executes `op` on the key as it is (already judged live or expired), at clock reading `now`.
+    fn exec_live(&mut self, op: &Op, now: i64) -> OpResult {
         match op {
             Op::Get => self.value.clone().map_or(OpResult::Nil, OpResult::Value),
             Op::Set { value, cond, ttl_ms } => {
@@ -107,7 +148,7 @@ impl RefKey {
                     return OpResult::Nil;
                 }
                 self.value = Some(value.clone());
-                self.deadline = ttl_ms.map(|ms| now + ms * 1000);
+                self.deadline = ttl_ms.map(|ms| now + ms as i64 * 1000);
                 OpResult::Ok
             }
             Op::Incr => {
@@ -140,7 +181,7 @@ impl RefKey {
                 if *ms == 0 {
                     *self = RefKey::default();
                 } else {
-                    self.deadline = Some(now + ms * 1000);
+                    self.deadline = Some(now + *ms as i64 * 1000);
                 }
                 OpResult::Int(1)
             }
@@ -187,6 +228,22 @@ pub fn random_op(rng: &mut Rng) -> Op {
 /// instant of its window, and the reference executes them in that order. Linearizable by construction.
 /// `lost`: per-mille of ops whose outcome is recorded as unknown (half of them took effect).
 pub fn simulate(seed: u64, clients: u32, ops: usize, keys: usize, lost: u64) -> Vec<Entry> {
+    simulate_with_clocks(seed, clients, ops, keys, lost, &[0], 1)
+}
+
+/// The same through proxies whose clocks are `offsets` µs ahead of the recorder's, ticking every `tick`
+/// µs: client `c` goes through proxy `c % offsets.len()`, which judges expiry and sets TTLs by its own
+/// clock. Linearizable by construction when the clock skew allowed is at least the largest difference
+/// between two offsets (and judged per observer, unless they are all equal).
+pub fn simulate_with_clocks(
+    seed: u64,
+    clients: u32,
+    ops: usize,
+    keys: usize,
+    lost: u64,
+    offsets: &[i64],
+    tick: i64,
+) -> Vec<Entry> {
     let mut rng = Rng(seed.wrapping_mul(2).wrapping_add(1));
     let mut clock = vec![0u64; clients as usize];
     // (point, entry, took effect)
@@ -213,7 +270,8 @@ pub fn simulate(seed: u64, clients: u32, ops: usize, keys: usize, lost: u64) -> 
     let mut out: Vec<Entry> = Vec::with_capacity(ops);
     for (point, mut e, effect) in planned {
         if effect {
-            let r = state.entry(e.key.clone()).or_default().exec(&e.op, point);
+            let clock = point as i64 + offsets[e.client as usize % offsets.len()];
+            let r = state.entry(e.key.clone()).or_default().exec_on_clock(&e.op, clock, tick);
             if e.result.is_some() {
                 e.result = Some(r);
             }
