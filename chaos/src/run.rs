@@ -11,15 +11,16 @@ use vesta_lincheck::{check, Entry, OpResult, Options, Report};
 use crate::client::{Client, Reply};
 use crate::cluster::{Cluster, ClusterError};
 use crate::schedule::{Fault, Schedule};
-use crate::workload::{self, Command, Fate, Shared};
+use crate::workload::{self, Command, Fate, Outcome as Seen, Shared};
 
 /// What one schedule came to.
 #[derive(Debug, Serialize)]
 pub struct Outcome {
     pub seed: u64,
     pub schedule: String,
-    /// Commands sent, and how many of them ended with an unknown outcome (an error reply, a timeout, a
-    /// dropped connection).
+    /// Commands in the history (those that certainly did nothing — a refused write, a failed read — are
+    /// left out), and how many of them ended with an unknown outcome (an error after the commit phase
+    /// began, a timeout, a dropped connection).
     pub ops: usize,
     pub unknown: usize,
     /// Keys whose history is not linearizable, and keys the checker could not decide within its budget.
@@ -130,7 +131,14 @@ pub fn run(schedule: &Schedule) -> Result<Outcome, RunError> {
     keys.dedup();
     // Past every TTL a "gone" key was given, and past the skew the checker allows.
     std::thread::sleep(Duration::from_millis(300 + schedule.clock_skew_ms()));
-    let finals = runtime.block_on(final_reads(&proxies, &keys, &shared))?;
+    // A proxy whose clock is off beyond the drift bound refuses every command; the others read.
+    let readers: Vec<_> = proxies
+        .iter()
+        .zip(&schedule.proxy_offsets_ms)
+        .filter(|(_, offset)| offset.unsigned_abs() <= crate::schedule::DRIFT_BOUND_MS)
+        .map(|(addr, _)| *addr)
+        .collect();
+    let finals = runtime.block_on(final_reads(&readers, &keys, &shared))?;
     history.extend(shared.recorder.take());
 
     let (mut lost, mut returned) = (0, 0);
@@ -143,7 +151,9 @@ pub fn run(schedule: &Schedule) -> Result<Outcome, RunError> {
             (Fate::Gone, _) => returned += 1,
         }
     }
-    let report = check(&history, &Options { clock_skew_ms: schedule.clock_skew_ms(), ..Options::default() });
+    // A generous budget: undecided is a failure too, and memory is plentiful.
+    let options = Options { clock_skew_ms: schedule.clock_skew_ms(), max_steps: 60_000_000, ..Options::default() };
+    let report = check(&history, &options);
     let unknown = history.iter().filter(|e| e.result.is_none()).count();
     Ok(Outcome {
         seed: schedule.seed,
@@ -172,8 +182,8 @@ fn add_node(etcd: &str, cluster: &str, spare: &str) -> Result<String, ClusterErr
     }
 }
 
-/// Reads every key through every proxy (recorded in the history as client 1000 + proxy), retrying a
-/// proxy that is not serving yet; returns the last value read per key.
+/// Reads every key through every proxy given (recorded in the history as client 1000 + proxy), retrying
+/// a proxy that is not serving yet; returns the value read per key through the first one.
 async fn final_reads(
     proxies: &[std::net::SocketAddr],
     keys: &[Vec<u8>],
@@ -205,8 +215,8 @@ async fn final_reads(
                     Err(_) => None,
                 };
                 let completed = shared.recorder.now_us();
-                match reply.as_ref().and_then(|r| cmd.result(r)) {
-                    Some(result) => {
+                match reply.as_ref().map(|r| cmd.outcome(r)) {
+                    Some(Seen::Done(result)) => {
                         let value = match &result {
                             OpResult::Value(v) => Some(v.clone()),
                             _ => None,
@@ -224,9 +234,8 @@ async fn final_reads(
                         ));
                         break;
                     }
-                    None => {
-                        // A retryable error while the cluster settles: recorded, then asked again.
-                        shared.recorder.push(Entry::unknown(1000 + p as u32, key.clone(), cmd.op.clone(), invoked));
+                    _ => {
+                        // A failed read observed nothing; the cluster is settling: ask again.
                         if !matches!(reply, Some(Reply::Error(_))) {
                             conn = None;
                         }

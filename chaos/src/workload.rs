@@ -58,13 +58,17 @@ impl Command {
         Command { key: key.to_vec(), op: Op::Get, args: vec![b"GET".to_vec(), key.to_vec()] }
     }
 
-    /// What the reply means for the history: a definite result, or `None` (unknown outcome).
-    pub fn result(&self, reply: &Reply) -> Option<OpResult> {
-        Some(match (&self.op, reply) {
+    /// What the reply means for the history.
+    pub fn outcome(&self, reply: &Reply) -> Outcome {
+        Outcome::Done(match (&self.op, reply) {
             (_, Reply::Error(e)) if matches!(self.op, Op::Incr) && e.starts_with("ERR value is not an integer") => {
                 OpResult::Error
             }
-            (_, Reply::Error(_)) => return None,
+            // A read that failed observed nothing; a write refused before its commit phase wrote nothing
+            // (what Vesta promises for these errors — a history that shows otherwise is flagged).
+            (Op::Get, Reply::Error(_)) => return Outcome::NotApplied,
+            (_, Reply::Error(e)) if NOTHING_WRITTEN.iter().any(|p| e.starts_with(p)) => return Outcome::NotApplied,
+            (_, Reply::Error(_)) => return Outcome::Unknown,
             (Op::Get, Reply::Bulk(v)) => OpResult::Value(v.clone()),
             (_, Reply::Nil) => OpResult::Nil,
             (_, Reply::Ok) => OpResult::Ok,
@@ -72,6 +76,20 @@ impl Command {
             (_, Reply::Bulk(v)) => OpResult::Value(v.clone()),
         })
     }
+}
+
+/// Error replies Vesta answers only before a write's commit phase began: nothing was written.
+const NOTHING_WRITTEN: &[&str] = &["TRYAGAIN", "CLUSTERDOWN only", "CLUSTERDOWN clock skew"];
+
+/// What a command came to, as far as the history is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done(OpResult),
+    /// It may or may not have taken effect (an error after the commit phase began, a timeout, a lost
+    /// connection).
+    Unknown,
+    /// It certainly did not take effect: left out of the history.
+    NotApplied,
 }
 
 /// A key written once and then left alone (`Durable`), or whose end is known (`Gone`): after the run
@@ -130,10 +148,11 @@ pub async fn client(id: usize, addr: SocketAddr, seed: u64, shared: Arc<Shared>)
         for (cmd, fate) in commands {
             let reply = if broken { None } else { c.read(REPLY_TIMEOUT).await.ok() };
             broken |= reply.is_none();
-            let result = reply.as_ref().and_then(|r| cmd.result(r));
+            let outcome = reply.as_ref().map_or(Outcome::Unknown, |r| cmd.outcome(r));
             shared.ops.fetch_add(1, Ordering::Relaxed);
-            match result {
-                Some(result) => {
+            match outcome {
+                Outcome::NotApplied => {}
+                Outcome::Done(result) => {
                     remember(&mut state.last_seen, &cmd, &result);
                     if let (Some((key, fate)), true) = (fate, acknowledged(&cmd, &result)) {
                         shared.fates.lock().unwrap_or_else(|p| p.into_inner()).push((key, fate));
@@ -141,7 +160,7 @@ pub async fn client(id: usize, addr: SocketAddr, seed: u64, shared: Arc<Shared>)
                     let completed = shared.recorder.now_us();
                     shared.recorder.push(Entry::ok(id as u32, cmd.key, cmd.op, invoked, completed, result));
                 }
-                None => shared.recorder.push(Entry::unknown(id as u32, cmd.key, cmd.op, invoked)),
+                Outcome::Unknown => shared.recorder.push(Entry::unknown(id as u32, cmd.key, cmd.op, invoked)),
             }
         }
         if broken {
