@@ -9,11 +9,16 @@
 //! | `redist/progress/<zone>/<shard>` | a move's [`MoveProgress`], JSON |
 //!
 //! The spec and the map change together in one transaction, guarded by the map's revision, so two
-//! operators can never interleave two map changes: the second one is refused and must re-read.
+//! operators can never interleave two map changes: the second one is refused and must re-read. Every
+//! transition of a redistribution (begin, phase, copy progress, publish, abort) is likewise one
+//! transaction guarded by the plan's revision as the caller read it: a transition based on a plan that
+//! changed or went away meanwhile is refused, never applied.
 
 use std::collections::BTreeMap;
 
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp, WatchOptions, WatchStream};
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, ResponseHeader, Txn, TxnOp, WatchOptions, WatchStream,
+};
 
 use crate::redistribution::{progress_leaf, MoveProgress, Redistribution};
 use crate::shard_map::{Move, ShardMap};
@@ -35,6 +40,14 @@ pub enum StoreError {
     Busy(String),
     #[error("no redistribution is running")]
     NoRedistribution,
+    #[error("the redistribution changed meanwhile (another `vesta admin` moved it on); read it again")]
+    PlanChanged,
+    #[error("etcd answered without a response header")]
+    NoHeader,
+}
+
+fn header_revision(header: Option<&ResponseHeader>) -> Result<i64, StoreError> {
+    header.map(|h| h.revision()).ok_or(StoreError::NoHeader)
 }
 
 /// A zone's maintenance state.
@@ -54,7 +67,8 @@ impl ZoneState {
     }
 }
 
-/// What etcd holds for a cluster, and the revision of its map (for compare-and-swap).
+/// What etcd holds for a cluster, read at one revision, with the revisions of its map and plan (for
+/// compare-and-swap).
 #[derive(Debug, Clone)]
 pub struct ClusterState {
     pub spec: ClusterSpec,
@@ -62,6 +76,10 @@ pub struct ClusterState {
     pub zones: BTreeMap<String, ZoneState>,
     pub map_revision: i64,
     pub redistribution: Option<Redistribution>,
+    /// The plan key's mod revision; 0 when no redistribution runs.
+    pub plan_revision: i64,
+    /// The etcd revision this was read at: of two reads, the later one has the greater revision.
+    pub revision: i64,
 }
 
 impl ClusterState {
@@ -112,7 +130,9 @@ impl ClusterStore {
     pub async fn load(&mut self) -> Result<Option<ClusterState>, StoreError> {
         let prefix = self.key("");
         let resp = self.client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
+        let read_at = header_revision(resp.header())?;
         let (mut spec, mut map, mut zones, mut redistribution) = (None, None, BTreeMap::new(), None);
+        let mut plan_revision = 0;
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             let leaf = key.strip_prefix(&prefix).unwrap_or(&key);
@@ -127,7 +147,8 @@ impl ClusterStore {
                 }
                 "redist/plan" => {
                     redistribution =
-                        Some(serde_json::from_slice::<Redistribution>(kv.value()).map_err(|e| corrupt(e.to_string()))?)
+                        Some(serde_json::from_slice::<Redistribution>(kv.value()).map_err(|e| corrupt(e.to_string()))?);
+                    plan_revision = kv.mod_revision();
                 }
                 _ => {
                     if let Some(zone) = leaf.strip_prefix("zones/") {
@@ -142,9 +163,15 @@ impl ClusterStore {
             }
         }
         match (spec, map) {
-            (Some(spec), Some((map, map_revision))) => {
-                Ok(Some(ClusterState { spec, map, zones, map_revision, redistribution }))
-            }
+            (Some(spec), Some((map, map_revision))) => Ok(Some(ClusterState {
+                spec,
+                map,
+                zones,
+                map_revision,
+                redistribution,
+                plan_revision,
+                revision: read_at,
+            })),
             (None, None) => Ok(None),
             _ => Err(StoreError::Corrupt { key: prefix, error: "spec and map must both exist".into() }),
         }
@@ -186,8 +213,9 @@ impl ClusterStore {
         !leaf.starts_with(b"redist/progress/")
     }
 
-    /// Records a new redistribution, if the map is still at `revision` and none is running.
-    pub async fn begin_redistribution(&mut self, revision: i64, plan: &Redistribution) -> Result<(), StoreError> {
+    /// Records a new redistribution, if the map is still at `revision` and none is running. Returns the
+    /// plan's revision, which every later transition of it must name.
+    pub async fn begin_redistribution(&mut self, revision: i64, plan: &Redistribution) -> Result<i64, StoreError> {
         let (map_key, plan_key) = (self.key("map"), self.key("redist/plan"));
         let txn = Txn::new()
             .when([
@@ -198,8 +226,10 @@ impl ClusterStore {
                 TxnOp::delete(self.key("redist/progress/"), Some(DeleteOptions::new().with_prefix())),
                 TxnOp::put(plan_key, json(plan), None),
             ]);
-        if self.client.txn(txn).await?.succeeded() {
-            return Ok(());
+        let resp = self.client.txn(txn).await?;
+        if resp.succeeded() {
+            // The revision the transaction wrote at: the plan's new mod revision.
+            return header_revision(resp.header());
         }
         let now = self.load().await?.ok_or_else(|| StoreError::Missing(self.cluster.clone()))?;
         match now.redistribution {
@@ -208,48 +238,77 @@ impl ClusterStore {
         }
     }
 
-    /// Rewrites the running redistribution (its phase), if it is still the one with this id.
-    pub async fn update_redistribution(&mut self, plan: &Redistribution) -> Result<(), StoreError> {
-        let state = self.load().await?.ok_or_else(|| StoreError::Missing(self.cluster.clone()))?;
-        match state.redistribution {
-            Some(running) if running.id == plan.id => {
-                self.client.put(self.key("redist/plan"), json(plan), None).await?;
-                Ok(())
-            }
-            Some(running) => Err(StoreError::Busy(running.action)),
-            None => Err(StoreError::NoRedistribution),
+    /// Rewrites the running redistribution (its phase), if the plan is still the one read at
+    /// `plan_revision`: an update based on a plan that was aborted, or moved on by another `vesta admin`,
+    /// is refused rather than bringing it back. Returns the plan's new revision.
+    pub async fn update_redistribution(
+        &mut self,
+        plan: &Redistribution,
+        plan_revision: i64,
+    ) -> Result<i64, StoreError> {
+        let plan_key = self.key("redist/plan");
+        let txn = Txn::new().when(plan_is(&plan_key, plan_revision)).and_then([TxnOp::put(plan_key, json(plan), None)]);
+        let resp = self.client.txn(txn).await?;
+        if resp.succeeded() {
+            // The revision the transaction wrote at: the plan's new mod revision.
+            return header_revision(resp.header());
         }
+        Err(self.why_plan_moved().await)
     }
 
-    /// Publishes the redistribution's spec and map (if the map is still at `revision`) and removes the
-    /// plan and its progress, all in one transaction: components see the new map and the end of
-    /// forwarding at once.
-    pub async fn finish_redistribution(&mut self, revision: i64, plan: &Redistribution) -> Result<(), StoreError> {
-        let map_key = self.key("map");
-        let txn = Txn::new().when([Compare::mod_revision(map_key.clone(), CompareOp::Equal, revision)]).and_then([
+    /// Publishes the redistribution's spec and map and removes the plan and its progress, all in one
+    /// transaction — if the map is still at `map_revision` and the plan still the one read at
+    /// `plan_revision` (so neither an abort nor another `vesta admin` came in between): components see the
+    /// new map and the end of forwarding at once.
+    pub async fn finish_redistribution(
+        &mut self,
+        map_revision: i64,
+        plan_revision: i64,
+        plan: &Redistribution,
+    ) -> Result<(), StoreError> {
+        let (map_key, plan_key) = (self.key("map"), self.key("redist/plan"));
+        let mut guard = vec![Compare::mod_revision(map_key.clone(), CompareOp::Equal, map_revision)];
+        guard.extend(plan_is(&plan_key, plan_revision));
+        let txn = Txn::new().when(guard).and_then([
             TxnOp::put(self.key("spec"), json(&plan.spec), None),
             TxnOp::put(map_key, json(&plan.map), None),
-            TxnOp::delete(self.key("redist/plan"), None),
+            TxnOp::delete(plan_key, None),
             TxnOp::delete(self.key("redist/progress/"), Some(DeleteOptions::new().with_prefix())),
         ]);
         if self.client.txn(txn).await?.succeeded() {
             return Ok(());
         }
         let now = self.load().await?.ok_or_else(|| StoreError::Missing(self.cluster.clone()))?;
-        Err(StoreError::Conflict(now.map.version))
+        Err(match now.redistribution {
+            None => StoreError::NoRedistribution,
+            Some(_) if now.plan_revision != plan_revision => StoreError::PlanChanged,
+            Some(_) => StoreError::Conflict(now.map.version),
+        })
     }
 
-    /// Drops the running redistribution without publishing its map: sources stop forwarding and serve
-    /// on; targets drop what they received after their grace period.
-    pub async fn abort_redistribution(&mut self) -> Result<Redistribution, StoreError> {
-        let state = self.load().await?.ok_or_else(|| StoreError::Missing(self.cluster.clone()))?;
-        let plan = state.redistribution.ok_or(StoreError::NoRedistribution)?;
-        let txn = Txn::new().and_then([
-            TxnOp::delete(self.key("redist/plan"), None),
+    /// Drops the running redistribution without publishing its map, if it is still the one read at
+    /// `plan_revision`: sources stop forwarding and serve on; targets drop what they received after
+    /// their grace period.
+    pub async fn abort_redistribution(&mut self, plan_revision: i64) -> Result<(), StoreError> {
+        let plan_key = self.key("redist/plan");
+        let txn = Txn::new().when(plan_is(&plan_key, plan_revision)).and_then([
+            TxnOp::delete(plan_key, None),
             TxnOp::delete(self.key("redist/progress/"), Some(DeleteOptions::new().with_prefix())),
         ]);
-        self.client.txn(txn).await?;
-        Ok(plan)
+        if self.client.txn(txn).await?.succeeded() {
+            return Ok(());
+        }
+        Err(self.why_plan_moved().await)
+    }
+
+    /// Why a transition guarded by the plan's revision was refused.
+    async fn why_plan_moved(&mut self) -> StoreError {
+        match self.load().await {
+            Ok(Some(ClusterState { redistribution: None, .. })) => StoreError::NoRedistribution,
+            Ok(Some(_)) => StoreError::PlanChanged,
+            Ok(None) => StoreError::Missing(self.cluster.clone()),
+            Err(e) => e,
+        }
     }
 
     /// Every move's progress so far, keyed like [`progress_leaf`].
@@ -266,10 +325,35 @@ impl ClusterStore {
         Ok(out)
     }
 
-    pub async fn save_progress(&mut self, m: &Move, progress: &MoveProgress) -> Result<(), StoreError> {
-        self.client.put(self.key(&progress_leaf(m)), json(progress), None).await?;
-        Ok(())
+    /// Checkpoints a move, if the plan is still the one read at `plan_revision`. A late checkpoint of an
+    /// aborted plan must not land: a later plan moving the same shard would resume after its cursor
+    /// and skip every record before it.
+    pub async fn save_progress(
+        &mut self,
+        m: &Move,
+        progress: &MoveProgress,
+        plan_revision: i64,
+    ) -> Result<(), StoreError> {
+        let plan_key = self.key("redist/plan");
+        let txn = Txn::new().when(plan_is(&plan_key, plan_revision)).and_then([TxnOp::put(
+            self.key(&progress_leaf(m)),
+            json(progress),
+            None,
+        )]);
+        if self.client.txn(txn).await?.succeeded() {
+            return Ok(());
+        }
+        Err(self.why_plan_moved().await)
     }
+}
+
+/// The plan exists and is still the one read at `plan_revision` (a missing key's mod revision is 0, so
+/// existence is compared too).
+fn plan_is(plan_key: &str, plan_revision: i64) -> [Compare; 2] {
+    [
+        Compare::version(plan_key, CompareOp::Greater, 0),
+        Compare::mod_revision(plan_key, CompareOp::Equal, plan_revision),
+    ]
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {

@@ -343,7 +343,15 @@ mod tests {
         )
         .unwrap();
         let map = ShardMap::initial(&spec);
-        ClusterState { spec, map, zones: BTreeMap::new(), map_revision: 1, redistribution: None }
+        ClusterState {
+            spec,
+            map,
+            zones: BTreeMap::new(),
+            map_revision: 1,
+            redistribution: None,
+            plan_revision: 0,
+            revision: 1,
+        }
     }
 
     #[test]

@@ -1,13 +1,20 @@
 //! `vesta admin` against a real etcd (Debian's `etcd-server`, started by the test on loopback ports and
 //! killed at the end) and real store nodes: init, refusal to overwrite, dry runs, show with node health
-//! and under-replicated shards, zone maintenance with its quorum guard.
+//! and under-replicated shards, zone maintenance with its quorum guard; every redistribution transition
+//! a compare-and-swap.
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 
 use common::etcd::{admin, Etcd};
+use vesta_cluster::etcd::{ClusterState, ClusterStore, StoreError};
+use vesta_cluster::redistribution::{MoveProgress, Phase, Redistribution};
+use vesta_cluster::shard_map::ShardMap;
+use vesta_cluster::spec::{ClusterSpec, NodeSpec};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -132,4 +139,102 @@ async fn stores_and_proxies_from_etcd_and_the_map_cache() {
     let mut c3 = common::connect(p3.addr(), false).await;
     assert_eq!(common::call(&mut c3, &["GET", "etcd:n"]).await, common::bulk("20"));
     assert!(proxy("proxy4", None).is_err(), "without etcd and without a cache there is no map to serve");
+}
+
+/// A spec of three zones of one node each (`s0`, `s1`, `s2` in `z0`, `z1`, `z2`) at `addrs`.
+fn three_zones(name: &str, addrs: &[SocketAddr]) -> ClusterSpec {
+    let mut text = format!("name = \"{name}\"\nshards = {}\nwrite_quorum = 2\nread_quorum = 2\n", common::SHARDS);
+    for (z, addr) in addrs.iter().enumerate() {
+        text += &format!("\n[[zones]]\nname = \"z{z}\"\n[[zones.nodes]]\nname = \"s{z}\"\naddr = \"{addr}\"\n");
+    }
+    ClusterSpec::from_toml(&text).unwrap()
+}
+
+/// The plan `vesta admin add-node ZONE/NAME@ADDR` writes (phase announced), built with the cluster crate
+/// so that a test can drive the etcd transitions itself, in any order.
+fn add_node_plan(state: &ClusterState, zone: &str, name: &str, addr: SocketAddr) -> Redistribution {
+    let mut spec = state.spec.clone();
+    let node = NodeSpec { name: name.into(), addr: addr.to_string() };
+    spec.zones.iter_mut().find(|z| z.name == zone).expect("zone").nodes.push(node);
+    let mut map = state.map.with_node_added(zone, name).unwrap();
+    map.version = state.map.version + 1;
+    let moves = state.map.moves(&map);
+    let mut addrs: BTreeMap<String, String> =
+        state.spec.zones.iter().flat_map(|z| &z.nodes).map(|n| (n.name.clone(), n.addr.clone())).collect();
+    addrs.insert(name.into(), addr.to_string());
+    let action = format!("add-node {zone}/{name}@{addr}");
+    Redistribution { id: map.version, action, spec, map, moves, phase: Phase::Announced, addrs }
+}
+
+async fn load(store: &mut ClusterStore) -> ClusterState {
+    store.load().await.unwrap().expect("the cluster exists")
+}
+
+/// Each transition of a redistribution is refused when the plan is no longer the one its caller read,
+/// so interleavings of two `vesta admin` runs and an abort cannot bring an aborted plan back, publish
+/// its map, or leave its copy progress behind. The calls are made in the racy order one after the
+/// other, with the revisions read before, so the test is deterministic.
+#[tokio::test]
+async fn plan_transitions_are_compare_and_swap() {
+    let etcd = Etcd::start();
+    let addrs: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
+    let spec = three_zones("cas", &addrs);
+    let mut store = ClusterStore::connect(std::slice::from_ref(&etcd.url), "cas").await.unwrap();
+    store.init(&spec, &ShardMap::initial(&spec)).await.unwrap();
+    let state = load(&mut store).await;
+    let new_node = SocketAddr::from(([127, 0, 0, 1], 4));
+    let mut plan = add_node_plan(&state, "z0", "n", new_node);
+    let begun = store.begin_redistribution(state.map_revision, &plan).await.unwrap();
+    assert_eq!(load(&mut store).await.plan_revision, begun);
+
+    // Two runs read the plan at the same revision; the first moves it on, the second (still on the old
+    // revision) is refused instead of writing back the phase it saw.
+    plan.phase = Phase::Copying;
+    let copying = store.update_redistribution(&plan, begun).await.unwrap();
+    let stale = Redistribution { phase: Phase::Announced, ..plan.clone() };
+    let refused = store.update_redistribution(&stale, begun).await;
+    assert!(matches!(refused, Err(StoreError::PlanChanged)), "a stale phase update: {refused:?}");
+    assert_eq!(load(&mut store).await.redistribution.map(|p| p.phase), Some(Phase::Copying));
+
+    // Progress is checkpointed under the current revision.
+    let m = plan.moves[0].clone();
+    let half = MoveProgress { cursor: Some(b"cursor".to_vec()), done: false, keys: 5, bytes: 50 };
+    store.save_progress(&m, &half, copying).await.unwrap();
+    assert_eq!(store.progress().await.unwrap().len(), 1);
+
+    // An abort names the revision its operator saw: on a stale one it aborts nothing.
+    let refused = store.abort_redistribution(begun).await;
+    assert!(matches!(refused, Err(StoreError::PlanChanged)), "a stale abort: {refused:?}");
+    let before_abort = load(&mut store).await;
+    assert_eq!((before_abort.plan_revision, before_abort.map.version), (copying, 1));
+    store.abort_redistribution(copying).await.unwrap();
+
+    // A run that read the plan before the abort: its publish is refused and the map stays…
+    let publish = store.finish_redistribution(before_abort.map_revision, before_abort.plan_revision, &plan).await;
+    assert!(matches!(publish, Err(StoreError::NoRedistribution)), "publish after an abort: {publish:?}");
+    // …its next phase does not bring the plan back…
+    plan.phase = Phase::Handoff;
+    let update = store.update_redistribution(&plan, copying).await;
+    assert!(matches!(update, Err(StoreError::NoRedistribution)), "update after an abort: {update:?}");
+    // …and neither does a late checkpoint.
+    let late = store.save_progress(&m, &half, copying).await;
+    assert!(matches!(late, Err(StoreError::NoRedistribution)), "checkpoint after an abort: {late:?}");
+    let after = load(&mut store).await;
+    assert_eq!(after.map.version, 1, "the aborted plan's map was published");
+    assert!(after.redistribution.is_none(), "the aborted plan came back: {:?}", after.redistribution);
+    assert!(store.progress().await.unwrap().is_empty(), "a checkpoint of the aborted plan landed");
+
+    // A new plan moving the same shards starts from scratch: a late checkpoint of the aborted one cannot
+    // land in it (it would resume after that cursor and skip every record before it).
+    let plan2 = add_node_plan(&after, "z0", "n", new_node);
+    let begun2 = store.begin_redistribution(after.map_revision, &plan2).await.unwrap();
+    let late = store.save_progress(&m, &half, copying).await;
+    assert!(matches!(late, Err(StoreError::PlanChanged)), "old checkpoint into a new plan: {late:?}");
+    assert!(store.progress().await.unwrap().is_empty(), "a checkpoint of the aborted plan landed in the new one");
+    // The new plan publishes under its own revisions, and only once.
+    store.finish_redistribution(after.map_revision, begun2, &plan2).await.unwrap();
+    let done = load(&mut store).await;
+    assert_eq!((done.map.version, done.redistribution.is_none()), (2, true));
+    let again = store.finish_redistribution(after.map_revision, begun2, &plan2).await;
+    assert!(again.is_err(), "published twice: {again:?}");
 }

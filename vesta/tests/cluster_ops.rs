@@ -126,7 +126,7 @@ impl EtcdCluster {
 
     /// `vesta admin ARGS` running in the background (to be killed halfway).
     fn admin_background(&self, args: &[&str]) -> std::process::Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vesta"));
+        let mut cmd = Command::new(vesta_testkit::vesta_bin());
         cmd.args(["admin", "--etcd", &self.etcd.url, "--cluster", &self.name]).args(args);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         vesta_testkit::spawn(cmd).expect("spawn vesta admin")

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use vesta_cluster::etcd::{ClusterState, ClusterStore, ZoneState};
+use vesta_cluster::etcd::{ClusterState, ClusterStore, StoreError, ZoneState};
 use vesta_cluster::shard_map::ShardMap;
 use vesta_cluster::spec::ClusterSpec;
 use vesta_proto::Pong;
@@ -219,7 +219,15 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
                     println!("dry run: would abort {} (phase {:?})", plan.action, plan.phase);
                     return Ok(());
                 }
-                let plan = store.abort_redistribution().await.map_err(|e| e.to_string())?;
+                // Only the plan shown above: if it moved on meanwhile, the operator looks again.
+                store.abort_redistribution(state.plan_revision).await.map_err(|e| match e {
+                    StoreError::NoRedistribution => "no redistribution is running any more (it finished meanwhile?)".into(),
+                    StoreError::PlanChanged => format!(
+                        "the redistribution changed meanwhile (it was in phase {:?}); see `vesta admin status`, then abort again",
+                        plan.phase
+                    ),
+                    other => other.to_string(),
+                })?;
                 println!("aborted {}; shard map version {} stays", plan.action, state.map.version);
                 Ok(())
             }

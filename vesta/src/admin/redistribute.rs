@@ -11,12 +11,16 @@
 //!    any commit prepared on a source has landed there and been forwarded — the new map is published,
 //!    and the plan removed, in one etcd transaction. Proxies and nodes switch; sources drop the shards
 //!    after their grace period.
+//!
+//! Every change of the plan is a compare-and-swap on the plan's revision as this run last wrote or
+//! read it: a plan aborted (or moved on by another `vesta admin`) meanwhile is never brought back, and
+//! its map never published.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vesta_cluster::etcd::{ClusterState, ClusterStore};
+use vesta_cluster::etcd::{ClusterState, ClusterStore, StoreError};
 use vesta_cluster::redistribution::{progress_leaf, MoveProgress, Phase, Redistribution};
 use vesta_cluster::shard_map::{Move, ShardMap};
 use vesta_cluster::spec::{ClusterSpec, NodeSpec};
@@ -120,10 +124,11 @@ pub async fn run(
     opts: &CopyOptions,
 ) -> Result<(), String> {
     let nodes = Nodes::default();
-    let plan = match state.redistribution {
+    // The plan's revision as this run last read or wrote it: every transition names it.
+    let (mut plan, mut revision) = match state.redistribution {
         Some(running) if running.action == plan.action => {
             println!("resuming the running redistribution ({}), phase {:?}", running.action, running.phase);
-            running
+            (running, state.plan_revision)
         }
         Some(running) => {
             return Err(format!(
@@ -139,24 +144,27 @@ pub async fn run(
                     return Err(format!("node {name} at {addr} does not answer; start it (with --etcd) first"));
                 }
             }
-            store.begin_redistribution(state.map_revision, &plan).await.map_err(|e| e.to_string())?;
+            let revision = store.begin_redistribution(state.map_revision, &plan).await.map_err(|e| e.to_string())?;
             print_plan(&plan);
-            plan
+            (plan, revision)
         }
     };
-    let mut plan = plan;
+    let map_version = state.map.version;
     if plan.phase == Phase::Announced {
         wait_for(&nodes, &plan, &plan.targets(), "the redistribution", |p| p.redistribution == plan.id).await?;
         plan.phase = Phase::Copying;
-        store.update_redistribution(&plan).await.map_err(|e| e.to_string())?;
+        revision = store.update_redistribution(&plan, revision).await.map_err(|e| moved_on(e, map_version))?;
     }
     if plan.phase == Phase::Copying {
         // Every source forwards before any copy starts: a write behind a page's cursor reaches the
         // target by forwarding, one ahead of it by the copy.
         wait_for(&nodes, &plan, &plan.participants(), "forwarding", |p| p.redistribution == plan.id).await?;
-        copy_all(store, &nodes, &plan, opts).await?;
+        copy_all(store, &nodes, &plan, revision, opts).await.map_err(|e| match e {
+            CopyError::Plan(e) => moved_on(e, map_version),
+            CopyError::Copy(e) => e,
+        })?;
         plan.phase = Phase::Handoff;
-        store.update_redistribution(&plan).await.map_err(|e| e.to_string())?;
+        revision = store.update_redistribution(&plan, revision).await.map_err(|e| moved_on(e, map_version))?;
     }
     // A source that stopped serving may still hold leases of prepares it took before: their commits
     // land (and are forwarded) or expire within a lease. `settled` says none is left; asked twice, so
@@ -166,16 +174,28 @@ pub async fn run(
         wait_for(&nodes, &plan, &plan.participants(), "the handoff", handed_off).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let now = store.load().await.map_err(|e| e.to_string())?.ok_or("the cluster disappeared from etcd")?;
-    match &now.redistribution {
-        Some(running) if running.id == plan.id => {}
-        _ => return Err("the redistribution was aborted meanwhile".into()),
-    }
-    store.finish_redistribution(now.map_revision, &plan).await.map_err(|e| e.to_string())?;
+    // One transaction, guarded by the map's and the plan's revisions: an abort that came in between
+    // wins, and nothing is published.
+    store.finish_redistribution(state.map_revision, revision, &plan).await.map_err(|e| moved_on(e, map_version))?;
     println!("published shard map version {}", plan.id);
     let _ = wait_for(&nodes, &plan, &plan.participants(), "the new map", |p| p.map_version >= plan.id).await;
     println!("done: {}; the old owners drop the moved shards after their grace period", plan.action);
     Ok(())
+}
+
+/// What a plan transition refused because the plan changed meanwhile means for the operator.
+fn moved_on(e: StoreError, map_version: u64) -> String {
+    match e {
+        StoreError::NoRedistribution => {
+            format!("the redistribution was aborted meanwhile; nothing was published (shard map version {map_version} stays)")
+        }
+        StoreError::PlanChanged => {
+            "the redistribution was changed meanwhile by another `vesta admin`; nothing was published by this one \
+             (run the same command again to resume, or see `vesta admin status`)"
+                .to_string()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Polls the nodes `names` until `switched` holds for each one's ping (or it is down: a node that is
@@ -207,15 +227,23 @@ async fn wait_for(
     Ok(())
 }
 
+/// Why a copy stopped.
+enum CopyError {
+    /// The plan changed or went away (etcd refused a checkpoint).
+    Plan(StoreError),
+    Copy(String),
+}
+
 /// Copies every move not yet done, `opts.parallel` at a time, checkpointing each page.
 async fn copy_all(
     store: &ClusterStore,
     nodes: &Nodes,
     plan: &Redistribution,
+    revision: i64,
     opts: &CopyOptions,
-) -> Result<(), String> {
+) -> Result<(), CopyError> {
     let mut checkpoints = store.clone();
-    let saved = checkpoints.progress().await.map_err(|e| e.to_string())?;
+    let saved = checkpoints.progress().await.map_err(|e| CopyError::Copy(e.to_string()))?;
     let mut bar = Progress::new("shards", plan.moves.len() as u64);
     let (mut done, mut keys, mut bytes) = (0, 0, 0);
     for p in saved.values() {
@@ -239,25 +267,43 @@ async fn copy_all(
         .map(|m| (m.clone(), saved.get(&progress_leaf(m)).cloned().unwrap_or_default()))
         .filter(|(_, p)| !p.done)
         .collect();
-    copy_each(todo, opts.parallel, &bar, |(m, mut p)| {
-        let (mut store, bar, rate) = (store.clone(), bar.clone(), &rate);
+    // A checkpoint refused because the plan changed stops every copy; the first such refusal is kept
+    // so that the caller can say why (`copy_each` reports errors as text).
+    let refused: parking_lot::Mutex<Option<StoreError>> = parking_lot::Mutex::new(None);
+    let copied = copy_each(todo, opts.parallel, &bar, |(m, mut p)| {
+        let (mut store, bar, rate, refused) = (store.clone(), bar.clone(), &rate, &refused);
         async move {
             let from = plan.addr_of(&m.from).ok_or_else(|| format!("no address for {}", m.from))?;
             let to = plan.addr_of(&m.to).ok_or_else(|| format!("no address for {}", m.to))?;
             while !p.done {
+                if refused.lock().is_some() {
+                    return Err("stopped: the plan changed".to_string());
+                }
                 let page = nodes.transfer_page(from, to, m.shard, p.cursor.clone(), opts.page_keys).await?;
                 p.keys += page.keys;
                 p.bytes += page.bytes;
                 p.done = page.next.is_none();
                 p.cursor = page.next.map(|c| c.to_vec());
-                store.save_progress(&m, &p).await.map_err(|e| e.to_string())?;
+                match store.save_progress(&m, &p, revision).await {
+                    Ok(()) => {}
+                    Err(e @ (StoreError::NoRedistribution | StoreError::PlanChanged)) => {
+                        let text = e.to_string();
+                        refused.lock().get_or_insert(e);
+                        return Err(text);
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
                 bar.lock().add(page.keys, page.bytes);
                 rate.account(page.bytes).await;
             }
             Ok(())
         }
     })
-    .await
+    .await;
+    match (refused.into_inner(), copied) {
+        (Some(e), _) => Err(CopyError::Plan(e)),
+        (None, copied) => copied.map_err(CopyError::Copy),
+    }
 }
 
 /// `vesta admin status`: the running redistribution and how far it got.

@@ -82,7 +82,8 @@ impl Drop for Etcd {
 }
 
 pub fn admin(etcd: &Etcd, cluster: &str, args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_vesta"))
+    // The same binary as the processes the testkit starts (`VESTA_BIN` pins it).
+    let output = Command::new(vesta_testkit::vesta_bin())
         .args(["admin", "--etcd", &etcd.url, "--cluster", cluster])
         .args(args)
         .output()
