@@ -7,6 +7,7 @@
 //! | `zones/<zone>` | `up` or `down` (maintenance: proxies stop sending to a zone that is down) |
 //! | `redist/plan` | the running [`Redistribution`], JSON; absent when none runs |
 //! | `redist/progress/<zone>/<shard>` | a move's [`MoveProgress`], JSON |
+//! | `alive/<node>` | a store node's registration ([`Alive`], JSON), attached to the node's lease |
 //!
 //! The spec and the map change together in one transaction, guarded by the map's revision, so two
 //! operators can never interleave two map changes: the second one is refused and must re-read. Every
@@ -17,8 +18,10 @@
 use std::collections::BTreeMap;
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, ResponseHeader, Txn, TxnOp, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
+    ResponseHeader, Txn, TxnOp, WatchOptions, WatchStream,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::redistribution::{progress_leaf, MoveProgress, Redistribution};
 use crate::shard_map::{Move, ShardMap};
@@ -42,8 +45,68 @@ pub enum StoreError {
     NoRedistribution,
     #[error("the redistribution changed meanwhile (another `vesta admin` moved it on); read it again")]
     PlanChanged,
+    #[error("the lease expired (etcd no longer knows it)")]
+    LeaseExpired,
     #[error("etcd answered without a response header")]
     NoHeader,
+}
+
+/// A store node's registration under `alive/<node>`: it exists exactly as long as the node's lease,
+/// so a node whose registration is gone has stopped serving its moving shards (see the store's fence).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Alive {
+    /// The address the node listens on.
+    pub addr: String,
+    /// The shard map version it serves.
+    pub map_version: u64,
+    /// Its lease's TTL: how long after it falls silent the registration can remain.
+    pub ttl_ms: u64,
+}
+
+/// A lease etcd granted: its id and the TTL etcd chose (whole seconds, at least the one asked for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    pub ttl_secs: i64,
+}
+
+/// A stream of keep-alives of one lease. Each [`KeepAlive::renew`] sends one and waits for its answer;
+/// the caller bounds the wait and drops the stream on a timeout, so that an answer is never taken for
+/// the answer to a later request.
+pub struct KeepAlive {
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
+}
+
+impl KeepAlive {
+    /// Renews the lease; returns its TTL in seconds as etcd set it, or `LeaseExpired`.
+    pub async fn renew(&mut self) -> Result<i64, StoreError> {
+        self.keeper.keep_alive().await.map_err(lease_error)?;
+        match self.stream.message().await.map_err(lease_error)? {
+            Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
+            Some(_) => Err(StoreError::LeaseExpired),
+            None => Err(StoreError::Etcd(etcd_client::Error::LeaseKeepAliveError("keep-alive stream ended".into()))),
+        }
+    }
+}
+
+/// etcd reports a lease it no longer knows only in the error text.
+fn lease_error(e: etcd_client::Error) -> StoreError {
+    if e.to_string().contains("lease not found") {
+        StoreError::LeaseExpired
+    } else {
+        StoreError::Etcd(e)
+    }
+}
+
+impl Alive {
+    /// What a registration says. Only its existence matters for safety, so one that cannot be read
+    /// (another version wrote it) still counts, with nothing known about it, instead of failing the
+    /// whole cluster's load.
+    fn parse(value: &[u8]) -> Alive {
+        serde_json::from_slice(value).unwrap_or_default()
+    }
 }
 
 fn header_revision(header: Option<&ResponseHeader>) -> Result<i64, StoreError> {
@@ -78,6 +141,8 @@ pub struct ClusterState {
     pub redistribution: Option<Redistribution>,
     /// The plan key's mod revision; 0 when no redistribution runs.
     pub plan_revision: i64,
+    /// Registered store nodes by name.
+    pub alive: BTreeMap<String, Alive>,
     /// The etcd revision this was read at: of two reads, the later one has the greater revision.
     pub revision: i64,
 }
@@ -132,7 +197,7 @@ impl ClusterStore {
         let resp = self.client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
         let read_at = header_revision(resp.header())?;
         let (mut spec, mut map, mut zones, mut redistribution) = (None, None, BTreeMap::new(), None);
-        let mut plan_revision = 0;
+        let (mut plan_revision, mut alive) = (0, BTreeMap::new());
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             let leaf = key.strip_prefix(&prefix).unwrap_or(&key);
@@ -151,7 +216,9 @@ impl ClusterStore {
                     plan_revision = kv.mod_revision();
                 }
                 _ => {
-                    if let Some(zone) = leaf.strip_prefix("zones/") {
+                    if let Some(node) = leaf.strip_prefix("alive/") {
+                        alive.insert(node.to_string(), Alive::parse(kv.value()));
+                    } else if let Some(zone) = leaf.strip_prefix("zones/") {
                         let state = match kv.value() {
                             b"up" => ZoneState::Up,
                             b"down" => ZoneState::Down,
@@ -170,6 +237,7 @@ impl ClusterStore {
                 map_revision,
                 redistribution,
                 plan_revision,
+                alive,
                 revision: read_at,
             })),
             (None, None) => Ok(None),
@@ -206,11 +274,11 @@ impl ClusterStore {
         Ok(self.client.watch(self.key(""), Some(WatchOptions::new().with_prefix())).await?)
     }
 
-    /// Whether a change of `key` can change who serves what (copy progress cannot).
+    /// Whether a change of `key` can change who serves what (copy progress and registrations cannot).
     pub fn affects_routing(&self, key: &[u8]) -> bool {
         let prefix = self.key("");
         let leaf = key.strip_prefix(prefix.as_bytes()).unwrap_or(key);
-        !leaf.starts_with(b"redist/progress/")
+        !leaf.starts_with(b"redist/progress/") && !leaf.starts_with(b"alive/")
     }
 
     /// Records a new redistribution, if the map is still at `revision` and none is running. Returns the
@@ -344,6 +412,48 @@ impl ClusterStore {
             return Ok(());
         }
         Err(self.why_plan_moved().await)
+    }
+
+    // -----------------------------------------------------------------------------------------------
+    // Store nodes' registrations
+    // -----------------------------------------------------------------------------------------------
+
+    /// A new lease of `ttl_secs` seconds.
+    pub async fn grant_lease(&mut self, ttl_secs: i64) -> Result<Lease, StoreError> {
+        let resp = self.client.lease_grant(ttl_secs, None).await?;
+        Ok(Lease { id: resp.id(), ttl_secs: resp.ttl() })
+    }
+
+    /// Writes the node's registration, attached to `lease` (so it goes when the lease does). Refused
+    /// with `LeaseExpired` if the lease is gone: a registration never outlives its lease.
+    pub async fn register(&mut self, node: &str, alive: &Alive, lease: i64) -> Result<(), StoreError> {
+        let key = self.key(&format!("alive/{node}"));
+        self.client.put(key, json(alive), Some(PutOptions::new().with_lease(lease))).await.map_err(lease_error)?;
+        Ok(())
+    }
+
+    /// Opens a keep-alive stream for `lease`, which renews it once (`LeaseExpired` if it is gone).
+    pub async fn keep_alive(&mut self, lease: i64) -> Result<KeepAlive, StoreError> {
+        let (keeper, stream) = self.client.lease_keep_alive(lease).await.map_err(lease_error)?;
+        Ok(KeepAlive { keeper, stream })
+    }
+
+    /// Ends a lease at once, and with it the registration attached to it.
+    pub async fn revoke_lease(&mut self, lease: i64) -> Result<(), StoreError> {
+        self.client.lease_revoke(lease).await.map_err(lease_error)?;
+        Ok(())
+    }
+
+    /// The registered store nodes, by name.
+    pub async fn alive_nodes(&mut self) -> Result<BTreeMap<String, Alive>, StoreError> {
+        let prefix = self.key("alive/");
+        let resp = self.client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
+        let mut out = BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            out.insert(key.strip_prefix(&prefix).unwrap_or(&key).to_string(), Alive::parse(kv.value()));
+        }
+        Ok(out)
     }
 }
 
