@@ -62,6 +62,7 @@ fn admin_init_show_and_zone_maintenance() {
     let show = stdout(&admin(&etcd, "it", &["show"]));
     assert!(show.contains("map version 1"), "{show}");
     assert_eq!(show.matches("  up").count(), 3, "{show}");
+    assert_eq!(show.matches("not registered in etcd").count(), 3, "stores without --etcd: {show}");
     assert!(show.contains(&format!("{} fully replicated, 0 under-replicated", common::SHARDS)), "{show}");
 
     cluster.kill_store(2);
@@ -327,6 +328,8 @@ async fn a_node_without_etcd_refuses_the_shards_it_is_moving() {
     let state = load(&mut store).await;
     assert_eq!(state.alive.len(), 4, "every node registers before it is ready: {:?}", state.alive);
     assert_eq!(state.alive["s0"].ttl_ms, 2000);
+    let show = stdout(&admin(&etcd, "fence", &["show"]));
+    assert_eq!(show.matches(", registered").count(), 3, "{show}");
 
     // Node n joins zone z0: s0 forwards the moving shards (phase copying).
     let mut plan = add_node_plan(&state, "z0", "n", addrs[3]);
@@ -395,5 +398,11 @@ async fn a_node_without_etcd_refuses_the_shards_it_is_moving() {
     assert!(!pong(s0).await.fenced);
     assert!(scrape(metrics).contains("vesta_store_fenced 0"));
     assert!(load(&mut store).await.alive.contains_key("s0"), "registered again");
+
+    // A clean shutdown ends the registration at once (a running `vesta admin` need not wait for it).
+    let s0 = nodes.remove(0);
+    s0.signal("TERM");
+    assert!(s0.wait_exit(Duration::from_secs(20)).is_some_and(|status| status.success()), "s0 stops on SIGTERM");
+    assert!(!load(&mut store).await.alive.contains_key("s0"), "s0 stopped but is still registered");
     drop(nodes);
 }
