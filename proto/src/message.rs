@@ -294,6 +294,8 @@ pub struct Pong {
     pub away_ms: u64,
     /// How long dead copies keep their order here: a node away for longer needs a full repair.
     pub grace_ms: u64,
+    /// The node cannot confirm its ownership lease with etcd, so it refuses the shards it is moving.
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -150,6 +150,7 @@ fn arb_response() -> impl Strategy<Value = Response> {
             needs_repair: (protocol % 3 == 0).then(|| "away 3d".to_string()),
             away_ms: shards as u64,
             grace_ms: 86_400_000,
+            fenced: protocol % 3 == 0,
         })),
         (any::<u64>(), any::<u64>(), proptest::option::of(arb_bytes(12)))
             .prop_map(|(keys, bytes, next)| Response::Transferred(Transferred { keys, bytes, next })),

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::fence::LeaseTiming;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum EngineKind {
@@ -59,6 +61,10 @@ pub struct StoreConfig {
     /// With etcd: how long after a shard stopped being this node's its records are deleted. Late
     /// proxies still on the previous map find `not-owner` meanwhile, and an aborted move loses nothing.
     pub drop_grace_ms: u64,
+    /// With etcd: the TTL of the lease under which the node registers (`alive/<node>`) and serves the
+    /// shards a redistribution is moving. Longer: `vesta admin` waits longer for a participant that
+    /// went silent; shorter: more etcd traffic, and an etcd hiccup fences moving shards sooner.
+    pub ownership_ttl_ms: u64,
     /// Requests processed at once; beyond it the node answers `Overloaded` at once.
     pub max_in_flight: usize,
     pub max_frame_bytes: usize,
@@ -95,6 +101,7 @@ impl Default for StoreConfig {
             etcd: Vec::new(),
             cluster: "vesta".into(),
             drop_grace_ms: 60_000,
+            ownership_ttl_ms: 10_000,
             max_in_flight: 10_000,
             max_frame_bytes: vesta_proto::frame::DEFAULT_MAX_FRAME,
             grace_secs: 24 * 3600,
@@ -142,7 +149,19 @@ impl StoreConfig {
         if self.sync == SyncPolicy::Periodic && self.sync_interval_ms == 0 {
             return bad("sync_interval_ms must be at least 1 with sync = \"periodic\"".into());
         }
+        if self.ownership_ttl_ms < 1000 {
+            return bad(format!("ownership_ttl_ms must be at least 1000, not {}", self.ownership_ttl_ms));
+        }
+        // The lease only matters with etcd; there it must leave time to serve between renewals.
+        if !self.etcd.is_empty() {
+            self.lease_timing()?;
+        }
         self.owned().map(|_| ())
+    }
+
+    /// The ownership lease's timing (with etcd).
+    pub fn lease_timing(&self) -> Result<LeaseTiming, ConfigError> {
+        LeaseTiming::new(self.ownership_ttl_ms, self.lease_ms).map_err(ConfigError::Invalid)
     }
 
     /// The owned shards as a membership table indexed by shard.
@@ -207,6 +226,8 @@ pub struct StoreFlags {
     pub cluster: Option<String>,
     #[arg(long, env = "VESTA_STORE_DROP_GRACE_MS")]
     pub drop_grace_ms: Option<u64>,
+    #[arg(long, env = "VESTA_STORE_OWNERSHIP_TTL_MS")]
+    pub ownership_ttl_ms: Option<u64>,
     #[arg(long, env = "VESTA_STORE_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
     #[arg(long, env = "VESTA_STORE_MAX_FRAME_BYTES")]
@@ -246,6 +267,7 @@ impl StoreFlags {
             etcd,
             cluster,
             drop_grace_ms,
+            ownership_ttl_ms,
             max_in_flight,
             max_frame_bytes,
             grace_secs,
@@ -292,5 +314,12 @@ mod tests {
         assert!(err.contains("unknown field `lease`"), "{err}");
         let c = StoreConfig { owned_shards: vec!["5-2000".into()], ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().contains("outside 0-1023"));
+        let c = StoreConfig { ownership_ttl_ms: 900, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("ownership_ttl_ms must be at least 1000"));
+        // Without etcd the lease is unused; with it, it must leave time to serve between renewals.
+        let c = StoreConfig { ownership_ttl_ms: 1200, ..Default::default() };
+        assert!(c.validate().is_ok());
+        let c = StoreConfig { etcd: vec!["http://e:2379".into()], ..c };
+        assert!(c.validate().unwrap_err().to_string().contains("plus lease_ms (600)"));
     }
 }

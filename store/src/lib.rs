@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod fence;
 pub mod key;
 pub mod lease;
 pub mod metrics;
@@ -26,6 +27,7 @@ mod writer;
 
 pub use config::{EngineKind, StoreConfig, SyncPolicy};
 pub use engine::{Engine, EngineError};
+pub use fence::{Fence, LeaseTiming};
 pub use node::StoreNode;
 pub use ownership::Ownership;
 pub use vesta_proto::clock::{self, Clock, ManualClock, SystemClock};

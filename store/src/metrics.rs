@@ -39,6 +39,10 @@ pub const NEEDS_REPAIR_REFUSALS: &str = "vesta_store_needs_repair_refusals_total
 pub const STALE_COMMITS: &str = "vesta_store_stale_commits_refused_total";
 /// Commits refused because their timestamp is too far ahead of this node's clock.
 pub const CLOCK_AHEAD: &str = "vesta_store_clock_ahead_refusals_total";
+/// 1 while the node cannot confirm its ownership lease with etcd (it refuses the shards it is moving).
+pub const FENCED: &str = "vesta_store_fenced";
+/// Prepares, reads and scans of a moving shard refused because the lease was not confirmed in time.
+pub const FENCED_REFUSALS: &str = "vesta_store_fenced_refusals_total";
 /// Records deleted because their shard moved away.
 pub const DROPPED_RECORDS: &str = "vesta_store_dropped_records_total";
 

@@ -10,6 +10,7 @@ use vesta_proto::{KeyRef, Pong, Record, Reply, Request, RequestId, Response, Sta
 use crate::clock::{Clock, SystemClock};
 use crate::config::{EngineKind, StoreConfig, SyncPolicy};
 use crate::engine::{Engine, EngineError, MemoryEngine, Mutation, RocksEngine, RocksOptions};
+use crate::fence::Fence;
 use crate::key;
 use crate::lease::{LeaseTable, Pinned};
 use crate::metrics as m;
@@ -72,6 +73,8 @@ pub struct StoreNode {
     /// Whether the node is in service, and whether it must be rebuilt before serving again.
     pub(crate) service: Service,
     ownership: RwLock<Arc<Ownership>>,
+    /// Until when moving shards may be served (an etcd lease; unlimited without etcd).
+    fence: Fence,
     /// Other store nodes this one sends copies to (redistribution, repair).
     pub(crate) peers: Peers,
     /// Request ids of this node's own copies: a per-process prefix and a counter.
@@ -131,6 +134,7 @@ impl StoreNode {
             writer,
             service,
             ownership,
+            fence: Fence::unlimited(),
             peers: Peers::default(),
             id_prefix,
             next_id: AtomicU64::new(1),
@@ -189,6 +193,10 @@ impl StoreNode {
         }
     }
 
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
     pub(crate) fn next_request_id(&self) -> RequestId {
         RequestId(self.id_prefix | self.next_id.fetch_add(1, Ordering::Relaxed) as u128)
     }
@@ -244,6 +252,7 @@ impl StoreNode {
                     needs_repair: self.service.needs_repair(),
                     away_ms: self.service.away_ms(self.clock.wall_ms()),
                     grace_ms: self.service.grace_ms(),
+                    fenced: self.fence.engaged(),
                 })
             }
         };
@@ -279,7 +288,13 @@ impl StoreNode {
         let allowed = match need {
             Need::Serve => {
                 self.check_serving()?;
-                self.ownership.read().serves(target.shard)
+                let ownership = self.ownership.read();
+                let serves = ownership.serves(target.shard);
+                if serves {
+                    // A moving shard only under a confirmed etcd lease (see `fence`).
+                    self.fence.check(&ownership, target.shard)?;
+                }
+                serves
             }
             Need::Hold => self.ownership.read().holds(target.shard),
             Need::Lease => true,

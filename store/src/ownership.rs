@@ -62,6 +62,12 @@ impl Ownership {
         self.outgoing.get(&shard).map(String::as_str)
     }
 
+    /// Whether a running redistribution moves the shard away from or to this node: such a shard is
+    /// served only under a confirmed etcd lease (see [`crate::fence`]).
+    pub fn is_moving(&self, shard: u32) -> bool {
+        self.outgoing.contains_key(&shard) || self.incoming.get(shard as usize).copied().unwrap_or(false)
+    }
+
     pub fn is_forwarding(&self) -> bool {
         !self.outgoing.is_empty()
     }

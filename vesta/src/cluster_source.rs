@@ -5,15 +5,20 @@
 //! and redistribution phase, which they switch to at once. A proxy also reloads when a store node
 //! answers `not-owner`, and keeps the last map in a cache file so that it can start while etcd is down.
 //! A store node deletes the records of shards that stopped being its own after a grace period.
+//!
+//! A store node also registers itself (`alive/<node>`) under an etcd lease it keeps alive, and serves
+//! the shards a redistribution is moving only while etcd keeps confirming that lease (the store's
+//! `fence`): `vesta admin` goes on without a silent participant only once its registration is gone.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use vesta_cluster::etcd::{ClusterState, ClusterStore};
+use vesta_cluster::etcd::{Alive, ClusterState, ClusterStore, Lease, StoreError};
 use vesta_cluster::redistribution::Phase;
 use vesta_cluster::shard_map::ShardMap;
 use vesta_cluster::spec::ClusterSpec;
@@ -21,7 +26,7 @@ use vesta_proxy::server::Proxy;
 use vesta_proxy::topology::{Topology, Zone};
 use vesta_proxy::ProxyConfig;
 use vesta_store::config::StoreConfig;
-use vesta_store::{Ownership, StoreNode};
+use vesta_store::{LeaseTiming, Ownership, StoreNode};
 
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A reload however quiet the watch is: a lost event delays a switch by at most this.
@@ -106,8 +111,8 @@ pub fn follow_for_proxy(config: &ProxyConfig, proxy: Arc<Proxy>, started_with: &
     tokio::spawn(follow(config.etcd.clone(), config.cluster.clone(), apply, wake));
 }
 
-/// A store node's cluster from etcd (when configured): sets the shard count, and returns the state to
-/// derive the node's ownership from.
+/// A store node's cluster from etcd (when configured): sets the shard count, and returns the state it
+/// read (the node registers, and reads the state again, before it serves: [`follow_for_store`]).
 pub async fn store_cluster(config: &mut StoreConfig) -> Result<Option<ClusterState>, String> {
     if config.etcd.is_empty() {
         return Ok(None);
@@ -126,19 +131,117 @@ pub async fn store_cluster(config: &mut StoreConfig) -> Result<Option<ClusterSta
     Ok(Some(state))
 }
 
-/// Puts the node on the ownership `state` gives it, then keeps it on the cluster's newest state and
-/// drops the records of shards it no longer holds once they have been gone for the grace period.
-pub fn follow_for_store(config: &StoreConfig, node: Arc<StoreNode>, state: &ClusterState) {
-    node.set_ownership(ownership_of(state, &config.node));
-    node.set_in_service(in_service(state, &config.node));
-    let name = config.node.clone();
-    let store_node = node.clone();
-    let apply = move |state: ClusterState| {
+/// Registers the node in etcd and puts it on the cluster's current state (before it serves anything),
+/// then keeps the registration alive, keeps the node on the cluster's newest state, and drops the
+/// records of shards it no longer holds once they have been gone for the grace period.
+pub async fn follow_for_store(config: &StoreConfig, node: Arc<StoreNode>) -> Result<Registration, String> {
+    let timing = config.lease_timing().map_err(|e| format!("store configuration: {e}"))?;
+    let applier = Arc::new(Applier { node: node.clone(), name: config.node.clone(), last: Default::default() });
+    let mut registrar = Registrar {
+        endpoints: config.etcd.clone(),
+        cluster: config.cluster.clone(),
+        name: config.node.clone(),
+        addr: config.listen.to_string(),
+        timing,
+        node: node.clone(),
+        applier: applier.clone(),
+        lease: None,
+        current: Arc::new(AtomicI64::new(0)),
+    };
+    // Moving shards are refused until the first registration, which installs the cluster's state.
+    node.fence().arm();
+    let first = async {
+        let mut store = connect(&registrar.endpoints, &registrar.cluster).await?;
+        registrar.register(&mut store).await
+    };
+    first.await.map_err(|e| format!("registering {} in etcd at {}: {e}", config.node, config.etcd.join(",")))?;
+    let current = registrar.current.clone();
+    let keeper = tokio::spawn(registrar.run());
+
+    let apply = move |state: ClusterState| applier.apply(&state);
+    let never = || std::future::pending::<()>();
+    tokio::spawn(follow(config.etcd.clone(), config.cluster.clone(), apply, never));
+    tokio::spawn(drop_departed_shards(node, Duration::from_millis(config.drop_grace_ms)));
+    Ok(Registration { keeper, current, endpoints: config.etcd.clone(), cluster: config.cluster.clone() })
+}
+
+/// A store node's registration in etcd, kept alive in the background.
+pub struct Registration {
+    keeper: tokio::task::JoinHandle<()>,
+    /// The lease's id, 0 while none.
+    current: Arc<AtomicI64>,
+    endpoints: Vec<String>,
+    cluster: String,
+}
+
+impl Registration {
+    /// On a clean shutdown (the node no longer serves): ends the registration at once, so that a
+    /// running `vesta admin` need not wait for the lease to expire.
+    pub async fn leave(self) {
+        self.keeper.abort();
+        let lease = self.current.load(Ordering::SeqCst);
+        if lease == 0 {
+            return;
+        }
+        let revoke = async {
+            let mut store = connect(&self.endpoints, &self.cluster).await?;
+            store.revoke_lease(lease).await.map_err(LeaseLoopError::from)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), revoke).await {
+            Ok(Ok(())) => tracing::info!("left etcd (registration revoked)"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not revoke the registration; it expires with its lease"),
+            Err(_) => tracing::warn!("etcd did not answer the revocation; the registration expires with its lease"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LeaseLoopError {
+    #[error("etcd did not answer {0} within {1:?}")]
+    Timeout(&'static str, Duration),
+    #[error(transparent)]
+    Etcd(#[from] StoreError),
+    #[error("the cluster is gone from etcd")]
+    Missing,
+    #[error("the etcd lease expired")]
+    Lost,
+}
+
+/// Bounds an etcd call.
+async fn bounded<T>(
+    what: &'static str,
+    limit: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, LeaseLoopError> {
+    Ok(tokio::time::timeout(limit, call).await.map_err(|_| LeaseLoopError::Timeout(what, limit))??)
+}
+
+async fn connect(endpoints: &[String], cluster: &str) -> Result<ClusterStore, LeaseLoopError> {
+    bounded("a connection", ETCD_TIMEOUT, ClusterStore::connect(endpoints, cluster)).await
+}
+
+/// Installs the ownership a cluster state gives the node. The follower and the registration read etcd
+/// concurrently: a read is installed only if none read later was installed before it, so the node
+/// never goes back to an older state.
+struct Applier {
+    node: Arc<StoreNode>,
+    name: String,
+    /// The etcd revision of the state installed last.
+    last: parking_lot::Mutex<i64>,
+}
+
+impl Applier {
+    fn apply(&self, state: &ClusterState) {
+        let mut last = self.last.lock();
+        if state.revision < *last {
+            return;
+        }
+        *last = state.revision;
         // A zone in maintenance is out of service: back after longer than the grace period, its nodes
         // serve nothing until a full repair (`zone up` runs it).
-        store_node.set_in_service(in_service(&state, &name));
-        let next = ownership_of(&state, &name);
-        let now = store_node.ownership();
+        self.node.set_in_service(in_service(state, &self.name));
+        let next = ownership_of(state, &self.name);
+        let now = self.node.ownership();
         let same = next.map_version == now.map_version
             && next.handoff == now.handoff
             && next.redistribution == now.redistribution
@@ -146,12 +249,133 @@ pub fn follow_for_store(config: &StoreConfig, node: Arc<StoreNode>, state: &Clus
             && next.incoming == now.incoming
             && next.outgoing == now.outgoing;
         if !same {
-            store_node.set_ownership(next);
+            self.node.set_ownership(next);
         }
-    };
-    let never = || std::future::pending::<()>();
-    tokio::spawn(follow(config.etcd.clone(), config.cluster.clone(), apply, never));
-    tokio::spawn(drop_departed_shards(node, Duration::from_millis(config.drop_grace_ms)));
+    }
+}
+
+/// Keeps the node's registration alive and, through it, the fence open (see `vesta_store::fence`).
+struct Registrar {
+    endpoints: Vec<String>,
+    cluster: String,
+    name: String,
+    addr: String,
+    timing: LeaseTiming,
+    node: Arc<StoreNode>,
+    applier: Arc<Applier>,
+    /// The lease in use and the map version its registration names.
+    lease: Option<(Lease, u64)>,
+    /// The lease's id for [`Registration::leave`], 0 while none.
+    current: Arc<AtomicI64>,
+}
+
+impl Registrar {
+    /// A new lease and registration, then the cluster's state read after it — installed before the
+    /// fence lifts, so the node never serves a moving shard with a state older than the one etcd held
+    /// when it registered (a `vesta admin` that went on without it while it was away wrote that state
+    /// before it could see the registration gone).
+    async fn register(&mut self, store: &mut ClusterStore) -> Result<Lease, LeaseLoopError> {
+        let fence = self.node.fence();
+        fence.close();
+        let sent = tokio::time::Instant::now();
+        let lease = bounded("a lease grant", ETCD_TIMEOUT, store.grant_lease(self.timing.ttl_secs())).await?;
+        let version = self.node.ownership().map_version;
+        bounded("a registration", ETCD_TIMEOUT, store.register(&self.name, &self.alive(version), lease.id)).await?;
+        let state = bounded("a load", ETCD_TIMEOUT, store.load()).await?.ok_or(LeaseLoopError::Missing)?;
+        self.applier.apply(&state);
+        if let Some((old, _)) = self.lease.replace((lease, version)) {
+            // Its registration was replaced (a put re-attaches the key); the lease itself is left over.
+            let _ = bounded("a revocation", ETCD_TIMEOUT, store.revoke_lease(old.id)).await;
+        }
+        self.current.store(lease.id, Ordering::SeqCst);
+        fence.extend_to(self.timing.valid_until(sent, lease.ttl_secs));
+        tracing::info!(lease = lease.id, ttl_secs = lease.ttl_secs, version = state.map.version, "registered in etcd");
+        Ok(lease)
+    }
+
+    fn alive(&self, map_version: u64) -> Alive {
+        Alive { addr: self.addr.clone(), map_version, ttl_ms: self.timing.ttl.as_millis() as u64 }
+    }
+
+    /// Forever: keep-alives every [`LeaseTiming::interval`], each extending the fence from the moment
+    /// it was sent; a new registration whenever the lease is gone or the fence closed meanwhile.
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Err(e) = self.session().await;
+            match e {
+                // Register again at once.
+                LeaseLoopError::Lost => backoff = Duration::from_millis(100),
+                e => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "etcd lease keep-alive interrupted");
+                    self.node.fence().observe();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.timing.interval().max(Duration::from_millis(100)));
+                }
+            }
+        }
+    }
+
+    /// One connection to etcd: registers if needed, then renews until something fails (`Lost`: the
+    /// lease is gone).
+    async fn session(&mut self) -> Result<std::convert::Infallible, LeaseLoopError> {
+        let mut store = connect(&self.endpoints, &self.cluster).await?;
+        let node = self.node.clone();
+        let fence = node.fence();
+        // Past the deadline the lease may be gone, and etcd may have moved on meanwhile: a new
+        // registration reloads the state; resuming the old lease would not.
+        let lease = match self.lease {
+            Some((lease, _)) if fence.allows() => lease,
+            _ => self.register(&mut store).await?,
+        };
+        let window = self.timing.window();
+        let mut sent = tokio::time::Instant::now();
+        let mut keep_alive = match bounded("a keep-alive", window, store.keep_alive(lease.id)).await {
+            Err(LeaseLoopError::Etcd(StoreError::LeaseExpired)) => return Err(self.lost()),
+            other => other?,
+        };
+        fence.extend_to(self.timing.valid_until(sent, lease.ttl_secs));
+        loop {
+            self.update_registration(&mut store, lease).await?;
+            tokio::time::sleep_until(sent + self.timing.interval()).await;
+            fence.observe();
+            sent = tokio::time::Instant::now();
+            // Waiting beyond the window is pointless: an answer after it extends nothing. On a timeout
+            // the stream is dropped, so a late answer is never mistaken for a later request's.
+            match bounded("a keep-alive", window, keep_alive.renew()).await {
+                Ok(ttl) => fence.extend_to(self.timing.valid_until(sent, ttl)),
+                Err(LeaseLoopError::Etcd(StoreError::LeaseExpired)) => return Err(self.lost()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The registration names the map version the node serves: rewritten when it changed.
+    async fn update_registration(&mut self, store: &mut ClusterStore, lease: Lease) -> Result<(), LeaseLoopError> {
+        let version = self.node.ownership().map_version;
+        if self.lease.is_some_and(|(_, registered)| registered == version) {
+            return Ok(());
+        }
+        let window = self.timing.window();
+        match bounded("a registration", window, store.register(&self.name, &self.alive(version), lease.id)).await {
+            Ok(()) => {
+                self.lease = Some((lease, version));
+                Ok(())
+            }
+            Err(LeaseLoopError::Etcd(StoreError::LeaseExpired)) => Err(self.lost()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// etcd no longer knows the lease: stop serving moving shards now, and register again.
+    fn lost(&mut self) -> LeaseLoopError {
+        tracing::warn!("the etcd lease expired; registering again");
+        self.node.fence().close();
+        self.node.fence().observe();
+        self.lease = None;
+        self.current.store(0, Ordering::SeqCst);
+        LeaseLoopError::Lost
+    }
 }
 
 /// Deletes the records of every shard the node has not held for `grace`. Nothing new can land in a
@@ -343,7 +567,16 @@ mod tests {
         )
         .unwrap();
         let map = ShardMap::initial(&spec);
-        ClusterState { spec, map, zones: BTreeMap::new(), map_revision: 1, redistribution: None }
+        ClusterState {
+            spec,
+            map,
+            zones: BTreeMap::new(),
+            map_revision: 1,
+            redistribution: None,
+            plan_revision: 0,
+            alive: BTreeMap::new(),
+            revision: 1,
+        }
     }
 
     #[test]

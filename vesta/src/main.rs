@@ -67,9 +67,11 @@ fn store(flags: StoreFlags) -> Result<(), String> {
         let name = config.node.clone();
         let node =
             vesta_store::StoreNode::open(&config).map_err(|e| format!("open {}: {e}", config.data_dir.display()))?;
-        if let Some(state) = &cluster {
-            cluster_source::follow_for_store(&config, node.clone(), state);
-        }
+        // With etcd: registered, and on the cluster's state read after registering, before serving.
+        let registration = match cluster {
+            Some(_) => Some(cluster_source::follow_for_store(&config, node.clone()).await?),
+            None => None,
+        };
         vesta_store::server::run_node(
             node,
             &config,
@@ -77,6 +79,9 @@ fn store(flags: StoreFlags) -> Result<(), String> {
             shutdown_signal(),
         )
         .await?;
+        if let Some(registration) = registration {
+            registration.leave().await;
+        }
         tracing::info!(node = %name, "stopped");
         Ok(())
     })

@@ -34,6 +34,7 @@ impl StoreNode {
             if let Some(shard) = (s.shard_from..s.shard_to).find(|&sh| !ownership.serves(sh)) {
                 return Err(crate::node::not_owner(shard));
             }
+            (s.shard_from..s.shard_to).try_for_each(|sh| self.fence().check(&ownership, sh))?;
         }
         let range_start = key::shard_start(s.shard_from as u64);
         let range_end = key::shard_start(s.shard_to as u64);

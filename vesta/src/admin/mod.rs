@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use vesta_cluster::etcd::{ClusterState, ClusterStore, ZoneState};
+use vesta_cluster::etcd::{ClusterState, ClusterStore, StoreError, ZoneState};
 use vesta_cluster::shard_map::ShardMap;
 use vesta_cluster::spec::ClusterSpec;
 use vesta_proto::Pong;
@@ -219,7 +219,15 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
                     println!("dry run: would abort {} (phase {:?})", plan.action, plan.phase);
                     return Ok(());
                 }
-                let plan = store.abort_redistribution().await.map_err(|e| e.to_string())?;
+                // Only the plan shown above: if it moved on meanwhile, the operator looks again.
+                store.abort_redistribution(state.plan_revision).await.map_err(|e| match e {
+                    StoreError::NoRedistribution => "no redistribution is running any more (it finished meanwhile?)".into(),
+                    StoreError::PlanChanged => format!(
+                        "the redistribution changed meanwhile (it was in phase {:?}); see `vesta admin status`, then abort again",
+                        plan.phase
+                    ),
+                    other => other.to_string(),
+                })?;
                 println!("aborted {}; shard map version {} stays", plan.action, state.map.version);
                 Ok(())
             }
@@ -336,15 +344,27 @@ fn print_summary(spec: &ClusterSpec, map: &ShardMap, live: Option<(&ClusterState
     let pong =
         |node: &str| live.and_then(|(_, health)| health.iter().find(|(n, _)| n == node)).and_then(|(_, p)| p.as_ref());
     let is_up = |node: &str| live.is_none() || pong(node).is_some();
+    let registered = |node: &str| live.is_some_and(|(s, _)| s.alive.contains_key(node));
     for zone in &spec.zones {
         let state = live.and_then(|(s, _)| s.zones.get(&zone.name).copied()).unwrap_or(ZoneState::Up);
         println!("zone {} ({})", zone.name, state.as_str());
         for node in &zone.nodes {
             let shards = map.shards_of(&node.name).len();
+            // Registered: the node keeps its etcd lease alive (nodes started without --etcd never are).
             let health = match (live, pong(&node.name)) {
                 (None, _) => String::new(),
-                (Some(_), Some(p)) if p.map_version == map.version => format!("  up, map v{}", p.map_version),
-                (Some(_), Some(p)) => format!("  up, map v{} (behind)", p.map_version),
+                (Some(_), Some(p)) => {
+                    let behind = if p.map_version == map.version { "" } else { " (behind)" };
+                    let lease = match (registered(&node.name), p.fenced) {
+                        (_, true) => ", FENCED (its etcd lease is not confirmed)",
+                        (true, false) => ", registered",
+                        (false, false) => ", not registered in etcd",
+                    };
+                    format!("  up, map v{}{behind}{lease}", p.map_version)
+                }
+                (Some(_), None) if registered(&node.name) => {
+                    "  DOWN (still registered in etcd: may serve until its lease expires)".to_string()
+                }
                 (Some(_), None) => "  DOWN".to_string(),
             };
             println!("  {:<16} {:<22} {shards:>6} shards{health}", node.name, node.addr);

@@ -11,12 +11,21 @@
 //!    any commit prepared on a source has landed there and been forwarded — the new map is published,
 //!    and the plan removed, in one etcd transaction. Proxies and nodes switch; sources drop the shards
 //!    after their grace period.
+//!
+//! A participant that does not answer is never taken to have switched on trust. Until forwarding runs
+//! everywhere, each participant must say so itself. At the handoff, a silent participant is passed
+//! over only once its registration in etcd is gone: it serves its moving shards only under that lease
+//! (the store's fence), and reads the cluster again before it serves them after coming back.
+//!
+//! Every change of the plan is a compare-and-swap on the plan's revision as this run last wrote or
+//! read it: a plan aborted (or moved on by another `vesta admin`) meanwhile is never brought back, and
+//! its map never published.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vesta_cluster::etcd::{ClusterState, ClusterStore};
+use vesta_cluster::etcd::{Alive, ClusterState, ClusterStore, StoreError};
 use vesta_cluster::redistribution::{progress_leaf, MoveProgress, Phase, Redistribution};
 use vesta_cluster::shard_map::{Move, ShardMap};
 use vesta_cluster::spec::{ClusterSpec, NodeSpec};
@@ -120,10 +129,11 @@ pub async fn run(
     opts: &CopyOptions,
 ) -> Result<(), String> {
     let nodes = Nodes::default();
-    let plan = match state.redistribution {
+    // The plan's revision as this run last read or wrote it: every transition names it.
+    let (mut plan, mut revision) = match state.redistribution {
         Some(running) if running.action == plan.action => {
             println!("resuming the running redistribution ({}), phase {:?}", running.action, running.phase);
-            running
+            (running, state.plan_revision)
         }
         Some(running) => {
             return Err(format!(
@@ -139,72 +149,187 @@ pub async fn run(
                     return Err(format!("node {name} at {addr} does not answer; start it (with --etcd) first"));
                 }
             }
-            store.begin_redistribution(state.map_revision, &plan).await.map_err(|e| e.to_string())?;
+            let revision = store.begin_redistribution(state.map_revision, &plan).await.map_err(|e| e.to_string())?;
             print_plan(&plan);
-            plan
+            (plan, revision)
         }
     };
-    let mut plan = plan;
+    let map_version = state.map.version;
+    let mut waits = Waits { nodes: &nodes, store: store.clone(), plan: &plan };
     if plan.phase == Phase::Announced {
-        wait_for(&nodes, &plan, &plan.targets(), "the redistribution", |p| p.redistribution == plan.id).await?;
+        waits.wait_for(&plan.targets(), "the redistribution", Silent::Wait, |p| p.redistribution == plan.id).await?;
         plan.phase = Phase::Copying;
-        store.update_redistribution(&plan).await.map_err(|e| e.to_string())?;
+        revision = store.update_redistribution(&plan, revision).await.map_err(|e| moved_on(e, map_version))?;
     }
+    let mut waits = Waits { nodes: &nodes, store: store.clone(), plan: &plan };
     if plan.phase == Phase::Copying {
         // Every source forwards before any copy starts: a write behind a page's cursor reaches the
-        // target by forwarding, one ahead of it by the copy.
-        wait_for(&nodes, &plan, &plan.participants(), "forwarding", |p| p.redistribution == plan.id).await?;
-        copy_all(store, &nodes, &plan, opts).await?;
+        // target by forwarding, one ahead of it by the copy. Each must say so itself: a node that never
+        // saw the plan does not know its shards are moving, so nothing would stop it serving them.
+        waits.wait_for(&plan.participants(), "forwarding", Silent::Wait, |p| p.redistribution == plan.id).await?;
+        copy_all(store, &nodes, &plan, revision, opts).await.map_err(|e| match e {
+            CopyError::Plan(e) => moved_on(e, map_version),
+            CopyError::Copy(e) => e,
+        })?;
         plan.phase = Phase::Handoff;
-        store.update_redistribution(&plan).await.map_err(|e| e.to_string())?;
+        revision = store.update_redistribution(&plan, revision).await.map_err(|e| moved_on(e, map_version))?;
     }
+    let mut waits = Waits { nodes: &nodes, store: store.clone(), plan: &plan };
     // A source that stopped serving may still hold leases of prepares it took before: their commits
     // land (and are forwarded) or expire within a lease. `settled` says none is left; asked twice, so
-    // that a prepare caught between its ownership check and its lease is seen too.
+    // that a prepare caught between its ownership check and its lease is seen too. A silent source
+    // is passed over only once its registration expired: by then its fence has closed and every
+    // lease it granted on a moving shard has run out.
     let handed_off = |p: &vesta_proto::Pong| (p.handoff == plan.id && p.settled) || p.map_version >= plan.id;
     for _ in 0..2 {
-        wait_for(&nodes, &plan, &plan.participants(), "the handoff", handed_off).await?;
+        waits.wait_for(&plan.participants(), "the handoff", Silent::UnlessExpired, handed_off).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let now = store.load().await.map_err(|e| e.to_string())?.ok_or("the cluster disappeared from etcd")?;
-    match &now.redistribution {
-        Some(running) if running.id == plan.id => {}
-        _ => return Err("the redistribution was aborted meanwhile".into()),
-    }
-    store.finish_redistribution(now.map_revision, &plan).await.map_err(|e| e.to_string())?;
+    // One transaction, guarded by the map's and the plan's revisions: an abort that came in between
+    // wins, and nothing is published.
+    store.finish_redistribution(state.map_revision, revision, &plan).await.map_err(|e| moved_on(e, map_version))?;
     println!("published shard map version {}", plan.id);
-    let _ = wait_for(&nodes, &plan, &plan.participants(), "the new map", |p| p.map_version >= plan.id).await;
+    let _ = waits.wait_for(&plan.participants(), "the new map", Silent::Skip, |p| p.map_version >= plan.id).await;
     println!("done: {}; the old owners drop the moved shards after their grace period", plan.action);
     Ok(())
 }
 
-/// Polls the nodes `names` until `switched` holds for each one's ping (or it is down: a node that is
-/// not running serves nothing, and reads etcd before it serves again).
-async fn wait_for(
-    nodes: &Nodes,
-    plan: &Redistribution,
-    names: &[String],
-    what: &str,
-    switched: impl Fn(&vesta_proto::Pong) -> bool,
-) -> Result<(), String> {
-    let deadline = Instant::now() + SWITCH_TIMEOUT;
-    for name in names {
-        let addr = plan.addr_of(name).unwrap_or_default();
-        loop {
-            match nodes.ping(addr, PING_TIMEOUT).await {
-                None => {
-                    eprintln!("warning: node {name} at {addr} does not answer; going on without it");
+/// What a plan transition refused because the plan changed meanwhile means for the operator.
+fn moved_on(e: StoreError, map_version: u64) -> String {
+    match e {
+        StoreError::NoRedistribution => {
+            format!("the redistribution was aborted meanwhile; nothing was published (shard map version {map_version} stays)")
+        }
+        StoreError::PlanChanged => {
+            "the redistribution was changed meanwhile by another `vesta admin`; nothing was published by this one \
+             (run the same command again to resume, or see `vesta admin status`)"
+                .to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What a wait does about a participant that does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Silent {
+    /// Keep waiting: the participant must switch and say so itself.
+    Wait,
+    /// Go on once its registration in etcd has expired (it fenced itself, and reads the cluster again
+    /// before serving its moving shards); keep waiting while it is registered.
+    UnlessExpired,
+    /// Report it and go on (nothing depends on it any more).
+    Skip,
+}
+
+/// Polls participants of `plan` until they switch.
+struct Waits<'a> {
+    nodes: &'a Nodes,
+    store: ClusterStore,
+    plan: &'a Redistribution,
+}
+
+impl Waits<'_> {
+    /// Polls the nodes `names` until `switched` holds for each one's ping; a node that does not answer
+    /// (or answers but is cut off from etcd, so fenced) is handled as `silent` says.
+    async fn wait_for(
+        &mut self,
+        names: &[String],
+        what: &str,
+        silent: Silent,
+        switched: impl Fn(&vesta_proto::Pong) -> bool,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + SWITCH_TIMEOUT;
+        for name in names {
+            let addr = self.plan.addr_of(name).unwrap_or_default();
+            let mut told = false;
+            loop {
+                let pong = self.nodes.ping(addr, PING_TIMEOUT).await;
+                if pong.as_ref().is_some_and(&switched) {
                     break;
                 }
-                Some(p) if switched(&p) => break,
-                Some(_) if Instant::now() > deadline => {
-                    return Err(format!("node {name} at {addr} has not taken up {what} after {SWITCH_TIMEOUT:?} (is it connected to etcd?); run the same command again to resume"));
+                let late = Instant::now() > deadline;
+                // Its lease unconfirmed, a node cannot be taking up anything from etcd right now.
+                let unconfirmed = pong.as_ref().is_none_or(|p| p.fenced);
+                let state = if pong.is_none() { "does not answer" } else { "cannot reach etcd (fenced)" };
+                match silent {
+                    Silent::Skip if pong.is_none() => {
+                        eprintln!("warning: node {name} at {addr} does not answer; it takes up {what} when it is back");
+                        break;
+                    }
+                    Silent::UnlessExpired if unconfirmed => match self.registrations().await {
+                        Ok(alive) if !alive.contains_key(name.as_str()) => {
+                            eprintln!(
+                                "node {name} at {addr} {state} and its etcd registration has expired: it no longer \
+                                 serves its moving shards, and reads the cluster again before it does; going on \
+                                 without it"
+                            );
+                            break;
+                        }
+                        registered => {
+                            if late {
+                                return Err(format!(
+                                    "node {name} at {addr} {state} but is still registered in etcd (its ownership \
+                                     lease has not expired), so it may still serve its moving shards; run the same \
+                                     command again to resume"
+                                ));
+                            }
+                            if let Err(e) = &registered {
+                                eprintln!("cannot read node registrations from etcd: {e}");
+                            }
+                            if !told {
+                                let ttl = registered.ok().and_then(|a| a.get(name.as_str()).map(|a| a.ttl_ms));
+                                let ttl = ttl.map(|ms| format!(" (lease: {ms} ms)")).unwrap_or_default();
+                                eprintln!(
+                                    "waiting for node {name} at {addr} ({what}): it {state} but is still registered \
+                                     in etcd, so it may still serve; going on once it switches or its registration \
+                                     expires{ttl}"
+                                );
+                                told = true;
+                            }
+                        }
+                    },
+                    Silent::Wait if pong.is_none() => {
+                        if late {
+                            return Err(format!(
+                                "node {name} at {addr} does not answer, and it must take up {what} itself before the \
+                                 redistribution can go on; start it (or reconnect it), then run the same command again \
+                                 to resume — or `vesta admin abort`"
+                            ));
+                        }
+                        if !told {
+                            eprintln!(
+                                "waiting for node {name} at {addr}: it does not answer, and must take up {what} itself"
+                            );
+                            told = true;
+                        }
+                    }
+                    _ if late => {
+                        return Err(format!("node {name} at {addr} has not taken up {what} after {SWITCH_TIMEOUT:?} (is it connected to etcd?); run the same command again to resume"));
+                    }
+                    _ => {}
                 }
-                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                let pause = if unconfirmed { 100 } else { 10 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
             }
         }
+        Ok(())
     }
-    Ok(())
+}
+
+impl Waits<'_> {
+    async fn registrations(&mut self) -> Result<BTreeMap<String, Alive>, String> {
+        match tokio::time::timeout(PING_TIMEOUT, self.store.alive_nodes()).await {
+            Ok(read) => read.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("etcd did not answer within {PING_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// Why a copy stopped.
+enum CopyError {
+    /// The plan changed or went away (etcd refused a checkpoint).
+    Plan(StoreError),
+    Copy(String),
 }
 
 /// Copies every move not yet done, `opts.parallel` at a time, checkpointing each page.
@@ -212,10 +337,11 @@ async fn copy_all(
     store: &ClusterStore,
     nodes: &Nodes,
     plan: &Redistribution,
+    revision: i64,
     opts: &CopyOptions,
-) -> Result<(), String> {
+) -> Result<(), CopyError> {
     let mut checkpoints = store.clone();
-    let saved = checkpoints.progress().await.map_err(|e| e.to_string())?;
+    let saved = checkpoints.progress().await.map_err(|e| CopyError::Copy(e.to_string()))?;
     let mut bar = Progress::new("shards", plan.moves.len() as u64);
     let (mut done, mut keys, mut bytes) = (0, 0, 0);
     for p in saved.values() {
@@ -239,25 +365,43 @@ async fn copy_all(
         .map(|m| (m.clone(), saved.get(&progress_leaf(m)).cloned().unwrap_or_default()))
         .filter(|(_, p)| !p.done)
         .collect();
-    copy_each(todo, opts.parallel, &bar, |(m, mut p)| {
-        let (mut store, bar, rate) = (store.clone(), bar.clone(), &rate);
+    // A checkpoint refused because the plan changed stops every copy; the first such refusal is kept
+    // so that the caller can say why (`copy_each` reports errors as text).
+    let refused: parking_lot::Mutex<Option<StoreError>> = parking_lot::Mutex::new(None);
+    let copied = copy_each(todo, opts.parallel, &bar, |(m, mut p)| {
+        let (mut store, bar, rate, refused) = (store.clone(), bar.clone(), &rate, &refused);
         async move {
             let from = plan.addr_of(&m.from).ok_or_else(|| format!("no address for {}", m.from))?;
             let to = plan.addr_of(&m.to).ok_or_else(|| format!("no address for {}", m.to))?;
             while !p.done {
+                if refused.lock().is_some() {
+                    return Err("stopped: the plan changed".to_string());
+                }
                 let page = nodes.transfer_page(from, to, m.shard, p.cursor.clone(), opts.page_keys).await?;
                 p.keys += page.keys;
                 p.bytes += page.bytes;
                 p.done = page.next.is_none();
                 p.cursor = page.next.map(|c| c.to_vec());
-                store.save_progress(&m, &p).await.map_err(|e| e.to_string())?;
+                match store.save_progress(&m, &p, revision).await {
+                    Ok(()) => {}
+                    Err(e @ (StoreError::NoRedistribution | StoreError::PlanChanged)) => {
+                        let text = e.to_string();
+                        refused.lock().get_or_insert(e);
+                        return Err(text);
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
                 bar.lock().add(page.keys, page.bytes);
                 rate.account(page.bytes).await;
             }
             Ok(())
         }
     })
-    .await
+    .await;
+    match (refused.into_inner(), copied) {
+        (Some(e), _) => Err(CopyError::Plan(e)),
+        (None, copied) => copied.map_err(CopyError::Copy),
+    }
 }
 
 /// `vesta admin status`: the running redistribution and how far it got.

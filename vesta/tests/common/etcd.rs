@@ -74,6 +74,15 @@ fn healthy(port: u16) -> bool {
     body.contains("\"health\":\"true\"")
 }
 
+impl Etcd {
+    /// `kill -SIG` etcd, e.g. `STOP` (it keeps its connections but answers nothing) and `CONT`.
+    pub fn signal(&self, sig: &str) {
+        let status =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{sig} etcd failed");
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -82,7 +91,8 @@ impl Drop for Etcd {
 }
 
 pub fn admin(etcd: &Etcd, cluster: &str, args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_vesta"))
+    // The same binary as the processes the testkit starts (`VESTA_BIN` pins it).
+    let output = Command::new(vesta_testkit::vesta_bin())
         .args(["admin", "--etcd", &etcd.url, "--cluster", cluster])
         .args(args)
         .output()
