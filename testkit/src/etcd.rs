@@ -64,6 +64,13 @@ impl Etcd {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// `kill -SIG` etcd, e.g. `STOP` (it keeps its connections but answers nothing) and `CONT`.
+    pub fn signal(&self, sig: &str) {
+        let status =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{sig} etcd failed");
+    }
 }
 
 /// etcd's `GET /health` on the client port answers `{"health":"true"}` once it serves.

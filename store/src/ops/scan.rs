@@ -10,6 +10,9 @@ const MAX_PAGE: usize = 10_000;
 /// Keys examined per page beyond the page size (filtered-out keys still cost a visit); bounds how long
 /// one scan request can hold a worker when most keys are filtered out.
 const EXAMINE_SLACK: usize = 1_000;
+/// Bytes of keys and values per page, at most (plus one record): a page of large values must fit in one
+/// frame of the internal protocol, far below its 64 MiB limit, and never hold much memory at once.
+pub(crate) const MAX_PAGE_BYTES: usize = 4 << 20;
 
 impl StoreNode {
     /// One page of the live records (and dead ones within their grace period, when asked) of a shard
@@ -52,7 +55,7 @@ impl StoreNode {
         let budget = limit + EXAMINE_SLACK;
         let (now, grace) = (self.clock.wall_ms(), self.settings.grace_ms);
         let (mut entries, mut examined, mut last) = (Vec::new(), 0usize, None::<Vec<u8>>);
-        let mut bad = None;
+        let (mut bytes, mut bad) = (0usize, None);
         self.engine
             .scan(&start, &range_end, &mut |k, v| {
                 examined += 1;
@@ -67,24 +70,23 @@ impl StoreNode {
                     // Dead past the grace period: as good as purged.
                     Ok(rec) if rec.meta.purgeable_at(now, grace) => {}
                     Ok(rec) if !s.include_dead && !rec.meta.live_at(now) => {}
-                    Ok(rec) => entries.push(ScanEntry {
-                        shard,
-                        namespace,
-                        key: user_key,
-                        record: reply_copy(rec, s.want_values),
-                    }),
+                    Ok(rec) => {
+                        let record = reply_copy(rec, s.want_values);
+                        bytes += namespace.len() + user_key.len() + record.encoded_len();
+                        entries.push(ScanEntry { shard, namespace, key: user_key, record });
+                    }
                     Err(e) => {
                         bad = Some(e.to_string());
                         return false;
                     }
                 }
-                entries.len() < limit && examined < budget
+                entries.len() < limit && examined < budget && bytes < MAX_PAGE_BYTES
             })
             .map_err(crate::node::internal)?;
         if let Some(e) = bad {
             return Err(Reply::error(Status::Internal, e));
         }
-        let exhausted = entries.len() < limit && examined < budget;
+        let exhausted = entries.len() < limit && examined < budget && bytes < MAX_PAGE_BYTES;
         let next = if exhausted { None } else { last.map(Bytes::from) };
         Ok(ScanPage { entries, next })
     }

@@ -1,15 +1,13 @@
 use vesta_proto::{KeyRef, Reply, Scan, Status, Transfer, Transferred};
 
-use crate::key;
 use crate::metrics as m;
-
-/// Bytes of records per page, at most (plus one record).
-const MAX_PAGE_BYTES: u64 = 4 << 20;
 use crate::node::{not_owner, StoreNode};
 
 impl StoreNode {
     /// Copies one page of a shard — live records and dead ones within their grace period, so that a
-    /// delete or an expiry moves too — to another node, and says where the page ended. Pages are driven, paced and checkpointed by the caller.
+    /// delete or an expiry moves too — to another node, and says where the page ended. A page is bounded
+    /// in bytes as well as in records (see `scan_page`), so it always fits in one frame. Pages are
+    /// driven, paced and checkpointed by the caller.
     pub(crate) async fn transfer(&self, t: Transfer) -> Result<Transferred, Reply> {
         if t.shard >= self.settings.shards {
             return Err(Reply::error(Status::BadRequest, format!("no shard {}", t.shard)));
@@ -26,23 +24,16 @@ impl StoreNode {
             include_dead: true,
             want_values: true,
         };
-        let mut page = self.scan_page(scan, false)?;
-        // A page of large values is cut short so that it fits in one frame; it resumes after the last
-        // record sent.
+        let page = self.scan_page(scan, false)?;
         let mut bytes = 0u64;
-        let mut items = Vec::with_capacity(page.entries.len());
-        let total = page.entries.len();
-        for (i, e) in page.entries.into_iter().enumerate() {
-            bytes += (e.namespace.len() + e.key.len() + e.record.value.len()) as u64;
-            let full = bytes >= MAX_PAGE_BYTES && i + 1 < total;
-            if full {
-                page.next = Some(key::encode(e.shard, &e.namespace, &e.key).into());
-            }
-            items.push((KeyRef { shard: e.shard, namespace: e.namespace, key: e.key }, e.record));
-            if full {
-                break;
-            }
-        }
+        let items: Vec<_> = page
+            .entries
+            .into_iter()
+            .map(|e| {
+                bytes += (e.namespace.len() + e.key.len() + e.record.value.len()) as u64;
+                (KeyRef { shard: e.shard, namespace: e.namespace, key: e.key }, e.record)
+            })
+            .collect();
         let keys = items.len() as u64;
         if !items.is_empty() {
             if let Err(e) = self.peers.send(&t.target, self.next_request_id(), items).await {

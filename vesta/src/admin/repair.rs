@@ -48,8 +48,9 @@ pub async fn repair_zone(
     let nodes = Nodes::default();
     let addr = |name: &str| state.spec.node_addr(name).map(str::to_string).ok_or_else(|| format!("no node {name}"));
     let zone_spec = state.spec.zone(zone).ok_or_else(|| format!("no zone {zone:?} in the cluster"))?;
-    // The zone's nodes, and which of them need a full repair.
-    let mut full = BTreeSet::new();
+    // The zone's nodes, and which of them need a full repair. A node that does not answer is left for
+    // later: it serves nothing meanwhile, and when it starts it checks for itself how long it was away.
+    let (mut full, mut absent) = (BTreeSet::new(), BTreeSet::new());
     for n in &zone_spec.nodes {
         match nodes.ping(&n.addr, PING_TIMEOUT).await {
             Some(pong) if force_full || needs_full_repair(&pong) => {
@@ -61,7 +62,13 @@ pub async fn repair_zone(
                 full.insert(n.name.clone());
             }
             Some(_) => {}
-            None => return Err(format!("{} at {} does not answer: start it first", n.name, n.addr)),
+            None => {
+                eprintln!(
+                    "warning: {} at {} does not answer: not repaired now (run `vesta admin repair {zone}` once it runs)",
+                    n.name, n.addr
+                );
+                absent.insert(n.name.clone());
+            }
         }
     }
     // Replicas that can give copies: in zones in service, answering now.
@@ -82,6 +89,9 @@ pub async fn repair_zone(
         let Some(&(_, target)) = group.iter().find(|(z, _)| *z == zone) else {
             return Err(format!("no zone {zone:?} in the shard map"));
         };
+        if absent.contains(target) {
+            continue;
+        }
         let others: Vec<(&str, &str)> = group.iter().copied().filter(|(z, _)| *z != zone).collect();
         let sources: Vec<String> =
             others.iter().filter(|(_, n)| up.contains(*n)).map(|(_, n)| addr(n)).collect::<Result<_, _>>()?;
