@@ -210,7 +210,7 @@ async fn final_reads(
                     },
                 };
                 let invoked = shared.recorder.now_us();
-                let reply = match c.send(&[cmd.args.clone()]).await {
+                let reply = match c.send(std::slice::from_ref(&cmd.args)).await {
                     Ok(()) => c.read(workload::REPLY_TIMEOUT).await.ok(),
                     Err(_) => None,
                 };

@@ -137,8 +137,7 @@ pub async fn client(id: usize, addr: SocketAddr, seed: u64, shared: Arc<Shared>)
         };
         let hold = shared.slow[id].swap(0, Ordering::Relaxed);
         let batch = if hold > 0 { 8 } else { 1 };
-        let commands: Vec<(Command, Option<(Vec<u8>, Fate)>)> =
-            (0..batch).map(|_| next_command(&mut state, &mut rng)).collect();
+        let commands: Vec<Planned> = (0..batch).map(|_| next_command(&mut state, &mut rng)).collect();
         let invoked = shared.recorder.now_us();
         let sent = c.send(&commands.iter().map(|(cmd, _)| cmd.args.clone()).collect::<Vec<_>>()).await;
         if hold > 0 {
@@ -221,8 +220,11 @@ struct ClientState {
     to_delete: Option<Vec<u8>>,
 }
 
-/// The next command of a client, with the fate its key will have if it is acknowledged.
-fn next_command(state: &mut ClientState, rng: &mut StdRng) -> (Command, Option<(Vec<u8>, Fate)>) {
+/// A command, and the fate its key will have if it is acknowledged (when it has a known one).
+type Planned = (Command, Option<(Vec<u8>, Fate)>);
+
+/// The next command of a client.
+fn next_command(state: &mut ClientState, rng: &mut StdRng) -> Planned {
     state.seq += 1;
     let (id, seq) = (state.id, state.seq);
     // Integers, unique per client and command, so that INCR works on any value and every write is told
