@@ -136,6 +136,8 @@ pub struct Coordinator {
     hlc: Hlc,
     ids: RequestIds,
     queue: KeyQueue,
+    /// When a clock-skew refusal was last logged (monotonic ms; 0 = never).
+    skew_logged_ms: AtomicU64,
 }
 
 impl Coordinator {
@@ -159,6 +161,7 @@ impl Coordinator {
             hlc: Hlc::default(),
             ids,
             queue: KeyQueue::default(),
+            skew_logged_ms: AtomicU64::new(0),
         })
     }
 

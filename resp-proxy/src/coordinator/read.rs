@@ -106,8 +106,7 @@ impl Coordinator {
         }
         // Expiry is judged by this proxy's clock: it must agree with the nodes'.
         if let Err(skew) = self.check_clock(sent_wall, self.now_ms(), &walls) {
-            metrics::counter!(m::CLOCK_SKEW).increment(1);
-            tracing::error!(skew = %skew, "refusing to read: clocks disagree");
+            self.report_clock_skew("read", &skew);
             return Err(Failed::Final(CoordError::ClockSkew(skew)));
         }
         let newest = newest(copies.iter().map(|(_, c)| c)).cloned();

@@ -289,9 +289,24 @@ impl Coordinator {
     }
 
     pub(super) fn clock_skew(&self, what: String) -> Failed {
-        metrics::counter!(m::CLOCK_SKEW).increment(1);
-        tracing::error!(skew = %what, "refusing to write: clocks disagree");
+        self.report_clock_skew("write", &what);
         Failed::Final(CoordError::ClockSkew(what))
+    }
+
+    /// Counts a refusal for clock skew, and logs it — at most every few seconds: a proxy off by seconds
+    /// refuses every command, and one line per command would bury everything else.
+    pub(super) fn report_clock_skew(&self, what: &'static str, skew: &str) {
+        metrics::counter!(m::CLOCK_SKEW).increment(1);
+        let now = self.clock.mono_ms();
+        let last = self.skew_logged_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 5_000)
+            && self
+                .skew_logged_ms
+                .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(skew = %skew, "refusing to {what}: clocks disagree (see vesta_proxy_clock_skew_refusals_total)");
+        }
     }
 
     /// The record a write leaves: the next version after the newest copy, stamped with `hlc`. A delete
