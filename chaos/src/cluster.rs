@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use vesta_testkit::etcd::Etcd;
 use vesta_testkit::{free_port, vesta_bin, Proc};
@@ -86,17 +85,7 @@ impl Cluster {
 
     /// Runs `vesta admin ARGS` against the cluster's etcd.
     pub fn admin(&self, args: &[&str]) -> Result<String, ClusterError> {
-        let output = Command::new(vesta_bin())
-            .args(["admin", "--etcd", &self.etcd.url, "--cluster", &self.name])
-            .args(args)
-            .output()
-            .map_err(|e| ClusterError::Start(format!("run vesta admin: {e}")))?;
-        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        if output.status.success() {
-            Ok(text)
-        } else {
-            Err(ClusterError::Admin { args: args.join(" "), output: text })
-        }
+        admin(&self.etcd.url, &self.name, args)
     }
 
     /// Starts (or restarts, on its old port and data) a store node, retrying while its port is still
@@ -126,7 +115,7 @@ impl Cluster {
             "--drop-grace-ms",
             "2000",
         ];
-        store.proc = Some(spawn_retrying(node, &args)?);
+        store.proc = Some(Proc::spawn_retrying(node, &args).map_err(ClusterError::Start)?);
         store.stopped = false;
         Ok(())
     }
@@ -149,7 +138,7 @@ impl Cluster {
             "--clock-offset-ms",
             &offset,
         ];
-        proxy.proc = Some(spawn_retrying(&format!("proxy{i}"), &args)?);
+        proxy.proc = Some(Proc::spawn_retrying(&format!("proxy{i}"), &args).map_err(ClusterError::Start)?);
         Ok(())
     }
 
@@ -204,16 +193,17 @@ impl Cluster {
     }
 }
 
-fn spawn_retrying(name: &str, args: &[&str]) -> Result<Proc, ClusterError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Proc::spawn(name, args) {
-            Ok(proc) => return Ok(proc),
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("{name}: start failed, retrying: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => return Err(ClusterError::Start(e)),
-        }
+/// Runs `vesta admin ARGS` against the cluster `cluster` in the etcd at `etcd`; its output.
+pub fn admin(etcd: &str, cluster: &str, args: &[&str]) -> Result<String, ClusterError> {
+    let output = Command::new(vesta_bin())
+        .args(["admin", "--etcd", etcd, "--cluster", cluster])
+        .args(args)
+        .output()
+        .map_err(|e| ClusterError::Start(format!("run vesta admin: {e}")))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(ClusterError::Admin { args: args.join(" "), output: text })
     }
 }

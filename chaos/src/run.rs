@@ -170,16 +170,7 @@ pub fn run(schedule: &Schedule) -> Result<Outcome, RunError> {
 }
 
 fn add_node(etcd: &str, cluster: &str, spare: &str) -> Result<String, ClusterError> {
-    let output = std::process::Command::new(vesta_testkit::vesta_bin())
-        .args(["admin", "--etcd", etcd, "--cluster", cluster, "add-node", spare, "--max-rate-kb", "0"])
-        .output()
-        .map_err(|e| ClusterError::Start(format!("run vesta admin add-node: {e}")))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    if output.status.success() {
-        Ok(text)
-    } else {
-        Err(ClusterError::Admin { args: format!("add-node {spare}"), output: text })
-    }
+    crate::cluster::admin(etcd, cluster, &["add-node", spare, "--max-rate-kb", "0"])
 }
 
 /// Reads every key through every proxy given (recorded in the history as client 1000 + proxy), retrying

@@ -231,6 +231,22 @@ impl Proc {
         }
     }
 
+    /// [`Proc::spawn`], retried for up to 30 s: a process restarted on the port of one just killed may
+    /// find the port still held for a moment.
+    pub fn spawn_retrying(name: &str, args: &[&str]) -> Result<Proc, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Proc::spawn(name, args) {
+                Ok(proc) => return Ok(proc),
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("{name}: start failed, retrying: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
     }

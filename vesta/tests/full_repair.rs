@@ -7,14 +7,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::etcd::Etcd;
 use common::{call, int, Proc};
 use redis::Value;
 use vesta_proto::client::NodeConnection;
 use vesta_proto::{Pong, Request, Response};
-use vesta_testkit::etcd::Etcd;
 
 const GRACE_SECS: u64 = 2;
 
@@ -73,18 +73,7 @@ impl Cluster {
             "--grace-secs",
             &grace,
         ];
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let proc = loop {
-            match Proc::spawn(&name, &args) {
-                Ok(p) => break p,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("restart of {name} failed, retrying: {e}");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
-        self.stores[i].2 = Some(proc);
+        self.stores[i].2 = Some(Proc::spawn_retrying(&name, &args).unwrap_or_else(|e| panic!("{e}")));
     }
 
     fn kill_store(&mut self, i: usize) {
@@ -92,18 +81,7 @@ impl Cluster {
     }
 
     fn admin(&self, args: &[&str]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_vesta"))
-            .args(["admin", "--etcd", &self.etcd.url, "--cluster", "fr"])
-            .args(args)
-            .output()
-            .expect("run vesta admin");
-        eprintln!(
-            "$ vesta admin {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
+        common::etcd::admin(&self.etcd, "fr", args)
     }
 
     fn proxy_addr(&self) -> SocketAddr {

@@ -77,7 +77,9 @@ pub struct Cluster {
     store_flags: Vec<String>,
 }
 
-fn spawn_store(name: &str, dir: &Path, listen: &str, extra: &[String]) -> Result<Proc, String> {
+/// Starts a store node; `retry` keeps trying for a while (a restart on the port of the process just
+/// killed).
+fn spawn_store(name: &str, dir: &Path, listen: &str, extra: &[String], retry: bool) -> Result<Proc, String> {
     let dir = dir.to_str().expect("utf-8 temp dir");
     let shards = SHARDS.to_string();
     let mut args: Vec<&str> = vec![
@@ -100,7 +102,11 @@ fn spawn_store(name: &str, dir: &Path, listen: &str, extra: &[String]) -> Result
         "8",
     ];
     args.extend(extra.iter().map(String::as_str));
-    Proc::spawn(name, &args)
+    if retry {
+        Proc::spawn_retrying(name, &args)
+    } else {
+        Proc::spawn(name, &args)
+    }
 }
 
 impl Cluster {
@@ -117,7 +123,8 @@ impl Cluster {
         for zone in 1..=3 {
             let name = format!("zone{zone}");
             let dir = tempfile::tempdir().unwrap();
-            let proc = spawn_store(&name, dir.path(), "127.0.0.1:0", &store_flags).unwrap_or_else(|e| panic!("{e}"));
+            let proc =
+                spawn_store(&name, dir.path(), "127.0.0.1:0", &store_flags, false).unwrap_or_else(|e| panic!("{e}"));
             stores.push(StoreNode { name, dir, addr: proc.addr(), proc: Some(proc) });
         }
 
@@ -203,17 +210,8 @@ impl Cluster {
         assert!(self.stores[i].proc.is_none(), "store {i} is still running");
         let node = &self.stores[i];
         let listen = node.addr.to_string();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let proc = loop {
-            match spawn_store(&node.name, node.dir.path(), &listen, &self.store_flags) {
-                Ok(proc) => break proc,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("restart of {} failed, retrying: {e}", node.name);
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => panic!("restart of {}: {e}", node.name),
-            }
-        };
+        let proc = spawn_store(&node.name, node.dir.path(), &listen, &self.store_flags, true)
+            .unwrap_or_else(|e| panic!("restart of {}: {e}", node.name));
         assert_eq!(proc.addr(), node.addr, "restarted store must keep its port");
         self.stores[i].proc = Some(proc);
     }
