@@ -173,6 +173,9 @@ async fn a_node_restarted_after_the_grace_period_refuses_until_repaired() {
     assert!(why.contains("grace period"), "{why}");
     let refused = common::read_node(z3, b"0", b"deleted").await.unwrap_err();
     assert!(refused.contains("NeedsRepair"), "{refused}");
+    let show = String::from_utf8_lossy(&cluster.admin(&["show"]).stdout).into_owned();
+    assert!(show.contains("NEEDS A FULL REPAIR"), "{show}");
+    assert!(show.contains("under-replicated"), "{show}");
     // Reads and writes go on with zones 1 and 2 meanwhile.
     assert_eq!(served(&mut c, &["GET", "deleted"]).await, Value::Nil);
     assert!(cluster.admin(&["repair", "zone3"]).status.success());

@@ -311,7 +311,8 @@ type Health = Vec<(String, Option<Pong>)>;
 
 /// One line per shard (with a replica down, or every one): its storage group, zone by zone.
 fn print_shards(state: &ClusterState, health: &Health, every: bool) {
-    let up = |node: &str| health.iter().any(|(n, p)| n == node && p.is_some());
+    // A node that needs a full repair answers pings but serves nothing: not up for its shards.
+    let up = |node: &str| health.iter().any(|(n, p)| n == node && p.as_ref().is_some_and(|p| p.needs_repair.is_none()));
     for shard in 0..state.map.shards {
         let group = state.map.storage_group(shard);
         let live = group.iter().filter(|(_, node)| up(node)).count();
@@ -343,7 +344,7 @@ fn print_summary(spec: &ClusterSpec, map: &ShardMap, live: Option<(&ClusterState
     );
     let pong =
         |node: &str| live.and_then(|(_, health)| health.iter().find(|(n, _)| n == node)).and_then(|(_, p)| p.as_ref());
-    let is_up = |node: &str| live.is_none() || pong(node).is_some();
+    let is_up = |node: &str| live.is_none() || pong(node).is_some_and(|p| p.needs_repair.is_none());
     let registered = |node: &str| live.is_some_and(|(s, _)| s.alive.contains_key(node));
     for zone in &spec.zones {
         let state = live.and_then(|(s, _)| s.zones.get(&zone.name).copied()).unwrap_or(ZoneState::Up);
@@ -360,7 +361,12 @@ fn print_summary(spec: &ClusterSpec, map: &ShardMap, live: Option<(&ClusterState
                         (true, false) => ", registered",
                         (false, false) => ", not registered in etcd",
                     };
-                    format!("  up, map v{}{behind}{lease}", p.map_version)
+                    let repair = if p.needs_repair.is_some() {
+                        ", NEEDS A FULL REPAIR (away longer than the grace period; serves nothing)"
+                    } else {
+                        ""
+                    };
+                    format!("  up, map v{}{behind}{lease}{repair}", p.map_version)
                 }
                 (Some(_), None) if registered(&node.name) => {
                     "  DOWN (still registered in etcd: may serve until its lease expires)".to_string()
