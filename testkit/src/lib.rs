@@ -293,10 +293,30 @@ impl Proc {
     }
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port for a process to listen on soon (bound, then released). It is taken below the
+/// kernel's ephemeral range: a port from that range can be taken, before the process listens on it, as
+/// the local end of any outgoing connection — a proxy's to a store node, a client's — and the process
+/// then fails to start with `Address already in use` (it happened in a chaos schedule).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let high = ephemeral_start().filter(|&h| h > LOW + 1_000).unwrap_or(32_768);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let seed = std::process::id().wrapping_mul(2_654_435_761) ^ nanos;
+    for _ in 0..1_000 {
+        // Successive calls of one process walk a permutation of the range (7919 is prime, so coprime
+        // with any range size it does not divide), from a start that differs between processes.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + seed.wrapping_add(n.wrapping_mul(7_919)) % (high - LOW);
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind a loopback port").port()
+}
+
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`).
+fn ephemeral_start() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?.split_whitespace().next()?.parse().ok()
 }
