@@ -22,8 +22,9 @@ pub mod status;
 
 pub use frame::{Envelope, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use message::{
-    Abort, CloneRecords, Commit, CommitBatch, Condition, KeyRef, MarkDelete, Pong, Prepare, PrepareKind, Read,
-    RebuildStep, Repair, Reply, Request, Response, Scan, ScanEntry, ScanPage, Transfer, Transferred,
+    Abort, CloneRecords, Commit, CommitBatch, Condition, KeyRef, LogEntry, LogPage, MarkDelete, Pong, Prepare,
+    PrepareKind, Read, ReadLog, RebuildStep, Repair, Reply, Request, Response, Scan, ScanEntry, ScanPage, Transfer,
+    Transferred, TrimLog,
 };
 pub use record::{hlc_ms, Flags, Meta, Order, Record, RecordError, RequestId};
 pub use status::Status;

@@ -177,6 +177,51 @@ pub enum Request {
     Inventory,
     /// A full repair of a replica that was away longer than the grace period (see [`RebuildStep`]).
     Rebuild(RebuildStep),
+    /// Cross-site replication: the next page of a shard's change log.
+    ReadLog(ReadLog),
+    /// Cross-site replication: drop a shard's change-log entries every peer site has confirmed.
+    TrimLog(TrimLog),
+}
+
+/// One page of a shard's change log: the writes made in this site (committed with the node's configured
+/// origin), in the order of copies, as far as the log is *closed* — no entry can still appear at or below
+/// [`LogPage::closed_hlc`], so a reader that has consumed up to there never misses one. A page never goes
+/// past the closed timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadLog {
+    pub shard: u32,
+    /// Resume after this cursor (the `next` of the previous page); `None` starts at the oldest entry.
+    pub after: Option<Bytes>,
+    /// Maximum entries in the page (the node may cap it).
+    pub limit: u32,
+}
+
+/// Drop the change-log entries of `shard` stamped at or below `through` (an HLC). Idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrimLog {
+    pub shard: u32,
+    pub through: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub namespace: Bytes,
+    pub key: Bytes,
+    /// The record exactly as committed here (value included; a tombstone has none).
+    pub record: Record,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogPage {
+    pub entries: Vec<LogEntry>,
+    /// Where the next read resumes: after the last entry returned (the request's own `after` when the
+    /// page is empty).
+    pub next: Option<Bytes>,
+    /// The page stopped at its size limit, not at the closed timestamp: read again at once.
+    pub more: bool,
+    /// Every entry this node will ever log for the shard with an HLC at or below this one is in the log
+    /// now (or was trimmed).
+    pub closed_hlc: u64,
 }
 
 /// The steps of a full repair (`vesta admin repair ZONE --full`). A replica that was out of service for
@@ -210,6 +255,8 @@ impl Request {
             Request::Transfer(_) => "transfer",
             Request::Inventory => "inventory",
             Request::Rebuild(_) => "rebuild",
+            Request::ReadLog(_) => "read_log",
+            Request::TrimLog(_) => "trim_log",
         }
     }
 }
@@ -306,6 +353,7 @@ pub enum Response {
     Transferred(Transferred),
     /// `(shard, records)` for every shard with at least one record.
     Inventory(Vec<(u32, u64)>),
+    Log(LogPage),
 }
 
 impl Response {
@@ -313,7 +361,11 @@ impl Response {
     pub fn status(&self) -> Status {
         match self {
             Response::Reply(r) => r.status,
-            Response::Scan(_) | Response::Pong(_) | Response::Transferred(_) | Response::Inventory(_) => Status::Ok,
+            Response::Scan(_)
+            | Response::Pong(_)
+            | Response::Transferred(_)
+            | Response::Inventory(_)
+            | Response::Log(_) => Status::Ok,
         }
     }
 }

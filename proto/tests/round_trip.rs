@@ -104,6 +104,9 @@ fn arb_request() -> impl Strategy<Value = Request> {
             Just(RebuildStep::Finish)
         ]
         .prop_map(Request::Rebuild),
+        (any::<u32>(), proptest::option::of(arb_bytes(40)), any::<u32>())
+            .prop_map(|(shard, after, limit)| Request::ReadLog(ReadLog { shard, after, limit })),
+        any::<(u32, u64)>().prop_map(|(shard, through)| Request::TrimLog(TrimLog { shard, through })),
     ]
 }
 
@@ -155,6 +158,20 @@ fn arb_response() -> impl Strategy<Value = Response> {
         (any::<u64>(), any::<u64>(), proptest::option::of(arb_bytes(12)))
             .prop_map(|(keys, bytes, next)| Response::Transferred(Transferred { keys, bytes, next })),
         proptest::collection::vec((any::<u32>(), any::<u64>()), 0..4).prop_map(Response::Inventory),
+        (
+            proptest::collection::vec((arb_bytes(8), arb_bytes(16), arb_record()), 0..4),
+            proptest::option::of(arb_bytes(40)),
+            any::<(u64, bool)>()
+        )
+            .prop_map(|(entries, next, (closed_hlc, more))| Response::Log(LogPage {
+                entries: entries
+                    .into_iter()
+                    .map(|(namespace, key, record)| LogEntry { namespace, key, record })
+                    .collect(),
+                next,
+                more,
+                closed_hlc,
+            })),
     ]
 }
 

@@ -79,6 +79,11 @@ pub struct StoreConfig {
     /// Commits stamped (by their HLC) further than this ahead of this node's clock are refused: a proxy
     /// whose clock runs ahead must not drag every later write of the cluster with it.
     pub max_clock_drift_ms: u64,
+    /// Cross-site replication: this site's origin id (the proxies' `origin`). When set, every commit of
+    /// a write made in this site is also written to the shard's change log, in the same engine batch
+    /// (see `changelog.rs`); writes replicated from other sites carry their own origin and are not
+    /// logged again. Unset: no change log.
+    pub changelog_origin: Option<u32>,
     /// RocksDB block cache.
     pub block_cache_mb: usize,
     /// RocksDB memtable size (three may exist at once).
@@ -107,6 +112,7 @@ impl Default for StoreConfig {
             grace_secs: 24 * 3600,
             rejoin_check: true,
             max_clock_drift_ms: DEFAULT_MAX_CLOCK_DRIFT_MS,
+            changelog_origin: None,
             block_cache_mb: 256,
             write_buffer_mb: 64,
         }
@@ -238,6 +244,8 @@ pub struct StoreFlags {
     pub rejoin_check: Option<bool>,
     #[arg(long, env = "VESTA_STORE_MAX_CLOCK_DRIFT_MS")]
     pub max_clock_drift_ms: Option<u64>,
+    #[arg(long, env = "VESTA_STORE_CHANGELOG_ORIGIN")]
+    pub changelog_origin: Option<u32>,
     #[arg(long, env = "VESTA_STORE_BLOCK_CACHE_MB")]
     pub block_cache_mb: Option<usize>,
     #[arg(long, env = "VESTA_STORE_WRITE_BUFFER_MB")]
@@ -278,6 +286,9 @@ impl StoreFlags {
         );
         if self.metrics_listen.is_some() {
             c.metrics_listen = self.metrics_listen;
+        }
+        if self.changelog_origin.is_some() {
+            c.changelog_origin = self.changelog_origin;
         }
         c.validate()?;
         Ok(c)

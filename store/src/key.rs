@@ -9,7 +9,8 @@ use bytes::Bytes;
 pub const MAX_NAMESPACE: usize = u8::MAX as usize;
 
 /// Most shards a cluster may have: the 4-byte prefix `ff ff ff ff` is kept for the node's own records
-/// (when it was last in service, whether it is being rebuilt), outside every shard's range.
+/// (when it was last in service, whether it is being rebuilt: `ff ff ff ff 00`; the change log:
+/// `ff ff ff ff 01`, see `changelog.rs`), outside every shard's range.
 pub const MAX_SHARDS: u32 = u32::MAX - 1;
 
 /// The storage key of one of the node's own records.
@@ -18,6 +19,11 @@ pub fn node_meta(name: &[u8]) -> Vec<u8> {
     out.push(0);
     out.extend_from_slice(name);
     out
+}
+
+/// Whether a storage key is one of the node's own records rather than a shard's.
+pub fn is_node_own(raw: &[u8]) -> bool {
+    raw.starts_with(&[0xff; 4])
 }
 
 pub fn encode(shard: u32, namespace: &[u8], key: &[u8]) -> Vec<u8> {

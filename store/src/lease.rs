@@ -19,6 +19,9 @@ struct Lease {
     owner: RequestId,
     /// Monotonic ms.
     deadline: u64,
+    /// When the owner first took it (monotonic ms; kept when a retried prepare renews it): a write
+    /// committed under this lease is stamped no earlier than about then (see [`LeaseTable::oldest_grant`]).
+    granted: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +57,7 @@ impl LeaseTable {
         let deadline = now.saturating_add(lease_ms);
         match self.leases.entry(key.to_vec()) {
             Entry::Vacant(v) => {
-                v.insert(Lease { owner, deadline });
+                v.insert(Lease { owner, deadline, granted: now });
                 Acquire::Taken { reclaimed: false }
             }
             Entry::Occupied(mut o) => {
@@ -67,7 +70,7 @@ impl LeaseTable {
                 } else if held.deadline > now {
                     Acquire::HeldBy(held.owner)
                 } else {
-                    o.insert(Lease { owner, deadline });
+                    o.insert(Lease { owner, deadline, granted: now });
                     Acquire::Taken { reclaimed: true }
                 }
             }
@@ -128,6 +131,14 @@ impl LeaseTable {
     /// Whether any live lease (or commit in progress) is on a key `matches` selects.
     pub fn any_live(&self, now: u64, matches: impl Fn(&[u8]) -> bool) -> bool {
         self.leases.iter().any(|e| e.value().deadline > now && matches(e.key()))
+    }
+
+    /// When the oldest live lease (or commit in progress) on a key `matches` selects was granted, in
+    /// monotonic ms. A commit can only land under such a lease, so every write still to come on those
+    /// keys is stamped after its coordinator saw the grant — the change log's closed timestamp rests
+    /// on this.
+    pub fn oldest_grant(&self, now: u64, matches: impl Fn(&[u8]) -> bool) -> Option<u64> {
+        self.leases.iter().filter(|e| e.value().deadline > now && matches(e.key())).map(|e| e.value().granted).min()
     }
 
     pub fn is_empty(&self) -> bool {

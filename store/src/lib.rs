@@ -11,6 +11,7 @@
 // Operations fail with the `Reply` the client gets; it is returned, not propagated through deep stacks.
 #![allow(clippy::result_large_err)]
 
+mod changelog;
 pub mod config;
 pub mod engine;
 pub mod fence;

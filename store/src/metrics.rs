@@ -43,6 +43,10 @@ pub const CLOCK_AHEAD: &str = "vesta_store_clock_ahead_refusals_total";
 pub const FENCED: &str = "vesta_store_fenced";
 /// Prepares, reads and scans of a moving shard refused because the lease was not confirmed in time.
 pub const FENCED_REFUSALS: &str = "vesta_store_fenced_refusals_total";
+/// Change-log entries written (commits of this site's writes, for cross-site replication).
+pub const CHANGELOG_WRITTEN: &str = "vesta_store_changelog_entries_written_total";
+/// Change-log entries dropped because every peer site confirmed them.
+pub const CHANGELOG_TRIMMED: &str = "vesta_store_changelog_entries_trimmed_total";
 /// Records deleted because their shard moved away.
 pub const DROPPED_RECORDS: &str = "vesta_store_dropped_records_total";
 

@@ -46,6 +46,8 @@ pub struct NodeSettings {
     pub rejoin_check: bool,
     /// Commits stamped further than this ahead of the node's clock are refused.
     pub max_clock_drift_ms: u64,
+    /// Log the commits of records with this origin (this site's writes) for cross-site replication.
+    pub changelog_origin: Option<u32>,
 }
 
 impl NodeSettings {
@@ -60,6 +62,7 @@ impl NodeSettings {
             sync_writes: true,
             rejoin_check: true,
             max_clock_drift_ms: crate::config::DEFAULT_MAX_CLOCK_DRIFT_MS,
+            changelog_origin: None,
         }
     }
 }
@@ -111,6 +114,7 @@ impl StoreNode {
             sync_writes: config.sync == SyncPolicy::EveryWrite,
             rejoin_check: config.rejoin_check,
             max_clock_drift_ms: config.max_clock_drift_ms,
+            changelog_origin: config.changelog_origin,
         };
         Self::with_engine(settings, engine, Arc::new(SystemClock::default()))
     }
@@ -235,6 +239,11 @@ impl StoreNode {
                 Err(reply) => Response::Reply(reply),
             },
             Request::Rebuild(step) => Response::Reply(self.rebuild(step).await),
+            Request::ReadLog(r) => match self.read_log(r) {
+                Ok(page) => Response::Log(page),
+                Err(reply) => Response::Reply(reply),
+            },
+            Request::TrimLog(t) => Response::Reply(self.trim_log(t).await),
             Request::Ping => {
                 let ownership = self.ownership();
                 Response::Pong(Pong {
@@ -364,14 +373,35 @@ impl StoreNode {
     /// The mutation that writes `record` at `skey`. A tombstone carries no value, and the time of the
     /// delete as its `expires_at` (the coordinator sets it; a tombstone without one dies now), from which
     /// its grace period runs.
-    pub(crate) fn put(&self, skey: Vec<u8>, mut record: Record) -> Mutation {
+    pub(crate) fn put(&self, skey: Vec<u8>, record: Record) -> Mutation {
+        Mutation::Put { key: skey, value: self.as_stored(record).encode() }
+    }
+
+    fn as_stored(&self, mut record: Record) -> Record {
         if record.meta.flags.tombstone() {
             record.value = Default::default();
             if record.meta.expires_at == 0 {
                 record.meta.expires_at = self.clock.wall_ms();
             }
         }
-        Mutation::Put { key: skey, value: record.encode() }
+        record
+    }
+
+    /// The mutations of a commit of `record` at `skey`, added to `batch`: the record, and its change-log
+    /// entry when it is a write made in this site (see `changelog.rs`) — in one engine batch, so neither
+    /// lands without the other. Returns whether it was logged.
+    pub(crate) fn put_committed(&self, skey: Vec<u8>, record: Record, batch: &mut Vec<Mutation>) -> bool {
+        let record = self.as_stored(record);
+        let value = record.encode();
+        let logged = self.settings.changelog_origin == Some(record.meta.origin);
+        if logged {
+            if let Some((shard, _, _)) = key::decode(&skey) {
+                let log_key = crate::changelog::entry_key(shard, &record.meta.order(), &skey);
+                batch.push(Mutation::Put { key: log_key, value: value.clone() });
+            }
+        }
+        batch.push(Mutation::Put { key: skey, value });
+        logged
     }
 
     /// Why a record stamped `hlc` must not be committed here: its timestamp is further ahead of this

@@ -52,6 +52,11 @@ on_both_engines!(
     prepare_grants_a_lease_and_tells_the_time,
     a_node_away_longer_than_the_grace_serves_nothing_until_rebuilt,
     a_restart_after_the_grace_needs_a_rebuild,
+    the_change_log_holds_exactly_this_sites_commits,
+    the_change_log_is_read_only_up_to_its_closed_timestamp,
+    the_change_log_pages_resume_and_trim,
+    the_change_log_keeps_dead_copies_past_the_grace,
+    no_change_log_unless_configured,
 );
 
 async fn prepare_on_absent_record(h: Harness) {
@@ -642,4 +647,137 @@ async fn scan_pages_are_bounded_in_bytes(h: Harness) {
     }
     assert_eq!(seen, 5);
     assert!(pages >= 3, "{pages} pages");
+}
+
+/// The change log for cross-site replication, on a node of site 1.
+fn logging(h: Harness) -> Harness {
+    h.with_settings(|s| s.changelog_origin = Some(1))
+}
+
+/// Every entry of a shard's log that is closed now, in order, following `more`.
+async fn log_of(h: &Harness, shard: u32) -> Vec<(String, Record)> {
+    let (mut out, mut after) = (Vec::new(), None);
+    loop {
+        let Response::Log(page) = h.call(Request::ReadLog(ReadLog { shard, after: after.clone(), limit: 2 })).await
+        else {
+            panic!("read_log")
+        };
+        out.extend(page.entries.into_iter().map(|e| (String::from_utf8(e.key.to_vec()).unwrap(), e.record)));
+        after = page.next;
+        if !page.more {
+            return out;
+        }
+    }
+}
+
+fn with_origin(mut r: Record, origin: u32) -> Record {
+    r.meta.origin = origin;
+    r
+}
+
+/// Commits of records made in this site are logged (single and batch), in the order of copies; a
+/// copy replicated from another site, a repair, a refused or repeated commit are not.
+async fn the_change_log_holds_exactly_this_sites_commits(h: Harness) {
+    let h = logging(h);
+    let shard = target("{s}a").shard;
+    h.write(1, "{s}b", 30, "b1", 0).await;
+    h.write(2, "{s}a", 20, "a1", 0).await;
+    assert!(h.prepare(3, "{s}c", PrepareKind::Set).await.status.holds_lease());
+    assert_eq!(h.commit(3, "{s}c", with_origin(record(3, 40, "from site 2", 0), 2)).await.status, Status::Ok);
+    assert_eq!(h.repair(4, "{s}d", record(4, 50, "repaired", 0)).await.status, Status::Ok);
+    for k in ["{s}a", "{s}e"] {
+        assert!(h.prepare(5, k, PrepareKind::Set).await.status.holds_lease());
+    }
+    let batch = CommitBatch {
+        req: RequestId(5),
+        items: vec![(target("{s}a"), record(5, 60, "a2", 0)), (target("{s}e"), record(5, 60, "e1", 0))],
+    };
+    assert_eq!(h.reply(Request::CommitBatch(batch.clone())).await.status, Status::Ok);
+    assert_eq!(h.reply(Request::CommitBatch(batch)).await.status, Status::AlreadyDone);
+    // A commit refused for a newer copy logs nothing.
+    assert!(h.prepare(6, "{s}b", PrepareKind::Set).await.status.holds_lease());
+    assert_eq!(h.commit(6, "{s}b", record(6, 10, "older", 0)).await.status, Status::ConditionFailed);
+    let log = log_of(&h, shard).await;
+    let seen: Vec<(&str, u64, &[u8])> = log.iter().map(|(k, r)| (k.as_str(), r.meta.hlc, r.value.as_ref())).collect();
+    assert_eq!(
+        seen,
+        [("{s}a", 20, &b"a1"[..]), ("{s}b", 30, b"b1"), ("{s}a", 60, b"a2"), ("{s}e", 60, b"e1")],
+        "this site's commits, in the order of copies"
+    );
+    assert_eq!(log[0].1.meta.last_writer, RequestId(2), "stamped with the writing request");
+}
+
+/// While a prepare's lease is live, its commit may still be logged with a timestamp from about when it
+/// was granted: the log is closed below that (less twice the drift bound), and reads stop there.
+async fn the_change_log_is_read_only_up_to_its_closed_timestamp(h: Harness) {
+    let h = logging(h);
+    let shard = target("{c}x").shard;
+    let hlc_at = |ms: u64| ms << vesta_proto::record::HLC_LOGICAL_BITS;
+    let read = |h: &Harness| {
+        let request = Request::ReadLog(ReadLog { shard, after: None, limit: 100 });
+        let node = h.node.clone();
+        async move {
+            match node.handle(request).await {
+                Response::Log(page) => page,
+                other => panic!("read_log: {other:?}"),
+            }
+        }
+    };
+    let granted = h.now();
+    assert!(h.prepare(1, "{c}x", PrepareKind::Set).await.status.holds_lease());
+    h.clock.advance(300);
+    let page = read(&h).await;
+    assert!(page.closed_hlc < hlc_at(granted - 200), "closed below the live lease's grant: {page:?}");
+    assert!(page.closed_hlc >= hlc_at(granted - 202));
+    // The commit is stamped at the decision, after the grant; it is not readable until the log closes
+    // above it.
+    assert_eq!(h.commit(1, "{c}x", record(1, hlc_at(granted + 250), "v", 0)).await.status, Status::Ok);
+    let page = read(&h).await;
+    assert!(page.entries.is_empty() && !page.more, "above the closed timestamp: {page:?}");
+    h.clock.advance(500);
+    let page = read(&h).await;
+    assert_eq!(page.entries.len(), 1, "closed past it once no lease holds it back: {page:?}");
+    assert!(page.closed_hlc >= hlc_at(granted + 250));
+}
+
+async fn the_change_log_pages_resume_and_trim(h: Harness) {
+    let h = logging(h);
+    let shard = target("{p}0").shard;
+    for i in 0..7u128 {
+        h.write(i + 1, &format!("{{p}}{i}"), 100 + i as u64, "v", 0).await;
+    }
+    let all = log_of(&h, shard).await;
+    assert_eq!(all.iter().map(|(_, r)| r.meta.hlc).collect::<Vec<_>>(), (100..107).collect::<Vec<_>>());
+    let trim = |through| Request::TrimLog(TrimLog { shard, through });
+    assert_eq!(h.reply(trim(103)).await.status, Status::Ok);
+    assert_eq!(h.reply(trim(103)).await.status, Status::Ok, "idempotent");
+    let rest = log_of(&h, shard).await;
+    assert_eq!(rest.iter().map(|(_, r)| r.meta.hlc).collect::<Vec<_>>(), [104, 105, 106]);
+    assert_eq!(h.read("{p}0").await.status, Status::Ok, "trimming the log leaves the records alone");
+    let bad = Request::ReadLog(ReadLog { shard, after: Some(Bytes::from_static(b"\x00\x00")), limit: 1 });
+    assert_eq!(h.reply(bad).await.status, Status::BadRequest);
+    assert_eq!(h.reply(Request::TrimLog(TrimLog { shard: SHARDS, through: 1 })).await.status, Status::BadRequest);
+}
+
+/// A delete and an expiry must reach the other sites however long they wait: the engines' purge of
+/// long-dead copies leaves the log alone.
+async fn the_change_log_keeps_dead_copies_past_the_grace(h: Harness) {
+    let h = logging(h);
+    let long_ago = real_now_ms() - 10 * GRACE_MS;
+    h.write(1, "gone", 5, "v", long_ago).await;
+    h.purge();
+    assert_eq!(h.read("gone").await.status, Status::Absent);
+    let log = log_of(&h, target("gone").shard).await;
+    assert_eq!(log.len(), 1, "the expired write is still in the log");
+    assert_eq!(log[0].1.meta.expires_at, long_ago);
+}
+
+async fn no_change_log_unless_configured(h: Harness) {
+    h.write(1, "k", 5, "v", 0).await;
+    let shard = target("k").shard;
+    let r = h.reply(Request::ReadLog(ReadLog { shard, after: None, limit: 10 })).await;
+    assert_eq!(r.status, Status::BadRequest);
+    assert!(r.message.contains("changelog_origin"), "{}", r.message);
+    let h = logging(h);
+    assert!(log_of(&h, shard).await.is_empty(), "nothing was logged before");
 }

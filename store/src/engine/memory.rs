@@ -57,7 +57,7 @@ impl Engine for MemoryEngine {
     fn purge_dead(&self, now_ms: u64, grace_ms: u64) -> Result<u64, EngineError> {
         let mut map = self.map.write();
         let before = map.len();
-        map.retain(|_, v| !purgeable(v, now_ms, grace_ms));
+        map.retain(|k, v| !purgeable(k, v, now_ms, grace_ms));
         Ok((before - map.len()) as u64)
     }
 

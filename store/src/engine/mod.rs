@@ -60,7 +60,10 @@ pub trait Engine: Send + Sync + 'static {
 }
 
 /// Whether a stored value is a record that may be purged at `now_ms` (both engines' rule). Bytes that do
-/// not parse as a record are kept: never destroy what is not understood.
-pub(crate) fn purgeable(raw_record: &[u8], now_ms: u64, grace_ms: u64) -> bool {
-    matches!(vesta_proto::Record::peek_expires_at(raw_record), Some(exp) if vesta_proto::record::purgeable(exp, now_ms, grace_ms))
+/// not parse as a record are kept: never destroy what is not understood. The node's own records are
+/// never purged here: the change log holds copies of records, dead ones too, until every peer site
+/// has them.
+pub(crate) fn purgeable(key: &[u8], raw_record: &[u8], now_ms: u64, grace_ms: u64) -> bool {
+    !crate::key::is_node_own(key)
+        && matches!(vesta_proto::Record::peek_expires_at(raw_record), Some(exp) if vesta_proto::record::purgeable(exp, now_ms, grace_ms))
 }

@@ -80,8 +80,8 @@ impl RocksEngine {
 
         // Records dead for longer than the grace period vanish as their files are compacted.
         let grace_ms = o.grace_ms;
-        opts.set_compaction_filter("vesta-expiry", move |_level, _key, value| {
-            if purgeable(value, now_ms(), grace_ms) {
+        opts.set_compaction_filter("vesta-expiry", move |_level, key, value| {
+            if purgeable(key, value, now_ms(), grace_ms) {
                 Decision::Remove
             } else {
                 Decision::Keep

@@ -54,8 +54,15 @@ impl StoreNode {
             }
             Ok(_) => {}
         }
-        match self.store(skey, record, &mut pinned).await {
-            Ok(()) => Reply::status(Status::Ok),
+        let mut batch = Vec::with_capacity(2);
+        let logged = self.put_committed(skey, record, &mut batch);
+        match self.store_all(batch, &mut pinned).await {
+            Ok(()) => {
+                if logged {
+                    metrics::counter!(m::CHANGELOG_WRITTEN).increment(1);
+                }
+                Reply::status(Status::Ok)
+            }
             Err(reply) => reply,
         }
     }

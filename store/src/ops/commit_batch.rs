@@ -51,7 +51,7 @@ impl StoreNode {
                 Reply::error(Status::NoLease, "a key of the batch is no longer under this request's lease")
             };
         }
-        let mut batch = Vec::with_capacity(skeys.len());
+        let (mut batch, mut logged) = (Vec::with_capacity(skeys.len()), 0u64);
         for (skey, (_, mut record)) in skeys.iter().zip(c.items) {
             if let Some(refusal) = self.too_far_ahead(record.meta.hlc) {
                 metrics::counter!(m::CLOCK_AHEAD).increment(1);
@@ -66,10 +66,13 @@ impl StoreNode {
                 }
                 Ok(_) => {}
             }
-            batch.push(self.put(skey.clone(), record));
+            logged += self.put_committed(skey.clone(), record, &mut batch) as u64;
         }
         match self.store_all(batch, &mut pinned).await {
-            Ok(()) => Reply::status(Status::Ok),
+            Ok(()) => {
+                metrics::counter!(m::CHANGELOG_WRITTEN).increment(logged);
+                Reply::status(Status::Ok)
+            }
             Err(reply) => reply,
         }
     }

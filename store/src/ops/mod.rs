@@ -10,10 +10,12 @@ mod inventory;
 mod mark_delete;
 mod prepare;
 mod read;
+mod read_log;
 mod rebuild;
 mod repair;
-mod scan;
+pub(crate) mod scan;
 mod transfer;
+mod trim_log;
 
 use vesta_proto::Record;
 
