@@ -19,15 +19,7 @@ impl StoreNode {
         // timestamp taken later, but never below this one.
         let closed_hlc = self.closed_hlc(r.shard);
         let (first, end) = changelog::shard_range(r.shard);
-        let start = match &r.after {
-            Some(cursor) if cursor.as_ref() >= first.as_slice() && cursor.as_ref() < end.as_slice() => {
-                let mut k = cursor.to_vec();
-                k.push(0);
-                k
-            }
-            Some(_) => return Err(Reply::error(Status::BadRequest, "log cursor outside the shard's log")),
-            None => first,
-        };
+        let start = crate::ops::resume_after(r.after.as_deref(), first, &end, "change-log")?;
         let limit = (r.limit as usize).clamp(1, MAX_PAGE);
         let (mut entries, mut bytes, mut last, mut full, mut bad) = (Vec::new(), 0usize, None, false, None);
         self.engine

@@ -41,16 +41,7 @@ impl StoreNode {
         }
         let range_start = key::shard_start(s.shard_from as u64);
         let range_end = key::shard_start(s.shard_to as u64);
-        let start = match &s.after {
-            Some(cursor) if cursor.as_ref() >= range_start.as_slice() && cursor.as_ref() < range_end.as_slice() => {
-                // The smallest key strictly after the cursor.
-                let mut k = cursor.to_vec();
-                k.push(0);
-                k
-            }
-            Some(_) => return Err(Reply::error(Status::BadRequest, "scan cursor outside the shard range")),
-            None => range_start,
-        };
+        let start = crate::ops::resume_after(s.after.as_deref(), range_start, &range_end, "scan")?;
         let limit = (s.limit as usize).clamp(1, MAX_PAGE);
         let budget = limit + EXAMINE_SLACK;
         let (now, grace) = (self.clock.wall_ms(), self.settings.grace_ms);
