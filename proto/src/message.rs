@@ -190,8 +190,12 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadLog {
     pub shard: u32,
-    /// Resume after this cursor (the `next` of the previous page); `None` starts at the oldest entry.
+    /// Resume after this cursor (the `next` of the previous page); `None` starts at the first entry
+    /// stamped at or after `since_hlc`.
     pub after: Option<Bytes>,
+    /// Where a read without a cursor starts (0: the oldest entry) — a sender taking a shard over from
+    /// another resumes from the timestamp the peer site confirmed, on whichever replica it reads.
+    pub since_hlc: u64,
     /// Maximum entries in the page (the node may cap it).
     pub limit: u32,
 }

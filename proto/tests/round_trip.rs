@@ -104,8 +104,9 @@ fn arb_request() -> impl Strategy<Value = Request> {
             Just(RebuildStep::Finish)
         ]
         .prop_map(Request::Rebuild),
-        (any::<u32>(), proptest::option::of(arb_bytes(40)), any::<u32>())
-            .prop_map(|(shard, after, limit)| Request::ReadLog(ReadLog { shard, after, limit })),
+        (any::<u32>(), proptest::option::of(arb_bytes(40)), any::<(u64, u32)>()).prop_map(
+            |(shard, after, (since_hlc, limit))| Request::ReadLog(ReadLog { shard, after, since_hlc, limit })
+        ),
         any::<(u32, u64)>().prop_map(|(shard, through)| Request::TrimLog(TrimLog { shard, through })),
     ]
 }

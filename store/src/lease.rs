@@ -100,6 +100,11 @@ impl LeaseTable {
         }
     }
 
+    /// When `owner` was granted its lease on `key` (monotonic ms), if it holds it.
+    pub fn granted(&self, key: &[u8], owner: RequestId) -> Option<u64> {
+        self.leases.get(key).filter(|l| l.owner == owner).map(|l| l.granted)
+    }
+
     /// Releases `owner`'s lease; false when `owner` did not hold it (never releases another's).
     pub fn release(&self, key: &[u8], owner: RequestId) -> bool {
         self.leases.remove_if(key, |_, l| l.owner == owner).is_some()

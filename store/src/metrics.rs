@@ -37,6 +37,9 @@ pub const NEEDS_REPAIR: &str = "vesta_store_needs_repair";
 pub const NEEDS_REPAIR_REFUSALS: &str = "vesta_store_needs_repair_refusals_total";
 /// Commits refused because a newer copy was already there (a late prepare's commit).
 pub const STALE_COMMITS: &str = "vesta_store_stale_commits_refused_total";
+/// With the change log on: commits refused because they are stamped earlier than their lease was
+/// granted, beyond the clock-drift bound (they could slip below the log's closed timestamp).
+pub const CLOCK_BEHIND: &str = "vesta_store_clock_behind_refusals_total";
 /// Commits refused because their timestamp is too far ahead of this node's clock.
 pub const CLOCK_AHEAD: &str = "vesta_store_clock_ahead_refusals_total";
 /// 1 while the node cannot confirm its ownership lease with etcd (it refuses the shards it is moving).

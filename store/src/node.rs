@@ -421,6 +421,32 @@ impl StoreNode {
         })
     }
 
+    /// With the change log on: why `record`, committed under `req`'s lease on `skey`, must not be. The
+    /// log's closed timestamp (`changelog.rs`) assumes that a commit is stamped no earlier than its lease
+    /// was granted, less twice the drift bound; a record stamped earlier (a proxy whose clock is off
+    /// beyond the bound) could land below a closed timestamp already given to a replication reader, and
+    /// never reach the other sites. Refused instead: a loud failure, not a silent gap.
+    pub(crate) fn stamped_before_lease(&self, skey: &[u8], req: RequestId, record: &Record) -> Option<Reply> {
+        if self.settings.changelog_origin != Some(record.meta.origin) {
+            return None;
+        }
+        let granted = self.leases.granted(skey, req)?;
+        let granted_wall = self.clock.wall_ms().saturating_sub(self.clock.mono_ms().saturating_sub(granted));
+        let floor = granted_wall.saturating_sub(2 * self.settings.max_clock_drift_ms);
+        let stamped = vesta_proto::hlc_ms(record.meta.hlc);
+        (stamped < floor).then(|| {
+            Reply::error(
+                Status::BadRequest,
+                format!(
+                    "the write is stamped {} ms before this node granted its lease (max_clock_drift_ms = {}): \
+                     check the clocks of the proxies",
+                    granted_wall - stamped,
+                    self.settings.max_clock_drift_ms
+                ),
+            )
+        })
+    }
+
     /// Periodic upkeep: reap abandoned leases, purge long-dead records from the memory engine, note that
     /// the node is in service, publish engine figures.
     pub fn spawn_housekeeping(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {

@@ -57,6 +57,7 @@ on_both_engines!(
     the_change_log_pages_resume_and_trim,
     the_change_log_keeps_dead_copies_past_the_grace,
     no_change_log_unless_configured,
+    a_commit_stamped_before_its_lease_is_refused_with_the_change_log_on,
 );
 
 async fn prepare_on_absent_record(h: Harness) {
@@ -654,11 +655,14 @@ fn logging(h: Harness) -> Harness {
     h.with_settings(|s| s.changelog_origin = Some(1))
 }
 
-/// Every entry of a shard's log that is closed now, in order, following `more`.
+/// Every entry of a shard's log, in order, following `more` — after a second has passed, so that the
+/// log has closed past everything written so far.
 async fn log_of(h: &Harness, shard: u32) -> Vec<(String, Record)> {
+    h.clock.advance(1_000);
     let (mut out, mut after) = (Vec::new(), None);
     loop {
-        let Response::Log(page) = h.call(Request::ReadLog(ReadLog { shard, after: after.clone(), limit: 2 })).await
+        let Response::Log(page) =
+            h.call(Request::ReadLog(ReadLog { shard, after: after.clone(), since_hlc: 0, limit: 2 })).await
         else {
             panic!("read_log")
         };
@@ -668,6 +672,13 @@ async fn log_of(h: &Harness, shard: u32) -> Vec<(String, Record)> {
             return out;
         }
     }
+}
+
+/// HLC timestamps of the node's present (`n` logical ticks on): with the change log on, a commit must
+/// be stamped no earlier than its lease was granted (less the drift bound).
+fn stamp(h: &Harness) -> impl Fn(u64) -> u64 {
+    let base = h.now() << vesta_proto::record::HLC_LOGICAL_BITS;
+    move |n| base + n
 }
 
 fn with_origin(mut r: Record, origin: u32) -> Record {
@@ -680,28 +691,29 @@ fn with_origin(mut r: Record, origin: u32) -> Record {
 async fn the_change_log_holds_exactly_this_sites_commits(h: Harness) {
     let h = logging(h);
     let shard = target("{s}a").shard;
-    h.write(1, "{s}b", 30, "b1", 0).await;
-    h.write(2, "{s}a", 20, "a1", 0).await;
+    let t = stamp(&h);
+    h.write(1, "{s}b", t(30), "b1", 0).await;
+    h.write(2, "{s}a", t(20), "a1", 0).await;
     assert!(h.prepare(3, "{s}c", PrepareKind::Set).await.status.holds_lease());
-    assert_eq!(h.commit(3, "{s}c", with_origin(record(3, 40, "from site 2", 0), 2)).await.status, Status::Ok);
-    assert_eq!(h.repair(4, "{s}d", record(4, 50, "repaired", 0)).await.status, Status::Ok);
+    assert_eq!(h.commit(3, "{s}c", with_origin(record(3, t(40), "from site 2", 0), 2)).await.status, Status::Ok);
+    assert_eq!(h.repair(4, "{s}d", record(4, t(50), "repaired", 0)).await.status, Status::Ok);
     for k in ["{s}a", "{s}e"] {
         assert!(h.prepare(5, k, PrepareKind::Set).await.status.holds_lease());
     }
     let batch = CommitBatch {
         req: RequestId(5),
-        items: vec![(target("{s}a"), record(5, 60, "a2", 0)), (target("{s}e"), record(5, 60, "e1", 0))],
+        items: vec![(target("{s}a"), record(5, t(60), "a2", 0)), (target("{s}e"), record(5, t(60), "e1", 0))],
     };
     assert_eq!(h.reply(Request::CommitBatch(batch.clone())).await.status, Status::Ok);
     assert_eq!(h.reply(Request::CommitBatch(batch)).await.status, Status::AlreadyDone);
     // A commit refused for a newer copy logs nothing.
     assert!(h.prepare(6, "{s}b", PrepareKind::Set).await.status.holds_lease());
-    assert_eq!(h.commit(6, "{s}b", record(6, 10, "older", 0)).await.status, Status::ConditionFailed);
+    assert_eq!(h.commit(6, "{s}b", record(6, t(10), "older", 0)).await.status, Status::ConditionFailed);
     let log = log_of(&h, shard).await;
     let seen: Vec<(&str, u64, &[u8])> = log.iter().map(|(k, r)| (k.as_str(), r.meta.hlc, r.value.as_ref())).collect();
     assert_eq!(
         seen,
-        [("{s}a", 20, &b"a1"[..]), ("{s}b", 30, b"b1"), ("{s}a", 60, b"a2"), ("{s}e", 60, b"e1")],
+        [("{s}a", t(20), &b"a1"[..]), ("{s}b", t(30), b"b1"), ("{s}a", t(60), b"a2"), ("{s}e", t(60), b"e1")],
         "this site's commits, in the order of copies"
     );
     assert_eq!(log[0].1.meta.last_writer, RequestId(2), "stamped with the writing request");
@@ -714,7 +726,7 @@ async fn the_change_log_is_read_only_up_to_its_closed_timestamp(h: Harness) {
     let shard = target("{c}x").shard;
     let hlc_at = |ms: u64| ms << vesta_proto::record::HLC_LOGICAL_BITS;
     let read = |h: &Harness| {
-        let request = Request::ReadLog(ReadLog { shard, after: None, limit: 100 });
+        let request = Request::ReadLog(ReadLog { shard, after: None, since_hlc: 0, limit: 100 });
         let node = h.node.clone();
         async move {
             match node.handle(request).await {
@@ -743,18 +755,26 @@ async fn the_change_log_is_read_only_up_to_its_closed_timestamp(h: Harness) {
 async fn the_change_log_pages_resume_and_trim(h: Harness) {
     let h = logging(h);
     let shard = target("{p}0").shard;
+    let t = stamp(&h);
     for i in 0..7u128 {
-        h.write(i + 1, &format!("{{p}}{i}"), 100 + i as u64, "v", 0).await;
+        h.write(i + 1, &format!("{{p}}{i}"), t(100 + i as u64), "v", 0).await;
     }
     let all = log_of(&h, shard).await;
-    assert_eq!(all.iter().map(|(_, r)| r.meta.hlc).collect::<Vec<_>>(), (100..107).collect::<Vec<_>>());
+    assert_eq!(all.iter().map(|(_, r)| r.meta.hlc).collect::<Vec<_>>(), (100..107).map(&t).collect::<Vec<_>>());
     let trim = |through| Request::TrimLog(TrimLog { shard, through });
-    assert_eq!(h.reply(trim(103)).await.status, Status::Ok);
-    assert_eq!(h.reply(trim(103)).await.status, Status::Ok, "idempotent");
+    assert_eq!(h.reply(trim(t(103))).await.status, Status::Ok);
+    assert_eq!(h.reply(trim(t(103))).await.status, Status::Ok, "idempotent");
     let rest = log_of(&h, shard).await;
-    assert_eq!(rest.iter().map(|(_, r)| r.meta.hlc).collect::<Vec<_>>(), [104, 105, 106]);
+    assert_eq!(rest.iter().map(|(_, r)| r.meta.hlc).collect::<Vec<_>>(), [t(104), t(105), t(106)]);
     assert_eq!(h.read("{p}0").await.status, Status::Ok, "trimming the log leaves the records alone");
-    let bad = Request::ReadLog(ReadLog { shard, after: Some(Bytes::from_static(b"\x00\x00")), limit: 1 });
+    let since = Request::ReadLog(ReadLog { shard, after: None, since_hlc: t(105), limit: 100 });
+    let Response::Log(page) = h.call(since).await else { panic!("read_log") };
+    assert_eq!(
+        page.entries.iter().map(|e| e.record.meta.hlc).collect::<Vec<_>>(),
+        [t(105), t(106)],
+        "from a timestamp"
+    );
+    let bad = Request::ReadLog(ReadLog { shard, after: Some(Bytes::from_static(b"\x00\x00")), since_hlc: 0, limit: 1 });
     assert_eq!(h.reply(bad).await.status, Status::BadRequest);
     assert_eq!(h.reply(Request::TrimLog(TrimLog { shard: SHARDS, through: 1 })).await.status, Status::BadRequest);
 }
@@ -764,7 +784,7 @@ async fn the_change_log_pages_resume_and_trim(h: Harness) {
 async fn the_change_log_keeps_dead_copies_past_the_grace(h: Harness) {
     let h = logging(h);
     let long_ago = real_now_ms() - 10 * GRACE_MS;
-    h.write(1, "gone", 5, "v", long_ago).await;
+    h.write(1, "gone", stamp(&h)(0), "v", long_ago).await;
     h.purge();
     assert_eq!(h.read("gone").await.status, Status::Absent);
     let log = log_of(&h, target("gone").shard).await;
@@ -775,9 +795,31 @@ async fn the_change_log_keeps_dead_copies_past_the_grace(h: Harness) {
 async fn no_change_log_unless_configured(h: Harness) {
     h.write(1, "k", 5, "v", 0).await;
     let shard = target("k").shard;
-    let r = h.reply(Request::ReadLog(ReadLog { shard, after: None, limit: 10 })).await;
+    let r = h.reply(Request::ReadLog(ReadLog { shard, after: None, since_hlc: 0, limit: 10 })).await;
     assert_eq!(r.status, Status::BadRequest);
     assert!(r.message.contains("changelog_origin"), "{}", r.message);
     let h = logging(h);
     assert!(log_of(&h, shard).await.is_empty(), "nothing was logged before");
+}
+
+/// A commit stamped well before its lease was granted (a proxy clock behind beyond the bound) could land
+/// below a closed timestamp already handed to a replication reader and never reach the other sites:
+/// with the change log on it is refused, and nothing is written.
+async fn a_commit_stamped_before_its_lease_is_refused_with_the_change_log_on(h: Harness) {
+    let early = |h: &Harness| (h.now() - 1_000) << vesta_proto::record::HLC_LOGICAL_BITS;
+    let h = logging(h);
+    assert!(h.prepare(1, "k", PrepareKind::Set).await.status.holds_lease());
+    let r = h.commit(1, "k", record(1, early(&h), "v", 0)).await;
+    assert_eq!(r.status, Status::BadRequest);
+    assert!(r.message.contains("before this node granted its lease"), "{}", r.message);
+    assert_eq!(h.read("k").await.status, Status::Absent);
+    assert!(h.prepare(2, "k", PrepareKind::Set).await.status.holds_lease(), "the lease was released");
+    assert_eq!(h.commit(2, "k", record(2, stamp(&h)(0), "v", 0)).await.status, Status::Ok);
+    assert_eq!(log_of(&h, target("k").shard).await.len(), 1);
+    // Another site's copy is not logged here, so the rule does not apply to it; nor without a log.
+    assert!(h.prepare(3, "j", PrepareKind::Set).await.status.holds_lease());
+    assert_eq!(h.commit(3, "j", with_origin(record(3, early(&h), "v", 0), 2)).await.status, Status::Ok);
+    let h = h.with_settings(|_| {});
+    assert!(h.prepare(4, "i", PrepareKind::Set).await.status.holds_lease());
+    assert_eq!(h.commit(4, "i", record(4, early(&h), "v", 0)).await.status, Status::Ok);
 }

@@ -54,6 +54,10 @@ impl Drop for StoreProcess {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
 fn target(key: &str) -> KeyRef {
     KeyRef {
         shard: shard::shard_of(key.as_bytes(), SHARDS),
@@ -108,12 +112,15 @@ async fn acknowledged_commits_survive_kill_9() {
     for w in 0..256u128 {
         let (conn, expect, every_ack) = (conns[(w % 4) as usize].clone(), expect.clone(), every_ack.clone());
         writers.push(tokio::spawn(async move {
-            let mut acked = 0u64;
+            let (mut acked, mut hlc) = (0u64, 0u64);
             for n in 0..100_000u64 {
+                // Stamped by the clock, as a coordinator does (the change log refuses a commit stamped
+                // before its lease), and rising for each writer's keys.
+                hlc = (now_ms() << vesta_proto::record::HLC_LOGICAL_BITS).max(hlc + 1);
                 let key = format!("w{w}:k{}", n % 20);
                 let value = format!("w{w}:n{n}");
                 expect.lock().await.entry(key.clone()).or_default().in_flight = Some(value.clone());
-                match write(&conn, (w << 64) | n as u128, &key, &value, n + 1).await {
+                match write(&conn, (w << 64) | n as u128, &key, &value, hlc).await {
                     Ok(true) => {
                         let mut e = expect.lock().await;
                         let slot = e.get_mut(&key).unwrap();
@@ -173,7 +180,7 @@ async fn acknowledged_commits_survive_kill_9() {
     for shard in 0..SHARDS {
         let mut after = None;
         loop {
-            let read = Request::ReadLog(ReadLog { shard, after: after.take(), limit: 10_000 });
+            let read = Request::ReadLog(ReadLog { shard, after: after.take(), since_hlc: 0, limit: 10_000 });
             let Response::Log(page) = conn.call(read).await.unwrap() else { panic!("read_log of shard {shard}") };
             for e in page.entries {
                 logged.insert((e.key, e.record.value));

@@ -44,6 +44,10 @@ impl StoreNode {
             metrics::counter!(m::CLOCK_AHEAD).increment(1);
             return refusal;
         }
+        if let Some(refusal) = self.stamped_before_lease(&skey, c.req, &c.record) {
+            metrics::counter!(m::CLOCK_BEHIND).increment(1);
+            return refusal;
+        }
         let mut record = c.record;
         record.meta.last_writer = c.req;
         match self.load(&skey, false) {

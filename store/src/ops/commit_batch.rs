@@ -57,6 +57,10 @@ impl StoreNode {
                 metrics::counter!(m::CLOCK_AHEAD).increment(1);
                 return refusal;
             }
+            if let Some(refusal) = self.stamped_before_lease(skey, c.req, &record) {
+                metrics::counter!(m::CLOCK_BEHIND).increment(1);
+                return refusal;
+            }
             record.meta.last_writer = c.req;
             match self.load(skey, false) {
                 Err(reply) => return reply,

@@ -19,7 +19,10 @@ impl StoreNode {
         // timestamp taken later, but never below this one.
         let closed_hlc = self.closed_hlc(r.shard);
         let (first, end) = changelog::shard_range(r.shard);
-        let start = crate::ops::resume_after(r.after.as_deref(), first, &end, "change-log")?;
+        let start = match r.after.as_deref() {
+            Some(cursor) => crate::ops::resume_after(Some(cursor), first, &end, "change-log")?,
+            None => changelog::from_hlc(r.shard, r.since_hlc),
+        };
         let limit = (r.limit as usize).clamp(1, MAX_PAGE);
         let (mut entries, mut bytes, mut last, mut full, mut bad) = (Vec::new(), 0usize, None, false, None);
         self.engine
