@@ -57,6 +57,8 @@ pub struct ClusterOptions {
     pub client_query_buffer_limit: Option<usize>,
     /// The stores' `--lease-ms` (a prepare lease must outlast carrying a large value to the store).
     pub store_lease_ms: Option<u64>,
+    /// More `vesta store` flags, the same for every store.
+    pub store_flags: Vec<String>,
 }
 
 /// One store node: its zone, data directory and port survive a kill, so it can be restarted in place.
@@ -119,6 +121,7 @@ impl Cluster {
         if let Some(ms) = options.store_lease_ms {
             store_flags.extend(["--lease-ms".to_string(), ms.to_string()]);
         }
+        store_flags.extend(options.store_flags.iter().cloned());
         let mut stores = Vec::new();
         for zone in 1..=3 {
             let name = format!("zone{zone}");
