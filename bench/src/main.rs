@@ -125,7 +125,9 @@ async fn one_op(conn: &NodeConnection, phase: Phase, req: u128, t: KeyRef, value
             let meta =
                 Meta { version: 1, created_at: hlc, hlc, origin: 1, last_writer: RequestId(req), ..Meta::default() };
             let record = Record { meta, value: value.clone() };
-            let r = conn.call(Request::Commit(Commit { req: RequestId(req), target: t, record })).await?;
+            let r = conn
+                .call(Request::Commit(Commit { req: RequestId(req), target: t, record, keep_writer: false }))
+                .await?;
             if r.status() != Status::Ok {
                 bail!("commit answered {}", r.status());
             }

@@ -134,6 +134,7 @@ mod tests {
             req: crate::RequestId(u128::MAX),
             target: crate::KeyRef { shard: 7, namespace: bytes::Bytes::from_static(b"0"), key: vec![1; 200].into() },
             record: crate::Record { value: vec![7; 70_000].into(), ..Default::default() },
+            keep_writer: false,
         });
         for body in [Request::Ping, Request::Inventory, commit] {
             let mut buf = BytesMut::new();

@@ -68,6 +68,9 @@ pub struct Commit {
     pub req: RequestId,
     pub target: KeyRef,
     pub record: Record,
+    /// Keep the record's own last writer instead of stamping it with `req`: a copy made in another site,
+    /// installed here under a lease of this site's, must order the same way everywhere.
+    pub keep_writer: bool,
 }
 
 /// Phase two of a multi-key write: every commit of one request that lands on this node, applied in one

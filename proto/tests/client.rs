@@ -39,6 +39,7 @@ fn commit(value_len: usize) -> Request {
         req: RequestId(1),
         target: KeyRef { shard: 0, namespace: Bytes::from_static(b"0"), key: Bytes::from_static(b"k") },
         record: Record { value: vec![b'v'; value_len].into(), ..Default::default() },
+        keep_writer: false,
     })
 }
 

@@ -68,11 +68,9 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 want_value
             })
         ),
-        (arb_req(), arb_target(), arb_record()).prop_map(|(req, target, record)| Request::Commit(Commit {
-            req,
-            target,
-            record
-        })),
+        (arb_req(), arb_target(), arb_record(), any::<bool>()).prop_map(|(req, target, record, keep_writer)| {
+            Request::Commit(Commit { req, target, record, keep_writer })
+        }),
         (arb_req(), arb_target()).prop_map(|(req, target)| Request::Abort(Abort { req, target })),
         (arb_target(), any::<bool>()).prop_map(|(target, want_value)| Request::Read(Read { target, want_value })),
         (arb_req(), arb_target(), arb_record()).prop_map(|(req, target, record)| Request::Repair(Repair {

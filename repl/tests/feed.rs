@@ -75,7 +75,7 @@ impl Group {
 
     async fn commit(&self, zones: &[usize], req: u128, key: &str, record: Record) {
         for &z in zones {
-            let c = Commit { req: RequestId(req), target: target(key), record: record.clone() };
+            let c = Commit { req: RequestId(req), target: target(key), record: record.clone(), keep_writer: false };
             let Response::Reply(r) = self.replicas[z].node.handle(Request::Commit(c)).await else { panic!() };
             assert_eq!(r.status, Status::Ok, "commit {key} on zone {z}: {r:?}");
         }

@@ -239,6 +239,7 @@ mod tests {
             target: KeyRef { shard: 0, namespace: Bytes::from_static(b"0"), key: Bytes::from_static(b"k") },
             // Zeroed and never written: the pages are not touched.
             record: Record { value: vec![0u8; value_len].into(), ..Default::default() },
+            keep_writer: false,
         })
     }
 

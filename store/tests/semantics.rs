@@ -58,6 +58,7 @@ on_both_engines!(
     the_change_log_keeps_dead_copies_past_the_grace,
     no_change_log_unless_configured,
     a_commit_stamped_before_its_lease_is_refused_with_the_change_log_on,
+    a_copy_from_another_site_keeps_its_writer,
 );
 
 async fn prepare_on_absent_record(h: Harness) {
@@ -386,7 +387,13 @@ async fn scan_pages_and_filters(h: Harness) {
         want_value: false,
     }))
     .await;
-    h.reply(Request::Commit(Commit { req: RequestId(500), target: t, record: record(500, 1, "o", 0) })).await;
+    h.reply(Request::Commit(Commit {
+        req: RequestId(500),
+        target: t,
+        record: record(500, 1, "o", 0),
+        keep_writer: false,
+    }))
+    .await;
     assert_eq!(h.mark_delete(501, "key1", tombstone_meta(2, 0)).await.status, Status::Ok);
     h.write(502, "key2", 3, "v", now + 5).await;
     h.clock.advance(5);
@@ -551,7 +558,12 @@ async fn a_commit_stamped_far_ahead_is_refused(h: Harness) {
 async fn a_dropped_commit_never_leaves_the_key_locked(h: Harness) {
     use futures::FutureExt;
     assert!(h.prepare(1, "k", PrepareKind::Set).await.status.holds_lease());
-    let commit = Request::Commit(Commit { req: RequestId(1), target: target("k"), record: record(1, 5, "v", 0) });
+    let commit = Request::Commit(Commit {
+        req: RequestId(1),
+        target: target("k"),
+        record: record(1, 5, "v", 0),
+        keep_writer: false,
+    });
     {
         let mut pending = Box::pin(h.node.handle(commit));
         // One poll hands the write to the engine (RocksDB: to the group-commit thread); then the caller
@@ -822,4 +834,18 @@ async fn a_commit_stamped_before_its_lease_is_refused_with_the_change_log_on(h: 
     let h = h.with_settings(|_| {});
     assert!(h.prepare(4, "i", PrepareKind::Set).await.status.holds_lease());
     assert_eq!(h.commit(4, "i", record(4, early(&h), "v", 0)).await.status, Status::Ok);
+}
+
+/// A copy made in another site is committed under this site's lease but keeps its own writer, so that
+/// every site orders it the same way; a retried commit of it is already done.
+async fn a_copy_from_another_site_keeps_its_writer(h: Harness) {
+    assert!(h.prepare(1, "k", PrepareKind::Set).await.status.holds_lease());
+    let copy = with_origin(record(77, 5, "from site 2", 0), 2);
+    let commit =
+        || Request::Commit(Commit { req: RequestId(1), target: target("k"), record: copy.clone(), keep_writer: true });
+    assert_eq!(h.reply(commit()).await.status, Status::Ok);
+    let stored = h.read("k").await.copy.unwrap();
+    assert_eq!(stored.meta.last_writer, RequestId(77));
+    assert_eq!(stored.meta.order(), copy.meta.order());
+    assert_eq!(h.reply(commit()).await.status, Status::AlreadyDone, "a retry");
 }

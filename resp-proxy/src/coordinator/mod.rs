@@ -80,6 +80,10 @@ pub enum Decision {
     Write(NewValue, Reply),
     /// Write nothing (release the leases) and answer this.
     Answer(Reply),
+    /// Install exactly this record — a copy made in another site, keeping its HLC, origin and writer —
+    /// if it is newer than every copy of the quorum, dead ones included; answer `1` if it was installed,
+    /// `0` if a newer (or the same) copy was there. See [`Coordinator::install_copy`].
+    Install(Record),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -320,7 +320,7 @@ fn commit_request(req: RequestId, targets: &[KeyRef], records: &[Option<Record>]
         0 => return None,
         1 => {
             let (target, record) = batch.remove(0);
-            Request::Commit(Commit { req, target, record })
+            Request::Commit(Commit { req, target, record, keep_writer: false })
         }
         _ => Request::CommitBatch(CommitBatch { req, items: batch }),
     })

@@ -96,6 +96,24 @@ impl Coordinator {
         }
     }
 
+    /// Installs `record` — a copy of a write made in another site — at `key`, through this site's
+    /// two-phase commit like any write (prepare leases on a write quorum, so it never interleaves with
+    /// local writes to the key; repair of the replicas it missed), but only if it is newer by the order
+    /// of copies than the newest copy of the quorum, dead ones included: a tombstone or an expired record
+    /// that is newer keeps its place. The record keeps its HLC, origin and writer, so every site orders
+    /// it the same way. `Ok(true)` if it was installed, `Ok(false)` if a newer or the same copy was
+    /// there: applying a copy again changes nothing.
+    pub async fn install_copy(
+        self: &Arc<Self>,
+        namespace: &Bytes,
+        key: &Bytes,
+        record: Record,
+    ) -> Result<bool, CoordError> {
+        let reply =
+            self.write(namespace, key, PrepareKind::Set, false, |_, _| Decision::Install(record.clone())).await?;
+        Ok(reply == Reply::Int(1))
+    }
+
     /// Settles one attempt of a write: `Some` answer to return, or `None` after waiting for the next
     /// attempt — contention is retried with jittered back-off, a moving shard after asking for a fresh
     /// map, both until `deadline`. `op` labels the metrics.
@@ -185,32 +203,37 @@ impl Coordinator {
         }
         let newest = newest(copies.iter()).cloned();
         let live = newest.as_ref().filter(|r| r.meta.live_at(now));
-        let (value, reply) = match decide(live, now) {
+        let (record, reply, keep_writer) = match decide(live, now) {
             Decision::Answer(reply) => {
                 self.abort(req, target, nodes().into_iter());
                 self.settle_late(pending, req, target.clone(), None);
                 return Ok(reply);
             }
-            Decision::Write(value, reply) => (value, reply),
+            Decision::Install(record) if newest.as_ref().is_some_and(|n| !record.meta.newer_than(&n.meta)) => {
+                self.abort(req, target, nodes().into_iter());
+                self.settle_late(pending, req, target.clone(), None);
+                return Ok(Reply::Int(0));
+            }
+            Decision::Install(record) => (record, Reply::Int(1), true),
+            Decision::Write(value, reply) => {
+                let seen = copies.iter().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
+                (self.new_record(newest.as_ref(), value, self.hlc.next(seen, now), req, now), reply, false)
+            }
         };
-        let seen = copies.iter().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
-        let record = self.new_record(newest.as_ref(), value, self.hlc.next(seen, now), req, now);
+        let commit = Request::Commit(Commit { req, target: target.clone(), record: record.clone(), keep_writer });
         // A commit no node would accept is refused now, while nothing is written (sent, it would fail
         // on every replica and leave the leases to expire).
-        if let Err(e) =
-            self.check_fits(&Request::Commit(Commit { req, target: target.clone(), record: record.clone() }))
-        {
+        if let Err(e) = self.check_fits(&commit) {
             self.abort(req, target, nodes().into_iter());
             self.settle_late(pending, req, target.clone(), None);
             return Err(Failed::Final(e));
         }
         // Late prepares that succeed still get this commit, where it is newer than their copy.
-        self.settle_late(pending, req, target.clone(), Some(record.clone()));
+        self.settle_late(pending, req, target.clone(), Some((record.clone(), keep_writer)));
 
         // Phase two. From here on a failure means "outcome unknown", never "not written". These nodes
         // just answered, so a slow commit is a slow disk, not a dead node: it may use the client's
         // remaining time (but never less than the per-node timeout).
-        let commit = Request::Commit(Commit { req, target: target.clone(), record: record.clone() });
         let commit_timeout = deadline.saturating_duration_since(Instant::now()).max(self.pool.timeout());
         let mut commits: FuturesUnordered<_> = nodes()
             .into_iter()
@@ -377,7 +400,7 @@ impl Coordinator {
         mut pending: FuturesUnordered<impl std::future::Future<Output = Answer> + Send + 'static>,
         req: RequestId,
         target: KeyRef,
-        record: Option<Record>,
+        record: Option<(Record, bool)>,
     ) {
         if pending.is_empty() {
             return;
@@ -391,9 +414,12 @@ impl Coordinator {
                 }
                 let older = |rec: &Record| r.copy.as_ref().is_none_or(|c| rec.meta.newer_than(&c.meta));
                 let request = match &record {
-                    Some(record) if older(record) => {
-                        Request::Commit(Commit { req, target: target.clone(), record: record.clone() })
-                    }
+                    Some((record, keep_writer)) if older(record) => Request::Commit(Commit {
+                        req,
+                        target: target.clone(),
+                        record: record.clone(),
+                        keep_writer: *keep_writer,
+                    }),
                     _ => Request::Abort(Abort { req, target: target.clone() }),
                 };
                 let _ = this.pool.call(node, request).await;

@@ -27,6 +27,9 @@ impl StoreNode {
                 }
                 return match self.load(&skey, false) {
                     Ok(Some(cur)) if cur.meta.last_writer == c.req => Reply::status(Status::AlreadyDone),
+                    Ok(Some(cur)) if c.keep_writer && cur.meta.order() == c.record.meta.order() => {
+                        Reply::status(Status::AlreadyDone)
+                    }
                     Ok(_) => Reply::error(
                         Status::NoLease,
                         match refused {
@@ -49,7 +52,9 @@ impl StoreNode {
             return refusal;
         }
         let mut record = c.record;
-        record.meta.last_writer = c.req;
+        if !c.keep_writer {
+            record.meta.last_writer = c.req;
+        }
         match self.load(&skey, false) {
             Err(reply) => return reply,
             Ok(Some(cur)) if cur.meta.newer_than(&record.meta) => {

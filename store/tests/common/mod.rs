@@ -121,7 +121,8 @@ impl Harness {
     }
 
     pub async fn commit(&self, req: u128, key: &str, record: Record) -> Reply {
-        self.reply(Request::Commit(Commit { req: RequestId(req), target: target(key), record })).await
+        self.reply(Request::Commit(Commit { req: RequestId(req), target: target(key), record, keep_writer: false }))
+            .await
     }
 
     pub async fn abort(&self, req: u128, key: &str) -> Reply {
