@@ -94,27 +94,8 @@ impl Cluster {
         let (etcd, name) = (self.etcd.url.clone(), self.name.clone());
         let store = self.stores.get_mut(node).ok_or_else(|| ClusterError::Start(format!("no store {node}")))?;
         let (listen, dir) = (store.addr.to_string(), store.dir.to_string_lossy().into_owned());
-        let args = [
-            "store",
-            "--node",
-            node,
-            "--listen",
-            &listen,
-            "--data-dir",
-            &dir,
-            "--etcd",
-            &etcd,
-            "--cluster",
-            &name,
-            "--sync",
-            "off",
-            "--block-cache-mb",
-            "8",
-            "--write-buffer-mb",
-            "8",
-            "--drop-grace-ms",
-            "2000",
-        ];
+        let mut args = vesta_testkit::store_args(node, &listen, &dir);
+        args.extend(["--etcd", &etcd, "--cluster", &name, "--drop-grace-ms", "2000"]);
         store.proc = Some(Proc::spawn_retrying(node, &args).map_err(ClusterError::Start)?);
         store.stopped = false;
         Ok(())

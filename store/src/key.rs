@@ -45,9 +45,14 @@ pub fn shard_start(shard: u64) -> Vec<u8> {
     }
 }
 
+/// The shard of a storage key, without copying anything out of it.
+pub fn shard_of(raw: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(raw.get(..4)?.try_into().ok()?))
+}
+
 /// Splits a storage key into (shard, namespace, key); `None` if it is not one of ours.
 pub fn decode(raw: &[u8]) -> Option<(u32, Bytes, Bytes)> {
-    let shard = u32::from_be_bytes(raw.get(..4)?.try_into().ok()?);
+    let shard = shard_of(raw)?;
     let ns_len = *raw.get(4)? as usize;
     let namespace = raw.get(5..5 + ns_len)?;
     let key = raw.get(5 + ns_len..)?;

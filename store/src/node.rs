@@ -255,7 +255,7 @@ impl StoreNode {
                     handoff: ownership.handoff,
                     settled: ownership.handoff != 0
                         && !self.leases.any_live(self.clock.mono_ms(), |skey| {
-                            key::decode(skey).is_some_and(|(shard, _, _)| ownership.forward_to(shard).is_some())
+                            key::shard_of(skey).is_some_and(|shard| ownership.forward_to(shard).is_some())
                         }),
                     lease_ms: self.settings.lease_ms,
                     needs_repair: self.service.needs_repair(),
@@ -395,7 +395,7 @@ impl StoreNode {
         let value = record.encode();
         let logged = self.settings.changelog_origin == Some(record.meta.origin);
         if logged {
-            if let Some((shard, _, _)) = key::decode(&skey) {
+            if let Some(shard) = key::shard_of(&skey) {
                 let log_key = crate::changelog::entry_key(shard, &record.meta.order(), &skey);
                 batch.push(Mutation::Put { key: log_key, value: value.clone() });
             }

@@ -293,6 +293,27 @@ impl Proc {
     }
 }
 
+/// `vesta store` arguments for a test node: `node` listening on `listen`, its data in `data_dir`, not
+/// syncing (tests kill processes, not machines: the OS keeps what was written) and with small caches
+/// (many nodes share the machine). Callers add their own flags (`--etcd`, `--cluster`, …).
+pub fn store_args<'a>(node: &'a str, listen: &'a str, data_dir: &'a str) -> Vec<&'a str> {
+    vec![
+        "store",
+        "--node",
+        node,
+        "--listen",
+        listen,
+        "--data-dir",
+        data_dir,
+        "--sync",
+        "off",
+        "--block-cache-mb",
+        "8",
+        "--write-buffer-mb",
+        "8",
+    ]
+}
+
 /// A free loopback port for a process to listen on soon (bound, then released). It is taken below the
 /// kernel's ephemeral range: a port from that range can be taken, before the process listens on it, as
 /// the local end of any outgoing connection — a proxy's to a store node, a client's — and the process

@@ -102,21 +102,9 @@ async fn stores_and_proxies_from_etcd_and_the_map_cache() {
     let mut stores = Vec::new();
     for (z, port) in ports.iter().enumerate() {
         let data = dir.path().join(format!("s{z}"));
-        let args = [
-            "store",
-            "--node",
-            &format!("s{z}"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--sync",
-            "off",
-            "--etcd",
-            &etcd.url,
-            "--cluster",
-            "live",
-        ];
+        let (name, listen) = (format!("s{z}"), format!("127.0.0.1:{port}"));
+        let mut args = vesta_testkit::store_args(&name, &listen, data.to_str().unwrap());
+        args.extend(["--etcd", &etcd.url, "--cluster", "live"]);
         stores.push(common::Proc::spawn(&format!("s{z}"), &args).unwrap_or_else(|e| panic!("{e}")));
     }
     let cache = dir.path().join("map-cache.json");
@@ -318,8 +306,8 @@ async fn a_node_without_etcd_refuses_the_shards_it_is_moving() {
         let name = if i < 3 { format!("s{i}") } else { "n".to_string() };
         let data = dir.path().join(&name);
         let (listen, metrics) = (addr.to_string(), metrics.to_string());
-        let mut args = vec!["store", "--node", &name, "--listen", &listen, "--data-dir", data.to_str().unwrap()];
-        args.extend(["--sync", "off", "--etcd", &etcd.url, "--cluster", "fence", "--ownership-ttl-ms", "2000"]);
+        let mut args = vesta_testkit::store_args(&name, &listen, data.to_str().unwrap());
+        args.extend(["--etcd", &etcd.url, "--cluster", "fence", "--ownership-ttl-ms", "2000"]);
         if i == 0 {
             args.extend(["--metrics-listen", &metrics]);
         }

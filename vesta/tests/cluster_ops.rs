@@ -96,24 +96,10 @@ impl EtcdCluster {
     fn start_store(&mut self, node: &str) {
         let data: PathBuf = self.dir.path().join(node);
         let addr = self.stores[node].0;
-        let args = [
-            "store",
-            "--node",
-            node,
-            "--listen",
-            &addr.to_string(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--sync",
-            "off",
-            "--etcd",
-            &self.etcd.url,
-            "--cluster",
-            &self.name,
-            "--drop-grace-ms",
-            &DROP_GRACE_MS.to_string(),
-        ];
-        let args: Vec<&str> = args.into_iter().chain(self.store_args.iter().map(String::as_str)).collect();
+        let (listen, drop_grace) = (addr.to_string(), DROP_GRACE_MS.to_string());
+        let mut args = vesta_testkit::store_args(node, &listen, data.to_str().unwrap());
+        args.extend(["--etcd", &self.etcd.url, "--cluster", &self.name, "--drop-grace-ms", &drop_grace]);
+        args.extend(self.store_args.iter().map(String::as_str));
         let proc = Proc::spawn(node, &args).unwrap_or_else(|e| panic!("{e}"));
         self.stores.get_mut(node).unwrap().1 = Some(proc);
     }

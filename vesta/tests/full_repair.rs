@@ -56,23 +56,9 @@ impl Cluster {
         let (name, addr) = (self.stores[i].0.clone(), self.stores[i].1);
         let data: PathBuf = self.dir.path().join(&name);
         let grace = GRACE_SECS.to_string();
-        let args = [
-            "store",
-            "--node",
-            &name,
-            "--listen",
-            &addr.to_string(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--sync",
-            "off",
-            "--etcd",
-            &self.etcd.url,
-            "--cluster",
-            "fr",
-            "--grace-secs",
-            &grace,
-        ];
+        let listen = addr.to_string();
+        let mut args = vesta_testkit::store_args(&name, &listen, data.to_str().unwrap());
+        args.extend(["--etcd", &self.etcd.url, "--cluster", "fr", "--grace-secs", &grace]);
         self.stores[i].2 = Some(Proc::spawn_retrying(&name, &args).unwrap_or_else(|e| panic!("{e}")));
     }
 

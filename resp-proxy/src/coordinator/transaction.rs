@@ -224,30 +224,29 @@ impl Coordinator {
             }
         }
 
-        // A node's share too large for one message is refused before any node commits: committing the
-        // other shares (and repairing this one key by key) would write part of the transaction.
-        for &node in &holders {
-            if let Some(request) = commit_request(req, targets, &records, &share[&node]) {
-                if let Err(e) = self.check_fits(&request) {
-                    release(self, true);
-                    return Err(Failed::Final(e));
-                }
+        // One commit message per node, carrying its whole share (built once: checked, then sent). A
+        // share too large for one message is refused before any node commits: committing the other
+        // shares (and repairing this one key by key) would write part of the transaction.
+        let requests: Vec<(NodeIndex, Option<Request>)> =
+            holders.iter().map(|&node| (node, commit_request(req, targets, &records, &share[&node]))).collect();
+        for request in requests.iter().filter_map(|(_, r)| r.as_ref()) {
+            if let Err(e) = self.check_fits(request) {
+                release(self, true);
+                return Err(Failed::Final(e));
             }
         }
 
-        // Phase two: one commit message per node, carrying its whole share. Keys only read are
-        // released there too (a batch holds only written keys).
+        // Phase two. Keys only read are released too (a batch holds only written keys).
         let timeout = self.settings.deadline.max(self.pool.timeout());
-        let mut commits: FuturesUnordered<_> = holders
-            .iter()
-            .map(|&node| {
+        let mut commits: FuturesUnordered<_> = requests
+            .into_iter()
+            .map(|(node, request)| {
                 let items = share[&node].clone();
                 for &i in &items {
                     if records[i].is_none() {
                         self.abort(req, &targets[i], std::iter::once(node));
                     }
                 }
-                let request = commit_request(req, targets, &records, &items);
                 let this = self.clone();
                 async move {
                     match request {

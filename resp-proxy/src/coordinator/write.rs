@@ -165,22 +165,25 @@ impl Coordinator {
 
         // Phase one: collect W leases (or learn that we cannot).
         let group = pending.len();
-        let mut leased: Vec<(NodeIndex, Option<Record>, Grant)> = Vec::new();
+        // The replicas that granted a lease, with their copies and grants (same order).
+        let (mut nodes, mut copies, mut grants) = (Vec::new(), Vec::new(), Vec::new());
         let (mut locked, mut failed, mut moved) = (0, 0, 0);
-        while leased.len() < w {
+        while nodes.len() < w {
             let Some((node, answer)) = pending.next().await else { break };
             match answer {
                 Ok(Response::Reply(r)) if r.status.holds_lease() => {
-                    leased.push((node, r.copy, Grant { lease_ms: r.lease_ms, node_wall_ms: r.node_wall_ms }))
+                    nodes.push(node);
+                    copies.push(r.copy);
+                    grants.push(Grant { lease_ms: r.lease_ms, node_wall_ms: r.node_wall_ms });
                 }
                 Ok(Response::Reply(NodeReply { status: Status::Locked, .. })) => locked += 1,
                 Ok(Response::Reply(NodeReply { status: Status::NotOwner, .. })) => moved += 1,
                 _ => failed += 1,
             }
         }
-        let nodes = || leased.iter().map(|(n, _, _)| *n).collect::<Vec<_>>();
-        if leased.len() < w {
-            self.abort(req, target, nodes().into_iter());
+        let nodes = || nodes.iter().copied();
+        if copies.len() < w {
+            self.abort(req, target, nodes());
             self.settle_late(pending, req, target.clone(), None);
             let reached = group - failed - moved;
             return Err(if moved > 0 {
@@ -193,11 +196,9 @@ impl Coordinator {
         }
 
         // Decide on the newest copy of the quorum — if the leases still hold and the clocks agree.
-        let grants: Vec<Grant> = leased.iter().map(|(_, _, g)| *g).collect();
         let now = self.now_ms();
-        let copies: Vec<Option<Record>> = leased.iter().map(|(_, c, _)| c.clone()).collect();
         if let Err(failed) = self.ready_to_commit(sent, &grants, &copies, now) {
-            self.abort(req, target, nodes().into_iter());
+            self.abort(req, target, nodes());
             self.settle_late(pending, req, target.clone(), None);
             return Err(failed);
         }
@@ -205,12 +206,12 @@ impl Coordinator {
         let live = newest.as_ref().filter(|r| r.meta.live_at(now));
         let (record, reply, keep_writer) = match decide(live, now) {
             Decision::Answer(reply) => {
-                self.abort(req, target, nodes().into_iter());
+                self.abort(req, target, nodes());
                 self.settle_late(pending, req, target.clone(), None);
                 return Ok(reply);
             }
             Decision::Install(record) if newest.as_ref().is_some_and(|n| !record.meta.newer_than(&n.meta)) => {
-                self.abort(req, target, nodes().into_iter());
+                self.abort(req, target, nodes());
                 self.settle_late(pending, req, target.clone(), None);
                 return Ok(Reply::Int(0));
             }
@@ -224,7 +225,7 @@ impl Coordinator {
         // A commit no node would accept is refused now, while nothing is written (sent, it would fail
         // on every replica and leave the leases to expire).
         if let Err(e) = self.check_fits(&commit) {
-            self.abort(req, target, nodes().into_iter());
+            self.abort(req, target, nodes());
             self.settle_late(pending, req, target.clone(), None);
             return Err(Failed::Final(e));
         }
@@ -236,7 +237,6 @@ impl Coordinator {
         // remaining time (but never less than the per-node timeout).
         let commit_timeout = deadline.saturating_duration_since(Instant::now()).max(self.pool.timeout());
         let mut commits: FuturesUnordered<_> = nodes()
-            .into_iter()
             .map(|node| {
                 let (this, commit) = (self.clone(), commit.clone());
                 async move { (node, this.pool.call_within(node, commit, commit_timeout).await) }

@@ -11,7 +11,7 @@ impl StoreNode {
         let end = key::shard_start(self.settings.shards as u64);
         self.engine
             .scan(&key::shard_start(0), &end, &mut |k, _| {
-                if let Some((shard, _, _)) = key::decode(k) {
+                if let Some(shard) = key::shard_of(k) {
                     match counts.last_mut() {
                         Some((s, n)) if *s == shard => *n += 1,
                         _ => counts.push((shard, 1)),

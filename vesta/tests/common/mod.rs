@@ -84,25 +84,8 @@ pub struct Cluster {
 fn spawn_store(name: &str, dir: &Path, listen: &str, extra: &[String], retry: bool) -> Result<Proc, String> {
     let dir = dir.to_str().expect("utf-8 temp dir");
     let shards = SHARDS.to_string();
-    let mut args: Vec<&str> = vec![
-        "store",
-        "--node",
-        name,
-        "--listen",
-        listen,
-        "--data-dir",
-        dir,
-        "--engine",
-        "rocksdb",
-        "--shards",
-        &shards,
-        "--sync",
-        "off",
-        "--block-cache-mb",
-        "8",
-        "--write-buffer-mb",
-        "8",
-    ];
+    let mut args = vesta_testkit::store_args(name, listen, dir);
+    args.extend(["--engine", "rocksdb", "--shards", &shards]);
     args.extend(extra.iter().map(String::as_str));
     if retry {
         Proc::spawn_retrying(name, &args)
