@@ -124,7 +124,7 @@ async fn one_op(conn: &NodeConnection, phase: Phase, req: u128, t: KeyRef, value
             let hlc = req as u64;
             let meta =
                 Meta { version: 1, created_at: hlc, hlc, origin: 1, last_writer: RequestId(req), ..Meta::default() };
-            let record = Record { meta, value: value.clone() };
+            let record = Record::new(meta, value.clone());
             let r = conn
                 .call(Request::Commit(Commit { req: RequestId(req), target: t, record, keep_writer: false }))
                 .await?;

@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// The protocol version this build speaks. Bump on any incompatible change to [`crate::message`].
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Default cap on one frame. Redis allows 512 MB values; the internal protocol needs the value plus a
 /// small header, and a cap keeps one bad length prefix from reserving unbounded memory.

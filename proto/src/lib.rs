@@ -2,6 +2,7 @@
 //!
 //! * [`record`]: the record — metadata every copy carries, and its versioned on-disk encoding.
 //! * [`message`]: requests (prepare, commit, abort, read, repair, mark-delete, scan, ping) and replies.
+//! * [`counter`]: counters whose increments in several sites add up.
 //! * [`status`]: what a store node answers.
 //! * [`frame`]: length-delimited frames with a protocol version and a correlation id, so that thousands of
 //!   requests can be in flight on one connection and answered out of order.
@@ -14,6 +15,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod counter;
 pub mod frame;
 pub mod message;
 pub mod record;
@@ -23,8 +25,8 @@ pub mod status;
 pub use frame::{Envelope, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use message::{
     Abort, CloneRecords, Commit, CommitBatch, Condition, KeyRef, LogEntry, LogPage, MarkDelete, Pong, Prepare,
-    PrepareKind, Read, ReadLog, RebuildStep, Repair, Reply, Request, Response, Scan, ScanEntry, ScanPage, Transfer,
-    Transferred, TrimLog,
+    PrepareKind, Read, ReadLog, RebuildStep, Repair, Replicate, Reply, Request, Response, Scan, ScanEntry, ScanPage,
+    Transfer, Transferred, TrimLog,
 };
 pub use record::{hlc_ms, Flags, Meta, Order, Record, RecordError, RequestId};
 pub use status::Status;

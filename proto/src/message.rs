@@ -184,6 +184,26 @@ pub enum Request {
     ReadLog(ReadLog),
     /// Cross-site replication: drop a shard's change-log entries every peer site has confirmed.
     TrimLog(TrimLog),
+    /// Cross-site replication: the next page of several shards' change logs in one round trip (a sender
+    /// follows every shard a node holds; most are idle, and asking for each alone would cost a round
+    /// trip per shard per poll). Answered by [`Response::Logs`], one result per request, in order.
+    ReadLogs(Vec<ReadLog>),
+    /// Cross-site replication, between sites: copies made in the sending site, for the receiving site's
+    /// replication endpoint (a proxy) to install. Store nodes refuse it.
+    Replicate(Replicate),
+}
+
+/// A batch of one shard's writes made in site `from_origin`, in the order of copies, each once. The
+/// receiver answers `Ok` only once every entry is installed on a write quorum (or found older than what
+/// is there); the sender then counts the shard as applied through `through`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicate {
+    pub from_origin: u32,
+    pub shard: u32,
+    pub entries: Vec<LogEntry>,
+    /// The sender's watermark for the shard after this batch: every write of the shard made in the
+    /// sending site and stamped at or below it is in this batch or an earlier one.
+    pub through: u64,
 }
 
 /// One page of a shard's change log: the writes made in this site (committed with the node's configured
@@ -264,6 +284,8 @@ impl Request {
             Request::Rebuild(_) => "rebuild",
             Request::ReadLog(_) => "read_log",
             Request::TrimLog(_) => "trim_log",
+            Request::ReadLogs(_) => "read_logs",
+            Request::Replicate(_) => "replicate",
         }
     }
 }
@@ -361,6 +383,8 @@ pub enum Response {
     /// `(shard, records)` for every shard with at least one record.
     Inventory(Vec<(u32, u64)>),
     Log(LogPage),
+    /// The answer to [`Request::ReadLogs`]: per requested shard, its page or why not.
+    Logs(Vec<Result<LogPage, Reply>>),
 }
 
 impl Response {
@@ -372,7 +396,8 @@ impl Response {
             | Response::Pong(_)
             | Response::Transferred(_)
             | Response::Inventory(_)
-            | Response::Log(_) => Status::Ok,
+            | Response::Log(_)
+            | Response::Logs(_) => Status::Ok,
         }
     }
 }

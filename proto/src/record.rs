@@ -3,6 +3,8 @@
 use bytes::{Buf, BufMut, Bytes};
 use serde::{Deserialize, Serialize};
 
+use crate::counter::Counter;
+
 /// The id of one client request, the same at every replica and on every retry of it. Operations are
 /// idempotent by it: a node that already applied request `r` answers `AlreadyDone` to `r` again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -60,7 +62,7 @@ pub struct Meta {
 /// HLCs (two data centres, or two proxies in the same logical millisecond) are broken by origin, then by
 /// the writing request, so that any two *different* copies are ordered the same way on every replica —
 /// a replica never keeps a different copy than its peers because both looked "equally new".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct Order {
     pub hlc: u64,
     pub origin: u32,
@@ -115,6 +117,15 @@ pub fn purgeable(expires_at: u64, now_ms: u64, grace_ms: u64) -> bool {
 pub struct Record {
     pub meta: Meta,
     pub value: Bytes,
+    /// For a key changed only by increments since its last SET or DEL: what each site contributed (the
+    /// value is their total). See [`crate::counter`].
+    pub counter: Option<Box<Counter>>,
+}
+
+impl Record {
+    pub fn new(meta: Meta, value: Bytes) -> Self {
+        Record { meta, value, counter: None }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -123,10 +134,14 @@ pub enum RecordError {
     Truncated(usize),
     #[error("unknown record format {0}")]
     UnknownFormat(u8),
+    #[error("undecodable counter section")]
+    Counter,
 }
 
 /// On-disk format of the header. A node refuses to guess at a format it does not know.
 pub const FORMAT_V1: u8 = 1;
+/// The same header, followed by a counter section (`u32` length, then the counter) before the value.
+pub const FORMAT_V2: u8 = 2;
 
 /// Header layout, big-endian:
 ///
@@ -141,20 +156,26 @@ pub const FORMAT_V1: u8 = 1;
 /// | 30  | 8   | HLC |
 /// | 38  | 4   | origin |
 /// | 42  | 16  | last writer request id |
-/// | 58  | …   | value |
+/// | 58  | …   | value (format 1); counter length (`u32`), counter, value (format 2) |
 pub const HEADER_LEN: usize = 58;
 const EXPIRES_AT_OFFSET: usize = 6;
 
 impl Record {
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN + self.value.len()
+        HEADER_LEN + self.counter_section().map_or(0, |c| 4 + c.len()) + self.value.len()
+    }
+
+    fn counter_section(&self) -> Option<Vec<u8>> {
+        // A counter is a few integers per site: it always encodes.
+        self.counter.as_ref().map(|c| postcard::to_stdvec(c).unwrap_or_default())
     }
 
     /// Encodes the record for storage.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len());
+        let counter = self.counter_section();
+        let mut out = Vec::with_capacity(HEADER_LEN + counter.as_ref().map_or(0, |c| 4 + c.len()) + self.value.len());
         let m = &self.meta;
-        out.put_u8(FORMAT_V1);
+        out.put_u8(if counter.is_some() { FORMAT_V2 } else { FORMAT_V1 });
         out.put_u8(m.flags.0);
         out.put_u32(m.key_id);
         out.put_u64(m.expires_at);
@@ -163,15 +184,36 @@ impl Record {
         out.put_u64(m.hlc);
         out.put_u32(m.origin);
         out.put_u128(m.last_writer.0);
+        if let Some(c) = counter {
+            out.put_u32(c.len() as u32);
+            out.extend_from_slice(&c);
+        }
         out.extend_from_slice(&self.value);
         out
     }
 
-    /// Decodes a stored record; the value is copied out of `raw` only when `with_value`.
+    /// Decodes a stored record; the value (and a counter's contributions) are copied out of `raw` only
+    /// when `with_value`.
     pub fn decode(raw: &[u8], with_value: bool) -> Result<Record, RecordError> {
         let meta = Self::decode_meta(raw)?;
-        let value = if with_value { Bytes::copy_from_slice(&raw[HEADER_LEN..]) } else { Bytes::new() };
-        Ok(Record { meta, value })
+        if !with_value {
+            return Ok(Record::new(meta, Bytes::new()));
+        }
+        let mut rest = &raw[HEADER_LEN..];
+        let mut counter = None;
+        if raw[0] == FORMAT_V2 {
+            if rest.len() < 4 {
+                return Err(RecordError::Counter);
+            }
+            let len = rest.get_u32() as usize;
+            if rest.len() < len {
+                return Err(RecordError::Counter);
+            }
+            let c: Counter = postcard::from_bytes(&rest[..len]).map_err(|_| RecordError::Counter)?;
+            counter = Some(Box::new(c));
+            rest = &rest[len..];
+        }
+        Ok(Record { meta, value: Bytes::copy_from_slice(rest), counter })
     }
 
     /// Decodes only the metadata of a stored record.
@@ -181,7 +223,7 @@ impl Record {
         }
         let mut b = raw;
         let format = b.get_u8();
-        if format != FORMAT_V1 {
+        if format != FORMAT_V1 && format != FORMAT_V2 {
             return Err(RecordError::UnknownFormat(format));
         }
         let flags = Flags(b.get_u8());
@@ -198,7 +240,7 @@ impl Record {
     /// Reads only the expiry of a stored record (the compaction filter's hot path). `None` when the bytes
     /// are not a record this node understands, so the caller keeps them rather than destroying data.
     pub fn peek_expires_at(raw: &[u8]) -> Option<u64> {
-        if raw.len() < HEADER_LEN || raw[0] != FORMAT_V1 {
+        if raw.len() < HEADER_LEN || (raw[0] != FORMAT_V1 && raw[0] != FORMAT_V2) {
             return None;
         }
         let mut b = &raw[EXPIRES_AT_OFFSET..EXPIRES_AT_OFFSET + 8];
@@ -229,12 +271,20 @@ mod tests {
     proptest! {
         #[test]
         fn record_round_trips(meta in arb_meta(), value in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let rec = Record { meta, value: Bytes::from(value) };
-            let raw = rec.encode();
-            prop_assert_eq!(raw.len(), rec.encoded_len());
-            prop_assert_eq!(Record::decode(&raw, true).unwrap(), rec.clone());
-            prop_assert_eq!(Record::decode_meta(&raw).unwrap(), rec.meta);
-            prop_assert_eq!(Record::peek_expires_at(&raw), Some(rec.meta.expires_at));
+            let mut rec = Record::new(meta, Bytes::from(value));
+            for counted in [false, true] {
+                if counted {
+                    let mut c = Counter::on(meta.order(), Bytes::from_static(b"12"));
+                    c.add(3, -5, 0.0);
+                    rec.counter = Some(Box::new(c));
+                }
+                let raw = rec.encode();
+                prop_assert_eq!(raw.len(), rec.encoded_len());
+                prop_assert_eq!(Record::decode(&raw, true).unwrap(), rec.clone());
+                prop_assert_eq!(Record::decode(&raw, false).unwrap(), Record::new(rec.meta, Bytes::new()));
+                prop_assert_eq!(Record::decode_meta(&raw).unwrap(), rec.meta);
+                prop_assert_eq!(Record::peek_expires_at(&raw), Some(rec.meta.expires_at));
+            }
         }
 
         #[test]

@@ -27,7 +27,7 @@ fn arb_meta() -> impl Strategy<Value = Meta> {
 }
 
 fn arb_record() -> impl Strategy<Value = Record> {
-    (arb_meta(), arb_bytes(64)).prop_map(|(meta, value)| Record { meta, value })
+    (arb_meta(), arb_bytes(64)).prop_map(|(meta, value)| Record::new(meta, value))
 }
 
 fn arb_target() -> impl Strategy<Value = KeyRef> {
@@ -106,6 +106,23 @@ fn arb_request() -> impl Strategy<Value = Request> {
             |(shard, after, (since_hlc, limit))| Request::ReadLog(ReadLog { shard, after, since_hlc, limit })
         ),
         any::<(u32, u64)>().prop_map(|(shard, through)| Request::TrimLog(TrimLog { shard, through })),
+        proptest::collection::vec((any::<u32>(), proptest::option::of(arb_bytes(40)), any::<(u64, u32)>()), 0..4)
+            .prop_map(|reads| Request::ReadLogs(
+                reads
+                    .into_iter()
+                    .map(|(shard, after, (since_hlc, limit))| ReadLog { shard, after, since_hlc, limit })
+                    .collect()
+            )),
+        (any::<(u32, u32, u64)>(), proptest::collection::vec((arb_bytes(8), arb_bytes(16), arb_record()), 0..4))
+            .prop_map(|((from_origin, shard, through), entries)| Request::Replicate(Replicate {
+                from_origin,
+                shard,
+                through,
+                entries: entries
+                    .into_iter()
+                    .map(|(namespace, key, record)| LogEntry { namespace, key, record })
+                    .collect(),
+            })),
     ]
 }
 
@@ -126,6 +143,8 @@ fn arb_status() -> impl Strategy<Value = Status> {
     ]
 }
 
+// `Response::Logs` carries a `Reply` per shard that could not be read; its size is the reply's own.
+#[allow(clippy::result_large_err)]
 fn arb_response() -> impl Strategy<Value = Response> {
     let entry = (any::<u32>(), arb_bytes(8), arb_bytes(16), arb_record())
         .prop_map(|(shard, namespace, key, record)| ScanEntry { shard, namespace, key, record });
@@ -171,6 +190,14 @@ fn arb_response() -> impl Strategy<Value = Response> {
                 more,
                 closed_hlc,
             })),
+        proptest::collection::vec(
+            prop_oneof![
+                any::<u64>().prop_map(|closed_hlc| Ok(LogPage { closed_hlc, ..LogPage::default() })),
+                ".{0,20}".prop_map(|m| Err(Reply::error(Status::NotOwner, m))),
+            ],
+            0..4
+        )
+        .prop_map(Response::Logs),
     ]
 }
 

@@ -68,6 +68,9 @@ pub struct ShardFeed<S> {
     /// Entries seen above the watermark, waiting for it to pass them.
     waiting: BTreeMap<(Order, Bytes, Bytes), Record>,
     page_limit: u32,
+    /// The most entries one poll reads from one replica: after a long outage a shard's backlog is
+    /// shipped in steps instead of being held in memory at once.
+    poll_limit: usize,
 }
 
 impl<S: LogSource> ShardFeed<S> {
@@ -79,7 +82,27 @@ impl<S: LogSource> ShardFeed<S> {
     /// A feed that starts after `watermark` (one a peer site confirmed).
     pub fn resume(shard: u32, sources: Vec<S>, reads: usize, watermark: u64) -> Self {
         let cursors = sources.iter().map(|_| None).collect();
-        ShardFeed { shard, sources, reads, watermark, cursors, waiting: BTreeMap::new(), page_limit: 1_000 }
+        ShardFeed {
+            shard,
+            sources,
+            reads,
+            watermark,
+            cursors,
+            waiting: BTreeMap::new(),
+            page_limit: 1_000,
+            poll_limit: 10_000,
+        }
+    }
+
+    /// Reads at most `entries` from each replica per poll (and pages of at most that many).
+    pub fn with_poll_limit(mut self, entries: usize) -> Self {
+        self.poll_limit = entries.max(1);
+        self.page_limit = self.page_limit.min(self.poll_limit as u32);
+        self
+    }
+
+    pub fn shard(&self) -> u32 {
+        self.shard
     }
 
     pub fn watermark(&self) -> u64 {
@@ -131,9 +154,12 @@ impl<S: LogSource> ShardFeed<S> {
         Ok(Shipment { entries, watermark })
     }
 
-    /// Reads source `i`'s log up to its closed timestamp into `waiting`; returns that timestamp.
+    /// Reads source `i`'s log up to its closed timestamp into `waiting`; returns that timestamp. If the
+    /// poll limit stops it first, returns how far it is complete instead: below the last entry read
+    /// (others may share that entry's HLC and come later).
     async fn read_all(&mut self, i: usize) -> Result<u64, String> {
         let mut cursor = self.cursors[i].take().unwrap_or(Cursor { after: None });
+        let mut read = 0usize;
         loop {
             let request = ReadLog {
                 shard: self.shard,
@@ -142,6 +168,8 @@ impl<S: LogSource> ShardFeed<S> {
                 limit: self.page_limit,
             };
             let page = self.sources[i].read_log(request).await?;
+            read += page.entries.len();
+            let last_hlc = page.entries.last().map(|e| e.record.meta.hlc);
             for e in page.entries {
                 // Already handed on (a replica read again from an older cursor): not again.
                 if e.record.meta.hlc > self.watermark {
@@ -152,6 +180,10 @@ impl<S: LogSource> ShardFeed<S> {
             if !page.more {
                 self.cursors[i] = Some(cursor);
                 return Ok(page.closed_hlc);
+            }
+            if read >= self.poll_limit {
+                self.cursors[i] = Some(cursor);
+                return Ok(last_hlc.map_or(self.watermark, |h| h.saturating_sub(1)));
             }
         }
     }

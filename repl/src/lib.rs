@@ -1,10 +1,19 @@
-//! Cross-site replication (issue 11; the design and what is built so far are in
+//! Cross-site replication (issue 11; the design, and what is built so far, are in
 //! `docs/replication.md`).
 //!
-//! Built: [`feed`], which reads one shard's change log from enough of its replicas that every
-//! acknowledged write is seen, and hands each write on once, in order. Not built yet: the sender that
-//! ships a feed to a peer site, the transport, the receiver and its apply rules.
+//! Reading order: [`site`] (what a proxy runs: a sender per peer site, the receiver, log trimming) →
+//! [`sender`] (one peer: feeds, batches, confirmations) → [`feed`] (one shard's writes, from the change
+//! logs of enough replicas, each once and in order) and [`source`] (those logs read in batches) →
+//! [`receiver`] (installing another site's writes through this site's two-phase commit) →
+//! [`confirmations`] (how far each peer got, kept in this site's storage) and [`status`].
 
+pub mod confirmations;
 pub mod feed;
+pub mod receiver;
+pub mod sender;
+pub mod site;
+pub mod source;
+pub mod status;
 
 pub use feed::{FeedError, LogSource, ShardFeed, Shipment};
+pub use site::Site;

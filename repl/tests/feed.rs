@@ -111,7 +111,7 @@ fn target(key: &str) -> KeyRef {
 
 fn record(req: u128, hlc: u64, value: &str) -> Record {
     let meta = Meta { version: 1, created_at: 1, hlc, origin: 1, last_writer: RequestId(req), ..Meta::default() };
-    Record { meta, value: Bytes::copy_from_slice(value.as_bytes()) }
+    Record::new(meta, Bytes::copy_from_slice(value.as_bytes()))
 }
 
 fn seen(entries: &[LogEntry]) -> Vec<(String, String)> {

@@ -45,6 +45,86 @@ pub struct ProxyConfig {
     /// Redis's `client-query-buffer-limit`: the most bytes of one unparsed request a connection may
     /// hold; beyond it the connection is closed. Unset: 4 × `proto_max_bulk_len`.
     pub client_query_buffer_limit: Option<usize>,
+    /// Cross-site replication (docs/replication.md): receiving other sites' writes, shipping this site's.
+    pub replication: ReplicationConfig,
+}
+
+/// `[replication]` of `proxy.toml`. A site replicates when its store nodes log their commits
+/// (`changelog_origin` = this proxy's `origin`), one of its proxies ships (`ship`) and the peers' proxies
+/// listen.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// Where peer sites deliver their writes; this proxy installs them in this site. Unset: it receives
+    /// nothing.
+    pub listen: Option<SocketAddr>,
+    /// Ship this site's writes to every peer. One proxy of a site ships; if it stops, nothing is lost
+    /// (the store nodes' change logs keep every write until every peer confirmed it) and shipping resumes
+    /// from the last confirmation when it (or another proxy with `ship`) starts.
+    pub ship: bool,
+    /// The other sites.
+    pub peers: Vec<PeerSite>,
+    /// How often the change logs are read.
+    pub poll_ms: u64,
+    /// How often the peers' confirmations are saved (in this site's own storage, through the two-phase
+    /// commit) and the logs trimmed behind them. A new shipper re-sends at most this much.
+    pub confirm_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig { listen: None, ship: false, peers: Vec::new(), poll_ms: 50, confirm_ms: 1000 }
+    }
+}
+
+/// Another site: its name (for metrics and status), its origin id and its replication listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSite {
+    pub name: String,
+    pub origin: u32,
+    pub addr: String,
+}
+
+impl std::str::FromStr for PeerSite {
+    type Err = String;
+
+    /// `NAME=ORIGIN@HOST:PORT`, as `--repl-peer` takes it.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("a peer site is NAME=ORIGIN@HOST:PORT (e.g. b=2@10.0.2.5:7400), not {s:?}");
+        let (name, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (origin, addr) = rest.split_once('@').ok_or_else(bad)?;
+        let origin = origin.parse().map_err(|_| bad())?;
+        if name.is_empty() || addr.is_empty() {
+            return Err(bad());
+        }
+        Ok(PeerSite { name: name.into(), origin, addr: addr.into() })
+    }
+}
+
+impl ReplicationConfig {
+    pub fn enabled(&self) -> bool {
+        self.listen.is_some() || self.ship
+    }
+
+    fn validate(&self, origin: u32) -> Result<(), String> {
+        if self.poll_ms == 0 || self.confirm_ms == 0 {
+            return Err("replication.poll_ms and replication.confirm_ms must be at least 1".into());
+        }
+        if self.ship && self.peers.is_empty() {
+            return Err("replication.ship is set but no peer site is configured".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.peers {
+            if p.origin == origin {
+                return Err(format!("peer site {} has this site's own origin {origin}", p.name));
+            }
+            if !seen.insert(p.origin) {
+                return Err(format!("two peer sites have origin {}", p.origin));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ProxyConfig {
@@ -65,6 +145,7 @@ impl Default for ProxyConfig {
             clock_offset_ms: 0,
             proto_max_bulk_len: limits::DEFAULT_PROTO_MAX_BULK_LEN,
             client_query_buffer_limit: None,
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -89,6 +170,7 @@ impl ProxyConfig {
                 self.proto_max_bulk_len
             )
         })?;
+        self.replication.validate(self.origin)?;
         if let Some(limit) = self.client_query_buffer_limit {
             limits::check_query_buffer_limit(limit as u64).map_err(|_| {
                 format!(
@@ -140,6 +222,15 @@ pub struct ProxyFlags {
     /// The most bytes of one unparsed request a connection may hold (default 4 × proto-max-bulk-len).
     #[arg(long, env = "VESTA_PROXY_CLIENT_QUERY_BUFFER_LIMIT")]
     pub client_query_buffer_limit: Option<usize>,
+    /// Receive other sites' writes on this address (`replication.listen`).
+    #[arg(long, env = "VESTA_PROXY_REPL_LISTEN")]
+    pub repl_listen: Option<SocketAddr>,
+    /// Ship this site's writes to the peer sites (`replication.ship`).
+    #[arg(long, env = "VESTA_PROXY_REPL_SHIP")]
+    pub repl_ship: bool,
+    /// A peer site, NAME=ORIGIN@HOST:PORT; repeat for each (replaces `replication.peers`).
+    #[arg(long, env = "VESTA_PROXY_REPL_PEERS", value_delimiter = ',')]
+    pub repl_peer: Option<Vec<PeerSite>>,
 }
 
 impl ProxyFlags {
@@ -177,6 +268,13 @@ impl ProxyFlags {
         if self.client_query_buffer_limit.is_some() {
             c.client_query_buffer_limit = self.client_query_buffer_limit;
         }
+        if self.repl_listen.is_some() {
+            c.replication.listen = self.repl_listen;
+        }
+        c.replication.ship |= self.repl_ship;
+        if let Some(peers) = self.repl_peer {
+            c.replication.peers = peers;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -213,5 +311,22 @@ mod tests {
         let flags = ProxyFlags { config: Some(file), proto_max_bulk_len: Some(3145728), ..ProxyFlags::default() };
         assert_eq!(flags.resolve().unwrap().proto_max_bulk_len, 3145728);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn replication_section_and_flags() {
+        let text = "origin = 1\n[replication]\nship = true\npeers = [{ name = \"b\", origin = 2, addr = \"127.0.0.1:7401\" }]\n";
+        let c: ProxyConfig = toml::from_str(text).unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.replication.peers[0], "b=2@127.0.0.1:7401".parse().unwrap());
+        assert!("b@127.0.0.1:1".parse::<PeerSite>().is_err());
+        assert!("b=x@127.0.0.1:1".parse::<PeerSite>().is_err());
+        let own = ProxyConfig {
+            replication: ReplicationConfig { peers: vec!["a=1@h:1".parse().unwrap()], ..c.replication.clone() },
+            ..c.clone()
+        };
+        assert!(own.validate().unwrap_err().contains("own origin"), "a peer with this site's origin");
+        let lonely = ProxyConfig { replication: ReplicationConfig { peers: vec![], ..c.replication.clone() }, ..c };
+        assert!(lonely.validate().is_err(), "shipping to nobody");
     }
 }

@@ -16,4 +16,4 @@ pub mod server;
 pub mod session;
 pub mod topology;
 
-pub use config::{ProxyConfig, ProxyFlags};
+pub use config::{PeerSite, ProxyConfig, ProxyFlags, ReplicationConfig};

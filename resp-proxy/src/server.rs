@@ -87,6 +87,7 @@ impl Proxy {
             stats: Default::default(),
             limits: ClientLimits::new(config.proto_max_bulk_len, config.client_query_buffer_limit),
             query_buffer_disconnections: 0.into(),
+            replication: Default::default(),
         };
         Arc::new(Proxy { coordinator, shared, max_clients: config.max_clients, max_pipeline: config.max_pipeline })
     }

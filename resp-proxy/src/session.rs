@@ -109,6 +109,17 @@ pub struct Shared {
     pub limits: crate::limits::ClientLimits,
     /// Connections closed for going over `client-query-buffer-limit`.
     pub query_buffer_disconnections: AtomicU64,
+    /// Cross-site replication run by this proxy, for INFO replication (set once it starts).
+    pub replication: std::sync::OnceLock<std::sync::Arc<dyn ReplicationReport>>,
+}
+
+/// What INFO replication shows of the cross-site replication this proxy runs (`vesta-repl` reports it).
+pub trait ReplicationReport: Send + Sync {
+    /// `field:value` lines for the Replication section.
+    fn info_fields(&self) -> Vec<(String, String)>;
+    /// Stops (or resumes) shipping to the peer site named `peer`, or to every peer; how many it
+    /// concerned. Nothing is lost while paused: the change logs keep every write.
+    fn set_paused(&self, peer: Option<&str>, paused: bool) -> Result<usize, String>;
 }
 
 impl Shared {

@@ -25,7 +25,7 @@ fn remote(p: &SimProxy, value: &str, ms_from_now: i64, writer: u128) -> Record {
         flags: Flags::default(),
         key_id: 0,
     };
-    Record { meta, value: Bytes::copy_from_slice(value.as_bytes()) }
+    Record::new(meta, Bytes::copy_from_slice(value.as_bytes()))
 }
 
 fn tombstone(p: &SimProxy, ms_from_now: i64, writer: u128) -> Record {
@@ -134,4 +134,109 @@ async fn installs_and_local_writes_to_one_key_converge() {
         assert!(orders.windows(2).all(|w| w[0] == w[1]), "round {round}: replicas differ: {orders:?}");
         sleep_ms(5).await;
     }
+}
+
+/// The local copy of `key` (zone 0), which must be a counter.
+async fn local_counter(sim: &Sim, key: &str) -> (Record, vesta_proto::counter::Counter) {
+    let copy = copies(sim, key).await.remove(0).expect("a copy");
+    let counter = copy.counter.as_deref().cloned().expect("a counter");
+    (copy, counter)
+}
+
+/// A counter copy made in site 2 on `start` (a counter's reset and base), with site 2's contribution
+/// `by` at `version`, stamped `ms_from_now`.
+fn remote_counter(
+    p: &SimProxy,
+    start: &vesta_proto::counter::Counter,
+    by: i64,
+    version: u64,
+    ms_from_now: i64,
+    writer: u128,
+) -> Record {
+    let mut c = vesta_proto::counter::Counter::on(start.reset, start.base.clone());
+    for _ in 0..version {
+        c.add(2, 0, 0.0);
+    }
+    c.add(2, by, 0.0);
+    if let Some(last) = c.sites.last_mut() {
+        last.version = version;
+    }
+    let mut r = remote(p, "", ms_from_now, writer);
+    r.value = c.total(|f| f.to_string()).expect("a number");
+    r.counter = Some(Box::new(c));
+    r
+}
+
+#[tokio::test(start_paused = true)]
+async fn counter_copies_of_two_sites_on_the_same_start_add_up() {
+    let mut sim = Sim::new(SimOptions::default());
+    let p = sim.proxy(0);
+    assert_eq!(p.run(&["SET", "c", "10"]).await, Reply::OK);
+    assert_eq!(p.run(&["INCRBY", "c", "5"]).await, Reply::Int(15));
+    let (_, start) = local_counter(&sim, "c").await;
+    assert_eq!((start.base.as_ref(), start.sites.len()), (&b"10"[..], 1), "{start:?}");
+
+    // Site 2 incremented concurrently; its copy is older than ours: merged, and committed with a fresh
+    // stamp over ours.
+    let theirs = remote_counter(&p, &start, 7, 1, -5, 91);
+    assert!(install(&p, "c", &theirs).await);
+    assert_eq!(p.run(&["GET", "c"]).await, bulk("22"));
+    assert!(!install(&p, "c", &theirs).await, "the same copy again: nothing new");
+    let (merged, _) = local_counter(&sim, "c").await;
+    assert_eq!(merged.meta.origin, 2, "a merge keeps the incoming origin: not logged here, never sent on");
+
+    // A newer copy of site 2 (it incremented again): installed with every contribution.
+    let newer = remote_counter(&p, &start, 9, 2, 20, 92);
+    assert!(install(&p, "c", &newer).await);
+    assert_eq!(p.run(&["GET", "c"]).await, bulk("24"));
+    // An older version of site 2's contribution changes nothing.
+    assert!(!install(&p, "c", &remote_counter(&p, &start, 7, 1, 30, 93)).await);
+    assert_eq!(p.run(&["INCR", "c"]).await, Reply::Int(25), "this site's increments go on adding");
+    for (zone, c) in copies(&sim, "c").await.into_iter().enumerate() {
+        assert_eq!(c.map(|c| c.value), Some(Bytes::from_static(b"25")), "zone {zone}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_and_concurrent_increments_resolve_by_the_order_of_copies() {
+    let mut sim = Sim::new(SimOptions::default());
+    let p = sim.proxy(0);
+    assert_eq!(p.run(&["SET", "c", "10"]).await, Reply::OK);
+    assert_eq!(p.run(&["INCR", "c"]).await, Reply::Int(11));
+    let (_, start) = local_counter(&sim, "c").await;
+    sleep_ms(10).await;
+
+    // A SET in site 2, newer than our increment: a reset, installed whole.
+    let reset = remote(&p, "100", 0, 50);
+    assert!(install(&p, "c", &reset).await);
+    assert_eq!(p.run(&["GET", "c"]).await, bulk("100"));
+    assert!(copies(&sim, "c").await[0].as_ref().is_some_and(|c| c.counter.is_none()), "a plain value again");
+
+    // Site 2's increments on the old start, stamped before that reset (50 ms have passed reading the
+    // copies): lost to it.
+    assert!(!install(&p, "c", &remote_counter(&p, &start, 3, 1, -100, 51)).await);
+    assert_eq!(p.run(&["GET", "c"]).await, bulk("100"));
+    // Stamped after it: they win whole (the concurrent reset is lost, as any concurrent write).
+    assert!(install(&p, "c", &remote_counter(&p, &start, 3, 1, 10, 52)).await);
+    assert_eq!(p.run(&["GET", "c"]).await, bulk("13"));
+
+    // An increment after the reset builds on it, and a DEL is a reset too.
+    assert_eq!(p.run(&["DEL", "c"]).await, Reply::Int(1));
+    assert_eq!(p.run(&["INCRBY", "c", "4"]).await, Reply::Int(4));
+    let (_, after_del) = local_counter(&sim, "c").await;
+    assert!(after_del.reset > start.reset && after_del.base.is_empty(), "{after_del:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn increments_of_one_transaction_add_up_and_expiry_keeps_the_counter() {
+    let mut sim = Sim::new(SimOptions::default());
+    let p = sim.proxy(0);
+    assert_eq!(p.run(&["INCRBY", "c", "2"]).await, Reply::Int(2));
+    assert_eq!(p.run(&["PEXPIRE", "c", "600000"]).await, Reply::Int(1));
+    assert_eq!(p.run(&["INCRBY", "c", "3"]).await, Reply::Int(5));
+    let (copy, counter) = local_counter(&sim, "c").await;
+    assert!(copy.meta.expires_at > 0);
+    assert_eq!((counter.sites[0].int, counter.sites[0].version), (5, 2), "{counter:?}");
+    assert_eq!(p.run(&["APPEND", "c", "0"]).await, Reply::Int(2));
+    assert!(copies(&sim, "c").await[0].as_ref().is_some_and(|c| c.counter.is_none()), "APPEND: a plain value");
 }

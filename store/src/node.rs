@@ -244,6 +244,11 @@ impl StoreNode {
                 Err(reply) => Response::Reply(reply),
             },
             Request::TrimLog(t) => Response::Reply(self.trim_log(t).await),
+            Request::ReadLogs(reads) => Response::Logs(reads.into_iter().map(|r| self.read_log(r)).collect()),
+            Request::Replicate(_) => Response::Reply(Reply::error(
+                Status::BadRequest,
+                "this is a store node; replicated copies go to a proxy's replication listener",
+            )),
             Request::Ping => {
                 let ownership = self.ownership();
                 Response::Pong(Pong {
@@ -380,6 +385,7 @@ impl StoreNode {
     fn as_stored(&self, mut record: Record) -> Record {
         if record.meta.flags.tombstone() {
             record.value = Default::default();
+            record.counter = None;
             if record.meta.expires_at == 0 {
                 record.meta.expires_at = self.clock.wall_ms();
             }

@@ -95,7 +95,7 @@ async fn prepare_on_live_record(h: Harness) {
     let p =
         Prepare { req: RequestId(6), target: target("k"), kind: PrepareKind::Set, condition: None, want_value: false };
     let r = h.reply(Request::Prepare(p)).await;
-    assert_eq!(r.copy.unwrap(), Record { meta: rec.meta, value: Bytes::new() });
+    assert_eq!(r.copy.unwrap(), Record::new(rec.meta, Bytes::new()));
 }
 
 async fn prepare_on_expired_record(h: Harness) {

@@ -95,12 +95,24 @@ fn proxy(flags: ProxyFlags) -> Result<(), String> {
         if let Some(addr) = config.metrics_listen {
             vesta_proxy::metrics::install_exporter(addr)?;
         }
+        // Bound before the proxy says `ready`, so that a peer site can connect as soon as it is.
+        let repl_listener = match config.replication.listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("replication listener on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
         vesta_proxy::server::run_proxy(
             &config,
             &topology,
             &Default::default(),
             |addr, proxy| {
-                cluster_source::follow_for_proxy(&config, proxy, &topology);
+                cluster_source::follow_for_proxy(&config, proxy.clone(), &topology);
+                if config.replication.enabled() {
+                    start_replication(&config, &proxy, repl_listener);
+                }
                 say(&format!("proxy listening on {addr}\nready"))
             },
             shutdown_signal(),
@@ -109,6 +121,26 @@ fn proxy(flags: ProxyFlags) -> Result<(), String> {
         tracing::info!("proxy stopped");
         Ok(())
     })
+}
+
+/// Cross-site replication in this proxy: shipping this site's writes (`ship`), installing the peers'
+/// (`listen`).
+fn start_replication(
+    config: &vesta_proxy::ProxyConfig,
+    proxy: &std::sync::Arc<vesta_proxy::server::Proxy>,
+    listener: Option<tokio::net::TcpListener>,
+) {
+    let site = vesta_repl::Site::new(proxy.coordinator.clone(), config.origin, config.replication.clone());
+    site.start();
+    if let Some(listener) = listener {
+        let peers = config.replication.peers.iter().map(|p| (p.origin, p.name.clone())).collect();
+        let coordinator = std::sync::Arc::new(proxy.coordinator.clone());
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "receiving the peer sites' writes");
+        }
+        tokio::spawn(vesta_repl::receiver::serve(listener, coordinator, peers, std::future::pending()));
+    }
+    let _ = proxy.shared.replication.set(site);
 }
 
 /// A line for whoever started us (scripts wait for `ready`); a closed stdout is no reason to die.

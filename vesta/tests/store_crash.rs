@@ -88,7 +88,7 @@ async fn write(conn: &NodeConnection, req: u128, key: &str, value: &str, hlc: u6
         Err(_) => return Err(()),
     }
     let meta = Meta { version: hlc, created_at: 1, hlc, origin: 1, last_writer: RequestId(req), ..Meta::default() };
-    let record = Record { meta, value: Bytes::copy_from_slice(value.as_bytes()) };
+    let record = Record::new(meta, Bytes::copy_from_slice(value.as_bytes()));
     match conn
         .call(Request::Commit(Commit { req: RequestId(req), target: target(key), record, keep_writer: false }))
         .await

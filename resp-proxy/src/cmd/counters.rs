@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::snapshot::Snapshot;
 use super::{int_arg, parse_i64};
-use crate::coordinator::NewValue;
+use crate::coordinator::{CounterChange, NewValue};
 use crate::resp::Reply;
 
 #[derive(Debug)]
@@ -47,31 +47,35 @@ impl Cmd {
     pub fn apply(&self, s: &mut Snapshot) -> Reply {
         match self {
             Cmd::Add { key, by } => {
-                add(s, key, parse_i64, 0, super::not_an_integer, |current| match current.checked_add(*by) {
+                let change = CounterChange::Add { int: *by, float: 0.0 };
+                add(s, key, parse_i64, 0, super::not_an_integer, change, |current| match current.checked_add(*by) {
                     Some(next) => Ok((Bytes::from(next.to_string()), Reply::Int(next))),
                     None => Err(Reply::error("ERR increment or decrement would overflow")),
                 })
             }
-            Cmd::AddFloat { key, by } => add(s, key, parse_float, 0.0, not_a_float, |current| {
-                let next = current + by;
-                if !next.is_finite() {
-                    return Err(Reply::error("ERR increment would produce NaN or Infinity"));
-                }
-                let text = Bytes::from(format_float(next));
-                Ok((text.clone(), Reply::Bulk(text)))
-            }),
+            Cmd::AddFloat { key, by } => {
+                add(s, key, parse_float, 0.0, not_a_float, CounterChange::Add { int: 0, float: *by }, |current| {
+                    let next = current + by;
+                    if !next.is_finite() {
+                        return Err(Reply::error("ERR increment would produce NaN or Infinity"));
+                    }
+                    let text = Bytes::from(format_float(next));
+                    Ok((text.clone(), Reply::Bulk(text)))
+                })
+            }
         }
     }
 }
 
 /// The shared shape of every counter: parse the current value (absent = `zero`), compute the next one
-/// and its reply, keep the TTL.
+/// and its reply, keep the TTL, add `change` to this site's contribution.
 fn add<T>(
     s: &mut Snapshot,
     key: &Bytes,
     parse: fn(&[u8]) -> Option<T>,
     zero: T,
     not_a_number: fn() -> Reply,
+    change: CounterChange,
     next: impl FnOnce(T) -> Result<(Bytes, Reply), Reply>,
 ) -> Reply {
     let live = s.get(key);
@@ -84,7 +88,8 @@ fn add<T>(
     };
     match next(current) {
         Ok((value, reply)) => {
-            let value = NewValue::keeping_ttl(live, value);
+            // Besides the new total, this site's contribution grows: increments in several sites add up.
+            let value = NewValue { counter: change, ..NewValue::keeping_ttl(live, value) };
             s.put(key, value);
             reply
         }

@@ -155,13 +155,13 @@ impl Cmd {
                     // An expiry in the past deletes the key, as in Redis.
                     s.delete(key);
                 } else {
-                    s.put(key, NewValue { value: r.value, expires_at: at as u64, tombstone: false });
+                    s.put(key, NewValue::same_value(r.value, at as u64));
                 }
                 Reply::Int(1)
             }
             Cmd::Persist(key) => match s.get(key).cloned() {
                 Some(r) if r.meta.expires_at != 0 => {
-                    s.put(key, NewValue { value: r.value, expires_at: 0, tombstone: false });
+                    s.put(key, NewValue::same_value(r.value, 0));
                     Reply::Int(1)
                 }
                 _ => Reply::Int(0),
@@ -188,7 +188,7 @@ impl Cmd {
                 if *nx && s.get(to).is_some() {
                     return Reply::Int(0);
                 }
-                s.put(to, NewValue { value: r.value, expires_at: r.meta.expires_at, tombstone: false });
+                s.put(to, NewValue::plain(r.value, r.meta.expires_at));
                 s.delete(from);
                 if *nx {
                     Reply::Int(1)
@@ -206,7 +206,7 @@ impl Cmd {
                 if !replace && s.get_in(&target, to).is_some() {
                     return Reply::Int(0);
                 }
-                s.put_in(&target, to, NewValue { value: r.value, expires_at: r.meta.expires_at, tombstone: false });
+                s.put_in(&target, to, NewValue::plain(r.value, r.meta.expires_at));
                 if *remove {
                     s.delete(from);
                 }

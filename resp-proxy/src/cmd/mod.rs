@@ -181,6 +181,14 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "command", arity: -1, flags: S, keys: (0, 0, 0), group: "server" },
     Spec { name: "info", arity: -1, flags: S, keys: (0, 0, 0), group: "server" },
     Spec { name: "time", arity: 1, flags: &["loading", "stale", "fast"], keys: (0, 0, 0), group: "server" },
+    // Vesta's own: cross-site replication of this proxy (`vesta admin repl …` sends it).
+    Spec {
+        name: "vesta.repl",
+        arity: -2,
+        flags: &["admin", "noscript", "loading", "stale"],
+        keys: (0, 0, 0),
+        group: "server",
+    },
     Spec { name: "config", arity: -2, flags: S, keys: (0, 0, 0), group: "server" },
 ];
 

@@ -130,7 +130,7 @@ impl Cmd {
                 Reply::Int(1)
             }
             Ok(ttl) => {
-                s.put(key, NewValue { value: r.value, expires_at: now + ttl as u64, tombstone: false });
+                s.put(key, NewValue::same_value(r.value, now + ttl as u64));
                 Reply::Int(1)
             }
         }

@@ -24,12 +24,36 @@ pub fn run(shared: &Shared, session: &Session, name: &str, a: &[Bytes]) -> Optio
         "function" => function(a),
         "script" => super::scripts::script(a),
         "object" if a[0].eq_ignore_ascii_case(b"help") => object_help(),
+        "vesta.repl" => vesta_repl(shared, a),
         "time" => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             Reply::Array(vec![Reply::text(&now.as_secs().to_string()), Reply::text(&now.subsec_micros().to_string())])
         }
         _ => return None,
     })
+}
+
+/// `VESTA.REPL STATUS | PAUSE [peer] | RESUME [peer]`: the cross-site replication this proxy runs.
+fn vesta_repl(shared: &Shared, a: &[Bytes]) -> Reply {
+    let Some(report) = shared.replication.get() else {
+        return Reply::error("ERR this proxy runs no cross-site replication (see [replication] in proxy.toml)");
+    };
+    let peer = a.get(1).map(|p| String::from_utf8_lossy(p).into_owned());
+    let sub = a[0].to_ascii_lowercase();
+    match (sub.as_slice(), a.len()) {
+        (b"status", 1) => {
+            Reply::Array(report.info_fields().into_iter().map(|(f, v)| Reply::text(&format!("{f}:{v}"))).collect())
+        }
+        (b"pause" | b"resume", 1 | 2) => match report.set_paused(peer.as_deref(), sub.as_slice() == b"pause") {
+            Ok(0) => Reply::error("ERR this proxy ships to no such peer site"),
+            Ok(n) => Reply::Int(n as i64),
+            Err(e) => Reply::error(format!("ERR {e}")),
+        },
+        _ => Reply::error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try STATUS, PAUSE [peer], RESUME [peer]",
+            shown(&a[0])
+        )),
+    }
 }
 
 fn spec_reply(s: &Spec) -> Reply {
@@ -383,8 +407,19 @@ fn info_section(shared: &Shared, section: &str) -> String {
             shared.rejected_connections.load(Ordering::Relaxed),
             shared.query_buffer_disconnections.load(Ordering::Relaxed),
         ),
-        // Replication between store replicas is Vesta's own (quorum commits), not Redis's.
-        "replication" => "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n\r\n".into(),
+        // Replication between store replicas is Vesta's own (quorum commits), not Redis's; every site is
+        // writable, so to a Redis client each proxy is a master. Cross-site replication adds its fields.
+        "replication" => {
+            let mut text =
+                String::from("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n");
+            if let Some(report) = shared.replication.get() {
+                for (field, value) in report.info_fields() {
+                    text.push_str(&format!("{field}:{value}\r\n"));
+                }
+            }
+            text.push_str("\r\n");
+            text
+        }
         "cpu" => {
             let (user, sys) = process_cpu_seconds();
             format!(

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use vesta_proto::{Meta, Record};
 
-use crate::coordinator::{KeyName, NewValue};
+use crate::coordinator::{CounterChange, KeyName, NewValue};
 
 pub struct Snapshot {
     now: u64,
@@ -86,9 +86,15 @@ impl Snapshot {
                 Some(r) => Meta { expires_at: value.expires_at, version: r.meta.version + 1, ..r.meta },
                 None => Meta { expires_at: value.expires_at, created_at: self.now, ..Meta::default() },
             };
-            Some(Record { meta, value: value.value.clone() })
+            Some(Record::new(meta, value.value.clone()))
         };
-        entry.change = Some(value);
+        // The key's changes so far and this one are committed as one: increments add up, and one after a
+        // SET in the same transaction builds on the SET's value (a reset), not on the stored copy.
+        let counter = match &entry.change {
+            Some(before) => before.counter.then(value.counter),
+            None => value.counter,
+        };
+        entry.change = Some(NewValue { counter, ..value });
     }
 
     /// Deletes `key` (a tombstone that lives as long as the record would have). False if it was absent.
@@ -99,7 +105,11 @@ impl Snapshot {
 
     pub fn delete_in(&mut self, namespace: &Bytes, key: &Bytes) -> bool {
         let Some(expires_at) = self.get_in(namespace, key).map(|r| r.meta.expires_at) else { return false };
-        self.put_in(namespace, key, NewValue { value: Bytes::new(), expires_at, tombstone: true });
+        self.put_in(
+            namespace,
+            key,
+            NewValue { value: Bytes::new(), expires_at, tombstone: true, counter: CounterChange::Reset },
+        );
         true
     }
 

@@ -292,7 +292,7 @@ impl Cmd {
                         None => return invalid_expire("getex"),
                     },
                 };
-                s.put(key, NewValue { value: r.value.clone(), expires_at, tombstone: false });
+                s.put(key, NewValue::same_value(r.value.clone(), expires_at));
                 Reply::Bulk(r.value)
             }
             Cmd::MGet(keys) => Reply::Array(keys.iter().map(|k| value_of(s.get(k))).collect()),
@@ -314,7 +314,7 @@ impl Cmd {
                             _ => return invalid_expire("msetex"),
                         },
                     };
-                    s.put(k, NewValue { value: v.clone(), expires_at, tombstone: false });
+                    s.put(k, NewValue::plain(v.clone(), expires_at));
                 }
                 match reply {
                     SetReply::Ok => Reply::OK,
@@ -456,7 +456,7 @@ fn set(
             _ => return invalid_expire(name),
         },
     };
-    s.put(key, NewValue { value: value.clone(), expires_at, tombstone: false });
+    s.put(key, NewValue::plain(value.clone(), expires_at));
     match (get, reply) {
         (true, _) => old,
         (false, SetReply::Bool) => Reply::Int(1),

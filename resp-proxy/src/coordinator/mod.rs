@@ -64,12 +64,54 @@ pub struct NewValue {
     pub expires_at: u64,
     /// A delete: the record becomes a tombstone (kept until `expires_at`, or the store's retention).
     pub tombstone: bool,
+    /// What becomes of the key's per-site counter contributions (`vesta_proto::counter`).
+    pub counter: CounterChange,
+}
+
+/// How a write changes a counter's per-site contributions.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum CounterChange {
+    /// Any write but an increment or a TTL change: the key is a plain value again (a reset).
+    #[default]
+    Reset,
+    /// The value is unchanged (EXPIRE, PERSIST, GETEX): contributions stay as they are.
+    Keep,
+    /// An increment, added to this site's contribution (a counter starts on the current copy).
+    Add { int: i64, float: f64 },
+}
+
+impl CounterChange {
+    /// `self`, then `next`, as one change (several commands of one MULTI on one key).
+    pub fn then(self, next: CounterChange) -> CounterChange {
+        use CounterChange::*;
+        match (self, next) {
+            (_, Reset) | (Reset, _) => Reset,
+            (Keep, n) => n,
+            (a @ Add { .. }, Keep) => a,
+            (Add { int: a, float: f }, Add { int: b, float: g }) => Add { int: a.wrapping_add(b), float: f + g },
+        }
+    }
 }
 
 impl NewValue {
     /// A new value for a key that keeps the key's expiry, as INCR, APPEND and SETRANGE do.
     pub fn keeping_ttl(live: Option<&Record>, value: Bytes) -> Self {
-        NewValue { value, expires_at: live.map_or(0, |r| r.meta.expires_at), tombstone: false }
+        NewValue {
+            value,
+            expires_at: live.map_or(0, |r| r.meta.expires_at),
+            tombstone: false,
+            counter: CounterChange::Reset,
+        }
+    }
+
+    /// A plain value (a reset of any counter) with this expiry.
+    pub fn plain(value: Bytes, expires_at: u64) -> Self {
+        NewValue { value, expires_at, tombstone: false, counter: CounterChange::Reset }
+    }
+
+    /// The same value (and counter) with another expiry.
+    pub fn same_value(value: Bytes, expires_at: u64) -> Self {
+        NewValue { value, expires_at, tombstone: false, counter: CounterChange::Keep }
     }
 }
 

@@ -22,11 +22,13 @@ use vesta_proto::{
     RequestId, Response, Status,
 };
 
-use super::{after_moved, back_off, newest, CoordError, Coordinator, Decision, NewValue};
+use super::{after_moved, back_off, newest, CoordError, Coordinator, CounterChange, Decision, NewValue};
 use crate::metrics as m;
 use crate::pool::NodeError;
 use crate::resp::Reply;
 use crate::topology::NodeIndex;
+use vesta_proto::counter::Counter;
+use vesta_proto::Order;
 
 /// Why one attempt did not finish.
 pub(super) enum Failed {
@@ -57,6 +59,48 @@ pub(super) enum CommitOutcome {
     Refused,
     /// No answer, or an error: the commit may or may not have landed; repairable once W applied it.
     Unknown,
+}
+
+/// What installing a copy from another site comes to, given the newest copy here.
+#[derive(Debug, PartialEq)]
+enum Resolution {
+    /// The copy here is newer, or already includes it.
+    Skip,
+    /// Install this, keeping its stamp (HLC, origin, writer).
+    Install(Record),
+    /// Install this with a fresh HLC (and this request as its writer): a merge of two counters whose
+    /// result must replace the copy here, which is newer than the one that came in.
+    Restamp(Record),
+}
+
+/// The rule for copies from other sites: the newer by the order of copies wins, except that two copies
+/// of a counter on the same reset merge (each site's newer contribution; see `vesta_proto::counter`).
+/// A merged copy keeps the incoming copy's origin, so it is not logged here and never sent on: each
+/// site's own contribution already travels in the copies that site wrote.
+fn resolve_copy(here: Option<&Record>, incoming: Record) -> Resolution {
+    let mergeable = match (here, incoming.counter.as_deref()) {
+        (Some(h), Some(theirs)) if !h.meta.flags.tombstone() => {
+            h.counter.as_deref().filter(|mine| mine.same_reset(theirs)).map(|mine| (h, mine, theirs))
+        }
+        _ => None,
+    };
+    let Some((here, mine, theirs)) = mergeable else {
+        return match here {
+            Some(h) if !incoming.meta.newer_than(&h.meta) => Resolution::Skip,
+            _ => Resolution::Install(incoming),
+        };
+    };
+    let merged = mine.merge(theirs);
+    if merged == *mine {
+        return Resolution::Skip;
+    }
+    let value = merged.total(crate::cmd::counters::format_float).unwrap_or_else(|| incoming.value.clone());
+    if incoming.meta.newer_than(&here.meta) {
+        Resolution::Install(Record { value, counter: Some(Box::new(merged)), ..incoming })
+    } else {
+        let meta = Meta { origin: incoming.meta.origin, ..here.meta };
+        Resolution::Restamp(Record { meta, value, counter: Some(Box::new(merged)) })
+    }
 }
 
 impl CommitOutcome {
@@ -109,8 +153,10 @@ impl Coordinator {
         key: &Bytes,
         record: Record,
     ) -> Result<bool, CoordError> {
+        // A counter merges with the copy here, so that copy's contributions are needed.
+        let want_value = record.counter.is_some();
         let reply =
-            self.write(namespace, key, PrepareKind::Set, false, |_, _| Decision::Install(record.clone())).await?;
+            self.write(namespace, key, PrepareKind::Set, want_value, |_, _| Decision::Install(record.clone())).await?;
         Ok(reply == Reply::Int(1))
     }
 
@@ -210,12 +256,19 @@ impl Coordinator {
                 self.settle_late(pending, req, target.clone(), None);
                 return Ok(reply);
             }
-            Decision::Install(record) if newest.as_ref().is_some_and(|n| !record.meta.newer_than(&n.meta)) => {
-                self.abort(req, target, nodes());
-                self.settle_late(pending, req, target.clone(), None);
-                return Ok(Reply::Int(0));
-            }
-            Decision::Install(record) => (record, Reply::Int(1), true),
+            Decision::Install(record) => match resolve_copy(newest.as_ref(), record) {
+                Resolution::Skip => {
+                    self.abort(req, target, nodes());
+                    self.settle_late(pending, req, target.clone(), None);
+                    return Ok(Reply::Int(0));
+                }
+                Resolution::Install(record) => (record, Reply::Int(1), true),
+                Resolution::Restamp(mut record) => {
+                    let seen = copies.iter().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
+                    record.meta.hlc = self.hlc.next(seen, now);
+                    (record, Reply::Int(1), false)
+                }
+            },
             Decision::Write(value, reply) => {
                 let seen = copies.iter().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
                 (self.new_record(newest.as_ref(), value, self.hlc.next(seen, now), req, now), reply, false)
@@ -347,6 +400,25 @@ impl Coordinator {
         if value.tombstone {
             flags = flags.with(Flags::TOMBSTONE);
         }
+        let counter = match value.counter {
+            _ if value.tombstone => None,
+            CounterChange::Reset => None,
+            CounterChange::Keep => live.and_then(|r| r.counter.clone()),
+            CounterChange::Add { int, float } => {
+                let mut c = match live.and_then(|r| r.counter.as_deref()) {
+                    Some(c) => c.clone(),
+                    // The first increment since a SET, a DEL, an expiry or ever: the counter starts on
+                    // the copy that is there, dead or alive, so that every site incrementing after it
+                    // counts on the same start and their contributions add up.
+                    None => Counter::on(
+                        newest.map_or_else(Order::default, |r| r.meta.order()),
+                        live.map_or_else(Bytes::new, |r| r.value.clone()),
+                    ),
+                };
+                c.add(self.settings.origin, int, float);
+                Some(Box::new(c))
+            }
+        };
         Record {
             meta: Meta {
                 version: newest.map_or(0, |r| r.meta.version).wrapping_add(1).max(1),
@@ -359,6 +431,7 @@ impl Coordinator {
                 key_id: 0,
             },
             value: if value.tombstone { Bytes::new() } else { value.value },
+            counter,
         }
     }
 

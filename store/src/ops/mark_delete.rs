@@ -14,6 +14,6 @@ impl StoreNode {
         let mut meta = d.meta;
         meta.flags = meta.flags.with(Flags::TOMBSTONE);
         meta.last_writer = d.req;
-        self.install_if_newer(d.req, skey, Record { meta, value: Default::default() }).await
+        self.install_if_newer(d.req, skey, Record::new(meta, Default::default())).await
     }
 }

@@ -25,6 +25,7 @@ use vesta_proto::{Record, Reply, Status};
 pub(crate) fn reply_copy(mut record: Record, want_value: bool) -> Record {
     if !want_value || record.meta.flags.tombstone() {
         record.value = Default::default();
+        record.counter = None;
     }
     record
 }

@@ -176,6 +176,7 @@ pub fn record(req: u128, hlc: u64, value: &str, expires_at: u64) -> Record {
             key_id: 0,
         },
         value: Bytes::copy_from_slice(value.as_bytes()),
+        counter: None,
     }
 }
 

@@ -5,6 +5,7 @@ mod copy;
 mod progress;
 mod redistribute;
 mod repair;
+mod repl;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -115,6 +116,12 @@ enum AdminCommand {
         #[command(flatten)]
         copy: CopyOptions,
     },
+    /// Cross-site replication: status, pause, resume (through a site's shipping proxy), and a key by key
+    /// comparison of sites.
+    Repl {
+        #[command(subcommand)]
+        action: repl::ReplAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +155,7 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
                 .map_err(|e| format!("etcd at {}: {e}", flags.etcd.join(",")))
         };
         match flags.command {
+            AdminCommand::Repl { action } => repl::run(action).await,
             AdminCommand::Init { spec, dry_run } => {
                 let spec_value = ClusterSpec::from_file(&spec).map_err(|e| format!("{}: {e}", spec.display()))?;
                 let map = ShardMap::initial(&spec_value);

@@ -59,6 +59,10 @@ pub struct ClusterOptions {
     pub store_lease_ms: Option<u64>,
     /// More `vesta store` flags, the same for every store.
     pub store_flags: Vec<String>,
+    /// More `vesta proxy` flags, the same for every proxy.
+    pub proxy_flags: Vec<String>,
+    /// More `vesta proxy` flags for the first proxy only (e.g. the one that ships to other sites).
+    pub first_proxy_flags: Vec<String>,
 }
 
 /// One store node: its zone, data directory and port survive a kill, so it can be restarted in place.
@@ -72,7 +76,9 @@ pub struct StoreNode {
 /// Three zones with one RocksDB store each (N=3, W=2, R=2, 64 shards) and one or more proxies.
 pub struct Cluster {
     // Field order matters on drop: the proxies go first, then the stores, then the directories.
-    proxies: Vec<Proc>,
+    proxies: Vec<Option<Proc>>,
+    /// Each proxy's arguments, kept for restarts.
+    proxy_args: Vec<Vec<String>>,
     stores: Vec<StoreNode>,
     config_dir: tempfile::TempDir,
     /// Extra `vesta store` flags, kept for restarts.
@@ -131,26 +137,52 @@ impl Cluster {
         if let Some(bytes) = options.client_query_buffer_limit {
             args.extend(["--client-query-buffer-limit".into(), bytes.to_string()]);
         }
+        args.extend(options.proxy_flags.iter().cloned());
         let mut proxies = Vec::new();
+        let mut proxy_args = Vec::new();
         for i in 0..options.proxies.max(1) {
             let mut args = args.clone();
             if let (Some(port), 0) = (options.metrics_port, i) {
                 args.extend(["--metrics-listen".into(), format!("127.0.0.1:{port}")]);
             }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            proxies.push(Proc::spawn(&format!("proxy{i}"), &args).unwrap_or_else(|e| panic!("{e}")));
+            if i == 0 {
+                args.extend(options.first_proxy_flags.iter().cloned());
+            }
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            proxies.push(Some(Proc::spawn(&format!("proxy{i}"), &argv).unwrap_or_else(|e| panic!("{e}"))));
+            proxy_args.push(args);
         }
-        Cluster { proxies, stores, config_dir, store_flags }
+        Cluster { proxies, proxy_args, stores, config_dir, store_flags }
+    }
+
+    fn proxy(&self, i: usize) -> &Proc {
+        self.proxies[i].as_ref().unwrap_or_else(|| panic!("proxy {i} is not running"))
+    }
+
+    /// `kill -9` proxy `i` and reap it.
+    pub fn kill_proxy(&mut self, i: usize) {
+        let proc = self.proxies[i].take().unwrap_or_else(|| panic!("proxy {i} is not running"));
+        proc.kill();
+    }
+
+    /// Starts a killed proxy again with its arguments (its RESP port may change; other listeners named in
+    /// its flags keep theirs). Retries for a while in case a port is still briefly unavailable.
+    pub fn restart_proxy(&mut self, i: usize) {
+        assert!(self.proxies[i].is_none(), "proxy {i} is still running");
+        let argv: Vec<&str> = self.proxy_args[i].iter().map(String::as_str).collect();
+        let proc =
+            Proc::spawn_retrying(&format!("proxy{i}"), &argv).unwrap_or_else(|e| panic!("restart of proxy{i}: {e}"));
+        self.proxies[i] = Some(proc);
     }
 
     /// The first proxy.
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxies[0].addr()
+        self.proxy(0).addr()
     }
 
     /// Proxy `i % proxies` (client `i` of a concurrency test).
     pub fn proxy_addr_for(&self, i: usize) -> SocketAddr {
-        self.proxies[i % self.proxies.len()].addr()
+        self.proxy(i % self.proxies.len()).addr()
     }
 
     pub fn proxy_count(&self) -> usize {
@@ -159,7 +191,7 @@ impl Cluster {
 
     /// The first proxy's process id.
     pub fn proxy_pid(&self) -> u32 {
-        self.proxies[0].pid()
+        self.proxy(0).pid()
     }
 
     pub fn store_addr(&self, i: usize) -> SocketAddr {

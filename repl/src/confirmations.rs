@@ -1,0 +1,79 @@
+//! How far each peer site has applied each shard's writes, kept in this site's own storage.
+//!
+//! The confirmations are a record like any other, written through the two-phase commit on a write
+//! quorum, in a namespace no Redis client can select (clients' namespaces are database numbers). So
+//! they survive whatever a written key survives, need no etcd, and whichever proxy ships next reads
+//! them. They only move forward: a save keeps, per shard, the greater of what is stored and what it
+//! brings, so two shippers running at once (a misconfiguration) can never move a confirmation back.
+//!
+//! The record's own commit is logged like any write of this site; the sender skips this namespace.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use vesta_proto::PrepareKind;
+use vesta_proxy::coordinator::{CoordError, Coordinator, Decision, NewValue};
+use vesta_proxy::resp::Reply;
+
+/// The namespace of replication's own records (not a database number, so never a client's).
+pub const INTERNAL_NAMESPACE: &[u8] = b"vesta.repl";
+
+fn key(from: u32, to: u32) -> Bytes {
+    Bytes::from(format!("confirmed/{from}/{to}"))
+}
+
+/// Per shard, the HLC through which the peer applied every write of this site.
+pub type Watermarks = Vec<u64>;
+
+fn encode(marks: &[u64]) -> Bytes {
+    let mut b = BytesMut::with_capacity(marks.len() * 8);
+    for m in marks {
+        b.put_u64(*m);
+    }
+    b.freeze()
+}
+
+fn decode(mut value: &[u8], shards: usize) -> Watermarks {
+    let mut marks = vec![0; shards];
+    for m in marks.iter_mut() {
+        if value.remaining() < 8 {
+            break;
+        }
+        *m = value.get_u64();
+    }
+    marks
+}
+
+/// The confirmations of site `to` for this site (`from`), or zeros if none were saved yet.
+pub async fn load(coordinator: &Arc<Coordinator>, from: u32, to: u32, shards: usize) -> Result<Watermarks, CoordError> {
+    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
+    let record = coordinator.read(&ns, &key(from, to)).await?;
+    Ok(record.map_or_else(|| vec![0; shards], |r| decode(&r.value, shards)))
+}
+
+/// Saves `marks`, never moving a stored confirmation back.
+pub async fn save(coordinator: &Arc<Coordinator>, from: u32, to: u32, marks: &[u64]) -> Result<(), CoordError> {
+    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
+    coordinator
+        .write(&ns, &key(from, to), PrepareKind::ReadModifyWrite, true, |live, _| {
+            let stored = live.map_or_else(|| vec![0; marks.len()], |r| decode(&r.value, marks.len()));
+            let merged: Vec<u64> = marks.iter().zip(&stored).map(|(a, b)| *a.max(b)).collect();
+            let value = NewValue::plain(encode(&merged), 0);
+            Decision::Write(value, Reply::OK)
+        })
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_round_trips_and_pads() {
+        let marks = vec![1, u64::MAX, 0, 42];
+        assert_eq!(decode(&encode(&marks), 4), marks);
+        // A map saved with fewer shards (never happens: the count is fixed) reads as zeros beyond it.
+        assert_eq!(decode(&encode(&[7]), 3), vec![7, 0, 0]);
+    }
+}

@@ -1,0 +1,258 @@
+//! Shipping this site's writes to one peer site.
+//!
+//! Per shard: a [`ShardFeed`] over the shard's replicas hands on each acknowledged write once, in order;
+//! the writes go to the peer in batches ([`Replicate`]), and once the peer answers that a batch is
+//! installed, the shard counts as *applied* through the batch's watermark. Every `confirm_ms` the applied
+//! watermarks are saved in this site's storage ([`confirmations`]); a sender that starts (this proxy
+//! restarted, or another took over) resumes from the saved ones, re-sending at most what was applied
+//! since the last save. Installing a copy twice changes nothing, so a re-send is harmless.
+//!
+//! Batches of a shard go one at a time, the next only after the previous is confirmed; the shards' batches
+//! travel concurrently over one connection.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use vesta_proto::client::NodeConnection;
+use vesta_proto::frame::frame_len;
+use vesta_proto::{LogEntry, Replicate, Request, Response, Status};
+use vesta_proxy::PeerSite;
+
+use crate::confirmations::{self, Watermarks, INTERNAL_NAMESPACE};
+use crate::feed::ShardFeed;
+use crate::site::Site;
+use crate::source::NodeLog;
+use crate::status::PeerStatus;
+
+/// Entries per batch at most.
+const BATCH_ENTRIES: usize = 512;
+/// Bytes of records per batch at most (a batch is one internal frame).
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long the peer may take to install one batch.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Shards shipped at once.
+const CONCURRENT_SHARDS: usize = 256;
+
+struct ShardState {
+    feed: ShardFeed<NodeLog>,
+    /// Read from the logs, not yet confirmed by the peer, in order.
+    pending: VecDeque<Replicate>,
+    /// Every write of the shard stamped at or below this is installed in the peer site.
+    applied: u64,
+}
+
+impl ShardState {
+    fn pending_entries(&self) -> usize {
+        self.pending.iter().map(|b| b.entries.len()).sum()
+    }
+}
+
+pub struct Sender {
+    site: Arc<Site>,
+    peer: PeerSite,
+    status: Arc<PeerStatus>,
+}
+
+impl Sender {
+    pub fn new(site: Arc<Site>, peer: PeerSite, status: Arc<PeerStatus>) -> Self {
+        Sender { site, peer, status }
+    }
+
+    pub async fn run(self) {
+        let from = self.site.origin;
+        let shards = self.site.coordinator.map().shards() as usize;
+        let confirmed = loop {
+            match confirmations::load(&self.site.coordinator, from, self.peer.origin, shards).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    self.status.error("save", format!("cannot read the saved confirmations: {e}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        self.site.saved(self.peer.origin, &confirmed);
+        self.status.set_confirmed_through(confirmed.iter().copied().min().unwrap_or(0));
+        let mut saved = confirmed.clone();
+        let mut routed = self.site.routing();
+        let mut states: Vec<ShardState> = confirmed
+            .iter()
+            .enumerate()
+            .map(|(shard, &applied)| ShardState {
+                feed: self.site.feed(shard as u32, applied),
+                pending: VecDeque::new(),
+                applied,
+            })
+            .collect();
+        let mut link: Option<NodeConnection> = None;
+        let mut last_save = Instant::now();
+        let poll = Duration::from_millis(self.site.config.poll_ms);
+        let confirm = Duration::from_millis(self.site.config.confirm_ms);
+        loop {
+            let round = Instant::now();
+            // The shards' replicas changed (a zone left or returned, a redistribution): read the new ones
+            // from where the peer has everything; what is pending still goes first.
+            let now_routed = self.site.routing();
+            if now_routed != routed {
+                routed = now_routed;
+                for (shard, st) in states.iter_mut().enumerate() {
+                    let from_hlc = st.pending.back().map_or(st.applied, |b| b.through);
+                    st.feed = self.site.feed(shard as u32, from_hlc);
+                }
+            }
+            if !self.status.paused() {
+                if link.as_ref().is_none_or(NodeConnection::is_closed) {
+                    link = self.connect().await;
+                }
+                if let Some(conn) = &link {
+                    if !self.ship_round(conn, &mut states).await {
+                        link = None;
+                        self.status.set_connected(false);
+                    }
+                }
+            }
+            let (entries, bytes, oldest) = states.iter().fold((0u64, 0u64, None::<u64>), |(n, b, o), st| {
+                let first = st.pending.front().and_then(|b| b.entries.first()).map(|e| e.record.meta.hlc);
+                let size: usize = st.pending.iter().flat_map(|b| &b.entries).map(entry_size).sum();
+                let oldest = match (o, first) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (n + st.pending_entries() as u64 + st.feed.waiting() as u64, b + size as u64, oldest)
+            });
+            self.status.set_pending(entries, bytes, oldest, self.site.coordinator.now_ms());
+
+            if last_save.elapsed() >= confirm {
+                let applied: Watermarks = states.iter().map(|s| s.applied).collect();
+                if applied != saved {
+                    match confirmations::save(&self.site.coordinator, from, self.peer.origin, &applied).await {
+                        Ok(()) => {
+                            self.site.saved(self.peer.origin, &applied);
+                            self.status.set_confirmed_through(applied.iter().copied().min().unwrap_or(0));
+                            saved = applied;
+                        }
+                        Err(e) => self.status.error("save", format!("cannot save the confirmations: {e}")),
+                    }
+                }
+                last_save = Instant::now();
+            }
+            tokio::time::sleep(poll.saturating_sub(round.elapsed())).await;
+        }
+    }
+
+    async fn connect(&self) -> Option<NodeConnection> {
+        match tokio::time::timeout(Duration::from_secs(2), NodeConnection::connect(self.peer.addr.as_str())).await {
+            Ok(Ok(conn)) => {
+                tracing::info!(peer = %self.peer.name, addr = %self.peer.addr, "replication link up");
+                self.status.set_connected(true);
+                self.status.clear_error();
+                Some(conn)
+            }
+            Ok(Err(e)) => {
+                self.status.error("connect", format!("connect to {}: {e}", self.peer.addr));
+                None
+            }
+            Err(_) => {
+                self.status.error("connect", format!("connect to {}: timed out", self.peer.addr));
+                None
+            }
+        }
+    }
+
+    /// Reads what the logs hold and ships it; `false` if the link failed (it is reconnected).
+    async fn ship_round(&self, conn: &NodeConnection, states: &mut [ShardState]) -> bool {
+        let link_ok = std::sync::atomic::AtomicBool::new(true);
+        futures::stream::iter(states.iter_mut())
+            .for_each_concurrent(CONCURRENT_SHARDS, |st| {
+                let link_ok = &link_ok;
+                async move {
+                    if st.pending.is_empty() {
+                        match st.feed.poll().await {
+                            Ok(shipment) => {
+                                if let Some(last) = shipment.entries.last() {
+                                    self.site.logged(st.feed.shard(), last.record.meta.hlc);
+                                }
+                                st.pending = self.batches(st.feed.shard(), shipment.entries, shipment.watermark);
+                                if st.pending.is_empty() {
+                                    st.applied = st.applied.max(shipment.watermark);
+                                }
+                            }
+                            Err(e) => self.status.error("read_log", e.to_string()),
+                        }
+                    }
+                    while let Some(batch) = st.pending.front() {
+                        if !link_ok.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        match self.send(conn, batch).await {
+                            Ok(()) => {
+                                st.applied = st.applied.max(batch.through);
+                                st.pending.pop_front();
+                            }
+                            Err(Some(refused)) => {
+                                // The peer could not install it now (its quorum is short, say): again next round.
+                                self.status.error("refused", refused);
+                                return;
+                            }
+                            Err(None) => {
+                                link_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+        link_ok.into_inner()
+    }
+
+    /// Splits one shipment into batches; this site's own bookkeeping records stay home.
+    fn batches(&self, shard: u32, entries: Vec<LogEntry>, watermark: u64) -> VecDeque<Replicate> {
+        let mut out = VecDeque::new();
+        let mut batch: Vec<LogEntry> = Vec::new();
+        let mut bytes = 0;
+        for e in entries.into_iter().filter(|e| e.namespace.as_ref() != INTERNAL_NAMESPACE) {
+            let full = batch.len() >= BATCH_ENTRIES || bytes + entry_size(&e) > BATCH_BYTES;
+            if let (true, Some(last)) = (full, batch.last()) {
+                // Entries are in HLC order, and the next one may share the last one's HLC.
+                let through = last.record.meta.hlc.saturating_sub(1);
+                out.push_back(Replicate { from_origin: self.site.origin, shard, entries: batch, through });
+                batch = Vec::new();
+                bytes = 0;
+            }
+            bytes += entry_size(&e);
+            batch.push(e);
+        }
+        if !batch.is_empty() {
+            out.push_back(Replicate { from_origin: self.site.origin, shard, entries: batch, through: watermark });
+        }
+        out
+    }
+
+    /// `Err(Some(why))`: the peer refused the batch; `Err(None)`: the link failed.
+    async fn send(&self, conn: &NodeConnection, batch: &Replicate) -> Result<(), Option<String>> {
+        let request = Request::Replicate(batch.clone());
+        let bytes = frame_len(&request).unwrap_or(0) as u64 + 4;
+        match tokio::time::timeout(BATCH_TIMEOUT, conn.call(request)).await {
+            Ok(Ok(Response::Reply(r))) if r.status == Status::Ok => {
+                self.status.sent(batch.entries.len() as u64, bytes);
+                Ok(())
+            }
+            Ok(Ok(Response::Reply(r))) => Err(Some(format!("{}: {}", r.status.as_str(), r.message))),
+            Ok(Ok(other)) => Err(Some(format!("unexpected answer {:?}", other.status()))),
+            Ok(Err(e)) => {
+                self.status.error("send", format!("send to {}: {e}", self.peer.addr));
+                Err(None)
+            }
+            Err(_) => {
+                self.status.error("send", format!("{} did not answer within {BATCH_TIMEOUT:?}", self.peer.addr));
+                Err(None)
+            }
+        }
+    }
+}
+
+fn entry_size(e: &LogEntry) -> usize {
+    e.namespace.len() + e.key.len() + e.record.value.len() + 64
+}

@@ -1,0 +1,179 @@
+//! This site's replication, run inside a proxy: a [`Sender`] per peer site (when this proxy ships), the
+//! receiver of the peers' writes (when it listens), and the trimming of the change logs behind what
+//! every peer confirmed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use vesta_proto::{Request, TrimLog};
+use vesta_proxy::coordinator::Coordinator;
+use vesta_proxy::session::ReplicationReport;
+use vesta_proxy::ReplicationConfig;
+
+use crate::confirmations::Watermarks;
+use crate::feed::ShardFeed;
+use crate::sender::Sender;
+use crate::source::{NodeLog, NodeLogs};
+use crate::status::PeerStatus;
+
+pub struct Site {
+    pub coordinator: Arc<Coordinator>,
+    /// This site's origin id (what its store nodes log, what its proxies stamp).
+    pub origin: u32,
+    pub config: ReplicationConfig,
+    logs: NodeLogs,
+    pub peers: Vec<Arc<PeerStatus>>,
+    /// Per peer origin, the confirmations last saved.
+    saved: Mutex<HashMap<u32, Watermarks>>,
+    /// Per shard, the HLC of the newest entry seen in its log (`u64::MAX` until one is: the log may hold
+    /// entries from before this process started).
+    logged: Vec<AtomicU64>,
+    /// Per shard, through where its log was last trimmed.
+    trimmed: Mutex<Vec<u64>>,
+}
+
+impl Site {
+    pub fn new(coordinator: Arc<Coordinator>, origin: u32, config: ReplicationConfig) -> Arc<Self> {
+        let shards = coordinator.map().shards() as usize;
+        let peers = config.peers.iter().map(|p| Arc::new(PeerStatus::new(&p.name, p.origin))).collect();
+        Arc::new(Site {
+            logs: NodeLogs::new(coordinator.clone()),
+            coordinator,
+            origin,
+            config,
+            peers,
+            saved: Mutex::default(),
+            logged: (0..shards).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            trimmed: Mutex::new(vec![0; shards]),
+        })
+    }
+
+    /// Starts the senders (if this proxy ships) and the trimming; the receiver is started by whoever
+    /// owns the listener ([`crate::receiver::serve`]).
+    pub fn start(self: &Arc<Self>) {
+        if !self.config.ship {
+            return;
+        }
+        for (peer, status) in self.config.peers.iter().zip(&self.peers) {
+            let sender = Sender::new(self.clone(), peer.clone(), status.clone());
+            tokio::spawn(sender.run());
+        }
+        let site = self.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_millis(site.config.confirm_ms.saturating_mul(5));
+            loop {
+                tokio::time::sleep(every).await;
+                site.trim().await;
+            }
+        });
+        tracing::info!(origin = self.origin, peers = self.config.peers.len(), "shipping this site's writes");
+    }
+
+    /// What identifies the current placement of shards: a change means feeds read other replicas.
+    pub(crate) fn routing(&self) -> (u64, Vec<String>) {
+        let map = self.coordinator.map();
+        (map.version(), map.down_zones().to_vec())
+    }
+
+    /// A feed of `shard` from after `from_hlc`, over its replicas in service, reading N − W + 1 of them.
+    pub(crate) fn feed(&self, shard: u32, from_hlc: u64) -> ShardFeed<NodeLog> {
+        let map = self.coordinator.map();
+        let group = map.storage_group(shard);
+        let replicas = group.len() + map.down_zones().len();
+        let reads =
+            (replicas + 1).saturating_sub(self.coordinator.settings().write_quorum).clamp(1, group.len().max(1));
+        let sources = group.iter().map(|&n| self.logs.of(n)).collect();
+        ShardFeed::resume(shard, sources, reads, from_hlc)
+    }
+
+    pub(crate) fn logged(&self, shard: u32, hlc: u64) {
+        if let Some(l) = self.logged.get(shard as usize) {
+            // MAX (unknown) stays until trimmed; otherwise keep the newest.
+            let _ = l.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                (old != u64::MAX && hlc > old).then_some(hlc)
+            });
+        }
+    }
+
+    pub(crate) fn saved(&self, peer: u32, marks: &Watermarks) {
+        self.saved.lock().insert(peer, marks.clone());
+    }
+
+    /// Drops log entries every peer confirmed (saved confirmations only: a restart resumes from them).
+    async fn trim(&self) {
+        let through: Vec<u64> = {
+            let saved = self.saved.lock();
+            if saved.len() < self.config.peers.len() {
+                return;
+            }
+            let shards = self.logged.len();
+            (0..shards).map(|s| saved.values().map(|m| m.get(s).copied().unwrap_or(0)).min().unwrap_or(0)).collect()
+        };
+        let map = self.coordinator.map();
+        let mut trimmed_now = Vec::new();
+        {
+            let trimmed = self.trimmed.lock();
+            for (shard, &t) in through.iter().enumerate() {
+                let logged = self.logged[shard].load(Ordering::Relaxed);
+                if t > trimmed[shard] && logged > trimmed[shard] {
+                    trimmed_now.push((shard as u32, t));
+                }
+            }
+        }
+        let calls = trimmed_now.iter().map(|&(shard, t)| {
+            let map = map.clone();
+            async move {
+                let mut ok = true;
+                for &node in map.storage_group(shard) {
+                    let request = Request::TrimLog(TrimLog { shard, through: t });
+                    ok &= matches!(self.coordinator.pool().call(node, request).await, Ok(r) if r.status() == vesta_proto::Status::Ok);
+                }
+                (shard, t, ok)
+            }
+        });
+        let results = futures::future::join_all(calls).await;
+        let mut trimmed = self.trimmed.lock();
+        for (shard, t, ok) in results {
+            if ok {
+                trimmed[shard as usize] = t;
+                if let Some(l) = self.logged.get(shard as usize) {
+                    let _ = l.compare_exchange(u64::MAX, t, Ordering::Relaxed, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+impl ReplicationReport for Site {
+    fn info_fields(&self) -> Vec<(String, String)> {
+        let now = self.coordinator.now_ms();
+        let mut fields = vec![
+            ("vesta_repl_origin".to_string(), self.origin.to_string()),
+            ("vesta_repl_shipping".to_string(), u8::from(self.config.ship).to_string()),
+            ("vesta_repl_listen".to_string(), self.config.listen.map_or_else(|| "-".to_string(), |a| a.to_string())),
+            ("vesta_repl_peers".to_string(), self.peers.len().to_string()),
+        ];
+        if self.config.ship {
+            for (i, p) in self.peers.iter().enumerate() {
+                fields.push((format!("vesta_repl_peer{i}"), p.info_value(now)));
+            }
+        }
+        fields
+    }
+
+    fn set_paused(&self, peer: Option<&str>, paused: bool) -> Result<usize, String> {
+        if !self.config.ship {
+            return Err("this proxy does not ship (replication.ship is off)".into());
+        }
+        let mut n = 0;
+        for p in self.peers.iter().filter(|p| peer.is_none_or(|name| p.name == name)) {
+            p.set_paused(paused);
+            tracing::info!(peer = %p.name, paused, "replication");
+            n += 1;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,138 @@
+//! What the replication of one site is doing, per peer: for INFO replication, `vesta admin repl status`
+//! and the Prometheus metrics.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use vesta_proto::hlc_ms;
+
+/// Metric names (every one labelled with `peer`, the peer site's name).
+pub mod metric {
+    /// Entries sent to the peer (each write once per peer when all goes well).
+    pub const SENT_ENTRIES: &str = "vesta_repl_sent_entries_total";
+    /// Bytes of the batches sent to the peer, framing included.
+    pub const SENT_BYTES: &str = "vesta_repl_sent_bytes_total";
+    /// Entries read from the logs and not yet confirmed by the peer.
+    pub const PENDING_ENTRIES: &str = "vesta_repl_pending_entries";
+    /// Bytes of those entries (encoded records).
+    pub const PENDING_BYTES: &str = "vesta_repl_pending_bytes";
+    /// Age of the oldest write not yet confirmed by the peer (0 when none): the replication lag.
+    pub const LAG_SECONDS: &str = "vesta_repl_lag_seconds";
+    /// Failures by `kind` (connect, send, refused, read_log, save).
+    pub const ERRORS: &str = "vesta_repl_errors_total";
+    /// 1 while a connection to the peer is up.
+    pub const CONNECTED: &str = "vesta_repl_connected";
+    /// Copies received from the peer (`from`) and installed (`outcome` = installed) or found older than
+    /// what this site holds (`outcome` = older).
+    pub const RECEIVED_ENTRIES: &str = "vesta_repl_received_entries_total";
+    /// Batches from a peer that could not be applied (the peer sends them again).
+    pub const APPLY_ERRORS: &str = "vesta_repl_apply_errors_total";
+}
+
+/// One peer's side of this site's shipping.
+#[derive(Default)]
+pub struct PeerStatus {
+    pub name: String,
+    pub origin: u32,
+    connected: AtomicBool,
+    paused: AtomicBool,
+    pending_entries: AtomicU64,
+    pending_bytes: AtomicU64,
+    /// HLC of the oldest entry not yet confirmed (0: none).
+    oldest_pending_hlc: AtomicU64,
+    sent_entries: AtomicU64,
+    sent_bytes: AtomicU64,
+    errors: AtomicU64,
+    /// The smallest saved confirmation over all shards: every write stamped at or below it is in the peer.
+    confirmed_through: AtomicU64,
+    last_error: Mutex<String>,
+}
+
+impl PeerStatus {
+    pub fn new(name: &str, origin: u32) -> Self {
+        PeerStatus { name: name.into(), origin, ..Default::default() }
+    }
+
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+        metrics::gauge!(metric::CONNECTED, "peer" => self.name.clone()).set(if up { 1.0 } else { 0.0 });
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    pub fn sent(&self, entries: u64, bytes: u64) {
+        self.sent_entries.fetch_add(entries, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
+        metrics::counter!(metric::SENT_ENTRIES, "peer" => self.name.clone()).increment(entries);
+        metrics::counter!(metric::SENT_BYTES, "peer" => self.name.clone()).increment(bytes);
+    }
+
+    pub fn error(&self, kind: &'static str, message: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(metric::ERRORS, "peer" => self.name.clone(), "kind" => kind).increment(1);
+        let mut last = self.last_error.lock();
+        if *last != message {
+            tracing::warn!(peer = %self.name, kind, error = %message, "replication");
+            *last = message;
+        }
+    }
+
+    pub fn clear_error(&self) {
+        self.last_error.lock().clear();
+    }
+
+    /// What is read and not yet confirmed, after a round of shipping.
+    pub fn set_pending(&self, entries: u64, bytes: u64, oldest_hlc: Option<u64>, now_ms: u64) {
+        self.pending_entries.store(entries, Ordering::Relaxed);
+        self.pending_bytes.store(bytes, Ordering::Relaxed);
+        self.oldest_pending_hlc.store(oldest_hlc.unwrap_or(0), Ordering::Relaxed);
+        metrics::gauge!(metric::PENDING_ENTRIES, "peer" => self.name.clone()).set(entries as f64);
+        metrics::gauge!(metric::PENDING_BYTES, "peer" => self.name.clone()).set(bytes as f64);
+        metrics::gauge!(metric::LAG_SECONDS, "peer" => self.name.clone()).set(self.lag_ms(now_ms) as f64 / 1000.0);
+    }
+
+    pub fn set_confirmed_through(&self, hlc: u64) {
+        self.confirmed_through.store(hlc, Ordering::Relaxed);
+    }
+
+    /// Age of the oldest write not yet confirmed by the peer.
+    pub fn lag_ms(&self, now_ms: u64) -> u64 {
+        match self.oldest_pending_hlc.load(Ordering::Relaxed) {
+            0 => 0,
+            hlc => now_ms.saturating_sub(hlc_ms(hlc)),
+        }
+    }
+
+    /// One line of INFO replication: `name=…,origin=…,state=…,…`.
+    pub fn info_value(&self, now_ms: u64) -> String {
+        let state = match (self.paused(), self.connected()) {
+            (true, _) => "paused",
+            (false, true) => "connected",
+            (false, false) => "connecting",
+        };
+        let last_error = self.last_error.lock().replace([',', '\r', '\n'], " ");
+        format!(
+            "name={},origin={},state={state},pending_entries={},pending_bytes={},lag_ms={},sent_entries={},\
+             sent_bytes={},errors={},confirmed_through_ms={},last_error={last_error}",
+            self.name,
+            self.origin,
+            self.pending_entries.load(Ordering::Relaxed),
+            self.pending_bytes.load(Ordering::Relaxed),
+            self.lag_ms(now_ms),
+            self.sent_entries.load(Ordering::Relaxed),
+            self.sent_bytes.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            hlc_ms(self.confirmed_through.load(Ordering::Relaxed)),
+        )
+    }
+}
