@@ -52,6 +52,15 @@ pub struct DevFlags {
     /// The largest value a client may send, in bytes (Redis's proto-max-bulk-len; at most 66060288).
     #[arg(long, default_value_t = vesta_proxy::limits::DEFAULT_PROTO_MAX_BULK_LEN, env = "VESTA_DEV_PROTO_MAX_BULK_LEN")]
     proto_max_bulk_len: usize,
+    /// This site's origin id (cross-site replication: every site has its own).
+    #[arg(long, default_value_t = 1, env = "VESTA_DEV_ORIGIN")]
+    origin: u32,
+    /// Receive other sites' writes on this address (turns on the stores' change logs).
+    #[arg(long, env = "VESTA_DEV_REPL_LISTEN")]
+    repl_listen: Option<SocketAddr>,
+    /// A peer site to ship this site's writes to, NAME=ORIGIN@HOST:PORT (repeat for each).
+    #[arg(long, env = "VESTA_DEV_REPL_PEERS", value_delimiter = ',')]
+    repl_peer: Vec<vesta_proxy::PeerSite>,
 }
 
 const ZONES: usize = 3;
@@ -79,12 +88,22 @@ impl LocalNode for InProcess {
 }
 
 pub fn run(flags: DevFlags) -> Result<(), String> {
+    let replication = vesta_proxy::ReplicationConfig {
+        listen: flags.repl_listen,
+        ship: !flags.repl_peer.is_empty(),
+        peers: flags.repl_peer.clone(),
+        ..Default::default()
+    };
     let config = ProxyConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], flags.port)),
         node_timeout_ms: flags.node_timeout_ms,
         proto_max_bulk_len: flags.proto_max_bulk_len,
+        origin: flags.origin,
+        replication,
         ..ProxyConfig::default()
     };
+    // The stores log this site's commits only when there is a site to ship them to or to hear from.
+    let changelog_origin = config.replication.enabled().then_some(flags.origin);
     // Before any store opens: a bad flag is one line and exit status 2, like every other process.
     config.validate().map_err(|e| format!("dev configuration: {e}"))?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
@@ -114,6 +133,7 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
                 write_buffer_mb: 64,
                 // The three zones start and stop together: none can fall behind the others while away.
                 rejoin_check: false,
+                changelog_origin,
                 ..StoreConfig::default()
             };
             config.validate().map_err(|e| e.to_string())?;
@@ -159,11 +179,17 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
             down_zones: Vec::new(),
             version: 0,
         };
-        let proxy = vesta_proxy::server::run_with_local_nodes(
+        let repl_listener = crate::bind_replication(&config).await?;
+        let proxy = vesta_proxy::server::run_proxy(
             &config,
             &topology,
             &locals,
-            |addr| say(&format!("proxy listening on {addr}\nready")),
+            |addr, proxy| {
+                if config.replication.enabled() {
+                    crate::start_replication(&config, &proxy, repl_listener);
+                }
+                say(&format!("proxy listening on {addr}\nready"))
+            },
             shutdown_signal(),
         )
         .await;

@@ -95,15 +95,7 @@ fn proxy(flags: ProxyFlags) -> Result<(), String> {
         if let Some(addr) = config.metrics_listen {
             vesta_proxy::metrics::install_exporter(addr)?;
         }
-        // Bound before the proxy says `ready`, so that a peer site can connect as soon as it is.
-        let repl_listener = match config.replication.listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| format!("replication listener on {addr}: {e}"))?,
-            ),
-            None => None,
-        };
+        let repl_listener = bind_replication(&config).await?;
         vesta_proxy::server::run_proxy(
             &config,
             &topology,
@@ -123,9 +115,23 @@ fn proxy(flags: ProxyFlags) -> Result<(), String> {
     })
 }
 
+/// The replication listener, bound before the proxy says `ready` so that a peer site can connect as soon
+/// as it is.
+pub(crate) async fn bind_replication(
+    config: &vesta_proxy::ProxyConfig,
+) -> Result<Option<tokio::net::TcpListener>, String> {
+    match config.replication.listen {
+        Some(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|e| format!("replication listener on {addr}: {e}")),
+        None => Ok(None),
+    }
+}
+
 /// Cross-site replication in this proxy: shipping this site's writes (`ship`), installing the peers'
 /// (`listen`).
-fn start_replication(
+pub(crate) fn start_replication(
     config: &vesta_proxy::ProxyConfig,
     proxy: &std::sync::Arc<vesta_proxy::server::Proxy>,
     listener: Option<tokio::net::TcpListener>,

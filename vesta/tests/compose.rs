@@ -20,6 +20,10 @@ use redis::aio::MultiplexedConnection;
 use redis::Value;
 
 const PROJECT_PREFIX: &str = "vesta-compose-test-";
+/// In the project names of the two-site stack (after the pid).
+const TWO_SITES: &str = "-sites-";
+/// One stack at a time: the machine builds and runs them, and two at once would only slow both.
+static ONE_STACK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const COUNTERS: usize = 4;
 /// Client tasks per proxy.
 const WORKERS_PER_PROXY: usize = 2;
@@ -108,29 +112,30 @@ fn compose_program() -> Option<Vec<&'static str>> {
 /// One compose project: torn down with its volumes, networks and images when dropped.
 struct Stack {
     compose: Vec<&'static str>,
+    /// The compose file, in the repository's root.
+    file: &'static str,
     project: String,
     env: Vec<(String, String)>,
     images: Vec<String>,
 }
 
 impl Stack {
-    fn new(compose: Vec<&'static str>, project: &str) -> Stack {
+    fn of_file(compose: Vec<&'static str>, project: &str, file: &'static str) -> Stack {
         let images = vec![format!("vesta:{project}"), format!("vesta-etcd:{project}")];
-        let env = vec![
-            ("VESTA_IMAGE".to_string(), images[0].clone()),
-            ("VESTA_ETCD_IMAGE".to_string(), images[1].clone()),
-            // A free loopback port each (`docker compose port` tells which).
-            ("VESTA_PROXY1_ADDR".to_string(), "127.0.0.1:".to_string()),
-            ("VESTA_PROXY2_ADDR".to_string(), "127.0.0.1:".to_string()),
-        ];
-        Stack { compose, project: project.to_string(), env, images }
+        let mut env =
+            vec![("VESTA_IMAGE".to_string(), images[0].clone()), ("VESTA_ETCD_IMAGE".to_string(), images[1].clone())];
+        // A free loopback port each (`docker compose port` tells which).
+        for published in ["VESTA_PROXY1_ADDR", "VESTA_PROXY2_ADDR", "VESTA_SITE_A_ADDR", "VESTA_SITE_B_ADDR"] {
+            env.push((published.to_string(), "127.0.0.1:".to_string()));
+        }
+        Stack { compose, file, project: project.to_string(), env, images }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.compose[0]);
         cmd.args(&self.compose[1..])
             .arg("-f")
-            .arg(repo_root().join("docker-compose.yml"))
+            .arg(repo_root().join(self.file))
             .args(["-p", &self.project])
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -218,7 +223,8 @@ fn remove_stale_runs(compose: &[&'static str]) {
     }
     for project in projects.into_iter().filter(|p| !pid_alive(p)) {
         eprintln!("removing the stale compose project {project}");
-        let stack = Stack::new(compose.to_vec(), &project);
+        let file = if project.contains(TWO_SITES) { "docker-compose.two-sites.yml" } else { "docker-compose.yml" };
+        let stack = Stack::of_file(compose.to_vec(), &project, file);
         drop(stack); // down -v, and its images
     }
     if let Ok(o) = run_for(
@@ -393,28 +399,31 @@ fn step(start: Instant, what: &str) {
     eprintln!("[compose {:>6.1} s] {what}", start.elapsed().as_secs_f64());
 }
 
-#[test]
-fn compose_cluster_survives_a_killed_node_and_a_cut_zone() {
-    let start = Instant::now();
+/// The compose program, once Docker, compose and etcd are known to be there; `None` (with a visible
+/// SKIPPED line) otherwise.
+fn prerequisites(test: &str) -> Option<Vec<&'static str>> {
     if !succeeds("docker", &["info"]) {
-        eprintln!("SKIPPED compose test: `docker info` fails (no Docker engine reachable)");
-        return;
+        eprintln!("SKIPPED {test}: `docker info` fails (no Docker engine reachable)");
+        return None;
     }
     let Some(compose) = compose_program() else {
-        eprintln!("SKIPPED compose test: neither `docker compose` nor `docker-compose` works");
-        return;
+        eprintln!("SKIPPED {test}: neither `docker compose` nor `docker-compose` works");
+        return None;
     };
     if !succeeds("etcd", &["--version"]) {
-        eprintln!("SKIPPED compose test: no etcd binary to put in the etcd image (Debian: etcd-server)");
-        return;
+        eprintln!("SKIPPED {test}: no etcd binary to put in the etcd image (Debian: etcd-server)");
+        return None;
     }
+    Some(compose)
+}
+
+/// A stack of `file` under a fresh project name, its images built from this test's `vesta` binary.
+fn build_stack(start: Instant, compose: Vec<&'static str>, file: &'static str, kind: &str) -> (Stack, u128) {
     step(start, &format!("using {}", compose.join(" ")));
     remove_stale_runs(&compose);
-
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let project = format!("{PROJECT_PREFIX}{}-{}", std::process::id(), nanos % 1_000_000_000);
-    let stack = Stack::new(compose, &project);
-
+    let project = format!("{PROJECT_PREFIX}{}{kind}{}", std::process::id(), nanos % 1_000_000_000);
+    let stack = Stack::of_file(compose, &project, file);
     step(start, "building the images (scripts/docker-build.sh)");
     must(
         Command::new(repo_root().join("scripts/docker-build.sh"))
@@ -422,6 +431,16 @@ fn compose_cluster_survives_a_killed_node_and_a_cut_zone() {
             .envs(stack.env.iter().map(|(k, v)| (k, v))),
         Duration::from_secs(600),
     );
+    (stack, nanos)
+}
+
+#[test]
+fn compose_cluster_survives_a_killed_node_and_a_cut_zone() {
+    let _one = ONE_STACK.lock().unwrap_or_else(|p| p.into_inner());
+    let start = Instant::now();
+    let Some(compose) = prerequisites("compose test") else { return };
+    let (stack, nanos) = build_stack(start, compose, "docker-compose.yml", "-");
+    let project = stack.project.clone();
 
     step(start, &format!("up -d (project {project})"));
     stack.must(&["up", "-d"], Duration::from_secs(300));
@@ -580,6 +599,78 @@ fn compose_cluster_survives_a_killed_node_and_a_cut_zone() {
     let logs = stack.must(&["logs", "--no-color", "init"], Duration::from_secs(60));
     assert!(logs.contains("already exists"), "init's second run: {logs}");
     step(start, "second `up -d`: init found the existing cluster");
+    drop(stack);
+    step(start, "stack removed");
+}
+
+#[test]
+fn two_site_compose_replicates_both_ways() {
+    let _one = ONE_STACK.lock().unwrap_or_else(|p| p.into_inner());
+    let start = Instant::now();
+    let Some(compose) = prerequisites("two-site compose test") else { return };
+    let (stack, nanos) = build_stack(start, compose, "docker-compose.two-sites.yml", TWO_SITES);
+    step(start, &format!("up -d (project {})", stack.project));
+    stack.must(&["up", "-d"], Duration::from_secs(300));
+    let published = |service: &str| stack.published(service);
+    let (a, b) = (published("a-proxy"), published("b-proxy"));
+    step(start, &format!("site a on {a}, site b on {b}"));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let run = format!("r{}", nanos % 1_000_000_000);
+    runtime.block_on(async {
+        let mut in_a = connect_within(&a, Duration::from_secs(60)).await;
+        let mut in_b = connect_within(&b, Duration::from_secs(60)).await;
+        let key = format!("{run}:hello");
+        let ok = call_until_served(&a, &mut in_a, &["SET", &key, "from a"], Duration::from_secs(90)).await;
+        assert_eq!(ok, Value::Okay);
+        let counter = format!("{run}:n");
+        let _ = call_until_served(&b, &mut in_b, &["PING"], Duration::from_secs(90)).await;
+        // Both sites increment one counter: each ends at the sum.
+        for i in 0..10 {
+            let (site, c) = if i % 2 == 0 { (&a, &mut in_a) } else { (&b, &mut in_b) };
+            let v = call_until_served(site, c, &["INCRBY", &counter, "3"], Duration::from_secs(30)).await;
+            assert!(matches!(v, Value::Int(_)), "INCRBY via {site}: {v:?}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got_b = call(&mut in_b, &["GET", &key]).await;
+            let n_a = call(&mut in_a, &["GET", &counter]).await;
+            let n_b = call(&mut in_b, &["GET", &counter]).await;
+            let thirty = Value::BulkString(b"30".to_vec());
+            if matches!(&got_b, Ok(Value::BulkString(v)) if v.as_slice() == b"from a")
+                && n_a.as_ref().ok() == Some(&thirty)
+                && n_b.as_ref().ok() == Some(&thirty)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not replicated after 60 s: b has {got_b:?}; counters {n_a:?} / {n_b:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    step(start, "a write in site a is read in site b; increments in both sites add up in both");
+
+    let diff = stack.must(
+        &[
+            "run",
+            "--rm",
+            "-T",
+            "a-init",
+            "vesta",
+            "admin",
+            "repl",
+            "diff",
+            "--site",
+            "a=a-proxy:6379",
+            "--site",
+            "b=b-proxy:6379",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(diff.contains("in 2 sites: 0 differ"), "{diff}");
+    step(start, &format!("admin repl diff: {}", diff.trim()));
     drop(stack);
     step(start, "stack removed");
 }

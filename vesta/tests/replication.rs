@@ -400,3 +400,76 @@ async fn increments_in_three_sites_at_once_add_up_everywhere() {
     }
     println!("60 clients in three sites: every site holds the sums {expected:?}, {took:?} after the last increment");
 }
+
+/// How long site 2 is away in the outage test: `VESTA_REPL_OUTAGE_SECS` (the figure is 600; the
+/// suite uses 15).
+fn outage() -> Duration {
+    let secs = std::env::var("VESTA_REPL_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(15u64);
+    Duration::from_secs(secs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_away_while_the_other_takes_writes_and_loses_processes_misses_nothing() {
+    let mut s = start_sites(2);
+    let away = outage();
+    // Site 2 goes away whole: every process killed.
+    for i in 0..s.sites[1].proxy_count() {
+        s.sites[1].kill_proxy(i);
+    }
+    for i in 0..s.sites[1].store_count() {
+        s.sites[1].kill_store(i);
+    }
+    let acked: Acked = Arc::default();
+    let until = Instant::now() + away;
+    let addr = s.sites[0].proxy_addr_for(1);
+    let writers: Vec<_> = (0..3).map(|i| tokio::spawn(writer(addr, i, until, acked.clone()))).collect();
+    let counting = tokio::spawn(incrementer(addr, 99, 2, 40));
+    // Meanwhile site 1 loses its shipping proxy, then a store node, each `kill -9`ed and restarted.
+    tokio::time::sleep(away / 3).await;
+    s.sites[0].kill_proxy(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.sites[0].restart_proxy(0);
+    tokio::time::sleep(away / 3).await;
+    s.sites[0].kill_store(2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.sites[0].restart_store(2);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let added = counting.await.unwrap();
+
+    for i in 0..s.sites[1].store_count() {
+        s.sites[1].restart_store(i);
+    }
+    for i in 0..s.sites[1].proxy_count() {
+        s.sites[1].restart_proxy(i);
+    }
+    let back = Instant::now();
+    let acked = acked.lock().unwrap().clone();
+    let mut in_b = common::connect(s.sites[1].proxy_addr_for(1), false).await;
+    for (key, value) in &acked {
+        loop {
+            let got = try_call(&mut in_b, &["GET", key]).await.unwrap();
+            if got == Value::BulkString(value.clone().into_bytes()) {
+                break;
+            }
+            assert!(
+                back.elapsed() < Duration::from_secs(60),
+                "site 2 has {got:?} for {key}, site 1 acknowledged {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for (k, sum) in added.iter().enumerate() {
+        let got = try_call(&mut in_b, &["GET", &format!("total{k}")]).await.unwrap();
+        assert_eq!(got, Value::BulkString(sum.to_string().into_bytes()), "total{k} in site 2");
+    }
+    let caught_up = back.elapsed();
+    let (code, out) = repl_diff(&[&s.sites[0], &s.sites[1]]);
+    assert!(code == 0 && out.contains("0 differ"), "exit {code}: {out}");
+    println!(
+        "site 2 away {away:?}: {} acknowledged keys, every one there {caught_up:?} after it returned; diff: {}",
+        acked.len(),
+        out.trim()
+    );
+}

@@ -67,10 +67,14 @@ impl Progress {
             let left = secs / new_done as f64 * (self.total - self.done) as f64;
             format!("{}s", left.ceil() as u64)
         };
+        let bar = format!("[{}{}]", "#".repeat(filled.min(WIDTH)), "-".repeat(WIDTH - filled.min(WIDTH)));
+        if self.keys == 0 && self.bytes == 0 {
+            // A count of items and nothing copied (a comparison): records and bytes would say nothing.
+            let rate = new_done as f64 / secs;
+            return format!("{bar} {}/{} {}  {rate:.0}/s  ETA {eta}", self.done, self.total, self.what);
+        }
         format!(
-            "[{}{}] {}/{} {}  {} records  {}  {}/s  ETA {eta}",
-            "#".repeat(filled.min(WIDTH)),
-            "-".repeat(WIDTH - filled.min(WIDTH)),
+            "{bar} {}/{} {}  {} records  {}  {}/s  ETA {eta}",
             self.done,
             self.total,
             self.what,

@@ -84,7 +84,7 @@ pub async fn run(action: ReplAction) -> Result<(), String> {
                 let lines = call(&mut c, &["VESTA.REPL", "STATUS"]).await?;
                 for line in strings(&lines) {
                     match line.split_once(':') {
-                        Some((field, value)) if field.starts_with("vesta_repl_peer") => {
+                        Some((field, value)) if field.starts_with("vesta_repl_peer") && field != "vesta_repl_peers" => {
                             println!("peer  {}", value.replace(',', "  "));
                         }
                         Some((field, value)) => println!("{:<9} {value}", field.trim_start_matches("vesta_repl_")),
@@ -207,7 +207,6 @@ async fn diff(sites: &[SiteAddr], db: u32, tolerance: i64, show: usize) -> Resul
                 eprintln!();
                 println!("{}: {}", String::from_utf8_lossy(key), states.join(" | "));
             }
-            progress.add(1, 0);
         }
         for _ in chunk {
             progress.finish_one();

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Cross-site replication, measured: redis-benchmark SET and GET against site A (`vesta dev`) with
+# replication off, then on (site A shipping to a site B, another `vesta dev`), and a Debian
+# `redis-server` in the same run for scale. Prints requests per second, the ratio on/off, the bytes each
+# replicated write cost on the link (from A's INFO replication) beside the size of its record, and the
+# lag under that load: a probe writes a key in A and times how long until B reads it, over and over.
+#
+#   bench/replication.sh              # build vesta (release) and measure
+#   bench/replication.sh --no-build   # use the vesta binary already built
+#
+# Environment (defaults in brackets):
+#   BENCH_REQUESTS [100000]  BENCH_CLIENTS [50]  BENCH_KEYSPACE [100000]  BENCH_TESTS ["set get"]
+#   BENCH_TIMEOUT [600]      seconds before one redis-benchmark run is abandoned
+#   VESTA_BIN [$CARGO_TARGET_DIR/release/vesta]   VESTA_DEV_ARGS (extra flags for both sites)
+#
+# Everything listens on 127.0.0.1 only; every process is stopped by pid and the temp dir removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=1
+for arg in "$@"; do
+    case "$arg" in
+        --no-build) build=0 ;;
+        -h | --help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        *) echo "replication bench: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vesta/target}"
+requests="${BENCH_REQUESTS:-100000}"
+clients="${BENCH_CLIENTS:-50}"
+keyspace="${BENCH_KEYSPACE:-100000}"
+read -ra tests <<<"${BENCH_TESTS:-set get}"
+run_timeout="${BENCH_TIMEOUT:-600}"
+vesta_bin="${VESTA_BIN:-$CARGO_TARGET_DIR/release/vesta}"
+read -ra dev_args <<<"${VESTA_DEV_ARGS:-}"
+host=127.0.0.1
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'replication bench: %s\n' "$*" >&2; exit 1; }
+
+for tool in redis-server redis-benchmark redis-cli python3 timeout; do
+    command -v "$tool" >/dev/null || die "needs $tool (apt-get install -y redis-server redis-tools python3)"
+done
+if ((build)); then
+    log "building vesta (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    cargo build --release -p vesta
+fi
+[[ -x $vesta_bin ]] || die "no vesta binary at $vesta_bin (build it, or set VESTA_BIN)"
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/vesta-repl-bench.XXXXXX")"
+pids=()
+stop_pid() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local status=$? pid
+    trap - EXIT INT TERM
+    touch "$tmp/stop" 2>/dev/null || true
+    for pid in "${pids[@]}"; do stop_pid "$pid"; done
+    rm -rf "$tmp"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ping_ok() { [[ "$(timeout 2 redis-cli -h "$host" -p "$1" ping 2>/dev/null)" == PONG ]]; }
+
+# start NAME PORT COMMAND…: runs it in the background, waits for PING; sets last_pid
+start() {
+    local name=$1 port=$2 deadline
+    shift 2
+    "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    last_pid=$!
+    pids+=("$last_pid")
+    deadline=$((SECONDS + 120))
+    until ping_ok "$port"; do
+        kill -0 "$last_pid" 2>/dev/null || { tail -n 20 "$tmp/$name.err" >&2; die "$name exited"; }
+        ((SECONDS < deadline)) || die "$name not ready after 120 s"
+        sleep 0.2
+    done
+    log "$name ready on $host:$port (pid $last_pid)"
+}
+
+# bench PORT TEST: requests per second (redis-benchmark --csv)
+bench() {
+    timeout "$run_timeout" redis-benchmark -h "$host" -p "$1" -n "$requests" -c "$clients" -r "$keyspace" \
+        -t "$2" --csv 2>/dev/null | awk -F'"' '/^"[A-Z]/ { print $4; exit }'
+}
+
+info_field() { # PORT FIELD: a field of vesta_repl_peer0 in INFO replication
+    redis-cli -h "$host" -p "$1" info replication | tr ',\r' '\n\n' | awk -F= -v f="$2" '$1 == f { print $2 }'
+}
+
+# probe A B: until $tmp/stop exists, write a key in A and time how long until B reads it (ms per line)
+probe() {
+    local a=$1 b=$2 n=0 t0 t1 waited
+    while [[ ! -e $tmp/stop ]]; do
+        n=$((n + 1))
+        t0=$(date +%s%N)
+        redis-cli -h "$host" -p "$a" set "probe:$n" 1 >/dev/null
+        waited=0
+        until [[ "$(redis-cli -h "$host" -p "$b" get "probe:$n")" == 1 ]]; do
+            sleep 0.005
+            waited=$((waited + 1))
+            ((waited < 6000)) || { echo "probe:$n never arrived" >&2; break; }
+        done
+        t1=$(date +%s%N)
+        echo $(((t1 - t0) / 1000000)) >>"$tmp/lags"
+    done
+}
+
+percentile() { # FILE P (0–100)
+    sort -n "$1" | awk -v p="$2" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } i = int((NR - 1) * p / 100 + 0.5) + 1; print v[i] }'
+}
+
+declare -A rps
+log "$(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+port_r="$(free_port)"
+mkdir -p "$tmp/redis"
+start redis "$port_r" redis-server --port "$port_r" --bind "$host" --save '' --appendonly no --dir "$tmp/redis"
+for t in "${tests[@]}"; do
+    log "redis-server: $t"
+    rps[redis,$t]="$(bench "$port_r" "$t")"
+done
+
+port_a="$(free_port)"
+log "site A alone (replication off)"
+start off "$port_a" "$vesta_bin" dev --port "$port_a" --data-dir "$tmp/off" "${dev_args[@]}"
+off_pid=$last_pid
+for t in "${tests[@]}"; do
+    log "vesta, replication off: $t"
+    rps[off,$t]="$(bench "$port_a" "$t")"
+done
+stop_pid "$off_pid"
+
+port_a="$(free_port)" port_b="$(free_port)" repl_a="$(free_port)" repl_b="$(free_port)"
+log "site B, then site A shipping to it"
+start site-b "$port_b" "$vesta_bin" dev --port "$port_b" --data-dir "$tmp/b" --origin 2 \
+    --repl-listen "$host:$repl_b" --repl-peer "a=1@$host:$repl_a" "${dev_args[@]}"
+start site-a "$port_a" "$vesta_bin" dev --port "$port_a" --data-dir "$tmp/a" --origin 1 \
+    --repl-listen "$host:$repl_a" --repl-peer "b=2@$host:$repl_b" "${dev_args[@]}"
+: >"$tmp/lags"
+probe "$port_a" "$port_b" &
+probe_pid=$!
+pids+=("$probe_pid")
+for t in "${tests[@]}"; do
+    log "vesta, replication on: $t (the probe measures the lag meanwhile)"
+    rps[on,$t]="$(bench "$port_a" "$t")"
+done
+touch "$tmp/stop"
+wait "$probe_pid" 2>/dev/null || true
+log "waiting for site A to have shipped everything"
+for _ in $(seq 600); do
+    [[ "$(info_field "$port_a" pending_entries)" == 0 ]] && break
+    sleep 0.1
+done
+entries="$(info_field "$port_a" sent_entries)"
+bytes="$(info_field "$port_a" sent_bytes)"
+
+echo
+printf '%-6s %12s %12s %12s %9s %9s\n' test redis vesta-off vesta-on on/off on/redis
+for t in "${tests[@]}"; do
+    printf '%-6s %12s %12s %12s %9s %9s\n' "$t" "${rps[redis,$t]}" "${rps[off,$t]}" "${rps[on,$t]}" \
+        "$(awk -v a="${rps[on,$t]}" -v b="${rps[off,$t]}" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }')" \
+        "$(awk -v a="${rps[on,$t]}" -v b="${rps[redis,$t]}" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }')"
+done
+echo
+# redis-benchmark's SET: key "key:" + 12 digits (16 bytes), value "xxx"; a record is a 58-byte header and
+# the value, its log entry adds the key and the database name ("0").
+echo "link: $entries entries in $bytes bytes = $(awk -v b="$bytes" -v e="$entries" 'BEGIN { printf (e > 0 ? "%.1f" : "-"), b / e }') bytes per replicated write (record 61 bytes, with key and database 78)"
+echo "lag (write in A until B reads it, $(wc -l <"$tmp/lags") probes during the runs): p50 $(percentile "$tmp/lags" 50) ms, p99 $(percentile "$tmp/lags" 99) ms, max $(percentile "$tmp/lags" 100) ms"
+echo "$(nproc) cores; $clients clients; $requests requests per run; keyspace $keyspace"
