@@ -84,6 +84,9 @@ pub struct StoreConfig {
     /// (see `changelog.rs`); writes replicated from other sites carry their own origin and are not
     /// logged again. Unset: no change log.
     pub changelog_origin: Option<u32>,
+    /// Test-only: run this node's wall clock this many ms ahead (negative: behind) of the machine's, to
+    /// show what clock skew does (e.g. a whole site ahead of another). Never set it in production.
+    pub clock_offset_ms: i64,
     /// RocksDB block cache.
     pub block_cache_mb: usize,
     /// RocksDB memtable size (three may exist at once).
@@ -113,6 +116,7 @@ impl Default for StoreConfig {
             rejoin_check: true,
             max_clock_drift_ms: DEFAULT_MAX_CLOCK_DRIFT_MS,
             changelog_origin: None,
+            clock_offset_ms: 0,
             block_cache_mb: 256,
             write_buffer_mb: 64,
         }
@@ -246,6 +250,9 @@ pub struct StoreFlags {
     pub max_clock_drift_ms: Option<u64>,
     #[arg(long, env = "VESTA_STORE_CHANGELOG_ORIGIN")]
     pub changelog_origin: Option<u32>,
+    /// Test-only: shift this node's wall clock by this many ms.
+    #[arg(long, env = "VESTA_STORE_CLOCK_OFFSET_MS", hide = true, allow_negative_numbers = true)]
+    pub clock_offset_ms: Option<i64>,
     #[arg(long, env = "VESTA_STORE_BLOCK_CACHE_MB")]
     pub block_cache_mb: Option<usize>,
     #[arg(long, env = "VESTA_STORE_WRITE_BUFFER_MB")]
@@ -281,6 +288,7 @@ impl StoreFlags {
             grace_secs,
             rejoin_check,
             max_clock_drift_ms,
+            clock_offset_ms,
             block_cache_mb,
             write_buffer_mb
         );

@@ -116,7 +116,14 @@ impl StoreNode {
             max_clock_drift_ms: config.max_clock_drift_ms,
             changelog_origin: config.changelog_origin,
         };
-        Self::with_engine(settings, engine, Arc::new(SystemClock::default()))
+        let clock: Arc<dyn Clock> = match config.clock_offset_ms {
+            0 => Arc::new(SystemClock::default()),
+            offset => {
+                tracing::warn!(offset_ms = offset, "test setting: this node's clock is deliberately off");
+                Arc::new(vesta_proto::clock::SkewedClock::new(offset))
+            }
+        };
+        Self::with_engine(settings, engine, clock)
     }
 
     pub fn with_engine(

@@ -22,6 +22,11 @@ struct Sites {
 
 /// `n` sites, origins 1..=n, each replicating to every other.
 fn start_sites(n: usize) -> Sites {
+    start_sites_with(n, |_| Vec::new())
+}
+
+/// [`start_sites`], with more flags for every store and proxy of site `i` (0-based).
+fn start_sites_with(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Sites {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let sites = (0..n)
         .map(|i| {
@@ -30,10 +35,14 @@ fn start_sites(n: usize) -> Sites {
             for (j, port) in ports.iter().enumerate().filter(|(j, _)| *j != i) {
                 first.extend(["--repl-peer".into(), format!("site{}={}@127.0.0.1:{port}", j + 1, j + 1)]);
             }
+            let mut store_flags = vec!["--changelog-origin".into(), origin.clone()];
+            let mut proxy_flags = vec!["--origin".into(), origin];
+            store_flags.extend(extra(i));
+            proxy_flags.extend(extra(i));
             Cluster::start_with(ClusterOptions {
                 proxies: 2,
-                store_flags: vec!["--changelog-origin".into(), origin.clone()],
-                proxy_flags: vec!["--origin".into(), origin],
+                store_flags,
+                proxy_flags,
                 first_proxy_flags: first,
                 ..ClusterOptions::default()
             })
@@ -471,5 +480,52 @@ async fn a_site_away_while_the_other_takes_writes_and_loses_processes_misses_not
         "site 2 away {away:?}: {} acknowledged keys, every one there {caught_up:?} after it returned; diff: {}",
         acked.len(),
         out.trim()
+    );
+}
+
+/// GET until it answers `want` (bounded); how long it took.
+async fn read_until(c: &mut MultiplexedConnection, key: &str, want: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = try_call(c, &["GET", key]).await.unwrap();
+        if got == Value::BulkString(want.as_bytes().to_vec()) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{key}: {got:?} after {limit:?}, waiting for {want:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_follows_another_wins_everywhere_though_one_site_runs_5_s_ahead() {
+    // Site 1's clocks — proxies and stores — run 5 s ahead of site 2's.
+    let s = start_sites_with(2, |i| if i == 0 { vec!["--clock-offset-ms".into(), "5000".into()] } else { vec![] });
+    let mut in_a = common::connect(s.sites[0].proxy_addr_for(1), false).await;
+    let mut in_b = common::connect(s.sites[1].proxy_addr_for(1), false).await;
+    assert_eq!(try_call(&mut in_a, &["SET", "k", "first, in site 1"]).await.unwrap(), Value::Okay);
+    // Stamped 5 s ahead of site 2's clocks: site 2's stores take it once their clocks are near the stamp.
+    let arrived = read_until(&mut in_b, "k", "first, in site 1", Duration::from_secs(30)).await;
+
+    // Read in site 2, then written in site 2: stamped after what was read, though site 2's clock is behind.
+    let started = Instant::now();
+    loop {
+        match try_call(&mut in_b, &["SET", "k", "second, in site 2"]).await.unwrap() {
+            Value::Okay => break,
+            // Refused while the copy read is stamped further ahead than the drift bound; nothing written.
+            v if error_text(&v).is_some_and(|e| e.contains("clock skew")) => {
+                assert!(started.elapsed() < Duration::from_secs(30), "still refused: {v:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("SET in site 2: {other:?}"),
+        }
+    }
+    let written_after = started.elapsed();
+    let in_b_took = read_until(&mut in_b, "k", "second, in site 2", Duration::from_secs(30)).await;
+    let in_a_took = read_until(&mut in_a, "k", "second, in site 2", Duration::from_secs(30)).await;
+    let (code, out) = repl_diff(&[&s.sites[0], &s.sites[1]]);
+    assert!(code == 0 && out.contains("0 differ"), "exit {code}: {out}");
+    println!(
+        "site 1 5 s ahead: its write reached site 2 after {arrived:?}; site 2's write went through after {written_after:?} \
+         and won in site 2 ({in_b_took:?}) and in site 1 ({in_a_took:?})"
     );
 }
