@@ -77,3 +77,84 @@ mod tests {
         assert_eq!(decode(&encode(&[7]), 3), vec![7, 0, 0]);
     }
 }
+
+/// A full sync of site `to` from this site (`sync/<from>/<to>`): whether one is needed (the peer fell
+/// behind the logs' bound, or an operator asked), and once begun, the watermarks from which the logs take
+/// over and how many shards are done — so that a shipper that restarts resumes the sync where it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FullSync {
+    pub needed: bool,
+    /// Empty until the sync begins.
+    pub start: Watermarks,
+    pub shards_done: u32,
+    /// Full syncs completed so far.
+    pub completed: u64,
+}
+
+impl FullSync {
+    fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(17 + self.start.len() * 8);
+        b.put_u8(u8::from(self.needed));
+        b.put_u32(self.shards_done);
+        b.put_u64(self.completed);
+        b.put_u32(self.start.len() as u32);
+        for m in &self.start {
+            b.put_u64(*m);
+        }
+        b.freeze()
+    }
+
+    fn decode(mut v: &[u8]) -> FullSync {
+        if v.remaining() < 17 {
+            return FullSync::default();
+        }
+        let needed = v.get_u8() != 0;
+        let shards_done = v.get_u32();
+        let completed = v.get_u64();
+        let n = v.get_u32() as usize;
+        let start = (0..n).map_while(|_| (v.remaining() >= 8).then(|| v.get_u64())).collect();
+        FullSync { needed, start, shards_done, completed }
+    }
+}
+
+fn sync_key(from: u32, to: u32) -> Bytes {
+    Bytes::from(format!("sync/{from}/{to}"))
+}
+
+pub async fn load_sync(coordinator: &Arc<Coordinator>, from: u32, to: u32) -> Result<FullSync, CoordError> {
+    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
+    Ok(coordinator.read(&ns, &sync_key(from, to)).await?.map(|r| FullSync::decode(&r.value)).unwrap_or_default())
+}
+
+/// Changes the stored full-sync state with `change` (which sees it as stored); `Ok(false)` when
+/// `change` declined (returned `None`), nothing written.
+pub async fn update_sync(
+    coordinator: &Arc<Coordinator>,
+    from: u32,
+    to: u32,
+    change: impl Fn(FullSync) -> Option<FullSync>,
+) -> Result<bool, CoordError> {
+    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
+    let reply = coordinator
+        .write(&ns, &sync_key(from, to), PrepareKind::ReadModifyWrite, true, |live, _| {
+            let stored = live.map(|r| FullSync::decode(&r.value)).unwrap_or_default();
+            match change(stored) {
+                Some(next) => Decision::Write(NewValue::plain(next.encode(), 0), Reply::Int(1)),
+                None => Decision::Answer(Reply::Int(0)),
+            }
+        })
+        .await?;
+    Ok(reply == Reply::Int(1))
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+
+    #[test]
+    fn full_sync_state_round_trips() {
+        let s = FullSync { needed: true, start: vec![5, 6, 7], shards_done: 2, completed: 3 };
+        assert_eq!(FullSync::decode(&s.encode()), s);
+        assert_eq!(FullSync::decode(&[]), FullSync::default());
+    }
+}

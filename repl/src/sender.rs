@@ -18,13 +18,14 @@ use futures::StreamExt;
 use vesta_proto::client::NodeConnection;
 use vesta_proto::frame::frame_len;
 use vesta_proto::{LogEntry, Replicate, Request, Response, Status};
+use vesta_proxy::coordinator::{CoordError, ScanRequest};
 use vesta_proxy::PeerSite;
 
-use crate::confirmations::{self, Watermarks, INTERNAL_NAMESPACE};
+use crate::confirmations::{self, FullSync, Watermarks, INTERNAL_NAMESPACE};
 use crate::feed::ShardFeed;
 use crate::site::Site;
 use crate::source::NodeLog;
-use crate::status::PeerStatus;
+use crate::status::{metric, PeerStatus};
 
 /// Entries per batch at most.
 const BATCH_ENTRIES: usize = 512;
@@ -72,6 +73,15 @@ impl Sender {
                 }
             }
         };
+        match confirmations::load_sync(&self.site.coordinator, from, self.peer.origin).await {
+            Ok(sync) => {
+                self.status.set_full_syncs(sync.completed);
+                if sync.needed {
+                    self.status.set_needs_full_sync(true);
+                }
+            }
+            Err(e) => self.status.error("save", format!("cannot read the full-sync state: {e}")),
+        }
         self.site.saved(self.peer.origin, &confirmed);
         self.status.set_confirmed_through(confirmed.iter().copied().min().unwrap_or(0));
         let mut saved = confirmed.clone();
@@ -106,7 +116,25 @@ impl Sender {
                     link = self.connect().await;
                 }
                 if let Some(conn) = &link {
-                    if !self.ship_round(conn, &mut states).await {
+                    let ok = if self.status.needs_full_sync() {
+                        match self.full_sync(conn).await {
+                            Ok(Some(start)) => {
+                                // The logs take over from where the snapshot began.
+                                for (shard, st) in states.iter_mut().enumerate() {
+                                    st.applied = start[shard];
+                                    st.pending.clear();
+                                    st.feed = self.site.feed(shard as u32, start[shard]);
+                                }
+                                saved = start;
+                                true
+                            }
+                            Ok(None) => true,
+                            Err(link_ok) => link_ok,
+                        }
+                    } else {
+                        self.ship_round(conn, &mut states).await
+                    };
+                    if !ok {
                         link = None;
                         self.status.set_connected(false);
                     }
@@ -123,7 +151,7 @@ impl Sender {
             });
             self.status.set_pending(entries, bytes, oldest, self.site.coordinator.now_ms());
 
-            if last_save.elapsed() >= confirm {
+            if last_save.elapsed() >= confirm && !self.status.needs_full_sync() {
                 let applied: Watermarks = states.iter().map(|s| s.applied).collect();
                 if applied != saved {
                     match confirmations::save(&self.site.coordinator, from, self.peer.origin, &applied).await {
@@ -205,6 +233,137 @@ impl Sender {
             })
             .await;
         link_ok.into_inner()
+    }
+
+    /// A full sync of the peer: every record of this site's own writes (the newest copy of each key,
+    /// deletes and expiries included), shard by shard, then the logs from where the snapshot began.
+    /// Resumes a sync begun earlier. `Ok(Some(start))` when done (the logs take over at `start`),
+    /// `Ok(None)` when it stopped early (another mark of the need, a failure to save: it is begun again
+    /// next round), `Err(link_ok)` when a batch failed.
+    async fn full_sync(&self, conn: &NodeConnection) -> Result<Option<Watermarks>, bool> {
+        let (coordinator, from, to) = (&self.site.coordinator, self.site.origin, self.peer.origin);
+        let shards = coordinator.shard_count();
+        let saving = |e: CoordError| {
+            self.status.error("save", format!("full sync: cannot save its state: {e}"));
+            Ok(None)
+        };
+        let mut state = match confirmations::load_sync(coordinator, from, to).await {
+            Ok(s) => s,
+            Err(e) => return saving(e),
+        };
+        if !state.needed {
+            // Asked for in memory, not yet persisted: persist, then begin.
+            if !self.site.mark_needs_full_sync(&self.status, "an operator asked for it").await {
+                return Ok(None);
+            }
+            state.needed = true;
+        }
+        if state.start.is_empty() {
+            // Every write stamped after this is still in the logs (they keep `max_backlog_secs`, and this
+            // peer's confirmations move here first), so the logs take over from it without a gap.
+            let margin = 2 * coordinator.settings().max_clock_drift_ms + 1_000;
+            let start_hlc = coordinator.now_ms().saturating_sub(margin) << vesta_proto::record::HLC_LOGICAL_BITS;
+            let start = vec![start_hlc; shards as usize];
+            if let Err(e) = confirmations::save(coordinator, from, to, &start).await {
+                return saving(e);
+            }
+            self.site.saved(to, &start);
+            let begun = confirmations::update_sync(coordinator, from, to, |s| {
+                (s.needed && s.start.is_empty()).then(|| FullSync { start: start.clone(), shards_done: 0, ..s })
+            })
+            .await;
+            match begun {
+                Ok(true) => state = FullSync { start, shards_done: 0, ..state },
+                Ok(false) => return Ok(None),
+                Err(e) => return saving(e),
+            }
+            tracing::info!(peer = %self.peer.name, shards, "full sync begins");
+        } else {
+            tracing::info!(peer = %self.peer.name, done = state.shards_done, shards, "full sync resumes");
+        }
+        let started = Instant::now();
+        let mut shard = state.shards_done;
+        let (mut records, mut bytes) = (0u64, 0u64);
+        let mut last_saved = Instant::now();
+        self.status.set_sync_progress(shard, shards);
+        while shard < shards {
+            if self.status.paused() {
+                return Ok(None);
+            }
+            let scan = ScanRequest {
+                namespace: None,
+                from_shard: shard,
+                want: BATCH_ENTRIES,
+                want_values: true,
+                include_dead: true,
+            };
+            let page = match coordinator.scan(&scan).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.status.error("read_log", format!("full sync: scan from shard {shard}: {e}"));
+                    return Ok(None);
+                }
+            };
+            let next = page.next_shard.unwrap_or(shards);
+            let entries: Vec<LogEntry> = page
+                .keys
+                .into_iter()
+                .filter(|(ns, _, r)| r.meta.origin == from && ns.as_ref() != INTERNAL_NAMESPACE)
+                .map(|(namespace, key, record)| LogEntry { namespace, key, record })
+                .collect();
+            let found = entries.len() as u64;
+            records += found;
+            bytes += entries.iter().map(entry_size).sum::<usize>() as u64;
+            for batch in self.batches(shard, entries, 0) {
+                self.send(conn, &batch).await.map_err(|refused| {
+                    if let Some(why) = &refused {
+                        self.status.error("refused", format!("full sync: {why}"));
+                    }
+                    refused.is_some()
+                })?;
+            }
+            metrics::counter!(metric::FULL_SYNC_RECORDS, "peer" => self.peer.name.clone()).increment(found);
+            shard = next;
+            self.status.set_sync_progress(shard, shards);
+            if last_saved.elapsed() >= Duration::from_secs(2) || shard == shards {
+                let saved = confirmations::update_sync(coordinator, from, to, |s| {
+                    (s.start == state.start).then(|| FullSync { shards_done: shard, ..s.clone() })
+                })
+                .await;
+                match saved {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(None), // begun again meanwhile
+                    Err(e) => return saving(e),
+                }
+                last_saved = Instant::now();
+                tracing::info!(
+                    peer = %self.peer.name,
+                    "full sync: {shard}/{shards} shards, {records} records, {} KiB, {:.0} s",
+                    bytes / 1024,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let finished = confirmations::update_sync(coordinator, from, to, |s| {
+            (s.start == state.start).then(|| FullSync {
+                needed: false,
+                start: Vec::new(),
+                shards_done: 0,
+                completed: s.completed + 1,
+            })
+        })
+        .await;
+        match finished {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return saving(e),
+        }
+        self.status.set_needs_full_sync(false);
+        self.status.set_full_syncs(state.completed + 1);
+        self.status.set_confirmed_through(state.start.iter().copied().min().unwrap_or(0));
+        metrics::counter!(metric::FULL_SYNCS, "peer" => self.peer.name.clone()).increment(1);
+        tracing::info!(peer = %self.peer.name, records, "full sync done in {:.1} s", started.elapsed().as_secs_f64());
+        Ok(Some(state.start))
     }
 
     /// Splits one shipment into batches; this site's own bookkeeping records stay home.

@@ -13,13 +13,15 @@ use vesta_proxy::coordinator::Coordinator;
 use vesta_proxy::session::ReplicationReport;
 use vesta_proxy::ReplicationConfig;
 
-use crate::confirmations::Watermarks;
+use crate::confirmations::{self, FullSync, Watermarks};
 use crate::feed::ShardFeed;
 use crate::sender::Sender;
 use crate::source::{NodeLog, NodeLogs};
 use crate::status::PeerStatus;
 
 pub struct Site {
+    /// This site itself, for tasks started from `&self`.
+    this: std::sync::Weak<Site>,
     pub coordinator: Arc<Coordinator>,
     /// This site's origin id (what its store nodes log, what its proxies stamp).
     pub origin: u32,
@@ -39,7 +41,8 @@ impl Site {
     pub fn new(coordinator: Arc<Coordinator>, origin: u32, config: ReplicationConfig) -> Arc<Self> {
         let shards = coordinator.map().shards() as usize;
         let peers = config.peers.iter().map(|p| Arc::new(PeerStatus::new(&p.name, p.origin))).collect();
-        Arc::new(Site {
+        Arc::new_cyclic(|this| Site {
+            this: this.clone(),
             logs: NodeLogs::new(coordinator.clone()),
             coordinator,
             origin,
@@ -102,16 +105,59 @@ impl Site {
         self.saved.lock().insert(peer, marks.clone());
     }
 
-    /// Drops log entries every peer confirmed (saved confirmations only: a restart resumes from them).
-    async fn trim(&self) {
-        let through: Vec<u64> = {
-            let saved = self.saved.lock();
-            if saved.len() < self.config.peers.len() {
-                return;
+    /// The HLC below which the logs keep nothing (`max_backlog_secs` ago).
+    pub(crate) fn log_floor(&self) -> u64 {
+        let ms = self.coordinator.now_ms().saturating_sub(self.config.max_backlog_secs.saturating_mul(1000));
+        ms << vesta_proto::record::HLC_LOGICAL_BITS
+    }
+
+    /// Marks `peer` as needing a full sync, persisted before anything it has not confirmed is trimmed.
+    pub(crate) async fn mark_needs_full_sync(&self, peer: &PeerStatus, why: &str) -> bool {
+        let marked = confirmations::update_sync(&self.coordinator, self.origin, peer.origin, |s| {
+            (!s.needed).then_some(FullSync { needed: true, start: Vec::new(), shards_done: 0, ..s })
+        })
+        .await;
+        match marked {
+            Ok(_) => {
+                if !peer.needs_full_sync() {
+                    tracing::error!(peer = %peer.name, "replication: {why}; the peer needs a full sync");
+                }
+                peer.set_needs_full_sync(true);
+                true
             }
-            let shards = self.logged.len();
-            (0..shards).map(|s| saved.values().map(|m| m.get(s).copied().unwrap_or(0)).min().unwrap_or(0)).collect()
-        };
+            Err(e) => {
+                peer.error("save", format!("cannot mark the need of a full sync: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Drops log entries every peer confirmed (saved confirmations only: a restart resumes from them),
+    /// and entries older than the logs' bound: a peer that has not confirmed those is first switched to
+    /// "needs full sync", and no longer holds the logs back until its full sync begins.
+    async fn trim(&self) {
+        let floor = self.log_floor();
+        let saved: HashMap<u32, Watermarks> = self.saved.lock().clone();
+        if saved.len() < self.config.peers.len() {
+            return;
+        }
+        let mut holding = Vec::new();
+        for peer in &self.peers {
+            let Some(marks) = saved.get(&peer.origin) else { return };
+            if marks.iter().any(|&m| m < floor) {
+                if !peer.needs_full_sync()
+                    && !self.mark_needs_full_sync(peer, "it fell behind the change logs' bound").await
+                {
+                    return; // not marked: nothing it lacks may be trimmed yet
+                }
+                continue;
+            }
+            holding.push(marks);
+        }
+        let shards = self.logged.len();
+        let through: Vec<u64> = (0..shards)
+            .map(|s| holding.iter().map(|m| m.get(s).copied().unwrap_or(0)).min().unwrap_or(floor).max(floor))
+            .collect();
         let map = self.coordinator.map();
         let mut trimmed_now = Vec::new();
         {
@@ -162,6 +208,26 @@ impl ReplicationReport for Site {
             }
         }
         fields
+    }
+
+    fn request_full_sync(&self, peer: Option<&str>) -> Result<usize, String> {
+        if !self.config.ship {
+            return Err("this proxy does not ship (replication.ship is off)".into());
+        }
+        let peers: Vec<Arc<PeerStatus>> =
+            self.peers.iter().filter(|p| peer.is_none_or(|name| p.name == name)).cloned().collect();
+        for p in &peers {
+            // Marked at once in memory (the sender stops shipping from the logs), persisted in the
+            // background: the sender persists the sync's start itself before sending anything.
+            p.set_needs_full_sync(true);
+            if let Some(site) = self.this.upgrade() {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    site.mark_needs_full_sync(&p, "an operator asked for it").await;
+                });
+            }
+        }
+        Ok(peers.len())
     }
 
     fn set_paused(&self, peer: Option<&str>, paused: bool) -> Result<usize, String> {

@@ -22,6 +22,12 @@ pub mod metric {
     pub const ERRORS: &str = "vesta_repl_errors_total";
     /// 1 while a connection to the peer is up.
     pub const CONNECTED: &str = "vesta_repl_connected";
+    /// 1 while the peer needs (or is getting) a full sync: it fell behind the logs' bound.
+    pub const NEEDS_FULL_SYNC: &str = "vesta_repl_needs_full_sync";
+    /// Full syncs completed.
+    pub const FULL_SYNCS: &str = "vesta_repl_full_syncs_total";
+    /// Records sent by full syncs.
+    pub const FULL_SYNC_RECORDS: &str = "vesta_repl_full_sync_records_total";
     /// Copies received from the peer (`from`) and installed (`outcome` = installed) or found older than
     /// what this site holds (`outcome` = older).
     pub const RECEIVED_ENTRIES: &str = "vesta_repl_received_entries_total";
@@ -46,6 +52,10 @@ pub struct PeerStatus {
     /// The smallest saved confirmation over all shards: every write stamped at or below it is in the peer.
     confirmed_through: AtomicU64,
     last_error: Mutex<String>,
+    needs_full_sync: AtomicBool,
+    /// Shards done of a running full sync, and of how many (0 of 0: none running).
+    sync_progress: Mutex<(u32, u32)>,
+    full_syncs: AtomicU64,
 }
 
 impl PeerStatus {
@@ -68,6 +78,26 @@ impl PeerStatus {
 
     pub fn paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
+    }
+
+    pub fn set_needs_full_sync(&self, needed: bool) {
+        self.needs_full_sync.store(needed, Ordering::Relaxed);
+        metrics::gauge!(metric::NEEDS_FULL_SYNC, "peer" => self.name.clone()).set(if needed { 1.0 } else { 0.0 });
+        if !needed {
+            *self.sync_progress.lock() = (0, 0);
+        }
+    }
+
+    pub fn needs_full_sync(&self) -> bool {
+        self.needs_full_sync.load(Ordering::Relaxed)
+    }
+
+    pub fn set_sync_progress(&self, done: u32, total: u32) {
+        *self.sync_progress.lock() = (done, total);
+    }
+
+    pub fn set_full_syncs(&self, completed: u64) {
+        self.full_syncs.store(completed, Ordering::Relaxed);
     }
 
     pub fn sent(&self, entries: u64, bytes: u64) {
@@ -115,15 +145,18 @@ impl PeerStatus {
 
     /// One line of INFO replication: `name=…,origin=…,state=…,…`.
     pub fn info_value(&self, now_ms: u64) -> String {
-        let state = match (self.paused(), self.connected()) {
-            (true, _) => "paused",
-            (false, true) => "connected",
-            (false, false) => "connecting",
+        let (done, total) = *self.sync_progress.lock();
+        let state = match (self.paused(), self.needs_full_sync(), self.connected()) {
+            (true, _, _) => "paused".to_string(),
+            (false, true, _) if total > 0 => format!("full_sync({done}/{total} shards)"),
+            (false, true, _) => "needs_full_sync".to_string(),
+            (false, false, true) => "connected".to_string(),
+            (false, false, false) => "connecting".to_string(),
         };
         let last_error = self.last_error.lock().replace([',', '\r', '\n'], " ");
         format!(
             "name={},origin={},state={state},pending_entries={},pending_bytes={},lag_ms={},sent_entries={},\
-             sent_bytes={},errors={},confirmed_through_ms={},last_error={last_error}",
+             sent_bytes={},errors={},confirmed_through_ms={},full_syncs={},last_error={last_error}",
             self.name,
             self.origin,
             self.pending_entries.load(Ordering::Relaxed),
@@ -133,6 +166,7 @@ impl PeerStatus {
             self.sent_bytes.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
             hlc_ms(self.confirmed_through.load(Ordering::Relaxed)),
+            self.full_syncs.load(Ordering::Relaxed),
         )
     }
 }

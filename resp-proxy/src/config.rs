@@ -69,11 +69,22 @@ pub struct ReplicationConfig {
     /// How often the peers' confirmations are saved (in this site's own storage, through the two-phase
     /// commit) and the logs trimmed behind them. A new shipper re-sends at most this much.
     pub confirm_ms: u64,
+    /// The change logs' bound: entries older than this are trimmed even if a peer has not confirmed
+    /// them, and that peer is switched to "needs full sync" first (loudly: log, metric, status). The
+    /// disk the logs take is about the site's write rate times this.
+    pub max_backlog_secs: u64,
 }
 
 impl Default for ReplicationConfig {
     fn default() -> Self {
-        ReplicationConfig { listen: None, ship: false, peers: Vec::new(), poll_ms: 50, confirm_ms: 1000 }
+        ReplicationConfig {
+            listen: None,
+            ship: false,
+            peers: Vec::new(),
+            poll_ms: 50,
+            confirm_ms: 1000,
+            max_backlog_secs: 6 * 3600,
+        }
     }
 }
 
@@ -110,6 +121,9 @@ impl ReplicationConfig {
     fn validate(&self, origin: u32) -> Result<(), String> {
         if self.poll_ms == 0 || self.confirm_ms == 0 {
             return Err("replication.poll_ms and replication.confirm_ms must be at least 1".into());
+        }
+        if self.max_backlog_secs.saturating_mul(1000) < self.confirm_ms.saturating_mul(10) {
+            return Err("replication.max_backlog_secs must be at least 10 × confirm_ms".into());
         }
         if self.ship && self.peers.is_empty() {
             return Err("replication.ship is set but no peer site is configured".into());
@@ -231,6 +245,9 @@ pub struct ProxyFlags {
     /// A peer site, NAME=ORIGIN@HOST:PORT; repeat for each (replaces `replication.peers`).
     #[arg(long, env = "VESTA_PROXY_REPL_PEERS", value_delimiter = ',')]
     pub repl_peer: Option<Vec<PeerSite>>,
+    /// The change logs' bound in seconds (`replication.max_backlog_secs`).
+    #[arg(long, env = "VESTA_PROXY_REPL_MAX_BACKLOG_SECS")]
+    pub repl_max_backlog_secs: Option<u64>,
 }
 
 impl ProxyFlags {
@@ -274,6 +291,9 @@ impl ProxyFlags {
         c.replication.ship |= self.repl_ship;
         if let Some(peers) = self.repl_peer {
             c.replication.peers = peers;
+        }
+        if let Some(secs) = self.repl_max_backlog_secs {
+            c.replication.max_backlog_secs = secs;
         }
         c.validate()?;
         Ok(c)

@@ -120,6 +120,8 @@ pub trait ReplicationReport: Send + Sync {
     /// Stops (or resumes) shipping to the peer site named `peer`, or to every peer; how many it
     /// concerned. Nothing is lost while paused: the change logs keep every write.
     fn set_paused(&self, peer: Option<&str>, paused: bool) -> Result<usize, String>;
+    /// Starts a full sync of the peer site named `peer` (or of every peer); how many it concerned.
+    fn request_full_sync(&self, peer: Option<&str>) -> Result<usize, String>;
 }
 
 impl Shared {

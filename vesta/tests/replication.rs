@@ -22,11 +22,11 @@ struct Sites {
 
 /// `n` sites, origins 1..=n, each replicating to every other.
 fn start_sites(n: usize) -> Sites {
-    start_sites_with(n, |_| Vec::new())
+    start_sites_with(n, |_| (Vec::new(), Vec::new()))
 }
 
-/// [`start_sites`], with more flags for every store and proxy of site `i` (0-based).
-fn start_sites_with(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Sites {
+/// [`start_sites`], with more flags for the stores and for the proxies of site `i` (0-based).
+fn start_sites_with(n: usize, extra: impl Fn(usize) -> (Vec<String>, Vec<String>)) -> Sites {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let sites = (0..n)
         .map(|i| {
@@ -37,8 +37,9 @@ fn start_sites_with(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Sites {
             }
             let mut store_flags = vec!["--changelog-origin".into(), origin.clone()];
             let mut proxy_flags = vec!["--origin".into(), origin];
-            store_flags.extend(extra(i));
-            proxy_flags.extend(extra(i));
+            let (more_store, more_proxy) = extra(i);
+            store_flags.extend(more_store);
+            proxy_flags.extend(more_proxy);
             Cluster::start_with(ClusterOptions {
                 proxies: 2,
                 store_flags,
@@ -499,7 +500,10 @@ async fn read_until(c: &mut MultiplexedConnection, key: &str, want: &str, limit:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_follows_another_wins_everywhere_though_one_site_runs_5_s_ahead() {
     // Site 1's clocks — proxies and stores — run 5 s ahead of site 2's.
-    let s = start_sites_with(2, |i| if i == 0 { vec!["--clock-offset-ms".into(), "5000".into()] } else { vec![] });
+    let s = start_sites_with(2, |i| {
+        let ahead = if i == 0 { vec!["--clock-offset-ms".to_string(), "5000".into()] } else { vec![] };
+        (ahead.clone(), ahead)
+    });
     let mut in_a = common::connect(s.sites[0].proxy_addr_for(1), false).await;
     let mut in_b = common::connect(s.sites[1].proxy_addr_for(1), false).await;
     assert_eq!(try_call(&mut in_a, &["SET", "k", "first, in site 1"]).await.unwrap(), Value::Okay);
@@ -528,4 +532,75 @@ async fn a_write_that_follows_another_wins_everywhere_though_one_site_runs_5_s_a
         "site 1 5 s ahead: its write reached site 2 after {arrived:?}; site 2's write went through after {written_after:?} \
          and won in site 2 ({in_b_took:?}) and in site 1 ({in_a_took:?})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_away_past_the_logs_bound_gets_a_full_sync() {
+    // Site 1's logs keep 10 s of writes.
+    let mut s = start_sites_with(2, |i| {
+        let bound = if i == 0 { vec!["--repl-max-backlog-secs".to_string(), "10".into()] } else { vec![] };
+        (Vec::new(), bound)
+    });
+    let shipper = s.sites[0].proxy_addr().to_string();
+    let mut in_a = common::connect(s.sites[0].proxy_addr_for(1), false).await;
+    for i in 0..50 {
+        assert_eq!(try_call(&mut in_a, &["SET", &format!("k{i}"), "before"]).await.unwrap(), Value::Okay);
+    }
+    converge(&[s.sites[0].proxy_addr(), s.sites[1].proxy_addr()], Duration::from_secs(30)).await;
+
+    // Site 2 goes away; site 1 overwrites half the keys, deletes the other half, adds more.
+    for i in 0..s.sites[1].proxy_count() {
+        s.sites[1].kill_proxy(i);
+    }
+    for i in 0..s.sites[1].store_count() {
+        s.sites[1].kill_store(i);
+    }
+    for i in 0..50 {
+        let k = format!("k{i}");
+        let reply = if i < 25 {
+            try_call(&mut in_a, &["SET", &k, "while away"]).await
+        } else {
+            try_call(&mut in_a, &["DEL", &k]).await
+        };
+        assert!(error_text(&reply.unwrap()).is_none());
+        assert_eq!(try_call(&mut in_a, &["SET", &format!("new{i}"), "v"]).await.unwrap(), Value::Okay);
+    }
+    assert_eq!(try_call(&mut in_a, &["INCRBY", "count", "7"]).await.unwrap(), Value::Int(7));
+    // Past the bound: the logs are trimmed without site 2's confirmation, and it needs a full sync.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, status) = admin_repl(&["status", "--proxy", &shipper]);
+        if status.contains("state=needs_full_sync") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "site 2 never marked as needing a full sync: {status}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    for i in 0..s.sites[1].store_count() {
+        s.sites[1].restart_store(i);
+    }
+    for i in 0..s.sites[1].proxy_count() {
+        s.sites[1].restart_proxy(i);
+    }
+    let back = Instant::now();
+    loop {
+        let (_, status) = admin_repl(&["status", "--proxy", &shipper]);
+        if status.contains("full_syncs=1") && status.contains("state=connected") {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(90), "no full sync: {status}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let synced = back.elapsed();
+    // Writes after the sync go through the logs again.
+    assert_eq!(try_call(&mut in_a, &["SET", "after", "sync"]).await.unwrap(), Value::Okay);
+    converge(&[s.sites[0].proxy_addr(), s.sites[1].proxy_addr()], Duration::from_secs(30)).await;
+    let mut in_b = common::connect(s.sites[1].proxy_addr_for(1), false).await;
+    assert_eq!(try_call(&mut in_b, &["GET", "k30"]).await.unwrap(), Value::Nil, "a delete made while away");
+    assert_eq!(try_call(&mut in_b, &["GET", "k3"]).await.unwrap(), Value::BulkString(b"while away".to_vec()));
+    assert_eq!(try_call(&mut in_b, &["GET", "count"]).await.unwrap(), Value::BulkString(b"7".to_vec()));
+    let (code, out) = repl_diff(&[&s.sites[0], &s.sites[1]]);
+    assert!(code == 0 && out.contains("0 differ"), "exit {code}: {out}");
+    println!("site 2 back past the logs' bound: full sync done {synced:?} after it returned; {}", out.trim());
 }

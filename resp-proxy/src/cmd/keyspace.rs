@@ -56,6 +56,7 @@ impl Cmd {
             from_shard,
             want,
             want_values: false,
+            include_dead: false,
         };
         Ok(match self {
             Cmd::Scan { cursor, pattern, count, only_strings } => {

@@ -33,7 +33,8 @@ pub fn run(shared: &Shared, session: &Session, name: &str, a: &[Bytes]) -> Optio
     })
 }
 
-/// `VESTA.REPL STATUS | PAUSE [peer] | RESUME [peer]`: the cross-site replication this proxy runs.
+/// `VESTA.REPL STATUS | PAUSE [peer] | RESUME [peer] | SYNC [peer]`: the cross-site replication this proxy
+/// runs.
 fn vesta_repl(shared: &Shared, a: &[Bytes]) -> Reply {
     let Some(report) = shared.replication.get() else {
         return Reply::error("ERR this proxy runs no cross-site replication (see [replication] in proxy.toml)");
@@ -44,13 +45,19 @@ fn vesta_repl(shared: &Shared, a: &[Bytes]) -> Reply {
         (b"status", 1) => {
             Reply::Array(report.info_fields().into_iter().map(|(f, v)| Reply::text(&format!("{f}:{v}"))).collect())
         }
-        (b"pause" | b"resume", 1 | 2) => match report.set_paused(peer.as_deref(), sub.as_slice() == b"pause") {
-            Ok(0) => Reply::error("ERR this proxy ships to no such peer site"),
-            Ok(n) => Reply::Int(n as i64),
-            Err(e) => Reply::error(format!("ERR {e}")),
-        },
+        (b"pause" | b"resume" | b"sync", 1 | 2) => {
+            let done = match sub.as_slice() {
+                b"sync" => report.request_full_sync(peer.as_deref()),
+                s => report.set_paused(peer.as_deref(), s == b"pause"),
+            };
+            match done {
+                Ok(0) => Reply::error("ERR this proxy ships to no such peer site"),
+                Ok(n) => Reply::Int(n as i64),
+                Err(e) => Reply::error(format!("ERR {e}")),
+            }
+        }
         _ => Reply::error(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try STATUS, PAUSE [peer], RESUME [peer]",
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try STATUS, PAUSE [peer], RESUME [peer], SYNC [peer]",
             shown(&a[0])
         )),
     }

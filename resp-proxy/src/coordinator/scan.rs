@@ -30,11 +30,14 @@ pub struct ScanRequest {
     /// Stop after the shard in which this many keys have been seen (a hint, like Redis's COUNT).
     pub want: usize,
     pub want_values: bool,
+    /// Also the keys whose newest copy is a tombstone or expired (with that copy): a full sync of
+    /// another site must carry deletes and expiries too.
+    pub include_dead: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct ScanPage {
-    /// Live keys as (namespace, key, newest copy), in shard order.
+    /// Live keys (all keys with `include_dead`) as (namespace, key, newest copy), in shard order.
     pub keys: Vec<(Bytes, Bytes, Record)>,
     /// Where the next walk starts; `None` when every shard has been walked.
     pub next_shard: Option<u32>,
@@ -132,7 +135,7 @@ impl Coordinator {
         let now = self.now_ms();
         let mut live: Vec<_> = merged
             .into_iter()
-            .filter(|(_, (_, r))| r.meta.live_at(now))
+            .filter(|(_, (_, r))| req.include_dead || r.meta.live_at(now))
             .map(|((ns, key), (shard, record))| (shard, ns, key, record))
             .collect();
         live.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));

@@ -3,7 +3,9 @@
 //! * `status --proxy ADDR` — what the shipping proxy of a site reports per peer (state, pending entries
 //!   and bytes, lag, sent, errors).
 //! * `pause|resume --proxy ADDR [--peer NAME]` — stop or resume shipping (nothing is lost while paused:
-//!   the store nodes' change logs keep every write until the peer confirmed it).
+//!   the store nodes' change logs keep every write until the peer confirmed it, up to their bound).
+//! * `sync --proxy ADDR [--peer NAME]` — a full sync of the peer (what a peer that fell behind the logs'
+//!   bound gets by itself).
 //! * `diff --site NAME=ADDR --site NAME=ADDR …` — every key of a database in every site, compared by
 //!   value and TTL: what a client would read differently. A key deleted in one site and never written
 //!   (or deleted too) in another reads the same — absent — in both.
@@ -35,6 +37,14 @@ pub enum ReplAction {
     },
     /// Resume shipping to a peer site (or to all).
     Resume {
+        #[arg(long)]
+        proxy: String,
+        #[arg(long)]
+        peer: Option<String>,
+    },
+    /// Start a full sync of a peer site (or of all): every record of this site's own writes is sent
+    /// again, then shipping resumes from the logs. Progress shows in `status`.
+    Sync {
         #[arg(long)]
         proxy: String,
         #[arg(long)]
@@ -95,6 +105,7 @@ pub async fn run(action: ReplAction) -> Result<(), String> {
             }
             ReplAction::Pause { proxy, peer } => steer(&proxy, "PAUSE", peer).await,
             ReplAction::Resume { proxy, peer } => steer(&proxy, "RESUME", peer).await,
+            ReplAction::Sync { proxy, peer } => steer(&proxy, "SYNC", peer).await,
             ReplAction::Diff { sites, db, ttl_tolerance_ms, show } => {
                 if sites.len() < 2 {
                     return Err("diff compares two sites or more: give --site NAME=HOST:PORT for each".into());
@@ -116,8 +127,12 @@ async fn steer(proxy: &str, what: &str, peer: Option<String>) -> Result<(), Stri
         args.push(p);
     }
     let n = call(&mut c, &args).await?;
-    let verb = if what == "PAUSE" { "paused" } else { "resumed" };
-    println!("{verb} shipping to {} peer site(s)", if let Value::Int(n) = n { n } else { 0 });
+    let n = if let Value::Int(n) = n { n } else { 0 };
+    match what {
+        "PAUSE" => println!("paused shipping to {n} peer site(s)"),
+        "RESUME" => println!("resumed shipping to {n} peer site(s)"),
+        _ => println!("full sync requested for {n} peer site(s); `vesta admin repl status` shows its progress"),
+    }
     Ok(())
 }
 
