@@ -44,11 +44,16 @@ fn decode(mut value: &[u8], shards: usize) -> Watermarks {
     marks
 }
 
-/// The confirmations of site `to` for this site (`from`), or zeros if none were saved yet.
-pub async fn load(coordinator: &Arc<Coordinator>, from: u32, to: u32, shards: usize) -> Result<Watermarks, CoordError> {
+/// The confirmations of site `to` for this site (`from`); `None` if none were ever saved (a new peer).
+pub async fn load(
+    coordinator: &Arc<Coordinator>,
+    from: u32,
+    to: u32,
+    shards: usize,
+) -> Result<Option<Watermarks>, CoordError> {
     let ns = Bytes::from_static(INTERNAL_NAMESPACE);
     let record = coordinator.read(&ns, &key(from, to)).await?;
-    Ok(record.map_or_else(|| vec![0; shards], |r| decode(&r.value, shards)))
+    Ok(record.map(|r| decode(&r.value, shards)))
 }
 
 /// Saves `marks`, never moving a stored confirmation back.

@@ -66,7 +66,13 @@ impl Sender {
         let shards = self.site.coordinator.map().shards() as usize;
         let confirmed = loop {
             match confirmations::load(&self.site.coordinator, from, self.peer.origin, shards).await {
-                Ok(c) => break c,
+                Ok(Some(c)) => break c,
+                // A peer this site never shipped to (a site added later): the logs may no longer hold
+                // everything it lacks, so it starts with a full sync.
+                Ok(None) => {
+                    self.status.set_needs_full_sync(true);
+                    break vec![0; shards];
+                }
                 Err(e) => {
                     self.status.error("save", format!("cannot read the saved confirmations: {e}"));
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -262,6 +262,55 @@ async fn concurrent_writes_to_the_same_keys_in_two_sites_converge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_to_the_same_keys_in_three_sites_converge() {
+    let s = start_sites(3);
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut clients = Vec::new();
+    for (site, cluster) in s.sites.iter().enumerate() {
+        for i in 0..2 {
+            clients.push(tokio::spawn(load(cluster.proxy_addr_for(i), site * 10 + i, 20, until)));
+        }
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let addrs: Vec<SocketAddr> = s.sites.iter().map(|c| c.proxy_addr()).collect();
+    let took = converge(&addrs, Duration::from_secs(30)).await;
+    let sites: Vec<&Cluster> = s.sites.iter().collect();
+    let (code, out) = repl_diff(&sites);
+    assert!(code == 0 && out.contains("in 3 sites: 0 differ"), "exit {code}: {out}");
+    println!("three sites writing the same keys: equal {took:?} after the writes stopped; {}", out.trim());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_nx_can_win_in_two_sites_and_both_converge_to_one_winner() {
+    let s = start_sites(2);
+    let shippers: Vec<String> = s.sites.iter().map(|c| c.proxy_addr().to_string()).collect();
+    for p in &shippers {
+        assert_eq!(admin_repl(&["pause", "--proxy", p]).0, 0);
+    }
+    // Within the replication lag (here: paused), each site has its own NX winner.
+    let mut winners = Vec::new();
+    for (i, site) in s.sites.iter().enumerate() {
+        let mut c = common::connect(site.proxy_addr_for(1), false).await;
+        let owner = format!("client in site {}", i + 1);
+        assert_eq!(try_call(&mut c, &["SET", "lock", &owner, "NX"]).await.unwrap(), Value::Okay);
+        // Within one site, NX has one winner.
+        assert_eq!(try_call(&mut c, &["SET", "lock", "another", "NX"]).await.unwrap(), Value::Nil);
+        winners.push(owner);
+    }
+    for p in &shippers {
+        assert_eq!(admin_repl(&["resume", "--proxy", p]).0, 0);
+    }
+    let addrs: Vec<SocketAddr> = s.sites.iter().map(|c| c.proxy_addr()).collect();
+    converge(&addrs, Duration::from_secs(30)).await;
+    let mut c = common::connect(addrs[0], false).await;
+    let held = try_call(&mut c, &["GET", "lock"]).await.unwrap();
+    assert!(winners.iter().any(|w| held == Value::BulkString(w.clone().into_bytes())), "{held:?}");
+    println!("both sites' SET NX succeeded; both now hold {held:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipping_paused_and_resumed_and_diff_shows_what_differs() {
     let s = start_sites(2);
     let (a, b) = (&s.sites[0], &s.sites[1]);
@@ -586,7 +635,8 @@ async fn a_site_away_past_the_logs_bound_gets_a_full_sync() {
     let back = Instant::now();
     loop {
         let (_, status) = admin_repl(&["status", "--proxy", &shipper]);
-        if status.contains("full_syncs=1") && status.contains("state=connected") {
+        // The first full sync was site 2's first contact (a new peer starts with one); this is the second.
+        if status.contains("full_syncs=2") && status.contains("state=connected") {
             break;
         }
         assert!(back.elapsed() < Duration::from_secs(90), "no full sync: {status}");
