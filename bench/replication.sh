@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Cross-site replication, measured: redis-benchmark SET and GET against site A (`vesta dev`) with
-# replication off, then on (site A shipping to a site B, another `vesta dev`), and a Debian
-# `redis-server` in the same run for scale. Prints requests per second, the ratio on/off, the bytes each
-# replicated write cost on the link (from A's INFO replication) beside the size of its record, and the
-# lag under that load: a probe writes a key in A and times how long until B reads it, over and over.
+# replication off, then on (site A shipping to a site B, another `vesta dev`), then on with shipping
+# paused (site A only logs), and a Debian `redis-server` in the same run for scale. Prints requests per
+# second and the ratios, the bytes each replicated write cost on the link (from A's INFO replication)
+# beside the size of its record, the lag under that load (a probe writes a key in A and times how long
+# until B reads it, over and over), and how fast the backlog built while paused is shipped.
 #
 #   bench/replication.sh              # build vesta (release) and measure
 #   bench/replication.sh --no-build   # use the vesta binary already built
@@ -21,7 +22,7 @@ build=1
 for arg in "$@"; do
     case "$arg" in
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,18s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "replication bench: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -168,13 +169,38 @@ done
 entries="$(info_field "$port_a" sent_entries)"
 bytes="$(info_field "$port_a" sent_bytes)"
 
-echo
-printf '%-6s %12s %12s %12s %9s %9s\n' test redis vesta-off vesta-on on/off on/redis
+# The same machine runs both sites, so site B's installs take CPU from site A. With shipping paused, site
+# A only logs (what replication costs a site by itself); then the backlog is shipped and timed.
+redis-cli -h "$host" -p "$port_a" vesta.repl pause >/dev/null
 for t in "${tests[@]}"; do
-    printf '%-6s %12s %12s %12s %9s %9s\n' "$t" "${rps[redis,$t]}" "${rps[off,$t]}" "${rps[on,$t]}" \
-        "$(awk -v a="${rps[on,$t]}" -v b="${rps[off,$t]}" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }')" \
-        "$(awk -v a="${rps[on,$t]}" -v b="${rps[redis,$t]}" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }')"
+    log "vesta, replication on but shipping paused (site A only logs): $t"
+    rps[logged,$t]="$(bench "$port_a" "$t")"
 done
+backlog_from="$(info_field "$port_a" sent_entries)"
+# Every SET of the paused run is a write to ship (GET writes nothing).
+expected=0
+for t in "${tests[@]}"; do [[ $t == set ]] && expected=$requests; done
+redis-cli -h "$host" -p "$port_a" vesta.repl resume >/dev/null
+caught_from=$(date +%s%N)
+log "shipping the backlog of $expected writes"
+for _ in $(seq 6000); do
+    sleep 0.1
+    sent=$(($(info_field "$port_a" sent_entries) - backlog_from))
+    [[ "$(info_field "$port_a" pending_entries)" == 0 ]] && ((sent >= expected)) && break
+done
+caught_ms=$((($(date +%s%N) - caught_from) / 1000000))
+backlog=$(($(info_field "$port_a" sent_entries) - backlog_from))
+
+echo
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }'; }
+printf '%-6s %10s %10s %10s %8s %8s %12s %8s\n' test redis vesta-off vesta-on on/off on/redis logged-only logged/off
+for t in "${tests[@]}"; do
+    printf '%-6s %10s %10s %10s %8s %8s %12s %8s\n' "$t" "${rps[redis,$t]}" "${rps[off,$t]}" "${rps[on,$t]}" \
+        "$(ratio "${rps[on,$t]}" "${rps[off,$t]}")" "$(ratio "${rps[on,$t]}" "${rps[redis,$t]}")" \
+        "${rps[logged,$t]}" "$(ratio "${rps[logged,$t]}" "${rps[off,$t]}")"
+done
+echo "(vesta-on: site B installs every write on the same cores; logged-only: shipping paused, site A only logs)"
+echo "backlog of $backlog writes shipped and installed in $caught_ms ms ($(awk -v n="$backlog" -v ms="$caught_ms" 'BEGIN { printf (ms > 0 ? "%.0f" : "-"), n * 1000 / ms }') writes/s)"
 echo
 # redis-benchmark's SET: key "key:" + 12 digits (16 bytes), value "xxx"; a record is a 58-byte header and
 # the value, its log entry adds the key and the database name ("0").

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -68,6 +68,20 @@ impl NodeConnection {
     /// A connection whose requests must fit in `max_frame`-byte frames (the node's `max_frame_bytes`).
     pub fn from_stream_with_max_frame(stream: TcpStream, max_frame: usize) -> Self {
         let (rd, wr) = stream.into_split();
+        Self::start(rd, wr, max_frame)
+    }
+
+    /// A connection over any byte stream — a TLS session (tokio-rustls), say — instead of a bare socket.
+    pub fn from_io<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, max_frame: usize) -> Self {
+        let (rd, wr) = tokio::io::split(io);
+        Self::start(rd, wr, max_frame)
+    }
+
+    fn start<R, W>(rd: R, wr: W, max_frame: usize) -> Self
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(4096);
         let pending: Pending = Arc::default();
         let next = Arc::new(AtomicU64::new(1));

@@ -8,6 +8,7 @@
 //!   requests can be in flight on one connection and answered out of order.
 //! * [`shard`]: which shard a key belongs to (Redis-Cluster-style `{hash tags}` included).
 //! * [`clock`]: wall and monotonic time, real or driven by tests.
+//! * [`serve`]: a node's side of a connection (requests in, replies out as they are ready).
 //! * [`client`]: one multiplexed connection to a store node (mechanism only; retry and timeout policy
 //!   belong to the coordinator).
 //!
@@ -19,6 +20,7 @@ pub mod counter;
 pub mod frame;
 pub mod message;
 pub mod record;
+pub mod serve;
 pub mod shard;
 pub mod status;
 

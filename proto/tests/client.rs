@@ -80,3 +80,35 @@ async fn an_oversized_request_fails_alone_and_the_connection_stays_up() {
     assert!(matches!(conn.call(commit(len + 1)).await, Err(ClientError::TooLarge { .. })));
     assert_eq!(conn.call(Request::Ping).await.expect("still up").status(), Status::Ok);
 }
+
+/// Both sides over a byte stream that is not a socket (as a TLS session would be): calls in flight at
+/// once are answered, each to its caller, out of order.
+#[tokio::test]
+async fn a_connection_runs_over_any_byte_stream() {
+    let (client_io, node_io) = tokio::io::duplex(64 * 1024);
+    let (mut frames, replies, writer) = vesta_proto::serve::split_io(node_io, MAX_FRAME);
+    tokio::spawn(async move {
+        while let Some(Ok(Ok(Envelope { corr, body }))) = frames.next().await {
+            let replies = replies.clone();
+            tokio::spawn(async move {
+                // The first request is answered last.
+                if let Request::TrimLog(t) = &body {
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * (3 - t.through))).await;
+                }
+                let message = format!("{body:?}");
+                let _ = replies.send(Envelope { corr, body: Response::Reply(Reply::error(Status::Ok, message)) });
+            });
+        }
+        let _ = writer.finish(replies).await;
+    });
+    let conn = NodeConnection::from_io(client_io, MAX_FRAME);
+    let calls = (0..3u64).map(|through| {
+        let conn = conn.clone();
+        async move { conn.call(Request::TrimLog(vesta_proto::TrimLog { shard: 1, through })).await.unwrap() }
+    });
+    let answers = futures::future::join_all(calls).await;
+    for (through, answer) in answers.into_iter().enumerate() {
+        let Response::Reply(r) = answer else { panic!("{answer:?}") };
+        assert!(r.message.contains(&format!("through: {through}")), "{r:?}");
+    }
+}

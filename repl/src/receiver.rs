@@ -11,11 +11,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite};
-use vesta_proto::frame::{Envelope, FrameCodec, DEFAULT_MAX_FRAME};
+use tokio::sync::Semaphore;
+use vesta_proto::frame::{Envelope, DEFAULT_MAX_FRAME};
 use vesta_proto::{LogEntry, Replicate, Reply, Request, Response, Status};
 use vesta_proxy::coordinator::Coordinator;
 
@@ -76,20 +75,7 @@ async fn connection<I: Installer>(
     peers: Arc<HashMap<u32, String>>,
     in_flight: Arc<Semaphore>,
 ) -> std::io::Result<()> {
-    let (rd, wr) = stream.into_split();
-    let mut frames = FramedRead::new(rd, FrameCodec::<Response, Request>::new(DEFAULT_MAX_FRAME));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Envelope<Response>>();
-    let writer = tokio::spawn(async move {
-        let mut sink = FramedWrite::new(wr, FrameCodec::<Response, Request>::new(DEFAULT_MAX_FRAME));
-        while let Some(env) = rx.recv().await {
-            sink.feed(env).await?;
-            while let Ok(env) = rx.try_recv() {
-                sink.feed(env).await?;
-            }
-            sink.flush().await?;
-        }
-        Ok::<_, std::io::Error>(())
-    });
+    let (mut frames, tx, writer) = vesta_proto::serve::split(stream, DEFAULT_MAX_FRAME);
     while let Some(frame) = frames.next().await {
         let (corr, body) = match frame? {
             Ok(env) => (env.corr, env.body),
@@ -120,8 +106,7 @@ async fn connection<I: Installer>(
             let _ = tx.send(Envelope { corr, body });
         });
     }
-    drop(tx);
-    writer.await.map_err(std::io::Error::other)?
+    writer.finish(tx).await
 }
 
 fn reply(status: Status, message: impl Into<String>) -> Response {

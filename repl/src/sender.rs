@@ -111,6 +111,12 @@ impl Sender {
             // from where the peer has everything; what is pending still goes first.
             let now_routed = self.site.routing();
             if now_routed != routed {
+                if now_routed.0 != routed.0 && !self.status.needs_full_sync() {
+                    // A redistribution moved replicas: the records they received were copied, not logged,
+                    // so the new replicas' logs may lack writes not yet shipped. A full sync covers them.
+                    let why = format!("the shard map changed (version {} to {})", routed.0, now_routed.0);
+                    self.site.mark_needs_full_sync(&self.status, &why).await;
+                }
                 routed = now_routed;
                 for (shard, st) in states.iter_mut().enumerate() {
                     let from_hlc = st.pending.back().map_or(st.applied, |b| b.through);

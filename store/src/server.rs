@@ -6,12 +6,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite};
-use vesta_proto::frame::{Envelope, FrameCodec};
-use vesta_proto::{Reply, Request, Response, Status};
+use tokio::sync::Semaphore;
+use vesta_proto::frame::Envelope;
+use vesta_proto::{Reply, Response, Status};
 
 use crate::metrics as m;
 use crate::node::StoreNode;
@@ -68,22 +67,7 @@ async fn connection(
     in_flight: Arc<Semaphore>,
     max_frame: usize,
 ) -> std::io::Result<()> {
-    let (rd, wr) = stream.into_split();
-    let mut frames = FramedRead::new(rd, FrameCodec::<Response, Request>::new(max_frame));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Envelope<Response>>();
-
-    let writer = tokio::spawn(async move {
-        let mut sink = FramedWrite::new(wr, FrameCodec::<Response, Request>::new(max_frame));
-        while let Some(env) = rx.recv().await {
-            sink.feed(env).await?;
-            // Whatever else is ready goes out in the same write.
-            while let Ok(env) = rx.try_recv() {
-                sink.feed(env).await?;
-            }
-            sink.flush().await?;
-        }
-        Ok::<_, std::io::Error>(())
-    });
+    let (mut frames, tx, writer) = vesta_proto::serve::split(stream, max_frame);
 
     while let Some(frame) = frames.next().await {
         let env = match frame? {
@@ -125,8 +109,7 @@ async fn connection(
         }
     }
     // Let replies to the requests already running go out before the socket closes.
-    drop(tx);
-    writer.await.map_err(std::io::Error::other)?
+    writer.finish(tx).await
 }
 
 /// Runs a whole store node from its configuration until `shutdown`: opens the engine, serves metrics

@@ -96,6 +96,9 @@ pub async fn run(action: ReplAction) -> Result<(), String> {
                     match line.split_once(':') {
                         Some((field, value)) if field.starts_with("vesta_repl_peer") && field != "vesta_repl_peers" => {
                             println!("peer  {}", value.replace(',', "  "));
+                            if let Some(bar) = sync_bar(value) {
+                                println!("      full sync {bar}");
+                            }
                         }
                         Some((field, value)) => println!("{:<9} {value}", field.trim_start_matches("vesta_repl_")),
                         None => println!("{line}"),
@@ -118,6 +121,15 @@ pub async fn run(action: ReplAction) -> Result<(), String> {
             }
         }
     }
+}
+
+/// `[#####-----] 345/1024 shards` for a peer whose state is `full_sync(345/1024 shards)`.
+fn sync_bar(peer: &str) -> Option<String> {
+    let inner = peer.split("state=full_sync(").nth(1)?.split(" shards)").next()?;
+    let (done, total) = inner.split_once('/')?;
+    let (done, total): (u64, u64) = (done.parse().ok()?, total.parse().ok()?);
+    let filled = (done * 30).checked_div(total).unwrap_or(30).min(30) as usize;
+    Some(format!("[{}{}] {done}/{total} shards", "#".repeat(filled), "-".repeat(30 - filled)))
 }
 
 async fn steer(proxy: &str, what: &str, peer: Option<String>) -> Result<(), String> {
@@ -285,5 +297,8 @@ mod tests {
         assert!(!a.same(&Seen { ttl_ms: None, ..a.clone() }, 2000));
         assert!(!a.same(&Seen { value: None, ttl_ms: None }, 2000));
         assert!("a".parse::<SiteAddr>().is_err() && "a=h:1".parse::<SiteAddr>().is_ok());
+        let bar = sync_bar("name=b,origin=2,state=full_sync(512/1024 shards),pending_entries=0").unwrap();
+        assert_eq!(bar, format!("[{}{}] 512/1024 shards", "#".repeat(15), "-".repeat(15)));
+        assert_eq!(sync_bar("name=b,state=connected"), None);
     }
 }
