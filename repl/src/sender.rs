@@ -181,23 +181,24 @@ impl Sender {
         }
     }
 
+    /// A connection to the peer's first receiving address that answers (`addr` may list several,
+    /// separated by `|`: the peer's proxies that listen).
     async fn connect(&self) -> Option<NodeConnection> {
-        match tokio::time::timeout(Duration::from_secs(2), NodeConnection::connect(self.peer.addr.as_str())).await {
-            Ok(Ok(conn)) => {
-                tracing::info!(peer = %self.peer.name, addr = %self.peer.addr, "replication link up");
-                self.status.set_connected(true);
-                self.status.clear_error();
-                Some(conn)
-            }
-            Ok(Err(e)) => {
-                self.status.error("connect", format!("connect to {}: {e}", self.peer.addr));
-                None
-            }
-            Err(_) => {
-                self.status.error("connect", format!("connect to {}: timed out", self.peer.addr));
-                None
+        let mut failures = Vec::new();
+        for addr in self.peer.addr.split('|').map(str::trim).filter(|a| !a.is_empty()) {
+            match tokio::time::timeout(Duration::from_secs(2), NodeConnection::connect(addr)).await {
+                Ok(Ok(conn)) => {
+                    tracing::info!(peer = %self.peer.name, %addr, "replication link up");
+                    self.status.set_connected(true);
+                    self.status.clear_error();
+                    return Some(conn);
+                }
+                Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
+                Err(_) => failures.push(format!("{addr}: timed out")),
             }
         }
+        self.status.error("connect", format!("connect to {}", failures.join("; ")));
+        None
     }
 
     /// Reads what the logs hold and ships it; `false` if the link failed (it is reconnected).

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use vesta_proto::{Request, TrimLog};
@@ -14,6 +14,7 @@ use vesta_proxy::session::ReplicationReport;
 use vesta_proxy::ReplicationConfig;
 
 use crate::confirmations::{self, FullSync, Watermarks};
+use crate::election;
 use crate::feed::ShardFeed;
 use crate::sender::Sender;
 use crate::source::{NodeLog, NodeLogs};
@@ -35,6 +36,8 @@ pub struct Site {
     logged: Vec<AtomicU64>,
     /// Per shard, through where its log was last trimmed.
     trimmed: Mutex<Vec<u64>>,
+    /// Whether this proxy ships now (it holds the site's shipping lease).
+    shipping: std::sync::atomic::AtomicBool,
 }
 
 impl Site {
@@ -51,28 +54,72 @@ impl Site {
             saved: Mutex::default(),
             logged: (0..shards).map(|_| AtomicU64::new(u64::MAX)).collect(),
             trimmed: Mutex::new(vec![0; shards]),
+            shipping: Default::default(),
         })
     }
 
-    /// Starts the senders (if this proxy ships) and the trimming; the receiver is started by whoever
-    /// owns the listener ([`crate::receiver::serve`]).
+    /// Starts the candidacy for shipping (if this proxy has `ship`): while this proxy holds the site's
+    /// shipping lease ([`election`]), it runs a sender per peer and the trimming; the receiver is started
+    /// by whoever owns the listener ([`crate::receiver::serve`]).
     pub fn start(self: &Arc<Self>) {
         if !self.config.ship {
             return;
         }
+        let site = self.clone();
+        tokio::spawn(async move { site.stand_for_shipping().await });
+    }
+
+    async fn stand_for_shipping(self: Arc<Self>) {
+        // This candidate's id in the election: random per process.
+        let me = rand::random::<u128>();
+        let drift = Duration::from_millis(self.coordinator.settings().max_clock_drift_ms);
+        let mut renewed: Option<Instant> = None;
+        let mut running: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        loop {
+            match election::hold(&self.coordinator, self.origin, me).await {
+                Ok(true) => renewed = Some(Instant::now()),
+                Ok(false) => renewed = None,
+                // Cannot tell: go on shipping while the lease surely holds.
+                Err(e) => tracing::debug!(error = %e, "cannot renew the shipping lease"),
+            }
+            let ship = election::still_held(renewed, drift);
+            if ship && running.is_empty() {
+                tracing::info!(
+                    origin = self.origin,
+                    peers = self.config.peers.len(),
+                    "this proxy ships the site's writes"
+                );
+                running = self.run_shipping();
+            } else if !ship && !running.is_empty() {
+                tracing::warn!(origin = self.origin, "another proxy ships the site's writes now; this one stands by");
+                for task in running.drain(..) {
+                    task.abort();
+                }
+                for p in &self.peers {
+                    p.set_connected(false);
+                }
+            }
+            self.shipping.store(!running.is_empty(), Ordering::Relaxed);
+            tokio::time::sleep(election::RENEW).await;
+        }
+    }
+
+    /// A sender per peer and the trimming, as tasks.
+    fn run_shipping(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
         for (peer, status) in self.config.peers.iter().zip(&self.peers) {
             let sender = Sender::new(self.clone(), peer.clone(), status.clone());
-            tokio::spawn(sender.run());
+            tasks.push(tokio::spawn(sender.run()));
         }
         let site = self.clone();
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let every = Duration::from_millis(site.config.confirm_ms.saturating_mul(5));
             loop {
                 tokio::time::sleep(every).await;
                 site.trim().await;
             }
-        });
-        tracing::info!(origin = self.origin, peers = self.config.peers.len(), "shipping this site's writes");
+        }));
+        tasks
     }
 
     /// What identifies the current placement of shards: a change means feeds read other replicas.
@@ -198,11 +245,19 @@ impl ReplicationReport for Site {
         let now = self.coordinator.now_ms();
         let mut fields = vec![
             ("vesta_repl_origin".to_string(), self.origin.to_string()),
-            ("vesta_repl_shipping".to_string(), u8::from(self.config.ship).to_string()),
+            (
+                "vesta_repl_shipping".to_string(),
+                match (self.config.ship, self.shipping.load(Ordering::Relaxed)) {
+                    (false, _) => "0",
+                    (true, true) => "1",
+                    (true, false) => "standby",
+                }
+                .to_string(),
+            ),
             ("vesta_repl_listen".to_string(), self.config.listen.map_or_else(|| "-".to_string(), |a| a.to_string())),
             ("vesta_repl_peers".to_string(), self.peers.len().to_string()),
         ];
-        if self.config.ship {
+        if self.shipping.load(Ordering::Relaxed) {
             for (i, p) in self.peers.iter().enumerate() {
                 fields.push((format!("vesta_repl_peer{i}"), p.info_value(now)));
             }

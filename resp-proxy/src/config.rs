@@ -88,7 +88,8 @@ impl Default for ReplicationConfig {
     }
 }
 
-/// Another site: its name (for metrics and status), its origin id and its replication listener.
+/// Another site: its name (for metrics and status), its origin id and its replication listener — or
+/// several, separated by `|` (its proxies that listen), tried in order.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PeerSite {

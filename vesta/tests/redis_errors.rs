@@ -183,7 +183,8 @@ async fn arity_errors_are_byte_identical_to_redis_for_every_command() {
         let redis::Value::Array(fields) = entry else { panic!("COMMAND entry") };
         let name = common::text(&fields[0]);
         let redis::Value::Int(arity) = fields[1] else { panic!("arity of {name}") };
-        if NEWER_THAN_REDIS_7.contains(&name.as_str()) {
+        // Redis has no Vesta commands (`VESTA.REPL`) to compare with.
+        if NEWER_THAN_REDIS_7.contains(&name.as_str()) || name.starts_with("vesta.") {
             continue;
         }
         let mut wrong: Vec<usize> = Vec::new();

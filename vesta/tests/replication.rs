@@ -27,19 +27,33 @@ fn start_sites(n: usize) -> Sites {
 
 /// [`start_sites`], with more flags for the stores and for the proxies of site `i` (0-based).
 fn start_sites_with(n: usize, extra: impl Fn(usize) -> (Vec<String>, Vec<String>)) -> Sites {
+    start_sites_shipping(n, false, extra)
+}
+
+/// The first proxy of each site listens; it ships, or (`all_ship`) every proxy of the site is a
+/// candidate for shipping and one of them ships at a time.
+fn start_sites_shipping(n: usize, all_ship: bool, extra: impl Fn(usize) -> (Vec<String>, Vec<String>)) -> Sites {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let sites = (0..n)
         .map(|i| {
             let origin = (i + 1).to_string();
-            let mut first = vec!["--repl-ship".to_string(), "--repl-listen".into(), format!("127.0.0.1:{}", ports[i])];
+            let mut shipping = vec!["--repl-ship".to_string()];
             for (j, port) in ports.iter().enumerate().filter(|(j, _)| *j != i) {
-                first.extend(["--repl-peer".into(), format!("site{}={}@127.0.0.1:{port}", j + 1, j + 1)]);
+                shipping.extend(["--repl-peer".into(), format!("site{}={}@127.0.0.1:{port}", j + 1, j + 1)]);
+            }
+            let mut first = vec!["--repl-listen".to_string(), format!("127.0.0.1:{}", ports[i])];
+            let mut every = Vec::new();
+            if all_ship {
+                every.extend(shipping);
+            } else {
+                first.extend(shipping);
             }
             let mut store_flags = vec!["--changelog-origin".into(), origin.clone()];
             let mut proxy_flags = vec!["--origin".into(), origin];
             let (more_store, more_proxy) = extra(i);
             store_flags.extend(more_store);
             proxy_flags.extend(more_proxy);
+            proxy_flags.extend(every);
             Cluster::start_with(ClusterOptions {
                 proxies: 2,
                 store_flags,
@@ -653,4 +667,64 @@ async fn a_site_away_past_the_logs_bound_gets_a_full_sync() {
     let (code, out) = repl_diff(&[&s.sites[0], &s.sites[1]]);
     assert!(code == 0 && out.contains("0 differ"), "exit {code}: {out}");
     println!("site 2 back past the logs' bound: full sync done {synced:?} after it returned; {}", out.trim());
+}
+
+/// INFO replication of proxy `i` of `site`.
+async fn replication_info(site: &Cluster, i: usize) -> String {
+    let mut c = common::connect(site.proxy_addr_for(i), false).await;
+    match try_call(&mut c, &["INFO", "replication"]).await.unwrap() {
+        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("INFO: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_shipping_proxy_dies_another_takes_over_without_a_restart() {
+    // Both proxies of site 1 are candidates; one ships.
+    let mut s = start_sites_shipping(2, true, |_| (Vec::new(), Vec::new()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shipper = loop {
+        let mut holders = Vec::new();
+        for i in 0..2 {
+            if replication_info(&s.sites[0], i).await.contains("vesta_repl_shipping:1") {
+                holders.push(i);
+            }
+        }
+        if holders.len() == 1 {
+            break holders[0];
+        }
+        assert!(Instant::now() < deadline, "shipping proxies of site 1: {holders:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let standby = 1 - shipper;
+    assert!(replication_info(&s.sites[0], standby).await.contains("vesta_repl_shipping:standby"));
+
+    let acked: Acked = Arc::default();
+    let addr = s.sites[0].proxy_addr_for(standby);
+    let writers: Vec<_> =
+        (0..3).map(|i| tokio::spawn(writer(addr, i, Instant::now() + Duration::from_secs(6), acked.clone()))).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The shipper dies for good; it is not restarted.
+    s.sites[0].kill_proxy(shipper);
+    let killed = Instant::now();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let mut in_b = common::connect(s.sites[1].proxy_addr_for(1), false).await;
+    for (key, value) in &acked {
+        loop {
+            let got = try_call(&mut in_b, &["GET", key]).await.unwrap();
+            if got == Value::BulkString(value.clone().into_bytes()) {
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "site 2 has {got:?} for {key}, site 1 acknowledged {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(replication_info(&s.sites[0], standby).await.contains("vesta_repl_shipping:1"), "the standby ships now");
+    println!("{} acknowledged keys in site 2 {:?} after the shipping proxy was killed", acked.len(), killed.elapsed());
 }
