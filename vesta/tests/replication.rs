@@ -383,6 +383,22 @@ async fn writer(addr: SocketAddr, id: usize, until: Instant, acked: Acked) {
     }
 }
 
+/// Waits (bounded by `limit` from now) until `site` reads every acknowledged value.
+async fn all_acknowledged_in(site: &Cluster, acked: &BTreeMap<String, String>, limit: Duration) {
+    let mut c = common::connect(site.proxy_addr_for(1), false).await;
+    let deadline = Instant::now() + limit;
+    for (key, value) in acked {
+        loop {
+            let got = try_call(&mut c, &["GET", key]).await.unwrap();
+            if got == Value::BulkString(value.clone().into_bytes()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the other site has {got:?} for {key}; {value} was acknowledged");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_when_the_shipping_proxy_and_a_store_are_killed() {
     let mut s = start_sites(2);
@@ -406,18 +422,7 @@ async fn nothing_acknowledged_is_lost_when_the_shipping_proxy_and_a_store_are_ki
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 50, "too few writes acknowledged: {}", acked.len());
-    let mut in_b = common::connect(s.sites[1].proxy_addr_for(1), false).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for (key, value) in &acked {
-        loop {
-            let got = try_call(&mut in_b, &["GET", key]).await.unwrap();
-            if got == Value::BulkString(value.clone().into_bytes()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "site 2 has {got:?} for {key}, site 1 acknowledged {value}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    all_acknowledged_in(&s.sites[1], &acked, Duration::from_secs(30)).await;
     let addrs: Vec<SocketAddr> = s.sites.iter().map(|c| c.proxy_addr()).collect();
     converge(&addrs, Duration::from_secs(30)).await;
     println!("{} acknowledged keys, all in site 2", acked.len());
@@ -519,20 +524,8 @@ async fn a_site_away_while_the_other_takes_writes_and_loses_processes_misses_not
     }
     let back = Instant::now();
     let acked = acked.lock().unwrap().clone();
+    all_acknowledged_in(&s.sites[1], &acked, Duration::from_secs(60)).await;
     let mut in_b = common::connect(s.sites[1].proxy_addr_for(1), false).await;
-    for (key, value) in &acked {
-        loop {
-            let got = try_call(&mut in_b, &["GET", key]).await.unwrap();
-            if got == Value::BulkString(value.clone().into_bytes()) {
-                break;
-            }
-            assert!(
-                back.elapsed() < Duration::from_secs(60),
-                "site 2 has {got:?} for {key}, site 1 acknowledged {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
     for (k, sum) in added.iter().enumerate() {
         let got = try_call(&mut in_b, &["GET", &format!("total{k}")]).await.unwrap();
         assert_eq!(got, Value::BulkString(sum.to_string().into_bytes()), "total{k} in site 2");
@@ -711,20 +704,7 @@ async fn when_the_shipping_proxy_dies_another_takes_over_without_a_restart() {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    let mut in_b = common::connect(s.sites[1].proxy_addr_for(1), false).await;
-    for (key, value) in &acked {
-        loop {
-            let got = try_call(&mut in_b, &["GET", key]).await.unwrap();
-            if got == Value::BulkString(value.clone().into_bytes()) {
-                break;
-            }
-            assert!(
-                killed.elapsed() < Duration::from_secs(60),
-                "site 2 has {got:?} for {key}, site 1 acknowledged {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    all_acknowledged_in(&s.sites[1], &acked, Duration::from_secs(60)).await;
     assert!(replication_info(&s.sites[0], standby).await.contains("vesta_repl_shipping:1"), "the standby ships now");
     println!("{} acknowledged keys in site 2 {:?} after the shipping proxy was killed", acked.len(), killed.elapsed());
 }
