@@ -321,8 +321,16 @@ impl Sender {
             let entries: Vec<LogEntry> = page
                 .keys
                 .into_iter()
-                .filter(|(ns, _, r)| r.meta.origin == from && ns.as_ref() != INTERNAL_NAMESPACE)
-                .map(|(namespace, key, record)| LogEntry { namespace, key, record })
+                .filter(|(ns, _, _)| ns.as_ref() != INTERNAL_NAMESPACE)
+                .filter_map(|(namespace, key, mut record)| {
+                    // A counter merged here from another site's copy keeps that site's origin, yet holds
+                    // this site's contribution, whose own log entries may be gone: it is sent as this
+                    // site's (the receiver merges counters on the same reset whatever their stamp).
+                    let ours = record.meta.origin == from
+                        || record.counter.as_ref().is_some_and(|c| c.sites.iter().any(|s| s.origin == from));
+                    record.meta.origin = from;
+                    ours.then_some(LogEntry { namespace, key, record })
+                })
                 .collect();
             let found = entries.len() as u64;
             records += found;
