@@ -152,6 +152,28 @@ pub async fn update_sync(
     Ok(reply == Reply::Int(1))
 }
 
+fn paused_key(from: u32, to: u32) -> Bytes {
+    Bytes::from(format!("paused/{from}/{to}"))
+}
+
+/// Whether shipping from this site (`from`) to site `to` is paused: kept in the site's storage, so that
+/// whichever proxy ships honours a pause given to any of them, also after a restart.
+pub async fn load_paused(coordinator: &Arc<Coordinator>, from: u32, to: u32) -> Result<bool, CoordError> {
+    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
+    Ok(coordinator.read(&ns, &paused_key(from, to)).await?.is_some_and(|r| r.value.as_ref() == b"1"))
+}
+
+pub async fn save_paused(coordinator: &Arc<Coordinator>, from: u32, to: u32, paused: bool) -> Result<(), CoordError> {
+    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
+    let value = Bytes::from_static(if paused { b"1" } else { b"0" });
+    coordinator
+        .write(&ns, &paused_key(from, to), PrepareKind::Set, false, |_, _| {
+            Decision::Write(NewValue::plain(value.clone(), 0), Reply::OK)
+        })
+        .await
+        .map(|_| ())
+}
+
 #[cfg(test)]
 mod sync_tests {
     use super::*;

@@ -88,6 +88,7 @@ impl Sender {
             }
             Err(e) => self.status.error("save", format!("cannot read the full-sync state: {e}")),
         }
+        self.refresh_pause().await;
         self.site.saved(self.peer.origin, &confirmed);
         self.status.set_confirmed_through(confirmed.iter().copied().min().unwrap_or(0));
         let mut saved = confirmed.clone();
@@ -163,6 +164,10 @@ impl Sender {
             });
             self.status.set_pending(entries, bytes, oldest, self.site.coordinator.now_ms());
 
+            if last_save.elapsed() >= confirm {
+                // A pause (or resume) may have been given to another proxy of the site.
+                self.refresh_pause().await;
+            }
             if last_save.elapsed() >= confirm && !self.status.needs_full_sync() {
                 let applied: Watermarks = states.iter().map(|s| s.applied).collect();
                 if applied != saved {
@@ -183,6 +188,23 @@ impl Sender {
 
     /// A connection to the peer's first receiving address that answers (`addr` may list several,
     /// separated by `|`: the peer's proxies that listen).
+    /// Takes up the pause state saved in the site's storage (unless an operator just steered this
+    /// proxy, whose saving may still be under way).
+    async fn refresh_pause(&self) {
+        if self.status.steered_within(Duration::from_secs(5)) {
+            return;
+        }
+        match confirmations::load_paused(&self.site.coordinator, self.site.origin, self.peer.origin).await {
+            Ok(paused) => {
+                if paused != self.status.paused() {
+                    tracing::info!(peer = %self.peer.name, paused, "replication");
+                }
+                self.status.set_paused(paused);
+            }
+            Err(e) => self.status.error("save", format!("cannot read the pause state: {e}")),
+        }
+    }
+
     async fn connect(&self) -> Option<NodeConnection> {
         let mut failures = Vec::new();
         for addr in self.peer.addr.split('|').map(str::trim).filter(|a| !a.is_empty()) {

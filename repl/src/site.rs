@@ -289,12 +289,21 @@ impl ReplicationReport for Site {
         if !self.config.ship {
             return Err("this proxy does not ship (replication.ship is off)".into());
         }
-        let mut n = 0;
-        for p in self.peers.iter().filter(|p| peer.is_none_or(|name| p.name == name)) {
-            p.set_paused(paused);
+        let peers: Vec<Arc<PeerStatus>> =
+            self.peers.iter().filter(|p| peer.is_none_or(|name| p.name == name)).cloned().collect();
+        for p in &peers {
+            p.steer(paused);
             tracing::info!(peer = %p.name, paused, "replication");
-            n += 1;
+            // Persisted, so that the proxy shipping now (perhaps another) and any later one honour it.
+            if let Some(site) = self.this.upgrade() {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = confirmations::save_paused(&site.coordinator, site.origin, p.origin, paused).await {
+                        p.error("save", format!("cannot save the pause: {e}"));
+                    }
+                });
+            }
         }
-        Ok(n)
+        Ok(peers.len())
     }
 }

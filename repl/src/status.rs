@@ -53,6 +53,8 @@ pub struct PeerStatus {
     confirmed_through: AtomicU64,
     last_error: Mutex<String>,
     needs_full_sync: AtomicBool,
+    /// When an operator last paused or resumed through this proxy (its saving may still be under way).
+    steered_at: Mutex<Option<std::time::Instant>>,
     /// Shards done of a running full sync, and of how many (0 of 0: none running).
     sync_progress: Mutex<(u32, u32)>,
     full_syncs: AtomicU64,
@@ -74,6 +76,17 @@ impl PeerStatus {
 
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// An operator's pause or resume, given to this proxy.
+    pub fn steer(&self, paused: bool) {
+        *self.steered_at.lock() = Some(std::time::Instant::now());
+        self.set_paused(paused);
+    }
+
+    /// Whether an operator paused or resumed through this proxy within `within`.
+    pub fn steered_within(&self, within: std::time::Duration) -> bool {
+        self.steered_at.lock().is_some_and(|at| at.elapsed() < within)
     }
 
     pub fn paused(&self) -> bool {

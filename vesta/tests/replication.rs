@@ -326,15 +326,14 @@ async fn set_nx_can_win_in_two_sites_and_both_converge_to_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipping_paused_and_resumed_and_diff_shows_what_differs() {
-    let s = start_sites(2);
-    let (a, b) = (&s.sites[0], &s.sites[1]);
-    let shipper = a.proxy_addr().to_string();
+    let mut s = start_sites(2);
+    let shipper = s.sites[0].proxy_addr().to_string();
     let (code, out) = admin_repl(&["pause", "--proxy", &shipper, "--peer", "site2"]);
     assert_eq!((code, out.trim()), (0, "paused shipping to 1 peer site(s)"));
     let (code, _) = admin_repl(&["pause", "--proxy", &shipper, "--peer", "nowhere"]);
     assert_ne!(code, 0, "no such peer");
 
-    let mut in_a = common::connect(a.proxy_addr_for(1), false).await;
+    let mut in_a = common::connect(s.sites[0].proxy_addr_for(1), false).await;
     for i in 0..20 {
         assert_eq!(try_call(&mut in_a, &["SET", &format!("p{i}"), "v"]).await.unwrap(), Value::Okay);
     }
@@ -342,11 +341,31 @@ async fn shipping_paused_and_resumed_and_diff_shows_what_differs() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (code, status) = admin_repl(&["status", "--proxy", &shipper]);
     assert!(code == 0 && status.contains("state=paused") && status.contains("name=site2"), "{status}");
-    let (code, out) = repl_diff(&[a, b]);
+    let (code, out) = repl_diff(&[&s.sites[0], &s.sites[1]]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("21 keys compared in 2 sites: 21 differ"), "{out}");
     assert!(out.contains("ttl: site1 \"v\" (ttl ") && out.contains("| site2 absent"), "{out}");
 
+    // A pause outlives the shipping proxy: restarted, it stays paused.
+    s.sites[0].kill_proxy(0);
+    s.sites[0].restart_proxy(0);
+    let shipper = s.sites[0].proxy_addr().to_string();
+    // It ships again once the killed process's shipping lease has run out (5 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let (_, status) = admin_repl(&["status", "--proxy", &shipper]);
+        if status.contains("state=") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the restarted proxy never ships: {status}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(status.contains("state=paused"), "{status}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, out) = repl_diff(&[&s.sites[0], &s.sites[1]]);
+    assert!(code == 1 && out.contains("21 differ"), "{out}");
+
+    let (a, b) = (&s.sites[0], &s.sites[1]);
     let (code, _) = admin_repl(&["resume", "--proxy", &shipper]);
     assert_eq!(code, 0);
     converge(&[a.proxy_addr(), b.proxy_addr()], Duration::from_secs(30)).await;
