@@ -331,6 +331,7 @@ impl Sender {
                 want: BATCH_ENTRIES,
                 want_values: true,
                 include_dead: true,
+                node_timeout: Some(Duration::from_secs(30)),
             };
             let page = match coordinator.scan(&scan).await {
                 Ok(p) => p,

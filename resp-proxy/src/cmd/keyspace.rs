@@ -57,6 +57,7 @@ impl Cmd {
             want,
             want_values: false,
             include_dead: false,
+            node_timeout: None,
         };
         Ok(match self {
             Cmd::Scan { cursor, pattern, count, only_strings } => {

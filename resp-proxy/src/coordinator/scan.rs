@@ -33,6 +33,10 @@ pub struct ScanRequest {
     /// Also the keys whose newest copy is a tombstone or expired (with that copy): a full sync of
     /// another site must carry deletes and expiries too.
     pub include_dead: bool,
+    /// How long one store node may take per page; `None`: the proxy's per-node timeout. A background
+    /// walk (a full sync) can wait longer than a client's SCAN: a page over keys overwritten many times
+    /// since the last compaction may take a store node a while.
+    pub node_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -165,7 +169,8 @@ impl Coordinator {
                 include_dead: true,
                 want_values: req.want_values,
             });
-            let page = match self.pool.call(node, scan).await {
+            let timeout = req.node_timeout.unwrap_or_else(|| self.pool.timeout());
+            let page = match self.pool.call_within(node, scan, timeout).await {
                 Ok(Response::Scan(page)) => page,
                 Ok(Response::Reply(r)) if r.status == vesta_proto::Status::NotOwner => return Err(true),
                 _ => return Err(false),

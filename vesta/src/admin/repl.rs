@@ -244,12 +244,45 @@ async fn diff(sites: &[SiteAddr], db: u32, tolerance: i64, show: usize) -> Resul
     Ok(differing)
 }
 
+/// How long a page may keep failing with a retryable error (`CLUSTERDOWN`, `TRYAGAIN`) before the diff
+/// gives up: a store node busy compacting after a burst of writes can be slow for a while.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// Runs `query` until it succeeds, retrying errors a Vesta proxy calls transient for up to [`RETRY_FOR`].
+async fn retrying<T, F, Fut>(what: &str, mut query: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match query().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let text = e.to_string();
+                let transient =
+                    text.contains("CLUSTERDOWN") || text.contains("ClusterDown") || text.contains("TRYAGAIN");
+                if !transient || started.elapsed() > RETRY_FOR {
+                    return Err(text);
+                }
+                eprintln!("{what}: {text}; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 async fn scan(c: &mut MultiplexedConnection) -> Result<Vec<Vec<u8>>, String> {
     let mut keys = Vec::new();
     let mut cursor = b"0".to_vec();
     loop {
-        let reply: Value =
-            redis::cmd("SCAN").arg(&cursor).arg("COUNT").arg(1000).query_async(c).await.map_err(|e| e.to_string())?;
+        let reply: Value = retrying("SCAN", || {
+            let (mut c, cursor) = (c.clone(), cursor.clone());
+            async move { redis::cmd("SCAN").arg(&cursor).arg("COUNT").arg(1000).query_async(&mut c).await }
+        })
+        .await?;
         let Value::Array(parts) = reply else { return Err(format!("SCAN answered {reply:?}")) };
         let [Value::BulkString(next), Value::Array(found)] = &parts[..] else {
             return Err(format!("SCAN answered {parts:?}"));
@@ -268,7 +301,11 @@ async fn read(c: &mut MultiplexedConnection, keys: &[Vec<u8>]) -> Result<Vec<See
     for k in keys {
         pipe.cmd("GET").arg(k).cmd("PTTL").arg(k);
     }
-    let replies: Vec<Value> = pipe.query_async(c).await.map_err(|e| e.to_string())?;
+    let replies: Vec<Value> = retrying("GET/PTTL", || {
+        let (mut c, pipe) = (c.clone(), pipe.clone());
+        async move { pipe.query_async(&mut c).await }
+    })
+    .await?;
     Ok(replies
         .chunks(2)
         .map(|pair| {
