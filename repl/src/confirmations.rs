@@ -44,6 +44,31 @@ fn decode(mut value: &[u8], shards: usize) -> Watermarks {
     marks
 }
 
+/// The value of replication's own record `key`, if there is one.
+async fn read(coordinator: &Arc<Coordinator>, key: &Bytes) -> Result<Option<Bytes>, CoordError> {
+    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
+    Ok(coordinator.read(&ns, key).await?.map(|r| r.value))
+}
+
+/// Writes replication's own record `key` with what `change` makes of its current value (and the time,
+/// Unix ms), through the two-phase commit; `Ok(false)` when `change` declined (`None`): nothing written.
+pub(crate) async fn update(
+    coordinator: &Arc<Coordinator>,
+    key: &Bytes,
+    change: impl Fn(Option<&[u8]>, u64) -> Option<Bytes>,
+) -> Result<bool, CoordError> {
+    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
+    let reply = coordinator
+        .write(&ns, key, PrepareKind::ReadModifyWrite, true, |live, now| {
+            match change(live.map(|r| r.value.as_ref()), now) {
+                Some(value) => Decision::Write(NewValue::plain(value, 0), Reply::Int(1)),
+                None => Decision::Answer(Reply::Int(0)),
+            }
+        })
+        .await?;
+    Ok(reply == Reply::Int(1))
+}
+
 /// The confirmations of site `to` for this site (`from`); `None` if none were ever saved (a new peer).
 pub async fn load(
     coordinator: &Arc<Coordinator>,
@@ -51,23 +76,17 @@ pub async fn load(
     to: u32,
     shards: usize,
 ) -> Result<Option<Watermarks>, CoordError> {
-    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
-    let record = coordinator.read(&ns, &key(from, to)).await?;
-    Ok(record.map(|r| decode(&r.value, shards)))
+    Ok(read(coordinator, &key(from, to)).await?.map(|v| decode(&v, shards)))
 }
 
 /// Saves `marks`, never moving a stored confirmation back.
 pub async fn save(coordinator: &Arc<Coordinator>, from: u32, to: u32, marks: &[u64]) -> Result<(), CoordError> {
-    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
-    coordinator
-        .write(&ns, &key(from, to), PrepareKind::ReadModifyWrite, true, |live, _| {
-            let stored = live.map_or_else(|| vec![0; marks.len()], |r| decode(&r.value, marks.len()));
-            let merged: Vec<u64> = marks.iter().zip(&stored).map(|(a, b)| *a.max(b)).collect();
-            let value = NewValue::plain(encode(&merged), 0);
-            Decision::Write(value, Reply::OK)
-        })
-        .await
-        .map(|_| ())
+    update(coordinator, &key(from, to), |stored, _| {
+        let stored = stored.map_or_else(|| vec![0; marks.len()], |v| decode(v, marks.len()));
+        Some(encode(&marks.iter().zip(&stored).map(|(a, b)| *a.max(b)).collect::<Vec<u64>>()))
+    })
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]
@@ -127,8 +146,7 @@ fn sync_key(from: u32, to: u32) -> Bytes {
 }
 
 pub async fn load_sync(coordinator: &Arc<Coordinator>, from: u32, to: u32) -> Result<FullSync, CoordError> {
-    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
-    Ok(coordinator.read(&ns, &sync_key(from, to)).await?.map(|r| FullSync::decode(&r.value)).unwrap_or_default())
+    Ok(read(coordinator, &sync_key(from, to)).await?.map(|v| FullSync::decode(&v)).unwrap_or_default())
 }
 
 /// Changes the stored full-sync state with `change` (which sees it as stored); `Ok(false)` when
@@ -139,17 +157,10 @@ pub async fn update_sync(
     to: u32,
     change: impl Fn(FullSync) -> Option<FullSync>,
 ) -> Result<bool, CoordError> {
-    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
-    let reply = coordinator
-        .write(&ns, &sync_key(from, to), PrepareKind::ReadModifyWrite, true, |live, _| {
-            let stored = live.map(|r| FullSync::decode(&r.value)).unwrap_or_default();
-            match change(stored) {
-                Some(next) => Decision::Write(NewValue::plain(next.encode(), 0), Reply::Int(1)),
-                None => Decision::Answer(Reply::Int(0)),
-            }
-        })
-        .await?;
-    Ok(reply == Reply::Int(1))
+    update(coordinator, &sync_key(from, to), |stored, _| {
+        change(stored.map(FullSync::decode).unwrap_or_default()).map(|next| next.encode())
+    })
+    .await
 }
 
 fn paused_key(from: u32, to: u32) -> Bytes {
@@ -159,19 +170,12 @@ fn paused_key(from: u32, to: u32) -> Bytes {
 /// Whether shipping from this site (`from`) to site `to` is paused: kept in the site's storage, so that
 /// whichever proxy ships honours a pause given to any of them, also after a restart.
 pub async fn load_paused(coordinator: &Arc<Coordinator>, from: u32, to: u32) -> Result<bool, CoordError> {
-    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
-    Ok(coordinator.read(&ns, &paused_key(from, to)).await?.is_some_and(|r| r.value.as_ref() == b"1"))
+    Ok(read(coordinator, &paused_key(from, to)).await?.is_some_and(|v| v.as_ref() == b"1"))
 }
 
 pub async fn save_paused(coordinator: &Arc<Coordinator>, from: u32, to: u32, paused: bool) -> Result<(), CoordError> {
-    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
     let value = Bytes::from_static(if paused { b"1" } else { b"0" });
-    coordinator
-        .write(&ns, &paused_key(from, to), PrepareKind::Set, false, |_, _| {
-            Decision::Write(NewValue::plain(value.clone(), 0), Reply::OK)
-        })
-        .await
-        .map(|_| ())
+    update(coordinator, &paused_key(from, to), |_, _| Some(value.clone())).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -12,11 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use vesta_proto::PrepareKind;
-use vesta_proxy::coordinator::{CoordError, Coordinator, Decision, NewValue};
-use vesta_proxy::resp::Reply;
+use vesta_proxy::coordinator::{CoordError, Coordinator};
 
-use crate::confirmations::INTERNAL_NAMESPACE;
+use crate::confirmations;
 
 /// How long a lease lasts after its last renewal.
 pub const TTL: Duration = Duration::from_secs(5);
@@ -46,21 +44,12 @@ impl Lease {
 /// Takes or renews the shipping lease of site `origin` for candidate `me`: `Ok(true)` if `me` holds it
 /// now (until `TTL` from now), `Ok(false)` if another candidate does.
 pub async fn hold(coordinator: &Arc<Coordinator>, origin: u32, me: u128) -> Result<bool, CoordError> {
-    let ns = Bytes::from_static(INTERNAL_NAMESPACE);
     let key = Bytes::from(format!("shipper/{origin}"));
-    let reply = coordinator
-        .write(&ns, &key, PrepareKind::ReadModifyWrite, true, |live, now| {
-            let current = live.and_then(|r| Lease::decode(&r.value));
-            match current {
-                Some(l) if l.holder != me && l.expires_at > now => Decision::Answer(Reply::Int(0)),
-                _ => {
-                    let lease = Lease { holder: me, expires_at: now + TTL.as_millis() as u64 };
-                    Decision::Write(NewValue::plain(lease.encode(), 0), Reply::Int(1))
-                }
-            }
-        })
-        .await?;
-    Ok(reply == Reply::Int(1))
+    confirmations::update(coordinator, &key, |current, now| match current.and_then(Lease::decode) {
+        Some(l) if l.holder != me && l.expires_at > now => None,
+        _ => Some(Lease { holder: me, expires_at: now + TTL.as_millis() as u64 }.encode()),
+    })
+    .await
 }
 
 /// Whether a holder whose last renewal succeeded at `renewed` may still ship: its lease lasts `TTL` from
