@@ -15,12 +15,15 @@
 #   BENCH_CSV                            also write the results to this CSV file
 #   VESTA_BIN [$CARGO_TARGET_DIR/release/vesta]   VESTA_DEV_ARGS (extra flags, e.g. "--sync off")
 #   VESTA_READY_TIMEOUT [120]            seconds to wait for `vesta dev` to print `ready`
+#   BENCH_TLS [0]                        1: measure both servers' TLS ports (redis-server --tls-port,
+#                                        vesta dev --tls-port; redis-benchmark --tls --cacert); run the
+#                                        script with 0 and with 1 to compare plaintext and TLS
 #
 # Everything listens on 127.0.0.1 only; both servers are stopped by pid and the temp dir removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,19s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,22s/^# \{0,1\}//p' "$0"; }
 
 self_test=0
 build=1
@@ -44,6 +47,7 @@ ready_timeout="${VESTA_READY_TIMEOUT:-120}"
 vesta_bin="${VESTA_BIN:-$CARGO_TARGET_DIR/release/vesta}"
 read -ra vesta_dev_args <<<"${VESTA_DEV_ARGS:-}"
 host=127.0.0.1
+tls="${BENCH_TLS:-0}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'redis-compare: %s\n' "$*" >&2; exit 1; }
@@ -128,16 +132,23 @@ show_logs() { # name
 }
 
 # start_server NAME PORT KIND: KIND is redis or vesta; sets pid_of_NAME
-declare -A pid_of port_of
+declare -A pid_of port_of tls_port_of cacert_of
 start_server() {
     local name=$1 port=$2 kind=$3 pid limit=20 deadline
     [[ $kind == vesta ]] && limit=$ready_timeout
+    local tls_args=()
     if [[ $kind == redis ]]; then
         mkdir -p "$tmp/$name"
+        if ((tls)); then
+            tls_args=(--tls-port "${tls_port_of[$name]}" --tls-cert-file "$tmp/pki/server.crt"
+                --tls-key-file "$tmp/pki/server.key" --tls-ca-cert-file "$tmp/pki/ca.crt" --tls-auth-clients no)
+        fi
         redis-server --port "$port" --bind "$host" --save '' --appendonly no --daemonize no \
-            --dir "$tmp/$name" --protected-mode yes >"$tmp/$name.out" 2>"$tmp/$name.err" &
+            --dir "$tmp/$name" --protected-mode yes "${tls_args[@]}" >"$tmp/$name.out" 2>"$tmp/$name.err" &
     else
-        "$vesta_bin" dev --port "$port" --data-dir "$tmp/vesta-data" "${vesta_dev_args[@]}" \
+        # vesta dev makes its own CA and certificate in <data-dir>/pki
+        ((tls)) && tls_args=(--tls-port "${tls_port_of[$name]}")
+        "$vesta_bin" dev --port "$port" --data-dir "$tmp/vesta-data" "${tls_args[@]}" "${vesta_dev_args[@]}" \
             >"$tmp/$name.out" 2>"$tmp/$name.err" &
     fi
     pid=$!
@@ -170,6 +181,15 @@ port_a="$(free_port)"
 port_b="$(free_port)"
 while [[ $port_b == "$port_a" ]]; do port_b="$(free_port)"; done
 
+if ((tls)); then
+    ((self_test)) && die "BENCH_TLS=1 needs vesta (not --self-test)"
+    "$vesta_bin" admin certs --out "$tmp/pki" --cert "server=127.0.0.1" >/dev/null
+    tls_port_of[$a]="$(free_port)"
+    tls_port_of[$b]="$(free_port)"
+    cacert_of[$a]="$tmp/pki/ca.crt"
+    cacert_of[$b]="$tmp/vesta-data/pki/ca.crt"
+    log "TLS: both servers' TLS ports are measured (redis-benchmark --tls)"
+fi
 log "starting $(redis-server --version | cut -d' ' -f1-3)"
 start_server "$a" "$port_a" redis
 if ((self_test)); then
@@ -204,6 +224,11 @@ for pipe in "${pipelines[@]}"; do
             key="$t|$pipe|$target"
             out="$tmp/run-$run.csv"
             port=${port_of[$target]}
+            bench_tls=()
+            if ((tls)); then
+                port=${tls_port_of[$target]}
+                bench_tls=(--tls --cacert "${cacert_of[$target]}")
+            fi
             label="[$run/$total] ${t^^} pipeline $pipe, $clients clients, $n requests -> $target ($host:$port)"
             if ! kill -0 "${pid_of[$target]}" 2>/dev/null || ! port_open "$port"; then
                 # redis-benchmark spins forever on a port nobody listens on: never start it there
@@ -217,7 +242,7 @@ for pipe in "${pipelines[@]}"; do
             # In the background so that Ctrl-C / SIGTERM reach our traps at once (`wait` is interruptible);
             # cleanup stops it by pid like the servers.
             timeout -k 5 "$run_timeout" \
-                redis-benchmark -h "$host" -p "$port" -c "$clients" -P "$pipe" -t "$t" -n "$n" \
+                redis-benchmark -h "$host" -p "$port" "${bench_tls[@]}" -c "$clients" -P "$pipe" -t "$t" -n "$n" \
                 -r 100000 -d 16 --csv >"$out" 2>"$tmp/run-$run.err" &
             bench_pid=$!
             wait "$bench_pid" || status=$?
@@ -253,7 +278,7 @@ echo
 if ((self_test)); then
     echo "Self-test: both columns are redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
 fi
-echo "redis-benchmark, $clients clients, -r 100000 -d 16, on $host; $(nproc 2>/dev/null || echo '?') cores"
+echo "redis-benchmark, $clients clients, -r 100000 -d 16, on $host$( ((tls)) && echo ', TLS ports'); $(nproc 2>/dev/null || echo '?') cores"
 fmt='%-7s %8s %12s %12s %12s %13s %13s  %s\n'
 # shellcheck disable=SC2059 # the format is ours
 printf "$fmt" command pipeline "$a rps" "$b rps" "$b/$a" "$a p50 ms" "$b p50 ms" ""

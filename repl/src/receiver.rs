@@ -12,11 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncRead;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use vesta_proto::frame::{Envelope, DEFAULT_MAX_FRAME};
+use vesta_proto::serve::{Frames, Replies, Writer};
 use vesta_proto::{LogEntry, Replicate, Reply, Request, Response, Status};
 use vesta_proxy::coordinator::Coordinator;
+use vesta_tls::{Admitted, Gate};
 
 use crate::status::metric;
 
@@ -40,6 +43,7 @@ impl Installer for Arc<Coordinator> {
 /// Serves the replication listener until `shutdown`. `peers` maps the accepted origins to their names.
 pub async fn serve<I: Installer>(
     listener: TcpListener,
+    gate: Gate,
     installer: Arc<I>,
     peers: HashMap<u32, String>,
     shutdown: impl Future<Output = ()>,
@@ -53,9 +57,23 @@ pub async fn serve<I: Installer>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    let (installer, peers, in_flight) = (installer.clone(), peers.clone(), in_flight.clone());
+                    let (installer, peers, in_flight, gate) = (installer.clone(), peers.clone(), in_flight.clone(), gate.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = connection(stream, installer, peers, in_flight).await {
+                        // Only peer sites get in: by a certificate of the cluster CA, or by address.
+                        let ended = match gate.admit(stream, addr).await {
+                            Err(e) => {
+                                tracing::warn!(%addr, error = %e, "replication peer refused");
+                                return;
+                            }
+                            Ok(Admitted::Plain(stream)) => {
+                                connection(vesta_proto::serve::split(stream, DEFAULT_MAX_FRAME), installer, peers, in_flight).await
+                            }
+                            Ok(Admitted::Tls(session)) => {
+                                let halves = vesta_proto::serve::split_io(*session, DEFAULT_MAX_FRAME);
+                                connection(halves, installer, peers, in_flight).await
+                            }
+                        };
+                        if let Err(e) = ended {
                             tracing::debug!(%addr, error = %e, "replication connection ended");
                         }
                     });
@@ -69,13 +87,12 @@ pub async fn serve<I: Installer>(
     }
 }
 
-async fn connection<I: Installer>(
-    stream: TcpStream,
+async fn connection<I: Installer, R: AsyncRead + Unpin>(
+    (mut frames, tx, writer): (Frames<R>, Replies, Writer),
     installer: Arc<I>,
     peers: Arc<HashMap<u32, String>>,
     in_flight: Arc<Semaphore>,
 ) -> std::io::Result<()> {
-    let (mut frames, tx, writer) = vesta_proto::serve::split(stream, DEFAULT_MAX_FRAME);
     while let Some(frame) = frames.next().await {
         let (corr, body) = match frame? {
             Ok(env) => (env.corr, env.body),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use vesta_proto::client::NodeConnection;
-use vesta_proto::frame::frame_len;
+use vesta_proto::frame::{frame_len, DEFAULT_MAX_FRAME};
 use vesta_proto::{LogEntry, Replicate, Request, Response, Status};
 use vesta_proxy::coordinator::{CoordError, ScanRequest};
 use vesta_proxy::PeerSite;
@@ -208,7 +208,8 @@ impl Sender {
     async fn connect(&self) -> Option<NodeConnection> {
         let mut failures = Vec::new();
         for addr in self.peer.addr.split('|').map(str::trim).filter(|a| !a.is_empty()) {
-            match tokio::time::timeout(Duration::from_secs(2), NodeConnection::connect(addr)).await {
+            let dial = vesta_tls::dial(addr, self.site.tls.as_ref(), DEFAULT_MAX_FRAME);
+            match tokio::time::timeout(Duration::from_secs(5), dial).await {
                 Ok(Ok(conn)) => {
                     tracing::info!(peer = %self.peer.name, %addr, "replication link up");
                     self.status.set_connected(true);

@@ -38,10 +38,17 @@ pub struct Site {
     trimmed: Mutex<Vec<u64>>,
     /// Whether this proxy ships now (it holds the site's shipping lease).
     shipping: std::sync::atomic::AtomicBool,
+    /// Mutual TLS to the peer sites' listeners, when the cluster's hops are encrypted.
+    pub tls: Option<vesta_tls::ClientTls>,
 }
 
 impl Site {
-    pub fn new(coordinator: Arc<Coordinator>, origin: u32, config: ReplicationConfig) -> Arc<Self> {
+    pub fn new(
+        coordinator: Arc<Coordinator>,
+        origin: u32,
+        config: ReplicationConfig,
+        tls: Option<vesta_tls::ClientTls>,
+    ) -> Arc<Self> {
         let shards = coordinator.map().shards() as usize;
         let peers = config.peers.iter().map(|p| Arc::new(PeerStatus::new(&p.name, p.origin))).collect();
         Arc::new_cyclic(|this| Site {
@@ -55,6 +62,7 @@ impl Site {
             logged: (0..shards).map(|_| AtomicU64::new(u64::MAX)).collect(),
             trimmed: Mutex::new(vec![0; shards]),
             shipping: Default::default(),
+            tls,
         })
     }
 

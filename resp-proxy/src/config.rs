@@ -47,6 +47,22 @@ pub struct ProxyConfig {
     pub client_query_buffer_limit: Option<usize>,
     /// Cross-site replication (docs/replication.md): receiving other sites' writes, shipping this site's.
     pub replication: ReplicationConfig,
+    /// Redis's `tls-port`: a TLS client port on the address of `listen`, beside the plaintext one (or
+    /// instead of it, with `plaintext = false` — Redis's `port 0`).
+    pub tls_port: Option<u16>,
+    /// Whether `listen` serves plaintext clients.
+    pub plaintext: bool,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA client certificates must chain to (needed unless `tls_auth_clients = "no"`).
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// `yes` (Redis's default): clients must present a certificate of `tls_ca_cert_file`; `optional`:
+    /// verified if given; `no`.
+    pub tls_auth_clients: vesta_tls::ClientAuth,
+    /// `"TLSv1.2 TLSv1.3"` (the default); older protocols are not offered.
+    pub tls_protocols: vesta_tls::Protocols,
+    /// `[internal_tls]`: mutual TLS to the store nodes and between sites (replication, both ways).
+    pub internal_tls: Option<vesta_tls::InternalTls>,
 }
 
 /// `[replication]` of `proxy.toml`. A site replicates when its store nodes log their commits
@@ -161,11 +177,40 @@ impl Default for ProxyConfig {
             proto_max_bulk_len: limits::DEFAULT_PROTO_MAX_BULK_LEN,
             client_query_buffer_limit: None,
             replication: ReplicationConfig::default(),
+            tls_port: None,
+            plaintext: true,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_cert_file: None,
+            tls_auth_clients: vesta_tls::ClientAuth::Yes,
+            tls_protocols: vesta_tls::Protocols::default(),
+            internal_tls: None,
         }
     }
 }
 
 impl ProxyConfig {
+    /// The TLS client port's address, when one is configured.
+    pub fn tls_listen(&self) -> Option<SocketAddr> {
+        self.tls_port.map(|port| SocketAddr::new(self.listen.ip(), port))
+    }
+
+    /// The TLS client port's configuration (reloaded when its files change), when one is configured.
+    pub fn client_port_tls(&self) -> Result<Option<vesta_tls::ServerTls>, String> {
+        let (Some(_), Some(cert_file), Some(key_file)) = (self.tls_port, &self.tls_cert_file, &self.tls_key_file)
+        else {
+            return Ok(None);
+        };
+        let files = vesta_tls::TlsFiles {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            ca_file: self.tls_ca_cert_file.clone(),
+        };
+        vesta_tls::ServerTls::client_port(&files, self.tls_auth_clients, self.tls_protocols)
+            .map(Some)
+            .map_err(|e| format!("TLS client port: {e}"))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.node_timeout_ms == 0 || self.deadline_ms == 0 {
             return Err("node_timeout_ms and deadline_ms must be at least 1".into());
@@ -186,6 +231,12 @@ impl ProxyConfig {
             )
         })?;
         self.replication.validate(self.origin)?;
+        if self.tls_port.is_some() && (self.tls_cert_file.is_none() || self.tls_key_file.is_none()) {
+            return Err("tls_port needs tls_cert_file and tls_key_file".into());
+        }
+        if !self.plaintext && self.tls_port.is_none() {
+            return Err("plaintext = false needs a tls_port, or no client could connect".into());
+        }
         if let Some(limit) = self.client_query_buffer_limit {
             limits::check_query_buffer_limit(limit as u64).map_err(|_| {
                 format!(
@@ -249,6 +300,32 @@ pub struct ProxyFlags {
     /// The change logs' bound in seconds (`replication.max_backlog_secs`).
     #[arg(long, env = "VESTA_PROXY_REPL_MAX_BACKLOG_SECS")]
     pub repl_max_backlog_secs: Option<u64>,
+    /// A TLS client port on the address of --listen (Redis's tls-port).
+    #[arg(long, env = "VESTA_PROXY_TLS_PORT")]
+    pub tls_port: Option<u16>,
+    /// Serve plaintext clients on --listen (false: TLS only, like Redis's `port 0`).
+    #[arg(long, env = "VESTA_PROXY_PLAINTEXT")]
+    pub plaintext: Option<bool>,
+    #[arg(long, env = "VESTA_PROXY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "VESTA_PROXY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    #[arg(long, env = "VESTA_PROXY_TLS_CA_CERT_FILE")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// yes | no | optional (Redis's tls-auth-clients).
+    #[arg(long, env = "VESTA_PROXY_TLS_AUTH_CLIENTS")]
+    pub tls_auth_clients: Option<vesta_tls::ClientAuth>,
+    /// e.g. "TLSv1.2 TLSv1.3" (Redis's tls-protocols).
+    #[arg(long, env = "VESTA_PROXY_TLS_PROTOCOLS")]
+    pub tls_protocols: Option<vesta_tls::Protocols>,
+    /// Mutual TLS to store nodes and peer sites: this proxy's certificate (with --internal-tls-key-file
+    /// and --internal-tls-ca-file).
+    #[arg(long, env = "VESTA_PROXY_INTERNAL_TLS_CERT_FILE", requires_all = ["internal_tls_key_file", "internal_tls_ca_file"])]
+    pub internal_tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "VESTA_PROXY_INTERNAL_TLS_KEY_FILE", requires = "internal_tls_cert_file")]
+    pub internal_tls_key_file: Option<PathBuf>,
+    #[arg(long, env = "VESTA_PROXY_INTERNAL_TLS_CA_FILE", requires = "internal_tls_cert_file")]
+    pub internal_tls_ca_file: Option<PathBuf>,
 }
 
 impl ProxyFlags {
@@ -295,6 +372,24 @@ impl ProxyFlags {
         }
         if let Some(secs) = self.repl_max_backlog_secs {
             c.replication.max_backlog_secs = secs;
+        }
+        set!(plaintext, tls_auth_clients, tls_protocols);
+        if self.tls_port.is_some() {
+            c.tls_port = self.tls_port;
+        }
+        if self.tls_cert_file.is_some() {
+            c.tls_cert_file = self.tls_cert_file;
+        }
+        if self.tls_key_file.is_some() {
+            c.tls_key_file = self.tls_key_file;
+        }
+        if self.tls_ca_cert_file.is_some() {
+            c.tls_ca_cert_file = self.tls_ca_cert_file;
+        }
+        if let (Some(cert_file), Some(key_file), Some(ca_file)) =
+            (self.internal_tls_cert_file, self.internal_tls_key_file, self.internal_tls_ca_file)
+        {
+            c.internal_tls = Some(vesta_tls::InternalTls { cert_file, key_file, ca_file });
         }
         c.validate()?;
         Ok(c)

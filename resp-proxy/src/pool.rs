@@ -61,6 +61,8 @@ pub struct NodePool {
     timeout: Duration,
     /// The largest frame a store node accepts (its `max_frame_bytes`, 64 MiB by default).
     max_frame: usize,
+    /// Mutual TLS to the store nodes, when the cluster's hops are encrypted.
+    tls: parking_lot::RwLock<Option<vesta_tls::ClientTls>>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -68,7 +70,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 impl NodePool {
     pub fn new(timeout: Duration, locals: &LocalNodes) -> Self {
-        NodePool { nodes: Default::default(), locals: locals.clone(), timeout, max_frame: DEFAULT_MAX_FRAME }
+        NodePool {
+            nodes: Default::default(),
+            locals: locals.clone(),
+            timeout,
+            max_frame: DEFAULT_MAX_FRAME,
+            tls: Default::default(),
+        }
+    }
+
+    /// Connections made from now on use mutual TLS.
+    pub fn set_tls(&self, tls: vesta_tls::ClientTls) {
+        *self.tls.write() = Some(tls);
     }
 
     /// The index of the node at `addr`, added to the pool if it is new.
@@ -188,14 +201,22 @@ impl NodePool {
         if let Some(c) = lock(&n.conn).as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        match tokio::time::timeout(self.timeout.max(Duration::from_millis(200)), NodeConnection::connect(&n.addr)).await
-        {
+        let tls = self.tls.read().clone();
+        // A TLS handshake is a few round trips more than a TCP connect.
+        let patience = self.timeout.max(Duration::from_millis(if tls.is_some() { 1000 } else { 200 }));
+        match tokio::time::timeout(patience, vesta_tls::dial(&n.addr, tls.as_ref(), self.max_frame)).await {
             Ok(Ok(c)) => {
                 *lock(&n.conn) = Some(c.clone());
                 *lock(&n.retry) = (Instant::now(), MIN_BACKOFF);
                 metrics::gauge!(m::STORE_UP, "node" => n.addr.clone()).set(1.0);
                 tracing::info!(node = %n.addr, "connected to store node");
                 Ok(c)
+            }
+            Ok(Err(e @ vesta_tls::DialError::Handshake { .. })) => {
+                // Not a node that is down: a certificate problem an operator must hear about.
+                tracing::warn!(node = %n.addr, error = %e, "TLS to store node refused");
+                self.mark_down(n);
+                Err(NodeError::Down)
             }
             _ => {
                 self.mark_down(n);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vesta_proto::clock::{Clock, SkewedClock, SystemClock};
@@ -30,6 +30,7 @@ use crate::pool::LocalNodes;
 use crate::resp::{Reply, RequestParser};
 use crate::session::{ReplyMode, Session, Shared};
 use crate::topology::Topology;
+use vesta_tls::handshake::Side;
 
 type Pending = Pin<Box<dyn Future<Output = (bool, Reply)> + Send>>;
 
@@ -131,15 +132,58 @@ pub async fn run_proxy(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     topology.validate()?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let tls = config.client_port_tls()?;
+    let store_tls = match &config.internal_tls {
+        Some(files) => {
+            Some(vesta_tls::ClientTls::internal(files, Side::ToStore).map_err(|e| format!("internal TLS: {e}"))?)
+        }
+        None => None,
+    };
+    let bind =
+        |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|e| format!("listen on {addr}: {e}")) };
+    let plain = if config.plaintext { Some(bind(config.listen).await?) } else { None };
+    let secure = match (config.tls_listen(), tls) {
+        (Some(addr), Some(tls)) => Some((bind(addr).await?, tls)),
+        _ => None,
+    };
+    // The address reported (and INFO's tcp_port): the plaintext port, or the TLS one when it is alone.
+    let first = plain.as_ref().or(secure.as_ref().map(|(l, _)| l)).ok_or("no client port configured")?;
+    let addr = first.local_addr().map_err(|e| e.to_string())?;
     let proxy = Proxy::new(config, topology, addr.port(), locals);
+    if let Some(tls) = store_tls {
+        proxy.coordinator.pool().set_tls(tls);
+    }
+    if let Some((listener, _)) = &secure {
+        if let Ok(tls_addr) = listener.local_addr() {
+            tracing::info!(%tls_addr, "TLS client port");
+        }
+    }
     on_started(addr, proxy.clone());
-    serve(proxy, listener, shutdown).await;
+    let shutdown = shutdown.shared();
+    let plain = plain.map(|l| serve_port(proxy.clone(), l, None, shutdown.clone()));
+    let secure = secure.map(|(l, tls)| serve_port(proxy.clone(), l, Some(tls), shutdown.clone()));
+    match (plain, secure) {
+        (Some(p), Some(s)) => {
+            futures::future::join(p, s).await;
+        }
+        (Some(p), None) => p.await,
+        (None, Some(s)) => s.await,
+        (None, None) => {}
+    }
     Ok(())
 }
 
 pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    serve_port(proxy, listener, None, shutdown).await
+}
+
+/// Serves one client port: plaintext, or TLS with `tls` (Redis's `tls-port`).
+pub async fn serve_port(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    tls: Option<vesta_tls::ServerTls>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -147,15 +191,27 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Futu
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let proxy = proxy.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let _ = stream.set_nodelay(true);
+                        let stream = match tls {
+                            None => ClientStream::Plain(stream),
+                            // A failed handshake (plaintext on the TLS port, an unknown client
+                            // certificate…) is counted and the socket closed; no Redis reply exists.
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(session) => ClientStream::Tls(Box::new(session)),
+                                Err(e) => {
+                                    tracing::debug!(%peer, error = %e, "TLS client refused");
+                                    return;
+                                }
+                            },
+                        };
                         proxy.shared.total_connections.fetch_add(1, Ordering::Relaxed);
                         let clients = proxy.shared.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
                         metrics::gauge!(m::CLIENT_CONNECTIONS).increment(1.0);
                         if clients as usize > proxy.max_clients {
                             proxy.shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
-                            let mut s = stream;
-                            let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
+                            let _ = refuse(stream, b"-ERR max number of clients reached\r\n").await;
                         } else if let Err(e) = connection(&proxy, stream, peer).await {
                             tracing::debug!(%peer, error = %e, "client connection ended");
                         }
@@ -172,13 +228,38 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Futu
     }
 }
 
-async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
-    let local = stream.local_addr()?;
-    let (mut rd, mut wr) = stream.into_split();
+async fn connection(proxy: &Arc<Proxy>, stream: ClientStream, peer: SocketAddr) -> std::io::Result<()> {
+    match stream {
+        ClientStream::Plain(tcp) => {
+            let local = tcp.local_addr()?;
+            let (mut rd, mut wr) = tcp.into_split();
+            session(proxy, peer, local, &mut rd, &mut wr).await
+        }
+        ClientStream::Tls(tls) => {
+            let local = tls.get_ref().0.local_addr()?;
+            let (mut rd, mut wr) = tokio::io::split(*tls);
+            session(proxy, peer, local, &mut rd, &mut wr).await
+        }
+    }
+}
+
+/// A client's connection: a bare socket, or a TLS session on the TLS port.
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<vesta_tls::tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+async fn session(
+    proxy: &Arc<Proxy>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    rd: &mut (impl AsyncRead + Unpin),
+    wr: &mut (impl AsyncWrite + Unpin),
+) -> std::io::Result<()> {
     let id = proxy.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(id, peer, local);
     let me = proxy.shared.clients.register(&session);
-    let result = serve_client(proxy, &mut session, &me, &mut rd, &mut wr).await;
+    let result = serve_client(proxy, &mut session, &me, rd, wr).await;
     proxy.shared.clients.unregister(id);
     result
 }
@@ -187,8 +268,8 @@ async fn serve_client(
     proxy: &Arc<Proxy>,
     session: &mut Session,
     me: &crate::clients::Client,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    rd: &mut (impl AsyncRead + Unpin),
+    wr: &mut (impl AsyncWrite + Unpin),
 ) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(INPUT_BUFFER);
     let mut parser = RequestParser::new();
@@ -271,12 +352,19 @@ async fn serve_client(
     }
 }
 
+/// Answers a connection with one error and closes it.
+async fn refuse(stream: ClientStream, error: &[u8]) -> std::io::Result<()> {
+    match stream {
+        ClientStream::Plain(mut tcp) => tcp.write_all(error).await,
+        ClientStream::Tls(mut tls) => {
+            tls.write_all(error).await?;
+            tls.shutdown().await
+        }
+    }
+}
+
 /// Reads what the socket has into `input`, at most `max` bytes.
-async fn read_at_most(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    input: &mut BytesMut,
-    max: usize,
-) -> std::io::Result<usize> {
+async fn read_at_most(rd: &mut (impl AsyncRead + Unpin), input: &mut BytesMut, max: usize) -> std::io::Result<usize> {
     rd.read_buf(&mut input.limit(max)).await
 }
 

@@ -91,6 +91,13 @@ pub struct StoreConfig {
     pub block_cache_mb: usize,
     /// RocksDB memtable size (three may exist at once).
     pub write_buffer_mb: usize,
+    /// `[tls]`: mutual TLS on the internal protocol. Proxies, the admin tool and other store nodes must
+    /// present a certificate of `ca_file`; this node presents `cert_file` to them and to the nodes it
+    /// copies records to.
+    pub tls: Option<vesta_tls::InternalTls>,
+    /// Without TLS: the only addresses (CIDRs, e.g. `10.1.0.0/16`) that may connect — the proxies and
+    /// the admin hosts. Empty: every address.
+    pub allowed_peers: Vec<ipnet::IpNet>,
 }
 
 impl Default for StoreConfig {
@@ -119,6 +126,8 @@ impl Default for StoreConfig {
             clock_offset_ms: 0,
             block_cache_mb: 256,
             write_buffer_mb: 64,
+            tls: None,
+            allowed_peers: Vec::new(),
         }
     }
 }
@@ -257,6 +266,17 @@ pub struct StoreFlags {
     pub block_cache_mb: Option<usize>,
     #[arg(long, env = "VESTA_STORE_WRITE_BUFFER_MB")]
     pub write_buffer_mb: Option<usize>,
+    /// Mutual TLS: this node's certificate (with `--tls-key-file` and `--tls-ca-cert-file`).
+    #[arg(long, env = "VESTA_STORE_TLS_CERT_FILE", requires_all = ["tls_key_file", "tls_ca_cert_file"])]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "VESTA_STORE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// The cluster CA that peers' certificates must chain to.
+    #[arg(long, env = "VESTA_STORE_TLS_CA_CERT_FILE", requires = "tls_cert_file")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// Without TLS, the addresses allowed to connect (comma-separated CIDRs).
+    #[arg(long, env = "VESTA_STORE_ALLOWED_PEERS", value_delimiter = ',')]
+    pub allowed_peers: Option<Vec<ipnet::IpNet>>,
 }
 
 impl StoreFlags {
@@ -290,8 +310,14 @@ impl StoreFlags {
             max_clock_drift_ms,
             clock_offset_ms,
             block_cache_mb,
-            write_buffer_mb
+            write_buffer_mb,
+            allowed_peers
         );
+        if let (Some(cert_file), Some(key_file), Some(ca_file)) =
+            (self.tls_cert_file, self.tls_key_file, self.tls_ca_cert_file)
+        {
+            c.tls = Some(vesta_tls::InternalTls { cert_file, key_file, ca_file });
+        }
         if self.metrics_listen.is_some() {
             c.metrics_listen = self.metrics_listen;
         }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use vesta_proto::client::NodeConnection;
+use vesta_proto::frame::DEFAULT_MAX_FRAME;
 use vesta_proto::{CloneRecords, KeyRef, Record, Reply, Request, RequestId, Response, Status};
 
 use crate::engine::Mutation;
@@ -23,6 +24,8 @@ pub(crate) type Outbound = (String, Vec<(KeyRef, Record)>);
 #[derive(Default)]
 pub(crate) struct Peers {
     connections: parking_lot::Mutex<HashMap<String, NodeConnection>>,
+    /// Mutual TLS to other nodes, when the cluster's hops are encrypted.
+    pub(crate) tls: parking_lot::RwLock<Option<vesta_tls::ClientTls>>,
 }
 
 impl Peers {
@@ -47,10 +50,11 @@ impl Peers {
         if let Some(c) = self.connections.lock().get(addr).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = tokio::time::timeout(COPY_TIMEOUT, NodeConnection::connect(addr))
+        let tls = self.tls.read().clone();
+        let c = tokio::time::timeout(COPY_TIMEOUT, vesta_tls::dial(addr, tls.as_ref(), DEFAULT_MAX_FRAME))
             .await
             .map_err(|_| format!("connecting to {addr} timed out"))?
-            .map_err(|e| format!("{addr}: {e}"))?;
+            .map_err(|e| e.to_string())?;
         self.connections.lock().insert(addr.to_string(), c.clone());
         Ok(c)
     }

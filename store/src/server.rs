@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncRead;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use vesta_proto::frame::Envelope;
+use vesta_proto::serve::{Frames, Replies, Writer};
 use vesta_proto::{Reply, Response, Status};
+use vesta_tls::handshake::Side;
+use vesta_tls::{Admitted, Gate, ServerTls};
 
 use crate::metrics as m;
 use crate::node::StoreNode;
@@ -27,6 +31,7 @@ pub async fn serve(
     node: Arc<StoreNode>,
     listener: TcpListener,
     limits: ServerLimits,
+    gate: Gate,
     shutdown: impl Future<Output = ()>,
 ) {
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
@@ -39,9 +44,25 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "connection");
                     let (node, in_flight, max_frame) = (node.clone(), in_flight.clone(), limits.max_frame_bytes);
+                    let gate = gate.clone();
                     tokio::spawn(async move {
-                        metrics::gauge!(m::CONNECTIONS).increment(1.0);
-                        if let Err(e) = connection(node, stream, in_flight, max_frame).await {
+                        // Only proxies, the admin tool and other store nodes get in: by certificate, or
+                        // by address when TLS is off.
+                        let ended = match gate.admit(stream, peer).await {
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "peer refused");
+                                return;
+                            }
+                            Ok(Admitted::Plain(stream)) => {
+                                metrics::gauge!(m::CONNECTIONS).increment(1.0);
+                                connection(node, vesta_proto::serve::split(stream, max_frame), in_flight).await
+                            }
+                            Ok(Admitted::Tls(session)) => {
+                                metrics::gauge!(m::CONNECTIONS).increment(1.0);
+                                connection(node, vesta_proto::serve::split_io(*session, max_frame), in_flight).await
+                            }
+                        };
+                        if let Err(e) = ended {
                             tracing::debug!(%peer, error = %e, "connection ended");
                         }
                         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
@@ -61,14 +82,11 @@ pub async fn serve(
     }
 }
 
-async fn connection(
+async fn connection<R: AsyncRead + Unpin>(
     node: Arc<StoreNode>,
-    stream: TcpStream,
+    (mut frames, tx, writer): (Frames<R>, Replies, Writer),
     in_flight: Arc<Semaphore>,
-    max_frame: usize,
 ) -> std::io::Result<()> {
-    let (mut frames, tx, writer) = vesta_proto::serve::split(stream, max_frame);
-
     while let Some(frame) = frames.next().await {
         let env = match frame? {
             Ok(env) => env,
@@ -134,12 +152,22 @@ pub async fn run_node(
     if let Some(addr) = config.metrics_listen {
         m::install_exporter(addr)?;
     }
+    let tls = match &config.tls {
+        Some(files) => {
+            let server = ServerTls::internal(files, Side::StoreNode).map_err(|e| e.to_string())?;
+            let client = vesta_tls::ClientTls::internal(files, Side::ToStore).map_err(|e| e.to_string())?;
+            *node.peers.tls.write() = Some(client);
+            Some(server)
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let gate = Gate::new(tls, config.allowed_peers.clone(), addr, "store node");
     let housekeeping = node.spawn_housekeeping();
     on_listening(addr);
     let limits = ServerLimits { max_in_flight: config.max_in_flight, max_frame_bytes: config.max_frame_bytes };
-    serve(node.clone(), listener, limits, shutdown).await;
+    serve(node.clone(), listener, limits, gate, shutdown).await;
     housekeeping.abort();
     node.engine().sync().map_err(|e| format!("final sync: {e}"))?;
     Ok(())

@@ -61,6 +61,24 @@ pub struct DevFlags {
     /// A peer site to ship this site's writes to, NAME=ORIGIN@HOST:PORT (repeat for each).
     #[arg(long, env = "VESTA_DEV_REPL_PEERS", value_delimiter = ',')]
     repl_peer: Vec<vesta_proxy::PeerSite>,
+    /// Also serve TLS clients on this port (`redis-cli --tls --cacert <data-dir>/pki/ca.crt -p PORT`),
+    /// with a CA and certificate made on first use in `<data-dir>/pki`.
+    #[arg(long, env = "VESTA_DEV_TLS_PORT")]
+    tls_port: Option<u16>,
+}
+
+/// A CA and a certificate for 127.0.0.1/localhost in `dir`, made unless they exist.
+fn dev_certificates(dir: &std::path::Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    use vesta_tls::authority::{Authority, Validity};
+    let (ca, cert, key) = (dir.join("ca.crt"), dir.join("proxy.crt"), dir.join("proxy.key"));
+    if !(ca.exists() && cert.exists() && key.exists()) {
+        let authority = Authority::new("Vesta dev CA").map_err(|e| e.to_string())?;
+        authority.write(dir).map_err(|e| e.to_string())?;
+        let sans = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let issued = authority.issue("proxy", &sans, Validity::Days(365)).map_err(|e| e.to_string())?;
+        issued.write(dir, "proxy").map_err(|e| e.to_string())?;
+    }
+    Ok((ca, cert, key))
 }
 
 const ZONES: usize = 3;
@@ -94,7 +112,7 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
         peers: flags.repl_peer.clone(),
         ..Default::default()
     };
-    let config = ProxyConfig {
+    let mut config = ProxyConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], flags.port)),
         node_timeout_ms: flags.node_timeout_ms,
         proto_max_bulk_len: flags.proto_max_bulk_len,
@@ -102,6 +120,16 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
         replication,
         ..ProxyConfig::default()
     };
+    if let Some(port) = flags.tls_port {
+        let (ca, cert, key) = dev_certificates(&flags.data_dir.join("pki"))?;
+        say(&format!("TLS clients: redis-cli --tls --cacert {} -p {port}", ca.display()));
+        config.tls_port = Some(port);
+        config.tls_cert_file = Some(cert);
+        config.tls_key_file = Some(key);
+        config.tls_ca_cert_file = Some(ca);
+        // Like a client of a managed Redis: the CA file is all a client needs.
+        config.tls_auth_clients = vesta_tls::ClientAuth::Optional;
+    }
     // The stores log this site's commits only when there is a site to ship them to or to hear from.
     let changelog_origin = config.replication.enabled().then_some(flags.origin);
     // Before any store opens: a bad flag is one line and exit status 2, like every other process.
@@ -180,13 +208,14 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
             version: 0,
         };
         let repl_listener = crate::bind_replication(&config).await?;
+        let repl_tls = crate::replication_tls(&config)?;
         let proxy = vesta_proxy::server::run_proxy(
             &config,
             &topology,
             &locals,
             |addr, proxy| {
                 if config.replication.enabled() {
-                    crate::start_replication(&config, &proxy, repl_listener);
+                    crate::start_replication(&config, &proxy, repl_listener, repl_tls);
                 }
                 say(&format!("proxy listening on {addr}\nready"))
             },

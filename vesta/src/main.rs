@@ -96,6 +96,7 @@ fn proxy(flags: ProxyFlags) -> Result<(), String> {
             vesta_proxy::metrics::install_exporter(addr)?;
         }
         let repl_listener = bind_replication(&config).await?;
+        let repl_tls = replication_tls(&config)?;
         vesta_proxy::server::run_proxy(
             &config,
             &topology,
@@ -103,7 +104,7 @@ fn proxy(flags: ProxyFlags) -> Result<(), String> {
             |addr, proxy| {
                 cluster_source::follow_for_proxy(&config, proxy.clone(), &topology);
                 if config.replication.enabled() {
-                    start_replication(&config, &proxy, repl_listener);
+                    start_replication(&config, &proxy, repl_listener, repl_tls);
                 }
                 say(&format!("proxy listening on {addr}\nready"))
             },
@@ -129,22 +130,43 @@ pub(crate) async fn bind_replication(
     }
 }
 
+/// Both ends of the replication link, with `[internal_tls]`: the sender presents this proxy's
+/// certificate and verifies the peer's; the listener admits only senders with a certificate of the
+/// cluster CA.
+pub(crate) struct ReplicationTls {
+    sender: Option<vesta_tls::ClientTls>,
+    listener: Option<vesta_tls::ServerTls>,
+}
+
+pub(crate) fn replication_tls(config: &vesta_proxy::ProxyConfig) -> Result<ReplicationTls, String> {
+    use vesta_tls::handshake::Side;
+    let Some(files) = config.internal_tls.as_ref().filter(|_| config.replication.enabled()) else {
+        return Ok(ReplicationTls { sender: None, listener: None });
+    };
+    let bad = |e: vesta_tls::TlsError| format!("replication TLS: {e}");
+    Ok(ReplicationTls {
+        sender: Some(vesta_tls::ClientTls::internal(files, Side::ReplicationOut).map_err(bad)?),
+        listener: Some(vesta_tls::ServerTls::internal(files, Side::ReplicationIn).map_err(bad)?),
+    })
+}
+
 /// Cross-site replication in this proxy: shipping this site's writes (`ship`), installing the peers'
 /// (`listen`).
 pub(crate) fn start_replication(
     config: &vesta_proxy::ProxyConfig,
     proxy: &std::sync::Arc<vesta_proxy::server::Proxy>,
     listener: Option<tokio::net::TcpListener>,
+    tls: ReplicationTls,
 ) {
-    let site = vesta_repl::Site::new(proxy.coordinator.clone(), config.origin, config.replication.clone());
+    let site = vesta_repl::Site::new(proxy.coordinator.clone(), config.origin, config.replication.clone(), tls.sender);
     site.start();
     if let Some(listener) = listener {
         let peers = config.replication.peers.iter().map(|p| (p.origin, p.name.clone())).collect();
         let coordinator = std::sync::Arc::new(proxy.coordinator.clone());
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "receiving the peer sites' writes");
-        }
-        tokio::spawn(vesta_repl::receiver::serve(listener, coordinator, peers, std::future::pending()));
+        let addr = listener.local_addr().unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        tracing::info!(%addr, "receiving the peer sites' writes");
+        let gate = vesta_tls::Gate::new(tls.listener, Vec::new(), addr, "replication listener");
+        tokio::spawn(vesta_repl::receiver::serve(listener, gate, coordinator, peers, std::future::pending()));
     }
     let _ = proxy.shared.replication.set(site);
 }

@@ -117,18 +117,24 @@ struct Stack {
     project: String,
     env: Vec<(String, String)>,
     images: Vec<String>,
+    /// The stack's CA and certificates (made by its `pki` service).
+    pki: tempfile::TempDir,
 }
 
 impl Stack {
     fn of_file(compose: Vec<&'static str>, project: &str, file: &'static str) -> Stack {
         let images = vec![format!("vesta:{project}"), format!("vesta-etcd:{project}")];
-        let mut env =
-            vec![("VESTA_IMAGE".to_string(), images[0].clone()), ("VESTA_ETCD_IMAGE".to_string(), images[1].clone())];
+        let pki = tempfile::tempdir().expect("a directory for the stack's certificates");
+        let mut env = vec![
+            ("VESTA_IMAGE".to_string(), images[0].clone()),
+            ("VESTA_ETCD_IMAGE".to_string(), images[1].clone()),
+            ("VESTA_PKI_DIR".to_string(), pki.path().to_str().expect("utf-8 temp path").to_string()),
+        ];
         // A free loopback port each (`docker compose port` tells which).
         for published in ["VESTA_PROXY1_ADDR", "VESTA_PROXY2_ADDR", "VESTA_SITE_A_ADDR", "VESTA_SITE_B_ADDR"] {
             env.push((published.to_string(), "127.0.0.1:".to_string()));
         }
-        Stack { compose, file, project: project.to_string(), env, images }
+        Stack { compose, file, project: project.to_string(), env, images, pki }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -252,6 +258,41 @@ async fn connect(addr: &str) -> redis::RedisResult<MultiplexedConnection> {
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(Duration::from_secs(5)));
     redis::Client::open(format!("redis://{addr}/"))?.get_multiplexed_async_connection_with_config(&config).await
+}
+
+/// The proxies serve TLS only: the test's Redis clients reach one through a local forwarder that speaks
+/// TLS to it, verifying its certificate against the stack's CA — on the wire, client → proxy is TLS.
+async fn tls_forwarder(target: String, ca: PathBuf) -> String {
+    use vesta_tls::tokio_rustls::{rustls, TlsConnector};
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+    for cert in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem) {
+        roots.add(cert.expect("a PEM certificate")).expect("a CA certificate");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = TlsConnector::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let addr = listener.local_addr().expect("local address").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let (connector, target) = (connector.clone(), target.clone());
+            tokio::spawn(async move {
+                let Ok(tcp) = tokio::net::TcpStream::connect(&target).await else { return };
+                let Ok(name) = vesta_tls::client::server_name(&target) else { return };
+                match connector.connect(name, tcp).await {
+                    Ok(mut tls) => {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut tls).await;
+                    }
+                    Err(e) => eprintln!("TLS to {target} failed: {e}"),
+                }
+            });
+        }
+    });
+    addr
 }
 
 /// Connects, retrying for up to `limit`.
@@ -444,10 +485,14 @@ fn compose_cluster_survives_a_killed_node_and_a_cut_zone() {
 
     step(start, &format!("up -d (project {project})"));
     stack.must(&["up", "-d"], Duration::from_secs(300));
-    let proxies = [stack.published("proxy1"), stack.published("proxy2")];
-    step(start, &format!("proxies published on {proxies:?}"));
+    let published = [stack.published("proxy1"), stack.published("proxy2")];
+    step(start, &format!("proxies published on {published:?} (TLS only)"));
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let ca = stack.pki.path().join("ca.crt");
+    let proxies = runtime.block_on(async {
+        [tls_forwarder(published[0].clone(), ca.clone()).await, tls_forwarder(published[1].clone(), ca.clone()).await]
+    });
     let run = format!("r{}", nanos % 1_000_000_000);
 
     // Both proxies answer PING, and a write through each is acknowledged (the stores are up).
@@ -461,6 +506,9 @@ fn compose_cluster_survives_a_killed_node_and_a_cut_zone() {
             assert_eq!(ok, Value::Okay, "SET via {addr}");
         }
     });
+    // The proxy that just served over TLS gives plaintext nothing: every hop of this stack is TLS.
+    let plain = runtime.block_on(async { call(&mut connect(&published[0]).await?, &["PING"]).await });
+    assert!(plain.is_err(), "plaintext PING answered on a TLS-only port: {plain:?}");
     step(start, "both proxies serve; starting the workload");
 
     // zone2's store containers and their one network, to cut and heal later.

@@ -18,6 +18,8 @@ use redis::Value;
 
 struct Sites {
     sites: Vec<Cluster>,
+    /// Each site's replication listener port.
+    ports: Vec<u16>,
 }
 
 /// `n` sites, origins 1..=n, each replicating to every other.
@@ -63,7 +65,7 @@ fn start_sites_shipping(n: usize, all_ship: bool, extra: impl Fn(usize) -> (Vec<
             })
         })
         .collect();
-    Sites { sites }
+    Sites { sites, ports }
 }
 
 /// What a key reads as in one site.
@@ -726,4 +728,42 @@ async fn when_the_shipping_proxy_dies_another_takes_over_without_a_restart() {
     all_acknowledged_in(&s.sites[1], &acked, Duration::from_secs(60)).await;
     assert!(replication_info(&s.sites[0], standby).await.contains("vesta_repl_shipping:1"), "the standby ships now");
     println!("{} acknowledged keys in site 2 {:?} after the shipping proxy was killed", acked.len(), killed.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_replicate_over_mutual_tls_and_a_listener_refuses_a_sender_without_a_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    let ran = std::process::Command::new(vesta_testkit::vesta_bin())
+        .args(["admin", "certs", "--out", pki.path().to_str().unwrap()])
+        .args(["--cert", "store=127.0.0.1", "--cert", "proxy=127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let f = |name: &str| pki.path().join(name).to_str().unwrap().to_string();
+    let s = start_sites_with(2, |_| {
+        let store =
+            ["--tls-cert-file", &f("store.crt"), "--tls-key-file", &f("store.key"), "--tls-ca-cert-file", &f("ca.crt")];
+        let proxy = [
+            "--internal-tls-cert-file",
+            &f("proxy.crt"),
+            "--internal-tls-key-file",
+            &f("proxy.key"),
+            "--internal-tls-ca-file",
+            &f("ca.crt"),
+        ];
+        (store.iter().map(|s| s.to_string()).collect(), proxy.iter().map(|s| s.to_string()).collect())
+    });
+    let (a, b) = (&s.sites[0], &s.sites[1]);
+    let mut in_a = common::connect(a.proxy_addr_for(1), false).await;
+    let mut in_b = common::connect(b.proxy_addr_for(1), false).await;
+    assert_eq!(try_call(&mut in_a, &["SET", "tls:repl", "across"]).await.unwrap(), Value::Okay);
+    let took = read_until(&mut in_b, "tls:repl", "across", Duration::from_secs(30)).await;
+    println!("a write crossed to the other site over mutual TLS in {took:?}");
+
+    // A sender without the cluster's certificate gets nothing from the listener.
+    let plain = vesta_proto::client::NodeConnection::connect(("127.0.0.1", s.ports[1])).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), plain.call(vesta_proto::Request::Ping)).await;
+    assert!(!matches!(answer, Ok(Ok(_))), "a plaintext sender must be refused: {answer:?}");
+    let info = replication_info(a, 0).await;
+    assert!(info.contains("name=site2,origin=2,state=connected"), "{info}");
 }

@@ -406,14 +406,20 @@ fn info_section(shared: &Shared, section: &str) -> String {
         "persistence" => {
             "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_bgsave_in_progress:0\r\naof_enabled:0\r\n\r\n".into()
         }
-        "stats" => format!(
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\
-             client_query_buffer_limit_disconnections:{}\r\n\r\n",
-            shared.total_connections.load(Ordering::Relaxed),
-            shared.total_commands.load(Ordering::Relaxed),
-            shared.rejected_connections.load(Ordering::Relaxed),
-            shared.query_buffer_disconnections.load(Ordering::Relaxed),
-        ),
+        "stats" => {
+            // TLS handshakes of this process, every hop (client port, store nodes, replication).
+            let tls = vesta_tls::HandshakeStats::now();
+            format!(
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\
+                 client_query_buffer_limit_disconnections:{}\r\ntls_handshakes_ok:{}\r\ntls_handshakes_failed:{}\r\n\r\n",
+                shared.total_connections.load(Ordering::Relaxed),
+                shared.total_commands.load(Ordering::Relaxed),
+                shared.rejected_connections.load(Ordering::Relaxed),
+                shared.query_buffer_disconnections.load(Ordering::Relaxed),
+                tls.ok,
+                tls.failed,
+            )
+        }
         // Replication between store replicas is Vesta's own (quorum commits), not Redis's; every site is
         // writable, so to a Redis client each proxy is a master. Cross-site replication adds its fields.
         "replication" => {

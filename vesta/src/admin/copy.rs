@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use futures::stream::{self, StreamExt};
 use vesta_proto::client::NodeConnection;
+use vesta_proto::frame::DEFAULT_MAX_FRAME;
 use vesta_proto::{Pong, Request, Response, Transfer, Transferred};
 
 use super::progress::Progress;
@@ -52,6 +53,10 @@ pub struct CopyOptions {
     pub parallel: usize,
 }
 
+/// The admin tool's mutual TLS to the store nodes (`--tls-*` of `vesta admin`), set once at start: every
+/// command of one invocation talks to the same cluster.
+pub static STORE_TLS: std::sync::OnceLock<Option<vesta_tls::ClientTls>> = std::sync::OnceLock::new();
+
 /// One connection per store node, opened on first use.
 #[derive(Default)]
 pub struct Nodes {
@@ -67,10 +72,11 @@ impl Nodes {
             match conns.get(addr).filter(|c| !c.is_closed()) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = tokio::time::timeout(timeout, NodeConnection::connect(addr))
+                    let tls = STORE_TLS.get().and_then(Option::as_ref);
+                    let c = tokio::time::timeout(timeout, vesta_tls::dial(addr, tls, DEFAULT_MAX_FRAME))
                         .await
                         .map_err(|_| format!("{addr}: connect timed out"))?
-                        .map_err(|e| format!("{addr}: {e}"))?;
+                        .map_err(|e| e.to_string())?;
                     conns.insert(addr.to_string(), c.clone());
                     c
                 }

@@ -1,6 +1,7 @@
 //! `vesta admin`: the operator's tool. It talks to etcd, where the cluster's spec and shard map live,
 //! and to the store nodes (health, and the copies of redistribution and repair).
 
+mod certs;
 mod copy;
 mod progress;
 mod redistribute;
@@ -27,12 +28,34 @@ pub struct AdminFlags {
     /// The cluster's name (its etcd prefix is /vesta/<cluster>/).
     #[arg(long, env = "VESTA_CLUSTER", default_value = "vesta", global = true)]
     cluster: String,
+    /// Mutual TLS to the store nodes: the admin's certificate (with --tls-key-file and
+    /// --tls-ca-cert-file), signed by the cluster CA.
+    #[arg(long, env = "VESTA_ADMIN_TLS_CERT_FILE", global = true, requires_all = ["tls_key_file", "tls_ca_cert_file"])]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "VESTA_ADMIN_TLS_KEY_FILE", global = true)]
+    tls_key_file: Option<PathBuf>,
+    #[arg(long, env = "VESTA_ADMIN_TLS_CA_CERT_FILE", global = true)]
+    tls_ca_cert_file: Option<PathBuf>,
     #[command(subcommand)]
     command: AdminCommand,
 }
 
 #[derive(Subcommand)]
 enum AdminCommand {
+    /// Make a certificate authority (or reuse the one in --out) and certificates signed by it, for
+    /// every hop of a cluster: each certificate serves and authenticates clients (mutual TLS).
+    Certs {
+        /// Directory for ca.crt, ca.key and <name>.crt, <name>.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// A certificate to issue, NAME=SAN[;SAN…]: the host names and IP addresses its holder is
+        /// reached by (e.g. `store-1=store-1;127.0.0.1`). Repeat for each.
+        #[arg(long = "cert", value_name = "NAME=SANS")]
+        certs: Vec<String>,
+        /// Validity of the issued certificates.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
     /// Write a new cluster (spec and its first shard map) to etcd; refuses to overwrite one.
     Init {
         /// The cluster spec (TOML: name, shards, write_quorum, read_quorum, [[zones]] with [[zones.nodes]]).
@@ -148,6 +171,18 @@ enum ZoneAction {
 pub fn run(flags: AdminFlags) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async move {
+        let tls = match (&flags.tls_cert_file, &flags.tls_key_file, &flags.tls_ca_cert_file) {
+            (Some(cert_file), Some(key_file), Some(ca_file)) => {
+                let files = vesta_tls::InternalTls {
+                    cert_file: cert_file.clone(),
+                    key_file: key_file.clone(),
+                    ca_file: ca_file.clone(),
+                };
+                Some(vesta_tls::ClientTls::internal(&files, vesta_tls::handshake::Side::ToStore).map_err(|e| format!("TLS: {e}"))?)
+            }
+            _ => None,
+        };
+        let _ = copy::STORE_TLS.set(tls);
         let connect = || async {
             tokio::time::timeout(Duration::from_secs(10), ClusterStore::connect(&flags.etcd, &flags.cluster))
                 .await
@@ -155,6 +190,7 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
                 .map_err(|e| format!("etcd at {}: {e}", flags.etcd.join(",")))
         };
         match flags.command {
+            AdminCommand::Certs { out, certs, days } => certs::make(&out, &certs, days),
             AdminCommand::Repl { action } => repl::run(action).await,
             AdminCommand::Init { spec, dry_run } => {
                 let spec_value = ClusterSpec::from_file(&spec).map_err(|e| format!("{}: {e}", spec.display()))?;
