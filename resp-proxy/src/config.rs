@@ -47,6 +47,35 @@ pub struct ProxyConfig {
     pub client_query_buffer_limit: Option<usize>,
     /// Cross-site replication (docs/replication.md): receiving other sites' writes, shipping this site's.
     pub replication: ReplicationConfig,
+    /// Encryption at rest (docs/security.md).
+    pub encryption: EncryptionConfig,
+}
+
+/// `[encryption]` of `proxy.toml`. Encryption is on when keys are given: in `keys_file`, or in the
+/// environment variable `VESTA_ENCRYPTION_KEYS` (`ID:BASE64KEY`, comma-separated), or both.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// A file of `ID:BASE64KEY` lines (32-byte keys). Keep it readable by the proxy only.
+    pub keys_file: Option<PathBuf>,
+    /// The key that seals new writes; unset: the highest id.
+    pub current_key: Option<u32>,
+    /// Values one derived data key seals before a fresh one is drawn (the nonce bound; at most 2^32).
+    pub records_per_data_key: u64,
+    /// Refuse values stored in the clear (turn on once `vesta admin reencrypt` reports none left): a
+    /// header whose encrypted flag was cleared is then an error, not ciphertext handed to a client.
+    pub refuse_clear: bool,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        EncryptionConfig {
+            keys_file: None,
+            current_key: None,
+            records_per_data_key: crate::crypto::DEFAULT_RECORDS_PER_DATA_KEY,
+            refuse_clear: false,
+        }
+    }
 }
 
 /// `[replication]` of `proxy.toml`. A site replicates when its store nodes log their commits
@@ -161,6 +190,7 @@ impl Default for ProxyConfig {
             proto_max_bulk_len: limits::DEFAULT_PROTO_MAX_BULK_LEN,
             client_query_buffer_limit: None,
             replication: ReplicationConfig::default(),
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -186,6 +216,11 @@ impl ProxyConfig {
             )
         })?;
         self.replication.validate(self.origin)?;
+        if self.encryption.records_per_data_key == 0
+            || self.encryption.records_per_data_key > crate::crypto::DEFAULT_RECORDS_PER_DATA_KEY
+        {
+            return Err("encryption.records_per_data_key must be between 1 and 4294967296".into());
+        }
         if let Some(limit) = self.client_query_buffer_limit {
             limits::check_query_buffer_limit(limit as u64).map_err(|_| {
                 format!(
@@ -249,6 +284,16 @@ pub struct ProxyFlags {
     /// The change logs' bound in seconds (`replication.max_backlog_secs`).
     #[arg(long, env = "VESTA_PROXY_REPL_MAX_BACKLOG_SECS")]
     pub repl_max_backlog_secs: Option<u64>,
+    /// Encryption keys, one `ID:BASE64KEY` per line (`encryption.keys_file`; keys may also come from
+    /// `VESTA_ENCRYPTION_KEYS`).
+    #[arg(long, env = "VESTA_PROXY_ENCRYPTION_KEYS_FILE")]
+    pub encryption_keys_file: Option<PathBuf>,
+    /// The key id that seals new writes (`encryption.current_key`; default the highest).
+    #[arg(long, env = "VESTA_PROXY_ENCRYPTION_CURRENT_KEY")]
+    pub encryption_current_key: Option<u32>,
+    /// Refuse values stored in the clear (`encryption.refuse_clear`).
+    #[arg(long, env = "VESTA_PROXY_ENCRYPTION_REFUSE_CLEAR")]
+    pub encryption_refuse_clear: bool,
 }
 
 impl ProxyFlags {
@@ -296,6 +341,13 @@ impl ProxyFlags {
         if let Some(secs) = self.repl_max_backlog_secs {
             c.replication.max_backlog_secs = secs;
         }
+        if self.encryption_keys_file.is_some() {
+            c.encryption.keys_file = self.encryption_keys_file;
+        }
+        if self.encryption_current_key.is_some() {
+            c.encryption.current_key = self.encryption_current_key;
+        }
+        c.encryption.refuse_clear |= self.encryption_refuse_clear;
         c.validate()?;
         Ok(c)
     }

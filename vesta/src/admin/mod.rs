@@ -4,6 +4,7 @@
 mod copy;
 mod progress;
 mod redistribute;
+mod reencrypt;
 mod repair;
 mod repl;
 
@@ -122,6 +123,10 @@ enum AdminCommand {
         #[command(subcommand)]
         action: repl::ReplAction,
     },
+    /// After an encryption key rotation: rewrite the records under old keys with the current key,
+    /// online, shard by shard through a proxy; then count records per key id and say which keys may be
+    /// retired (`--usage-only`: only count).
+    Reencrypt(reencrypt::ReencryptFlags),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +161,7 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
         };
         match flags.command {
             AdminCommand::Repl { action } => repl::run(action).await,
+            AdminCommand::Reencrypt(flags) => reencrypt::run(flags).await,
             AdminCommand::Init { spec, dry_run } => {
                 let spec_value = ClusterSpec::from_file(&spec).map_err(|e| format!("{}: {e}", spec.display()))?;
                 let map = ShardMap::initial(&spec_value);
