@@ -61,7 +61,7 @@ async fn info(c: &mut redis::aio::MultiplexedConnection) -> String {
 async fn write_marked(c: &mut redis::aio::MultiplexedConnection, prefix: &str, n: usize) {
     for i in 0..n {
         let value = format!("{MARKER}-{i}-{}", "x".repeat(i % 50));
-        assert_eq!(call(c, &["SET", &format!("{prefix}:set:{i}"), &value]).await, simple("OK"));
+        assert_eq!(call(c, &["SET", &format!("{prefix}:set:{i}"), &value]).await, Value::Okay);
     }
     call(c, &["SET", &format!("{prefix}:ttl"), &format!("{MARKER}-ttl"), "EX", "1000"]).await;
     call(c, &["MSET", &format!("{prefix}:m1"), &format!("{MARKER}-m1"), &format!("{prefix}:m2"), MARKER]).await;
@@ -327,7 +327,7 @@ async fn a_tampered_header_or_a_moved_value_is_refused_and_counted() {
     // Untouched keys still read, and a plain SET replaces a refused value.
     assert_eq!(call(&mut c, &["GET", "t:src"]).await, bulk(&format!("{MARKER}-t:src")));
     assert_eq!(call(&mut c, &["INCR", "t:counter"]).await, int(8));
-    assert_eq!(call(&mut c, &["SET", "t:value", "fresh"]).await, simple("OK"));
+    assert_eq!(call(&mut c, &["SET", "t:value", "fresh"]).await, Value::Okay);
     assert_eq!(call(&mut c, &["GET", "t:value"]).await, bulk("fresh"));
 
     let info = info(&mut c).await;
