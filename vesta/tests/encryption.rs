@@ -192,9 +192,11 @@ async fn no_value_byte_reaches_a_store_nodes_disk_in_either_site() {
             // Files holding the marker must hold it only as part of the key.
             for f in &found {
                 let bytes = std::fs::read(f).unwrap();
-                let as_value = bytes.windows(MARKER.len()).enumerate().filter(|(_, w)| *w == MARKER.as_bytes()).any(
-                    |(at, _)| at < 4 || &bytes[at - 4..at] != b"KEY-",
-                );
+                let as_value = bytes
+                    .windows(MARKER.len())
+                    .enumerate()
+                    .filter(|(_, w)| *w == MARKER.as_bytes())
+                    .any(|(at, _)| at < 4 || &bytes[at - 4..at] != b"KEY-");
                 assert!(!as_value, "site {s} store {i}: a value's marker is in {f}");
             }
         }
@@ -230,7 +232,8 @@ async fn rotation_and_reencrypt_move_every_record_to_the_new_key() {
 
     let state = dir.path().join("reencrypt.state");
     let admin = |extra: &[&str]| {
-        let mut args = vec!["admin".to_string(), "reencrypt".into(), "--proxy".into(), cluster.proxy_addr().to_string()];
+        let mut args =
+            vec!["admin".to_string(), "reencrypt".into(), "--proxy".into(), cluster.proxy_addr().to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_vesta")).args(&args).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -336,8 +339,10 @@ async fn a_tampered_header_or_a_moved_value_is_refused_and_counted() {
     let metrics = scrape(metrics_port);
     for reason in ["authentication", "unknown_key", "not_encrypted"] {
         assert!(
-            metrics.lines().any(|l| l.starts_with("vesta_proxy_decrypt_failures_total")
-                && l.contains(&format!("reason=\"{reason}\""))),
+            metrics
+                .lines()
+                .any(|l| l.starts_with("vesta_proxy_decrypt_failures_total")
+                    && l.contains(&format!("reason=\"{reason}\""))),
             "{reason} missing from:\n{metrics}"
         );
     }

@@ -54,7 +54,9 @@ pub async fn run(coordinator: Arc<Coordinator>, a: Vec<Bytes>) -> Reply {
             Reply::Int(page.rewritten as i64),
             Reply::Int(page.changed as i64),
             Reply::Int(page.failed as i64),
-            Reply::Array(page.by_key.iter().flat_map(|(id, n)| [Reply::Int(*id as i64), Reply::Int(*n as i64)]).collect()),
+            Reply::Array(
+                page.by_key.iter().flat_map(|(id, n)| [Reply::Int(*id as i64), Reply::Int(*n as i64)]).collect(),
+            ),
         ]),
         Err(crate::coordinator::CoordError::Seal(_)) => {
             Reply::error("ERR encryption is off on this proxy: no key to re-encrypt with")

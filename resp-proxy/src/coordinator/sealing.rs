@@ -76,7 +76,9 @@ impl Coordinator {
     /// from another key — is an error, counted, never garbage.
     pub fn open(&self, namespace: &[u8], key: &[u8], record: Record) -> Result<Record, CoordError> {
         let clear = !record.meta.flags.encrypted();
-        if clear && !(self.encryption.refuses_clear() && !record.meta.flags.tombstone()) {
+        // In the clear is fine unless refused; a tombstone has nothing to seal either way.
+        let refused = self.encryption.refuses_clear() && !record.meta.flags.tombstone();
+        if clear && !refused {
             return Ok(record);
         }
         let opened = match self.encryption.sealer() {
@@ -102,7 +104,12 @@ impl Coordinator {
     }
 
     /// [`Coordinator::open`] of an optional copy.
-    pub(super) fn open_copy(&self, namespace: &[u8], key: &[u8], copy: Option<Record>) -> Result<Option<Record>, CoordError> {
+    pub(super) fn open_copy(
+        &self,
+        namespace: &[u8],
+        key: &[u8],
+        copy: Option<Record>,
+    ) -> Result<Option<Record>, CoordError> {
         copy.map(|r| self.open(namespace, key, r)).transpose()
     }
 
@@ -111,7 +118,10 @@ impl Coordinator {
     pub(super) fn seal(&self, namespace: &[u8], key: &[u8], record: Record) -> Result<Record, CoordError> {
         let Some(sealer) = self.encryption.sealer() else { return Ok(record) };
         if record.meta.flags.tombstone() {
-            return Ok(Record { meta: Meta { flags: Flags(record.meta.flags.0 & !Flags::ENCRYPTED), key_id: 0, ..record.meta }, ..record });
+            return Ok(Record {
+                meta: Meta { flags: Flags(record.meta.flags.0 & !Flags::ENCRYPTED), key_id: 0, ..record.meta },
+                ..record
+            });
         }
         let flags = record.meta.flags.with(Flags::ENCRYPTED);
         let plain = encode_plaintext(&record);

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use hkdf::Hkdf;
 use parking_lot::{Mutex, RwLock};
@@ -103,11 +103,14 @@ pub struct SealerStats {
     pub data_keys: AtomicU64,
 }
 
+/// Data keys derived for opening, by the master key's id and the writer's salt.
+type OpeningCache = RwLock<HashMap<(KeyId, [u8; SALT_LEN]), Arc<Aes256Gcm>>>;
+
 pub struct Sealer {
     ring: KeyRing,
     bound: u64,
     writing: Mutex<Option<Arc<DataKey>>>,
-    opening: RwLock<HashMap<(KeyId, [u8; SALT_LEN]), Arc<Aes256Gcm>>>,
+    opening: OpeningCache,
     pub stats: SealerStats,
 }
 
@@ -301,7 +304,9 @@ mod tests {
             .map(|_| {
                 let s = s.clone();
                 std::thread::spawn(move || {
-                    (0..200).map(|_| s.seal(at(b"k"), b"v").unwrap().1[1..1 + SALT_LEN + NONCE_LEN].to_vec()).collect::<Vec<_>>()
+                    (0..200)
+                        .map(|_| s.seal(at(b"k"), b"v").unwrap().1[1..1 + SALT_LEN + NONCE_LEN].to_vec())
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();

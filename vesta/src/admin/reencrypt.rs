@@ -202,7 +202,11 @@ async fn rewrite(
 }
 
 /// Records per key id over every shard (0: in the clear).
-async fn usage(c: &mut redis::aio::MultiplexedConnection, shards: u64, batch: u64) -> Result<BTreeMap<i64, u64>, String> {
+async fn usage(
+    c: &mut redis::aio::MultiplexedConnection,
+    shards: u64,
+    batch: u64,
+) -> Result<BTreeMap<i64, u64>, String> {
     let mut bar = Progress::new("shards counted", shards);
     let mut usage = BTreeMap::new();
     let count = batch.max(1) * 1000;
@@ -210,7 +214,8 @@ async fn usage(c: &mut redis::aio::MultiplexedConnection, shards: u64, batch: u6
         let mut offset = 0;
         loop {
             let args = [shard.to_string(), offset.to_string(), count.to_string()];
-            let reply = call(c, &["VESTA.REENCRYPT", args[0].as_str(), args[1].as_str(), args[2].as_str(), "DRYRUN"]).await?;
+            let reply =
+                call(c, &["VESTA.REENCRYPT", args[0].as_str(), args[1].as_str(), args[2].as_str(), "DRYRUN"]).await?;
             let p = page(&reply)?;
             for (id, n) in p.by_key {
                 *usage.entry(id).or_default() += n;
