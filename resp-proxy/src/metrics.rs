@@ -9,7 +9,8 @@ pub const COMMANDS: &str = "vesta_proxy_commands_total";
 /// Command latency by `cmd`, seconds.
 pub const COMMAND_SECONDS: &str = "vesta_proxy_command_seconds";
 /// Quorum outcomes by `op` (read, write, write_many) and `outcome` (ok, retried_locked, retried_late,
-/// retried_moved, contended, moved, below_quorum, outcome_unknown, clock_skew, too_large).
+/// retried_moved, contended, moved, below_quorum, outcome_unknown, clock_skew, too_large, encryption:
+/// a value that failed to decrypt, or to seal).
 pub const QUORUM: &str = "vesta_proxy_quorum_total";
 /// Write attempts started over because the prepare leases were (nearly) over when the decision could
 /// be made (a stalled coordinator, slow replies).
