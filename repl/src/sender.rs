@@ -350,8 +350,16 @@ impl Sender {
                     // A counter merged here from another site's copy keeps that site's origin, yet holds
                     // this site's contribution, whose own log entries may be gone: it is sent as this
                     // site's (the receiver merges counters on the same reset whatever their stamp).
+                    // With encryption the counter is sealed with the value: opened to look, sent sealed.
+                    let counter = match &record.counter {
+                        Some(c) => Some(c.clone()),
+                        None if record.meta.flags.encrypted() => {
+                            coordinator.open(&namespace, &key, record.clone()).ok().and_then(|r| r.counter)
+                        }
+                        None => None,
+                    };
                     let ours = record.meta.origin == from
-                        || record.counter.as_ref().is_some_and(|c| c.sites.iter().any(|s| s.origin == from));
+                        || counter.as_ref().is_some_and(|c| c.sites.iter().any(|s| s.origin == from));
                     record.meta.origin = from;
                     ours.then_some(LogEntry { namespace, key, record })
                 })

@@ -63,6 +63,35 @@ pub struct ProxyConfig {
     pub tls_protocols: vesta_tls::Protocols,
     /// `[internal_tls]`: mutual TLS to the store nodes and between sites (replication, both ways).
     pub internal_tls: Option<vesta_tls::InternalTls>,
+    /// Encryption at rest (docs/security.md).
+    pub encryption: EncryptionConfig,
+}
+
+/// `[encryption]` of `proxy.toml`. Encryption is on when keys are given: in `keys_file`, or in the
+/// environment variable `VESTA_ENCRYPTION_KEYS` (`ID:BASE64KEY`, comma-separated), or both.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// A file of `ID:BASE64KEY` lines (32-byte keys). Keep it readable by the proxy only.
+    pub keys_file: Option<PathBuf>,
+    /// The key that seals new writes; unset: the highest id.
+    pub current_key: Option<u32>,
+    /// Values one derived data key seals before a fresh one is drawn (the nonce bound; at most 2^32).
+    pub records_per_data_key: u64,
+    /// Refuse values stored in the clear (turn on once `vesta admin reencrypt` reports none left): a
+    /// header whose encrypted flag was cleared is then an error, not ciphertext handed to a client.
+    pub refuse_clear: bool,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        EncryptionConfig {
+            keys_file: None,
+            current_key: None,
+            records_per_data_key: crate::crypto::DEFAULT_RECORDS_PER_DATA_KEY,
+            refuse_clear: false,
+        }
+    }
 }
 
 /// `[replication]` of `proxy.toml`. A site replicates when its store nodes log their commits
@@ -185,6 +214,7 @@ impl Default for ProxyConfig {
             tls_auth_clients: vesta_tls::ClientAuth::Yes,
             tls_protocols: vesta_tls::Protocols::default(),
             internal_tls: None,
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -236,6 +266,11 @@ impl ProxyConfig {
         }
         if !self.plaintext && self.tls_port.is_none() {
             return Err("plaintext = false needs a tls_port, or no client could connect".into());
+        }
+        if self.encryption.records_per_data_key == 0
+            || self.encryption.records_per_data_key > crate::crypto::DEFAULT_RECORDS_PER_DATA_KEY
+        {
+            return Err("encryption.records_per_data_key must be between 1 and 4294967296".into());
         }
         if let Some(limit) = self.client_query_buffer_limit {
             limits::check_query_buffer_limit(limit as u64).map_err(|_| {
@@ -326,6 +361,16 @@ pub struct ProxyFlags {
     pub internal_tls_key_file: Option<PathBuf>,
     #[arg(long, env = "VESTA_PROXY_INTERNAL_TLS_CA_FILE", requires = "internal_tls_cert_file")]
     pub internal_tls_ca_file: Option<PathBuf>,
+    /// Encryption keys, one `ID:BASE64KEY` per line (`encryption.keys_file`; keys may also come from
+    /// `VESTA_ENCRYPTION_KEYS`).
+    #[arg(long, env = "VESTA_PROXY_ENCRYPTION_KEYS_FILE")]
+    pub encryption_keys_file: Option<PathBuf>,
+    /// The key id that seals new writes (`encryption.current_key`; default the highest).
+    #[arg(long, env = "VESTA_PROXY_ENCRYPTION_CURRENT_KEY")]
+    pub encryption_current_key: Option<u32>,
+    /// Refuse values stored in the clear (`encryption.refuse_clear`).
+    #[arg(long, env = "VESTA_PROXY_ENCRYPTION_REFUSE_CLEAR")]
+    pub encryption_refuse_clear: bool,
 }
 
 impl ProxyFlags {
@@ -391,6 +436,13 @@ impl ProxyFlags {
         {
             c.internal_tls = Some(vesta_tls::InternalTls { cert_file, key_file, ca_file });
         }
+        if self.encryption_keys_file.is_some() {
+            c.encryption.keys_file = self.encryption_keys_file;
+        }
+        if self.encryption_current_key.is_some() {
+            c.encryption.current_key = self.encryption_current_key;
+        }
+        c.encryption.refuse_clear |= self.encryption_refuse_clear;
         c.validate()?;
         Ok(c)
     }

@@ -8,6 +8,7 @@ pub mod clients;
 pub mod cmd;
 pub mod config;
 pub mod coordinator;
+pub mod crypto;
 pub mod limits;
 pub mod metrics;
 pub mod pool;

@@ -9,7 +9,8 @@ pub const COMMANDS: &str = "vesta_proxy_commands_total";
 /// Command latency by `cmd`, seconds.
 pub const COMMAND_SECONDS: &str = "vesta_proxy_command_seconds";
 /// Quorum outcomes by `op` (read, write, write_many) and `outcome` (ok, retried_locked, retried_late,
-/// retried_moved, contended, moved, below_quorum, outcome_unknown, clock_skew, too_large).
+/// retried_moved, contended, moved, below_quorum, outcome_unknown, clock_skew, too_large, encryption:
+/// a value that failed to decrypt, or to seal).
 pub const QUORUM: &str = "vesta_proxy_quorum_total";
 /// Write attempts started over because the prepare leases were (nearly) over when the decision could
 /// be made (a stalled coordinator, slow replies).
@@ -28,6 +29,12 @@ pub const MAP_VERSION: &str = "vesta_proxy_map_version";
 pub const PROTOCOL_ERRORS: &str = "vesta_proxy_protocol_errors_total";
 /// Connections closed for holding more than `client-query-buffer-limit` bytes of one unparsed request.
 pub const QUERY_BUFFER_DISCONNECTIONS: &str = "vesta_proxy_query_buffer_limit_disconnections_total";
+
+/// Stored values that failed to decrypt, by `reason` (unknown_key, authentication: tampered or moved,
+/// malformed). The client gets an error, never the bytes.
+pub const DECRYPT_FAILURES: &str = "vesta_proxy_decrypt_failures_total";
+/// Records rewritten under the current key by `VESTA.REENCRYPT`.
+pub const REENCRYPTED: &str = "vesta_proxy_reencrypted_records_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];

@@ -89,6 +89,7 @@ impl Proxy {
             limits: ClientLimits::new(config.proto_max_bulk_len, config.client_query_buffer_limit),
             query_buffer_disconnections: 0.into(),
             replication: Default::default(),
+            encryption: coordinator.encryption().clone(),
         };
         Arc::new(Proxy { coordinator, shared, max_clients: config.max_clients, max_pipeline: config.max_pipeline })
     }
@@ -149,7 +150,14 @@ pub async fn run_proxy(
     // The address reported (and INFO's tcp_port): the plaintext port, or the TLS one when it is alone.
     let first = plain.as_ref().or(secure.as_ref().map(|(l, _)| l)).ok_or("no client port configured")?;
     let addr = first.local_addr().map_err(|e| e.to_string())?;
+    let ring = crate::crypto::load_ring(config.encryption.keys_file.as_deref(), config.encryption.current_key)
+        .map_err(|e| e.to_string())?;
     let proxy = Proxy::new(config, topology, addr.port(), locals);
+    if let Some(ring) = ring {
+        let bound = config.encryption.records_per_data_key;
+        let sealer = Arc::new(crate::crypto::Sealer::with_bound(ring, bound));
+        proxy.coordinator.encryption().enable(sealer, config.encryption.refuse_clear);
+    }
     if let Some(tls) = store_tls {
         proxy.coordinator.pool().set_tls(tls);
     }
@@ -563,6 +571,10 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
     if let Some((reply, after)) = cmd::connection::run(session, &name, params) {
         proxy.shared.clients.update(session);
         return (ready(session.resp3, reply), after);
+    }
+    if name == "vesta.reencrypt" {
+        let run = cmd::reencrypt::run(coordinator, params.to_vec());
+        return (after_earlier(resp3, spec.name, Vec::new(), None, run), After::Continue);
     }
     if let Some(reply) = cmd::server::run(&proxy.shared, session, &name, params) {
         return (ready(resp3, reply), After::Continue);

@@ -111,6 +111,8 @@ pub struct Shared {
     pub query_buffer_disconnections: AtomicU64,
     /// Cross-site replication run by this proxy, for INFO replication (set once it starts).
     pub replication: std::sync::OnceLock<std::sync::Arc<dyn ReplicationReport>>,
+    /// Encryption at rest (INFO's `# Encryption`).
+    pub encryption: std::sync::Arc<crate::crypto::EncryptionState>,
 }
 
 /// What INFO replication shows of the cross-site replication this proxy runs (`vesta-repl` reports it).

@@ -10,6 +10,7 @@ mod expiry;
 pub mod keys;
 pub mod keyspace;
 mod pattern;
+pub mod reencrypt;
 pub mod scripts;
 pub mod server;
 pub mod snapshot;
@@ -190,6 +191,8 @@ pub const TABLE: &[Spec] = &[
         group: "server",
     },
     Spec { name: "config", arity: -2, flags: S, keys: (0, 0, 0), group: "server" },
+    // Vesta's own: rewriting records under the current encryption key (`vesta admin reencrypt`).
+    Spec { name: "vesta.reencrypt", arity: -2, flags: &["admin", "noscript"], keys: (0, 0, 0), group: "server" },
 ];
 
 pub fn spec(name: &str) -> Option<&'static Spec> {

@@ -359,6 +359,7 @@ const SECTIONS: &[(&str, bool)] = &[
     ("cpu", true),
     ("commandstats", false),
     ("cluster", true),
+    ("encryption", true),
     ("keyspace", true),
 ];
 
@@ -459,6 +460,13 @@ fn info_section(shared: &Shared, section: &str) -> String {
                 shared.read_quorum,
                 down.join(",")
             )
+        }
+        "encryption" => {
+            let mut text = String::from("# Encryption\r\n");
+            for (field, value) in shared.encryption.info_fields() {
+                text.push_str(&format!("{field}:{value}\r\n"));
+            }
+            text + "\r\n"
         }
         // Key counts need a walk of every shard (DBSIZE); INFO stays cheap and leaves the section empty.
         "keyspace" => "# Keyspace\r\n".into(),

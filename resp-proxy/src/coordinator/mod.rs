@@ -7,7 +7,9 @@
 mod hlc;
 mod key_queue;
 mod read;
+mod reencrypt;
 mod scan;
+mod sealing;
 mod transaction;
 mod write;
 
@@ -24,6 +26,7 @@ use vesta_proto::{KeyRef, Record, Request, RequestId};
 
 use hlc::Hlc;
 use key_queue::KeyQueue;
+pub use reencrypt::ReencryptPage;
 pub use scan::{ScanPage, ScanRequest};
 pub use transaction::{KeyName, ManyDecision};
 
@@ -149,6 +152,11 @@ pub enum CoordError {
     /// commit phase, so nothing was written.
     #[error("ERR write too large: {len} bytes for one store node, over the internal message limit of {max} bytes")]
     TooLarge { len: usize, max: usize },
+    /// A stored value did not open: nothing of it reaches the client (docs/security.md).
+    #[error("ERR value of key '{key}' failed to decrypt (key id {key_id}): {why}")]
+    Decrypt { key: String, key_id: u32, why: crate::crypto::OpenError },
+    #[error("ERR value could not be encrypted: {0}")]
+    Seal(crate::crypto::SealError),
 }
 
 impl CoordError {
@@ -184,6 +192,8 @@ pub struct Coordinator {
     queue: KeyQueue,
     /// When a clock-skew refusal was last logged (monotonic ms; 0 = never).
     skew_logged_ms: AtomicU64,
+    /// Encryption at rest: off until [`crate::crypto::EncryptionState::enable`].
+    encryption: Arc<crate::crypto::EncryptionState>,
 }
 
 impl Coordinator {
@@ -208,6 +218,7 @@ impl Coordinator {
             ids,
             queue: KeyQueue::default(),
             skew_logged_ms: AtomicU64::new(0),
+            encryption: Default::default(),
         })
     }
 

@@ -29,12 +29,19 @@ impl Coordinator {
     /// key back. Replicas that answer late with an older copy are repaired in the background.
     pub async fn read(self: &Arc<Self>, namespace: &Bytes, key: &Bytes) -> Result<Option<Record>, CoordError> {
         let now = self.now_ms();
-        Ok(self.read_copy(namespace, key).await?.filter(|r| r.meta.live_at(now)))
+        let live = self.read_stored(namespace, key).await?.filter(|r| r.meta.live_at(now));
+        self.open_copy(namespace, key, live)
     }
 
     /// [`Coordinator::read`], but a dead copy is returned as it is: WATCH compares copies, and a delete
     /// is a change.
     pub async fn read_copy(self: &Arc<Self>, namespace: &Bytes, key: &Bytes) -> Result<Option<Record>, CoordError> {
+        let copy = self.read_stored(namespace, key).await?;
+        self.open_copy(namespace, key, copy)
+    }
+
+    /// The newest copy as the store nodes hold it (sealed, with encryption on).
+    async fn read_stored(self: &Arc<Self>, namespace: &Bytes, key: &Bytes) -> Result<Option<Record>, CoordError> {
         let target = self.target(namespace, key);
         let deadline = Instant::now() + self.settings.deadline;
         let mut attempt = 0;

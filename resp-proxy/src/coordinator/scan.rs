@@ -85,7 +85,7 @@ impl Coordinator {
 
     /// Reads shards `from..to` (one storage group) on R replicas; returns the merged live keys of the
     /// shards finished and the first shard not finished.
-    async fn scan_group(
+    pub(super) async fn scan_group(
         self: &Arc<Self>,
         group: &[NodeIndex],
         from: u32,

@@ -198,12 +198,19 @@ impl Coordinator {
             release(self, true);
             return Err(failed);
         }
-        let newest: Vec<Option<Record>> = (0..targets.len())
+        let opened: Result<Vec<Option<Record>>, CoordError> = (0..targets.len())
             .map(|i| {
                 let copies = holders.iter().filter_map(|&n| leased.get(&(n, i)).map(|(c, _)| c));
-                newest(copies).cloned()
+                self.open_copy(&targets[i].namespace, &targets[i].key, newest(copies).cloned())
             })
             .collect();
+        let newest = match opened {
+            Ok(n) => n,
+            Err(e) => {
+                release(self, true);
+                return Err(Failed::Final(e));
+            }
+        };
         let refs: Vec<Option<&Record>> = newest.iter().map(Option::as_ref).collect();
         let (values, reply) = match decide(&refs, now) {
             ManyDecision::Answer(reply) => {
@@ -220,7 +227,14 @@ impl Coordinator {
         let mut records: Vec<Option<Record>> = vec![None; targets.len()];
         for (i, value) in values {
             if let Some(slot) = records.get_mut(i) {
-                *slot = Some(self.new_record(newest[i].as_ref(), value, hlc, req, now));
+                let record = self.new_record(newest[i].as_ref(), value, hlc, req, now);
+                match self.seal(&targets[i].namespace, &targets[i].key, record) {
+                    Ok(r) => *slot = Some(r),
+                    Err(e) => {
+                        release(self, true);
+                        return Err(Failed::Final(e));
+                    }
+                }
             }
         }
 

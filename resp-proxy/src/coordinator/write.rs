@@ -153,7 +153,10 @@ impl Coordinator {
         key: &Bytes,
         record: Record,
     ) -> Result<bool, CoordError> {
-        // A counter merges with the copy here, so that copy's contributions are needed.
+        // Opened here (a site must hold the keys its peers seal with) and sealed again under this
+        // site's current key; a counter merges with the copy here, so that copy's contributions are
+        // needed.
+        let record = self.open(namespace, key, record)?;
         let want_value = record.counter.is_some();
         let reply =
             self.write(namespace, key, PrepareKind::Set, want_value, |_, _| Decision::Install(record.clone())).await?;
@@ -187,6 +190,7 @@ impl Coordinator {
             Err(Failed::Final(e @ CoordError::OutcomeUnknown { .. })) => ("outcome_unknown", Some(Err(e))),
             Err(Failed::Final(e @ CoordError::ClockSkew(_))) => ("clock_skew", Some(Err(e))),
             Err(Failed::Final(e @ CoordError::TooLarge { .. })) => ("too_large", Some(Err(e))),
+            Err(Failed::Final(e @ (CoordError::Decrypt { .. } | CoordError::Seal(_)))) => ("encryption", Some(Err(e))),
             Err(Failed::Final(e)) => ("below_quorum", Some(Err(e))),
         };
         metrics::counter!(m::QUORUM, "op" => op, "outcome" => label).increment(1);
@@ -248,7 +252,18 @@ impl Coordinator {
             self.settle_late(pending, req, target.clone(), None);
             return Err(failed);
         }
+        // The copy decided on, in the clear (only when its value was read: without it there is nothing
+        // to open, and the decision looks at metadata only).
         let newest = newest(copies.iter()).cloned();
+        let newest = if want_value { self.open_copy(&target.namespace, &target.key, newest) } else { Ok(newest) };
+        let newest = match newest {
+            Ok(n) => n,
+            Err(e) => {
+                self.abort(req, target, nodes());
+                self.settle_late(pending, req, target.clone(), None);
+                return Err(Failed::Final(e));
+            }
+        };
         let live = newest.as_ref().filter(|r| r.meta.live_at(now));
         let (record, reply, keep_writer) = match decide(live, now) {
             Decision::Answer(reply) => {
@@ -272,6 +287,14 @@ impl Coordinator {
             Decision::Write(value, reply) => {
                 let seen = copies.iter().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
                 (self.new_record(newest.as_ref(), value, self.hlc.next(seen, now), req, now), reply, false)
+            }
+        };
+        let record = match self.seal(&target.namespace, &target.key, record) {
+            Ok(r) => r,
+            Err(e) => {
+                self.abort(req, target, nodes());
+                self.settle_late(pending, req, target.clone(), None);
+                return Err(Failed::Final(e));
             }
         };
         let commit = Request::Commit(Commit { req, target: target.clone(), record: record.clone(), keep_writer });

@@ -5,6 +5,7 @@ mod certs;
 mod copy;
 mod progress;
 mod redistribute;
+mod reencrypt;
 mod repair;
 mod repl;
 
@@ -145,6 +146,10 @@ enum AdminCommand {
         #[command(subcommand)]
         action: repl::ReplAction,
     },
+    /// After an encryption key rotation: rewrite the records under old keys with the current key,
+    /// online, shard by shard through a proxy; then count records per key id and say which keys may be
+    /// retired (`--usage-only`: only count).
+    Reencrypt(reencrypt::ReencryptFlags),
 }
 
 #[derive(Subcommand)]
@@ -192,6 +197,7 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
         match flags.command {
             AdminCommand::Certs { out, certs, days } => certs::make(&out, &certs, days),
             AdminCommand::Repl { action } => repl::run(action).await,
+            AdminCommand::Reencrypt(flags) => reencrypt::run(flags).await,
             AdminCommand::Init { spec, dry_run } => {
                 let spec_value = ClusterSpec::from_file(&spec).map_err(|e| format!("{}: {e}", spec.display()))?;
                 let map = ShardMap::initial(&spec_value);

@@ -148,7 +148,7 @@ async fn steer(proxy: &str, what: &str, peer: Option<String>) -> Result<(), Stri
     Ok(())
 }
 
-async fn connect(addr: &str) -> Result<MultiplexedConnection, String> {
+pub(super) async fn connect(addr: &str) -> Result<MultiplexedConnection, String> {
     let client = redis::Client::open(format!("redis://{addr}/")).map_err(|e| format!("{addr}: {e}"))?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -156,7 +156,7 @@ async fn connect(addr: &str) -> Result<MultiplexedConnection, String> {
     client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| format!("connect to {addr}: {e}"))
 }
 
-async fn call(c: &mut MultiplexedConnection, args: &[&str]) -> Result<Value, String> {
+pub(super) async fn call(c: &mut MultiplexedConnection, args: &[&str]) -> Result<Value, String> {
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {
         cmd.arg(*a);

@@ -198,6 +198,11 @@ impl Cluster {
         self.stores[i].addr
     }
 
+    /// Store `i`'s data directory (RocksDB files, WAL, change log).
+    pub fn store_dir(&self, i: usize) -> &Path {
+        self.stores[i].dir.path()
+    }
+
     pub fn store_count(&self) -> usize {
         self.stores.len()
     }
