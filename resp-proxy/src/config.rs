@@ -47,6 +47,13 @@ pub struct ProxyConfig {
     pub client_query_buffer_limit: Option<usize>,
     /// Cross-site replication (docs/replication.md): receiving other sites' writes, shipping this site's.
     pub replication: ReplicationConfig,
+    /// Redis's `requirepass`: the default user's password (clients send `AUTH <password>`).
+    pub requirepass: Option<String>,
+    /// Redis's `protected-mode`: while the default user has no password, clients from beyond loopback
+    /// are answered `-DENIED …` and disconnected.
+    pub protected_mode: bool,
+    /// Users (Redis ACL rules, bound to namespaces with `db=`) and the AUTH failure limit.
+    pub acl: crate::acl::AclConfig,
 }
 
 /// `[replication]` of `proxy.toml`. A site replicates when its store nodes log their commits
@@ -161,6 +168,9 @@ impl Default for ProxyConfig {
             proto_max_bulk_len: limits::DEFAULT_PROTO_MAX_BULK_LEN,
             client_query_buffer_limit: None,
             replication: ReplicationConfig::default(),
+            requirepass: None,
+            protected_mode: true,
+            acl: crate::acl::AclConfig::default(),
         }
     }
 }
@@ -186,6 +196,7 @@ impl ProxyConfig {
             )
         })?;
         self.replication.validate(self.origin)?;
+        self.build_acl().map_err(|e| e.to_string())?;
         if let Some(limit) = self.client_query_buffer_limit {
             limits::check_query_buffer_limit(limit as u64).map_err(|_| {
                 format!(
@@ -195,6 +206,13 @@ impl ProxyConfig {
             })?;
         }
         Ok(())
+    }
+}
+
+impl ProxyConfig {
+    /// The users, AUTH limit and protected mode this configuration describes.
+    pub fn build_acl(&self) -> Result<crate::acl::Acl, crate::acl::AclConfigError> {
+        crate::acl::Acl::new(self.requirepass.as_deref(), &self.acl, self.protected_mode)
     }
 }
 
@@ -249,6 +267,13 @@ pub struct ProxyFlags {
     /// The change logs' bound in seconds (`replication.max_backlog_secs`).
     #[arg(long, env = "VESTA_PROXY_REPL_MAX_BACKLOG_SECS")]
     pub repl_max_backlog_secs: Option<u64>,
+    /// The default user's password (Redis's requirepass). Prefer the file or the environment: a flag
+    /// shows in the process list.
+    #[arg(long, env = "VESTA_PROXY_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// Redis's protected mode (`true`/`false`, default true).
+    #[arg(long, env = "VESTA_PROXY_PROTECTED_MODE")]
+    pub protected_mode: Option<bool>,
 }
 
 impl ProxyFlags {
@@ -275,8 +300,12 @@ impl ProxyFlags {
             max_pipeline,
             max_clock_drift_ms,
             clock_offset_ms,
-            proto_max_bulk_len
+            proto_max_bulk_len,
+            protected_mode
         );
+        if self.requirepass.is_some() {
+            c.requirepass = self.requirepass;
+        }
         if self.metrics_listen.is_some() {
             c.metrics_listen = self.metrics_listen;
         }

@@ -28,6 +28,11 @@ pub const MAP_VERSION: &str = "vesta_proxy_map_version";
 pub const PROTOCOL_ERRORS: &str = "vesta_proxy_protocol_errors_total";
 /// Connections closed for holding more than `client-query-buffer-limit` bytes of one unparsed request.
 pub const QUERY_BUFFER_DISCONNECTIONS: &str = "vesta_proxy_query_buffer_limit_disconnections_total";
+/// ACL refusals by `reason`: auth (a wrong password or unknown/disabled user), auth_rate_limited (an
+/// AUTH refused unchecked: too many failures from that address), command, key, database.
+pub const ACL_DENIED: &str = "vesta_proxy_acl_denied_total";
+/// Connections refused by protected mode (a non-loopback client while the default user has no password).
+pub const PROTECTED_MODE_REFUSALS: &str = "vesta_proxy_protected_mode_refusals_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];

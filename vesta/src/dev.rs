@@ -61,6 +61,9 @@ pub struct DevFlags {
     /// A peer site to ship this site's writes to, NAME=ORIGIN@HOST:PORT (repeat for each).
     #[arg(long, env = "VESTA_DEV_REPL_PEERS", value_delimiter = ',')]
     repl_peer: Vec<vesta_proxy::PeerSite>,
+    /// The default user's password (Redis's requirepass): clients must AUTH first.
+    #[arg(long, env = "VESTA_DEV_REQUIREPASS", hide_env_values = true)]
+    requirepass: Option<String>,
 }
 
 const ZONES: usize = 3;
@@ -100,6 +103,7 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
         proto_max_bulk_len: flags.proto_max_bulk_len,
         origin: flags.origin,
         replication,
+        requirepass: flags.requirepass.clone(),
         ..ProxyConfig::default()
     };
     // The stores log this site's commits only when there is a site to ship them to or to hear from.

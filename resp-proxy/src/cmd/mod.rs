@@ -4,6 +4,7 @@
 //! Connection-state commands (HELLO, SELECT, CLIENT, …) live in `connection.rs` and `server.rs` and run
 //! in order on the connection; data commands run concurrently and their replies are reordered.
 
+pub mod acl;
 pub mod connection;
 pub mod counters;
 mod expiry;
@@ -190,6 +191,7 @@ pub const TABLE: &[Spec] = &[
         group: "server",
     },
     Spec { name: "config", arity: -2, flags: S, keys: (0, 0, 0), group: "server" },
+    Spec { name: "acl", arity: -2, flags: S, keys: (0, 0, 0), group: "server" },
 ];
 
 pub fn spec(name: &str) -> Option<&'static Spec> {
