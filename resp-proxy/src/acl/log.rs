@@ -99,7 +99,15 @@ impl AclLog {
             return;
         }
         let ms = unix_ms();
-        entries.push_front(Entry { denial, count: 1, id: *next_id, created: now, updated: now, created_ms: ms, updated_ms: ms });
+        entries.push_front(Entry {
+            denial,
+            count: 1,
+            id: *next_id,
+            created: now,
+            updated: now,
+            created_ms: ms,
+            updated_ms: ms,
+        });
         *next_id += 1;
         entries.truncate(MAX_ENTRIES);
     }

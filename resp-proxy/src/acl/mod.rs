@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::cmd::connection::DATABASES;
 use crate::cmd::{self, Spec};
 use crate::metrics as m;
 use crate::resp::Reply;
@@ -336,7 +337,8 @@ const WHOLE_DB: &[&str] = &["scan", "keys", "dbsize", "randomkey", "flushdb"];
 /// and those it names (SELECT n, MOVE key n, COPY … DB n, FLUSHALL). A database argument that does not
 /// parse is left to the command's own error.
 fn databases_named(spec: &Spec, args: &[Bytes], current: u32) -> Vec<Db> {
-    let number = |b: &Bytes| cmd::parse_i64(b).and_then(|n| u32::try_from(n).ok());
+    // Out of range: the command answers its own `DB index is out of range`.
+    let number = |b: &Bytes| cmd::parse_i64(b).and_then(|n| u32::try_from(n).ok()).filter(|&n| n < DATABASES);
     let mut dbs = Vec::new();
     if spec.keys.0 > 0 || spec.flags.contains(&"movablekeys") || WHOLE_DB.contains(&spec.name) {
         dbs.push(Db::One(current));
@@ -380,13 +382,18 @@ mod tests {
         assert_eq!(named(&["EVAL", "x", "0"], 1), vec![Db::One(1)]);
         assert_eq!(named(&["PING"], 1), vec![]);
         assert_eq!(named(&["SELECT", "x"], 1), vec![]);
+        assert_eq!(named(&["SELECT", "16"], 1), vec![]);
     }
 
     #[test]
     fn configuration_errors_are_one_clear_line() {
-        let with = |users: &[&str]| AclConfig { users: users.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        let with =
+            |users: &[&str]| AclConfig { users: users.iter().map(|s| s.to_string()).collect(), ..Default::default() };
         let e = Acl::new(None, &with(&["alice on +@nope"]), true).err().unwrap().to_string();
-        assert_eq!(e, "acl.users, user line 1: Error in ACL SETUSER modifier '+@nope': Unknown command or category name in ACL");
+        assert_eq!(
+            e,
+            "acl.users, user line 1: Error in ACL SETUSER modifier '+@nope': Unknown command or category name in ACL"
+        );
         assert!(matches!(Acl::new(None, &with(&["a on", "a off"]), true), Err(AclConfigError::Duplicate(_))));
         assert!(matches!(Acl::new(Some("x"), &with(&["default on >y +@all"]), true), Err(AclConfigError::TwoDefaults)));
         let acl = Acl::new(Some("secret"), &with(&[]), true).unwrap();

@@ -151,7 +151,10 @@ impl User {
             }
         } else if let Some(hash) = rule.strip_prefix('#') {
             let h = parse_hex_hash(hash).ok_or_else(|| {
-                bad(rule, "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters")
+                bad(
+                    rule,
+                    "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters",
+                )
             })?;
             self.nopass = false;
             if !self.passwords.contains(&h) {
@@ -277,11 +280,19 @@ impl User {
     }
 
     pub fn keys_rule(&self) -> &'static str {
-        if self.all_keys { "~*" } else { "resetkeys" }
+        if self.all_keys {
+            "~*"
+        } else {
+            "resetkeys"
+        }
     }
 
     pub fn channels_rule(&self) -> &'static str {
-        if self.all_channels { "&*" } else { "resetchannels" }
+        if self.all_channels {
+            "&*"
+        } else {
+            "resetchannels"
+        }
     }
 
     /// `alldbs`, `resetdbs` or `db=0,3`.
