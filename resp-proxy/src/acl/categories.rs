@@ -197,7 +197,7 @@ pub fn full_name(name: &str, first_arg: Option<&[u8]>) -> &'static str {
         let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
         let wanted = format!("{name}|{sub}");
         if let Some((n, _)) = COMMANDS.iter().find(|(n, _)| *n == wanted) {
-            return *n;
+            return n;
         }
     }
     COMMANDS.iter().find(|(n, _)| *n == name).map_or("", |(n, _)| *n)
