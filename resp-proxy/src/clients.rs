@@ -13,13 +13,28 @@ use tokio::sync::Notify;
 use crate::session::Session;
 
 /// What CLIENT LIST shows of a connection; refreshed when a connection command changes it.
+/// What CLIENT LIST shows of a connection's choices.
 #[derive(Clone, Default)]
-struct Details {
+pub struct Details {
     name: Option<Bytes>,
     db: u32,
     resp3: bool,
     lib_name: Option<Bytes>,
     lib_ver: Option<Bytes>,
+    user: String,
+}
+
+impl Details {
+    pub fn of(s: &Session) -> Details {
+        Details {
+            name: s.name.clone(),
+            db: s.db,
+            resp3: s.resp3,
+            lib_name: s.lib_name.clone(),
+            lib_ver: s.lib_ver.clone(),
+            user: s.user.name.clone(),
+        }
+    }
 }
 
 pub struct Client {
@@ -91,13 +106,7 @@ impl Clients {
     /// Copies what CLIENT LIST shows from the session.
     pub fn update(&self, s: &Session) {
         if let Some(c) = self.by_id.get(&s.id) {
-            *c.details.lock() = Details {
-                name: s.name.clone(),
-                db: s.db,
-                resp3: s.resp3,
-                lib_name: s.lib_name.clone(),
-                lib_ver: s.lib_ver.clone(),
-            };
+            *c.details.lock() = Details::of(s);
         }
     }
 
@@ -111,19 +120,7 @@ impl Clients {
             .map(|c| {
                 let d = c.details.lock().clone();
                 let qbuf = (c.qbuf.load(Ordering::Relaxed), c.qbuf_free.load(Ordering::Relaxed));
-                line(
-                    c.id,
-                    c.peer,
-                    c.local,
-                    c.created,
-                    &d.name,
-                    d.db,
-                    d.resp3,
-                    &d.lib_name,
-                    &d.lib_ver,
-                    qbuf,
-                    "client|list",
-                )
+                line(c.id, c.peer, c.local, c.created, &d, qbuf, "client|list")
             })
             .collect()
     }
@@ -149,31 +146,28 @@ impl Clients {
 
 /// One CLIENT LIST / CLIENT INFO line, with Redis's fields (those Vesta does not track read 0). `qbuf`:
 /// the input buffer's unparsed bytes and spare room.
-#[allow(clippy::too_many_arguments)]
 pub fn line(
     id: u64,
     peer: SocketAddr,
     local: SocketAddr,
     created: Instant,
-    name: &Option<Bytes>,
-    db: u32,
-    resp3: bool,
-    lib_name: &Option<Bytes>,
-    lib_ver: &Option<Bytes>,
+    d: &Details,
     qbuf: (usize, usize),
     cmd: &str,
 ) -> String {
     let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
     format!(
-        "id={id} addr={peer} laddr={local} fd=0 name={} age={} idle=0 flags=N db={db} sub=0 psub=0 ssub=0 \
+        "id={id} addr={peer} laddr={local} fd=0 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 \
          multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
-         cmd={cmd} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
-        text(name),
+         cmd={cmd} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+        text(&d.name),
         created.elapsed().as_secs(),
+        d.db,
         qbuf.0,
         qbuf.1,
-        if resp3 { 3 } else { 2 },
-        text(lib_name),
-        text(lib_ver),
+        d.user,
+        if d.resp3 { 3 } else { 2 },
+        text(&d.lib_name),
+        text(&d.lib_ver),
     )
 }

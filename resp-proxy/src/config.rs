@@ -65,6 +65,13 @@ pub struct ProxyConfig {
     pub internal_tls: Option<vesta_tls::InternalTls>,
     /// Encryption at rest (docs/security.md).
     pub encryption: EncryptionConfig,
+    /// Redis's `requirepass`: the default user's password (clients send `AUTH <password>`).
+    pub requirepass: Option<String>,
+    /// Redis's `protected-mode`: while the default user has no password, clients from beyond loopback
+    /// are answered `-DENIED …` and disconnected.
+    pub protected_mode: bool,
+    /// Users (Redis ACL rules, bound to namespaces with `db=`) and the AUTH failure limit.
+    pub acl: crate::acl::AclConfig,
 }
 
 /// `[encryption]` of `proxy.toml`. Encryption is on when keys are given: in `keys_file`, or in the
@@ -215,6 +222,9 @@ impl Default for ProxyConfig {
             tls_protocols: vesta_tls::Protocols::default(),
             internal_tls: None,
             encryption: EncryptionConfig::default(),
+            requirepass: None,
+            protected_mode: true,
+            acl: crate::acl::AclConfig::default(),
         }
     }
 }
@@ -272,6 +282,7 @@ impl ProxyConfig {
         {
             return Err("encryption.records_per_data_key must be between 1 and 4294967296".into());
         }
+        self.build_acl().map_err(|e| e.to_string())?;
         if let Some(limit) = self.client_query_buffer_limit {
             limits::check_query_buffer_limit(limit as u64).map_err(|_| {
                 format!(
@@ -281,6 +292,13 @@ impl ProxyConfig {
             })?;
         }
         Ok(())
+    }
+}
+
+impl ProxyConfig {
+    /// The users, AUTH limit and protected mode this configuration describes.
+    pub fn build_acl(&self) -> Result<crate::acl::Acl, crate::acl::AclConfigError> {
+        crate::acl::Acl::new(self.requirepass.as_deref(), &self.acl, self.protected_mode)
     }
 }
 
@@ -371,6 +389,13 @@ pub struct ProxyFlags {
     /// Refuse values stored in the clear (`encryption.refuse_clear`).
     #[arg(long, env = "VESTA_PROXY_ENCRYPTION_REFUSE_CLEAR")]
     pub encryption_refuse_clear: bool,
+    /// The default user's password (Redis's requirepass). Prefer the file or the environment: a flag
+    /// shows in the process list.
+    #[arg(long, env = "VESTA_PROXY_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// Redis's protected mode (`true`/`false`, default true).
+    #[arg(long, env = "VESTA_PROXY_PROTECTED_MODE")]
+    pub protected_mode: Option<bool>,
 }
 
 impl ProxyFlags {
@@ -397,8 +422,12 @@ impl ProxyFlags {
             max_pipeline,
             max_clock_drift_ms,
             clock_offset_ms,
-            proto_max_bulk_len
+            proto_max_bulk_len,
+            protected_mode
         );
+        if self.requirepass.is_some() {
+            c.requirepass = self.requirepass;
+        }
         if self.metrics_listen.is_some() {
             c.metrics_listen = self.metrics_listen;
         }

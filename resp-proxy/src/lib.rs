@@ -4,6 +4,7 @@
 //! one file per family, parsing separate from execution) → [`coordinator`] (the single 2PC driver) →
 //! [`pool`] (store-node connections) and [`topology`] (where shards live).
 
+pub mod acl;
 pub mod clients;
 pub mod cmd;
 pub mod config;

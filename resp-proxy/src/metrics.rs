@@ -29,6 +29,11 @@ pub const MAP_VERSION: &str = "vesta_proxy_map_version";
 pub const PROTOCOL_ERRORS: &str = "vesta_proxy_protocol_errors_total";
 /// Connections closed for holding more than `client-query-buffer-limit` bytes of one unparsed request.
 pub const QUERY_BUFFER_DISCONNECTIONS: &str = "vesta_proxy_query_buffer_limit_disconnections_total";
+/// ACL refusals by `reason`: auth (a wrong password or unknown/disabled user), auth_rate_limited (an
+/// AUTH refused unchecked: too many failures from that address), command, key, database.
+pub const ACL_DENIED: &str = "vesta_proxy_acl_denied_total";
+/// Connections refused by protected mode (a non-loopback client while the default user has no password).
+pub const PROTECTED_MODE_REFUSALS: &str = "vesta_proxy_protected_mode_refusals_total";
 
 /// Stored values that failed to decrypt, by `reason` (unknown_key, authentication: tampered or moved,
 /// malformed). The client gets an error, never the bytes.

@@ -90,6 +90,11 @@ impl Proxy {
             query_buffer_disconnections: 0.into(),
             replication: Default::default(),
             encryption: coordinator.encryption().clone(),
+            acl: config.build_acl().unwrap_or_else(|e| {
+                // `run_proxy` refuses such a configuration before it gets here.
+                tracing::error!(error = %e, "bad ACL configuration: nobody can log in");
+                crate::acl::Acl::locked()
+            }),
         };
         Arc::new(Proxy { coordinator, shared, max_clients: config.max_clients, max_pipeline: config.max_pipeline })
     }
@@ -133,6 +138,7 @@ pub async fn run_proxy(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     topology.validate()?;
+    config.build_acl().map_err(|e| e.to_string())?;
     let tls = config.client_port_tls()?;
     let store_tls = match &config.internal_tls {
         Some(files) => {
@@ -217,7 +223,12 @@ pub async fn serve_port(
                         proxy.shared.total_connections.fetch_add(1, Ordering::Relaxed);
                         let clients = proxy.shared.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
                         metrics::gauge!(m::CLIENT_CONNECTIONS).increment(1.0);
-                        if clients as usize > proxy.max_clients {
+                        if proxy.shared.acl.refuses_connection(peer.ip()) {
+                            metrics::counter!(m::PROTECTED_MODE_REFUSALS).increment(1);
+                            tracing::debug!(%peer, "protected mode: refused a client from beyond loopback");
+                            let mut s = stream;
+                            let _ = s.write_all(crate::acl::DENIED.as_bytes()).await;
+                        } else if clients as usize > proxy.max_clients {
                             proxy.shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
                             let _ = refuse(stream, b"-ERR max number of clients reached\r\n").await;
                         } else if let Err(e) = connection(&proxy, stream, peer).await {
@@ -266,6 +277,7 @@ async fn session(
 ) -> std::io::Result<()> {
     let id = proxy.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(id, peer, local);
+    proxy.shared.acl.start_session(&mut session);
     let me = proxy.shared.clients.register(&session);
     let result = serve_client(proxy, &mut session, &me, rd, wr).await;
     proxy.shared.clients.unregister(id);
@@ -511,19 +523,21 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
     proxy.shared.total_commands.fetch_add(1, Ordering::Relaxed);
     let resp3 = session.resp3;
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    // Inside MULTI, commands are only checked (name and arity, as Redis does) and queued.
-    if let Some(queued) = session.multi.as_mut() {
-        if !NOT_QUEUED.contains(&name.as_str()) {
-            let reply = match cmd::spec(&name) {
+    // Inside MULTI, commands are only checked (name, arity and permissions, as Redis does) and queued; a
+    // refusal aborts EXEC.
+    if session.multi.is_some() && !NOT_QUEUED.contains(&name.as_str()) {
+        let refusal = match cmd::spec(&name) {
+            None => Some(cmd::unknown_command(&args[0], &args[1..])),
+            Some(spec) if !cmd::arity_ok(spec, args.len()) => Some(cmd::wrong_arity(spec.name)),
+            Some(spec) => proxy.shared.acl.check(session, spec, &args).err(),
+        };
+        if let Some(queued) = session.multi.as_mut() {
+            let reply = match refusal {
+                Some(refused) => {
+                    queued.failed = true;
+                    refused
+                }
                 None => {
-                    queued.failed = true;
-                    cmd::unknown_command(&args[0], &args[1..])
-                }
-                Some(spec) if !cmd::arity_ok(spec, args.len()) => {
-                    queued.failed = true;
-                    cmd::wrong_arity(spec.name)
-                }
-                Some(_) => {
                     queued.commands.push(args);
                     Reply::Status("QUEUED")
                 }
@@ -547,6 +561,9 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
         }
         return (ready(resp3, cmd::wrong_arity(spec.name)), After::Continue);
     }
+    if let Err(refused) = proxy.shared.acl.check(session, spec, &args) {
+        return (ready(resp3, refused), After::Continue);
+    }
     let params = &args[1..];
     let coordinator = proxy.coordinator.clone();
     match name.as_str() {
@@ -568,7 +585,7 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
         "exec" => return (exec(proxy, session, order), After::Continue),
         _ => {}
     }
-    if let Some((reply, after)) = cmd::connection::run(session, &name, params) {
+    if let Some((reply, after)) = cmd::connection::run(session, &proxy.shared.acl, &name, params) {
         proxy.shared.clients.update(session);
         return (ready(session.resp3, reply), after);
     }
@@ -616,7 +633,7 @@ fn exec(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder) -> Pend
     for args in queued.commands {
         let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
         let params = &args[1..];
-        let step = if let Some((reply, _)) = cmd::connection::run(session, &name, params) {
+        let step = if let Some((reply, _)) = cmd::connection::run(session, &proxy.shared.acl, &name, params) {
             Step::Done(reply)
         } else if let Some(reply) = cmd::server::run(&proxy.shared, session, &name, params) {
             Step::Done(reply)

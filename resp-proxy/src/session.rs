@@ -42,6 +42,9 @@ pub struct Session {
     pub watched: Vec<Watched>,
     /// CLIENT REPLY OFF / SKIP.
     pub reply_mode: ReplyMode,
+    /// The ACL user commands run as, and whether the connection has authenticated (see `acl`).
+    pub user: Arc<crate::acl::User>,
+    pub authenticated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,8 @@ impl Session {
             multi: None,
             watched: Vec::new(),
             reply_mode: ReplyMode::On,
+            user: crate::acl::open_default_user(),
+            authenticated: true,
         }
     }
 
@@ -76,7 +81,15 @@ impl Session {
         self.namespace = Bytes::from(db.to_string());
     }
 
-    /// RESET: back to a fresh connection's state (the id stays).
+    /// This connection as a CLIENT INFO line, `cmd` being the command it runs.
+    pub fn client_info(&self, cmd: &str) -> String {
+        let d = crate::clients::Details::of(self);
+        // Read while a command runs: nothing of it is left unparsed.
+        crate::clients::line(self.id, self.peer, self.local, self.created, &d, (0, 0), cmd)
+    }
+
+    /// RESET: back to a fresh connection's state (the id stays); the caller logs it in again as the
+    /// default user (`Acl::start_session`).
     pub fn reset(&mut self) {
         let (id, peer, local, created) = (self.id, self.peer, self.local, self.created);
         *self = Session::new(id, peer, local);
@@ -109,6 +122,8 @@ pub struct Shared {
     pub limits: crate::limits::ClientLimits,
     /// Connections closed for going over `client-query-buffer-limit`.
     pub query_buffer_disconnections: AtomicU64,
+    /// Users, AUTH, protected mode and their refusals.
+    pub acl: crate::acl::Acl,
     /// Cross-site replication run by this proxy, for INFO replication (set once it starts).
     pub replication: std::sync::OnceLock<std::sync::Arc<dyn ReplicationReport>>,
     /// Encryption at rest (INFO's `# Encryption`).

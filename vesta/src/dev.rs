@@ -65,6 +65,9 @@ pub struct DevFlags {
     /// with a CA and certificate made on first use in `<data-dir>/pki`.
     #[arg(long, env = "VESTA_DEV_TLS_PORT")]
     tls_port: Option<u16>,
+    /// The default user's password (Redis's requirepass): clients must AUTH first.
+    #[arg(long, env = "VESTA_DEV_REQUIREPASS", hide_env_values = true)]
+    requirepass: Option<String>,
 }
 
 /// A CA and a certificate for 127.0.0.1/localhost in `dir`, made unless they exist.
@@ -118,6 +121,7 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
         proto_max_bulk_len: flags.proto_max_bulk_len,
         origin: flags.origin,
         replication,
+        requirepass: flags.requirepass.clone(),
         ..ProxyConfig::default()
     };
     if let Some(port) = flags.tls_port {

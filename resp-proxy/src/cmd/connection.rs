@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::{int_arg, shown, wrong_arity};
+use crate::acl::{Acl, DB_DENIED};
 use crate::resp::Reply;
 use crate::session::{ReplyMode, Session};
 
@@ -19,7 +20,7 @@ pub enum After {
 }
 
 /// Runs a connection command; `None` when `name` is not one.
-pub fn run(s: &mut Session, name: &str, a: &[Bytes]) -> Option<(Reply, After)> {
+pub fn run(s: &mut Session, acl: &Acl, name: &str, a: &[Bytes]) -> Option<(Reply, After)> {
     let reply = match name {
         "ping" => match a {
             [] => Reply::Status("PONG"),
@@ -30,18 +31,21 @@ pub fn run(s: &mut Session, name: &str, a: &[Bytes]) -> Option<(Reply, After)> {
         "quit" => return Some((Reply::OK, After::Close)),
         "reset" => {
             s.reset();
+            acl.start_session(s);
             Reply::Status("RESET")
         }
         "select" => match int_arg(&a[0]) {
             Err(e) => e,
             Ok(db) if db < 0 || db >= DATABASES as i64 => Reply::error("ERR DB index is out of range"),
+            // `Acl::check` refused it already; checked again here for SELECTs queued in a transaction.
+            Ok(db) if !s.user.may_use_db(db as u32) => Reply::error(DB_DENIED),
             Ok(db) => {
                 s.select(db as u32);
                 Reply::OK
             }
         },
-        "auth" => auth(a),
-        "hello" => hello(s, a),
+        "auth" => auth(s, acl, a),
+        "hello" => hello(s, acl, a),
         // CLIENT LIST and KILL look at other connections: the server family answers them.
         "client" if is_registry_subcommand(&a[0]) => return None,
         "client" => client(s, a),
@@ -50,20 +54,26 @@ pub fn run(s: &mut Session, name: &str, a: &[Bytes]) -> Option<(Reply, After)> {
     Some((reply, After::Continue))
 }
 
-/// No users are configured yet: the default user has no password, as in a fresh Redis.
-fn auth(a: &[Bytes]) -> Reply {
-    match a {
-        [_password] => Reply::error(
-            "ERR AUTH <password> called without any password configured for the default user. \
-             Are you sure your configuration is correct?",
-        ),
-        [user, _password] if user.as_ref() == b"default" => Reply::OK,
-        [_, _] => Reply::error("WRONGPASS invalid username-password pair or user is disabled."),
-        _ => Reply::error("ERR syntax error"),
+/// `AUTH password` (as the default user, Redis's requirepass form) or `AUTH username password`.
+fn auth(s: &mut Session, acl: &Acl, a: &[Bytes]) -> Reply {
+    let (user, password) = match a {
+        [_] if acl.default_user().nopass => {
+            return Reply::error(
+                "ERR AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            );
+        }
+        [password] => (&b"default"[..], password),
+        [user, password] => (user.as_ref(), password),
+        _ => return Reply::error("ERR syntax error"),
+    };
+    match acl.authenticate(s, user, password) {
+        Ok(()) => Reply::OK,
+        Err(e) => e,
     }
 }
 
-fn hello(s: &mut Session, a: &[Bytes]) -> Reply {
+fn hello(s: &mut Session, acl: &Acl, a: &[Bytes]) -> Reply {
     let mut resp3 = s.resp3;
     if let Some(v) = a.first() {
         match super::parse_i64(v) {
@@ -79,7 +89,7 @@ fn hello(s: &mut Session, a: &[Bytes]) -> Reply {
         let more = a.len() - i - 1;
         match a[i].to_ascii_uppercase().as_slice() {
             b"AUTH" if more >= 2 => {
-                if let Reply::Error(e) = auth(&a[i + 1..i + 3]) {
+                if let Reply::Error(e) = auth(s, acl, &a[i + 1..i + 3]) {
                     return Reply::Error(e);
                 }
                 i += 3;
@@ -93,6 +103,13 @@ fn hello(s: &mut Session, a: &[Bytes]) -> Reply {
             }
             _ => return Reply::error(format!("ERR Syntax error in HELLO option '{}'", shown(&a[i]))),
         }
+    }
+    if !s.authenticated {
+        return Reply::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH \
+             <user> <pass> option can be used to authenticate the client and select the RESP protocol version at \
+             the same time",
+        );
     }
     s.resp3 = resp3;
     if let Some(n) = name {
@@ -143,20 +160,7 @@ fn client(s: &mut Session, a: &[Bytes]) -> Reply {
             }
             Reply::OK
         }
-        (b"info", []) => Reply::Verbatim(crate::clients::line(
-            s.id,
-            s.peer,
-            s.local,
-            s.created,
-            &s.name,
-            s.db,
-            s.resp3,
-            &s.lib_name,
-            &s.lib_ver,
-            // Read while this very command runs: nothing of it is left unparsed.
-            (0, 0),
-            "client|info",
-        )),
+        (b"info", []) => Reply::Verbatim(s.client_info("client|info")),
         (b"reply", [mode]) => match mode.to_ascii_lowercase().as_slice() {
             b"on" => {
                 s.reply_mode = ReplyMode::On;

@@ -4,6 +4,7 @@
 //! Connection-state commands (HELLO, SELECT, CLIENT, …) live in `connection.rs` and `server.rs` and run
 //! in order on the connection; data commands run concurrently and their replies are reordered.
 
+pub mod acl;
 pub mod connection;
 pub mod counters;
 mod expiry;
@@ -193,6 +194,7 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "config", arity: -2, flags: S, keys: (0, 0, 0), group: "server" },
     // Vesta's own: rewriting records under the current encryption key (`vesta admin reencrypt`).
     Spec { name: "vesta.reencrypt", arity: -2, flags: &["admin", "noscript"], keys: (0, 0, 0), group: "server" },
+    Spec { name: "acl", arity: -2, flags: S, keys: (0, 0, 0), group: "server" },
 ];
 
 pub fn spec(name: &str) -> Option<&'static Spec> {

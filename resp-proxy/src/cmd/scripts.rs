@@ -89,6 +89,15 @@ impl Cmd {
         }
     }
 
+    /// The Redis commands the script runs (`redis.call`), which its user must be allowed to run.
+    pub fn commands(&self) -> &'static [&'static str] {
+        match self {
+            Cmd::Release { .. } => &["get", "del"],
+            Cmd::Extend { .. } => &["get", "pttl", "pexpire"],
+            Cmd::Reacquire { .. } => &["get", "pexpire"],
+        }
+    }
+
     pub fn access(&self) -> Access {
         Access::Write(PrepareKind::ReadModifyWrite, true)
     }

@@ -19,6 +19,7 @@ pub fn run(shared: &Shared, session: &Session, name: &str, a: &[Bytes]) -> Optio
         "command" => command(a),
         "info" => Reply::Verbatim(info(shared, a)),
         "config" => config(shared, a),
+        "acl" => super::acl::run(shared, session, a),
         "client" => client(shared, session, a),
         "wait" => wait(shared, a),
         "function" => function(a),
@@ -65,12 +66,8 @@ fn vesta_repl(shared: &Shared, a: &[Bytes]) -> Reply {
 
 fn spec_reply(s: &Spec) -> Reply {
     let flags = s.flags.iter().map(|f| Reply::Status(f)).collect();
-    let category = Reply::Status(match s.group {
-        "string" => "@string",
-        "generic" => "@keyspace",
-        "connection" => "@connection",
-        _ => "@admin",
-    });
+    let categories: Vec<Reply> =
+        crate::acl::categories::of(s.name).iter().map(|c| Reply::text(&format!("@{c}"))).collect();
     Reply::Array(vec![
         Reply::text(s.name),
         Reply::Int(s.arity),
@@ -78,7 +75,7 @@ fn spec_reply(s: &Spec) -> Reply {
         Reply::Int(s.keys.0),
         Reply::Int(s.keys.1),
         Reply::Int(s.keys.2),
-        Reply::Set(vec![category]),
+        Reply::Set(categories),
         Reply::Array(vec![]),
         Reply::Array(vec![]),
         Reply::Array(vec![]),
@@ -412,11 +409,17 @@ fn info_section(shared: &Shared, section: &str) -> String {
             let tls = vesta_tls::HandshakeStats::now();
             format!(
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\
-                 client_query_buffer_limit_disconnections:{}\r\ntls_handshakes_ok:{}\r\ntls_handshakes_failed:{}\r\n\r\n",
+                 client_query_buffer_limit_disconnections:{}\r\nacl_access_denied_auth:{}\r\n\
+                 acl_access_denied_cmd:{}\r\nacl_access_denied_key:{}\r\nacl_access_denied_channel:0\r\n\
+                 acl_access_denied_db:{}\r\ntls_handshakes_ok:{}\r\ntls_handshakes_failed:{}\r\n\r\n",
                 shared.total_connections.load(Ordering::Relaxed),
                 shared.total_commands.load(Ordering::Relaxed),
                 shared.rejected_connections.load(Ordering::Relaxed),
                 shared.query_buffer_disconnections.load(Ordering::Relaxed),
+                shared.acl.denied.auth.load(Ordering::Relaxed),
+                shared.acl.denied.cmd.load(Ordering::Relaxed),
+                shared.acl.denied.key.load(Ordering::Relaxed),
+                shared.acl.denied.db.load(Ordering::Relaxed),
                 tls.ok,
                 tls.failed,
             )

@@ -63,6 +63,8 @@ pub struct ClusterOptions {
     pub proxy_flags: Vec<String>,
     /// More `vesta proxy` flags for the first proxy only (e.g. the one that ships to other sites).
     pub first_proxy_flags: Vec<String>,
+    /// The proxies' `--listen` (default `127.0.0.1:0`).
+    pub listen: Option<String>,
 }
 
 /// One store node: its zone, data directory and port survive a kill, so it can be restarted in place.
@@ -123,8 +125,9 @@ impl Cluster {
         let config_dir = tempfile::tempdir().unwrap();
         let topology = config_dir.path().join("topology.toml");
         std::fs::write(&topology, topology_toml(&stores)).unwrap();
+        let listen = options.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
         let mut args: Vec<String> =
-            vec!["proxy".into(), "--listen".into(), "127.0.0.1:0".into(), "--topology".into(), path_str(&topology)];
+            vec!["proxy".into(), "--listen".into(), listen, "--topology".into(), path_str(&topology)];
         if let Some(ms) = options.node_timeout_ms {
             args.extend(["--node-timeout-ms".into(), ms.to_string()]);
         }
@@ -509,6 +512,19 @@ impl RawConn {
             .await
             .unwrap_or_else(|_| panic!("connect to {addr} timed out"))
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream.set_nodelay(true).unwrap();
+        RawConn { stream, buf: Vec::new() }
+    }
+
+    /// [`RawConn::connect`] from a given local address (e.g. 127.0.0.2, to be another client address).
+    pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> RawConn {
+        let socket = if local.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .expect("socket");
+        socket.bind(SocketAddr::new(local, 0)).unwrap_or_else(|e| panic!("bind {local}: {e}"));
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr))
+            .await
+            .unwrap_or_else(|_| panic!("connect to {addr} timed out"))
+            .unwrap_or_else(|e| panic!("connect to {addr} from {local}: {e}"));
         stream.set_nodelay(true).unwrap();
         RawConn { stream, buf: Vec::new() }
     }
