@@ -226,8 +226,7 @@ pub async fn serve_port(
                         if proxy.shared.acl.refuses_connection(peer.ip()) {
                             metrics::counter!(m::PROTECTED_MODE_REFUSALS).increment(1);
                             tracing::debug!(%peer, "protected mode: refused a client from beyond loopback");
-                            let mut s = stream;
-                            let _ = s.write_all(crate::acl::DENIED.as_bytes()).await;
+                            let _ = refuse(stream, crate::acl::DENIED.as_bytes()).await;
                         } else if clients as usize > proxy.max_clients {
                             proxy.shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
                             let _ = refuse(stream, b"-ERR max number of clients reached\r\n").await;

@@ -509,6 +509,20 @@ fn compose_cluster_survives_a_killed_node_and_a_cut_zone() {
     // The proxy that just served over TLS gives plaintext nothing: every hop of this stack is TLS.
     let plain = runtime.block_on(async { call(&mut connect(&published[0]).await?, &["PING"]).await });
     assert!(plain.is_err(), "plaintext PING answered on a TLS-only port: {plain:?}");
+    // And the values it wrote went to the store nodes sealed.
+    let info = runtime.block_on(async {
+        let mut c = connect_within(&proxies[0], Duration::from_secs(30)).await;
+        call(&mut c, &["INFO", "encryption"]).await
+    });
+    let info = match info {
+        Ok(Value::BulkString(b)) => text(&b),
+        other => panic!("INFO encryption: {other:?}"),
+    };
+    let sealed = info
+        .lines()
+        .find_map(|l| l.strip_prefix("encryption_values_sealed:"))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(info.contains("encryption_enabled:1") && sealed.is_some_and(|n| n > 0), "encryption is on: {info}");
     step(start, "both proxies serve; starting the workload");
 
     // zone2's store containers and their one network, to cut and heal later.

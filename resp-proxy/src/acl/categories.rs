@@ -158,6 +158,7 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("info", &["slow", "dangerous"]),
     ("time", &["fast"]),
     ("vesta.repl", ADMIN),
+    ("vesta.reencrypt", ADMIN),
     ("config", SLOW),
     ("config|get", ADMIN),
     ("config|set", ADMIN),

@@ -13,6 +13,18 @@ pub type KeyId = u32;
 #[derive(Clone, PartialEq, Eq)]
 pub struct MasterKey(pub [u8; 32]);
 
+impl MasterKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        MasterKey(rand::random())
+    }
+
+    /// The `ID:BASE64KEY` entry [`parse`] reads back.
+    pub fn entry(&self, id: KeyId) -> String {
+        format!("{id}:{}", base64::engine::general_purpose::STANDARD.encode(self.0))
+    }
+}
+
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MasterKey(..)")

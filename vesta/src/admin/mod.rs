@@ -3,6 +3,7 @@
 
 mod certs;
 mod copy;
+mod keys;
 mod progress;
 mod redistribute;
 mod reencrypt;
@@ -42,7 +43,21 @@ pub struct AdminFlags {
 }
 
 #[derive(Subcommand)]
+enum KeysAction {
+    /// Append a new 256-bit key to FILE (made if missing) under the next id.
+    Add {
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AdminCommand {
+    /// Encryption keys: `add --file F` appends a new random key under the next id (docs/security.md).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Make a certificate authority (or reuse the one in --out) and certificates signed by it, for
     /// every hop of a cluster: each certificate serves and authenticates clients (mutual TLS).
     Certs {
@@ -196,6 +211,7 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
         };
         match flags.command {
             AdminCommand::Certs { out, certs, days } => certs::make(&out, &certs, days),
+            AdminCommand::Keys { action: KeysAction::Add { file } } => keys::add(&file),
             AdminCommand::Repl { action } => repl::run(action).await,
             AdminCommand::Reencrypt(flags) => reencrypt::run(flags).await,
             AdminCommand::Init { spec, dry_run } => {
