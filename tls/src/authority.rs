@@ -37,16 +37,10 @@ pub struct Issued {
 }
 
 impl Authority {
-    /// A new CA named `name`, valid ten years.
+    /// A new CA named `name`.
     pub fn new(name: &str) -> Result<Self, TlsError> {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished(name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        window(&mut params, Validity::Days(3650));
         let key = KeyPair::generate()?;
-        let cert = params.self_signed(&key)?;
+        let cert = ca_params(name).self_signed(&key)?;
         Ok(Authority { cert, key })
     }
 
@@ -68,13 +62,7 @@ impl Authority {
                 reason: format!("it is not the CA {name:?} of this key"),
             });
         }
-        let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished(name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        window(&mut params, Validity::Days(3650));
-        let cert = params.self_signed(&key)?;
+        let cert = ca_params(name).self_signed(&key)?;
         Ok(Authority { cert, key })
     }
 
@@ -113,6 +101,17 @@ impl Issued {
         let key = write(dir, &format!("{name}.key"), &self.key_pem, true)?;
         Ok((cert, key))
     }
+}
+
+/// What a CA named `name` certifies about itself: the same every time, so that [`Authority::load`]
+/// rebuilds the certificate it was made with. Valid ten years.
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished(name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    window(&mut params, Validity::Days(3650));
+    params
 }
 
 fn distinguished(name: &str) -> DistinguishedName {
