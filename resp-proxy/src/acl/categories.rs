@@ -188,25 +188,36 @@ pub fn commands_in(category: &str) -> impl Iterator<Item = &'static str> + '_ {
 
 /// The categories of a command by its full name; empty for a name not in the table.
 pub fn of(full_name: &str) -> &'static [&'static str] {
-    COMMANDS.iter().find(|(n, _)| *n == full_name).map_or(&[], |(_, cats)| *cats)
+    INDEX.by_name.get(full_name).map_or(&[], |(_, cats)| *cats)
 }
+
+/// [`COMMANDS`] by name, and the containers among them: every command a client sends is looked up
+/// here (the ACL check runs on each), so once, not by a scan and an allocation per command.
+struct Index {
+    by_name: std::collections::HashMap<&'static str, (&'static str, &'static [&'static str])>,
+    containers: std::collections::HashSet<&'static str>,
+}
+
+static INDEX: std::sync::LazyLock<Index> = std::sync::LazyLock::new(|| Index {
+    by_name: COMMANDS.iter().map(|(n, cats)| (*n, (*n, *cats))).collect(),
+    containers: COMMANDS.iter().filter_map(|(n, _)| n.split_once('|').map(|(container, _)| container)).collect(),
+});
 
 /// The full name a request is checked under: `container|sub` when the table has that subcommand,
 /// else the command's own name.
 pub fn full_name(name: &str, first_arg: Option<&[u8]>) -> &'static str {
-    if let Some(sub) = first_arg {
-        let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
-        let wanted = format!("{name}|{sub}");
-        if let Some((n, _)) = COMMANDS.iter().find(|(n, _)| *n == wanted) {
+    if let Some(sub) = first_arg.filter(|_| INDEX.containers.contains(name)) {
+        let wanted = format!("{name}|{}", String::from_utf8_lossy(sub).to_ascii_lowercase());
+        if let Some((n, _)) = INDEX.by_name.get(wanted.as_str()) {
             return n;
         }
     }
-    COMMANDS.iter().find(|(n, _)| *n == name).map_or("", |(n, _)| *n)
+    INDEX.by_name.get(name).map_or("", |(n, _)| *n)
 }
 
 /// Whether `name` is a container whose subcommands have their own entries.
 pub fn is_container(name: &str) -> bool {
-    COMMANDS.iter().any(|(n, _)| n.strip_prefix(name).is_some_and(|rest| rest.starts_with('|')))
+    INDEX.containers.contains(name)
 }
 
 #[cfg(test)]

@@ -235,7 +235,10 @@ impl Acl {
             let text = "NOPERM No permissions to access a key".to_string();
             return Err(self.refuse(s, Reason::Key, Context::Toplevel, full, full, text));
         }
-        if let Some(db) = databases_named(spec, args, s.db).into_iter().find(|d| !d.allowed_for(user)) {
+        // A user of every namespace (the default user, most users) is spared working out which ones.
+        let restricted = user.dbs != users::ALL_DBS;
+        let denied = restricted.then(|| databases_named(spec, args, s.db).into_iter().find(|d| !d.allowed_for(user)));
+        if let Some(db) = denied.flatten() {
             return Err(self.refuse(s, Reason::Database, Context::Toplevel, full, &db.object(), DB_DENIED.into()));
         }
         if matches!(spec.name, "eval" | "evalsha") {
