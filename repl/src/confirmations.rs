@@ -55,11 +55,11 @@ async fn read(coordinator: &Arc<Coordinator>, key: &Bytes) -> Result<Option<Byte
 pub(crate) async fn update(
     coordinator: &Arc<Coordinator>,
     key: &Bytes,
-    change: impl Fn(Option<&[u8]>, u64) -> Option<Bytes>,
+    change: impl Fn(Option<&[u8]>, u64) -> Option<Bytes> + Send + 'static,
 ) -> Result<bool, CoordError> {
     let ns = Bytes::from_static(INTERNAL_NAMESPACE);
     let reply = coordinator
-        .write(&ns, key, PrepareKind::ReadModifyWrite, true, |live, now| {
+        .write(&ns, key, PrepareKind::ReadModifyWrite, true, move |live, now| {
             match change(live.map(|r| r.value.as_ref()), now) {
                 Some(value) => Decision::Write(NewValue::plain(value, 0), Reply::Int(1)),
                 None => Decision::Answer(Reply::Int(0)),
@@ -81,7 +81,8 @@ pub async fn load(
 
 /// Saves `marks`, never moving a stored confirmation back.
 pub async fn save(coordinator: &Arc<Coordinator>, from: u32, to: u32, marks: &[u64]) -> Result<(), CoordError> {
-    update(coordinator, &key(from, to), |stored, _| {
+    let marks = marks.to_vec();
+    update(coordinator, &key(from, to), move |stored, _| {
         let stored = stored.map_or_else(|| vec![0; marks.len()], |v| decode(v, marks.len()));
         Some(encode(&marks.iter().zip(&stored).map(|(a, b)| *a.max(b)).collect::<Vec<u64>>()))
     })
@@ -155,9 +156,9 @@ pub async fn update_sync(
     coordinator: &Arc<Coordinator>,
     from: u32,
     to: u32,
-    change: impl Fn(FullSync) -> Option<FullSync>,
+    change: impl Fn(FullSync) -> Option<FullSync> + Send + 'static,
 ) -> Result<bool, CoordError> {
-    update(coordinator, &sync_key(from, to), |stored, _| {
+    update(coordinator, &sync_key(from, to), move |stored, _| {
         change(stored.map(FullSync::decode).unwrap_or_default()).map(|next| next.encode())
     })
     .await
@@ -175,7 +176,7 @@ pub async fn load_paused(coordinator: &Arc<Coordinator>, from: u32, to: u32) -> 
 
 pub async fn save_paused(coordinator: &Arc<Coordinator>, from: u32, to: u32, paused: bool) -> Result<(), CoordError> {
     let value = Bytes::from_static(if paused { b"1" } else { b"0" });
-    update(coordinator, &paused_key(from, to), |_, _| Some(value.clone())).await.map(|_| ())
+    update(coordinator, &paused_key(from, to), move |_, _| Some(value.clone())).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ impl Lease {
 /// now (until `TTL` from now), `Ok(false)` if another candidate does.
 pub async fn hold(coordinator: &Arc<Coordinator>, origin: u32, me: u128) -> Result<bool, CoordError> {
     let key = Bytes::from(format!("shipper/{origin}"));
-    confirmations::update(coordinator, &key, |current, now| match current.and_then(Lease::decode) {
+    confirmations::update(coordinator, &key, move |current, now| match current.and_then(Lease::decode) {
         Some(l) if l.holder != me && l.expires_at > now => None,
         _ => Some(Lease { holder: me, expires_at: now + TTL.as_millis() as u64 }.encode()),
     })

@@ -304,8 +304,11 @@ impl Sender {
                 return saving(e);
             }
             self.site.saved(to, &start);
-            let begun = confirmations::update_sync(coordinator, from, to, |s| {
-                (s.needed && s.start.is_empty()).then(|| FullSync { start: start.clone(), shards_done: 0, ..s })
+            let begun = confirmations::update_sync(coordinator, from, to, {
+                let start = start.clone();
+                move |s| {
+                    (s.needed && s.start.is_empty()).then(|| FullSync { start: start.clone(), shards_done: 0, ..s })
+                }
             })
             .await;
             match begun {
@@ -379,8 +382,9 @@ impl Sender {
             shard = next;
             self.status.set_sync_progress(shard, shards);
             if last_saved.elapsed() >= Duration::from_secs(2) || shard == shards {
-                let saved = confirmations::update_sync(coordinator, from, to, |s| {
-                    (s.start == state.start).then(|| FullSync { shards_done: shard, ..s.clone() })
+                let saved = confirmations::update_sync(coordinator, from, to, {
+                    let begun = state.start.clone();
+                    move |s| (s.start == begun).then(|| FullSync { shards_done: shard, ..s.clone() })
                 })
                 .await;
                 match saved {
@@ -397,8 +401,9 @@ impl Sender {
                 );
             }
         }
-        let finished = confirmations::update_sync(coordinator, from, to, |s| {
-            (s.start == state.start).then(|| FullSync {
+        let begun = state.start.clone();
+        let finished = confirmations::update_sync(coordinator, from, to, move |s| {
+            (s.start == begun).then(|| FullSync {
                 needed: false,
                 start: Vec::new(),
                 shards_done: 0,

@@ -9,9 +9,12 @@ pub const COMMANDS: &str = "vesta_proxy_commands_total";
 /// Command latency by `cmd`, seconds.
 pub const COMMAND_SECONDS: &str = "vesta_proxy_command_seconds";
 /// Quorum outcomes by `op` (read, write, write_many) and `outcome` (ok, retried_locked, retried_late,
-/// retried_moved, contended, moved, below_quorum, outcome_unknown, clock_skew, too_large, encryption:
+/// retried_moved, contended, moved, carried: settled in another write's two-phase commit, below_quorum, outcome_unknown, clock_skew, too_large, encryption:
 /// a value that failed to decrypt, or to seal).
 pub const QUORUM: &str = "vesta_proxy_quorum_total";
+/// Writes taken along by another write of the same key (`carried`/`carried_failed` in [`QUORUM`]):
+/// how many one write took, per write that took any.
+pub const RIDERS: &str = "vesta_proxy_write_riders";
 /// Write attempts started over because the prepare leases were (nearly) over when the decision could
 /// be made (a stalled coordinator, slow replies).
 pub const LATE_DECISIONS: &str = "vesta_proxy_late_decisions_total";

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
-use vesta_proto::RequestId;
+use vesta_proto::{Order, RequestId};
 
 /// A deadline meaning "being committed": a commit in progress cannot lose its lease half-way through
 /// writing, or another request could prepare on the old copy and overwrite the commit (a lost update).
@@ -22,7 +22,12 @@ struct Lease {
     /// When the owner first took it (monotonic ms; kept when a retried prepare renews it): a write
     /// committed under this lease is stamped no earlier than about then (see [`LeaseTable::oldest_grant`]).
     granted: u64,
+    /// The order of the copy the owner's prepare found, once it has looked (see [`LeaseTable::seen`]).
+    seen: Option<Seen>,
 }
+
+/// What a prepare found under its lease: the order of the copy there, or no copy.
+pub type Seen = Option<Order>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acquire {
@@ -57,7 +62,7 @@ impl LeaseTable {
         let deadline = now.saturating_add(lease_ms);
         match self.leases.entry(key.to_vec()) {
             Entry::Vacant(v) => {
-                v.insert(Lease { owner, deadline, granted: now });
+                v.insert(Lease { owner, deadline, granted: now, seen: None });
                 Acquire::Taken { reclaimed: false }
             }
             Entry::Occupied(mut o) => {
@@ -70,7 +75,7 @@ impl LeaseTable {
                 } else if held.deadline > now {
                     Acquire::HeldBy(held.owner)
                 } else {
-                    o.insert(Lease { owner, deadline, granted: now });
+                    o.insert(Lease { owner, deadline, granted: now, seen: None });
                     Acquire::Taken { reclaimed: true }
                 }
             }
@@ -98,6 +103,21 @@ impl LeaseTable {
                 }
             }
         }
+    }
+
+    /// Remembers what `owner`'s prepare found on `key` under its lease.
+    pub fn saw(&self, key: &[u8], owner: RequestId, seen: Seen) {
+        if let Some(mut l) = self.leases.get_mut(key).filter(|l| l.owner == owner) {
+            l.seen = Some(seen);
+        }
+    }
+
+    /// What `owner`'s prepare found on `key`, if it holds the lease and its prepare looked. Every writer
+    /// of a record holds the key's lease (commits, repairs, copies from other nodes), so while the lease
+    /// has been `owner`'s without a break — which a commit's [`LeaseTable::claim`] establishes — this
+    /// is still the copy on disk, and the commit need not read it again.
+    pub fn seen(&self, key: &[u8], owner: RequestId) -> Option<Seen> {
+        self.leases.get(key).filter(|l| l.owner == owner).and_then(|l| l.seen)
     }
 
     /// When `owner` was granted its lease on `key` (monotonic ms), if it holds it.

@@ -124,3 +124,56 @@ async fn concurrent_incr_is_neither_lost_nor_doubled() {
     .await
     .expect("watchdog: the test hung");
 }
+
+/// Writes to one hot key queue up on each proxy, and the write whose turn it is settles those queued
+/// behind it in its own two-phase commit, each on the value the one before left. APPEND shows whether
+/// that order is kept whole: every reply is the length right after that client's append, so the replies
+/// must be exactly 1..=n, and the final string must hold each client's characters in its own order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_each_see_the_length_their_own_append_made() {
+    const PER_CLIENT: usize = 40;
+    let (addr, _cluster) = target();
+    tokio::time::timeout(WATCHDOG, async {
+        let conns = clients(&addr).await;
+        let key = format!("log:{}", common::run_id());
+        let start = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+        let mut tasks = Vec::new();
+        for (i, conn) in conns.iter().enumerate() {
+            let (mut conn, key, start) = (conn.clone(), key.clone(), start.clone());
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                // Client i appends its own letter-digit pair: "A0", "A1", … are told apart by position.
+                let mut seen = Vec::new();
+                for n in 0..PER_CLIENT {
+                    let piece = format!("{}", (b'0' + (n % 10) as u8) as char);
+                    let piece = format!("{}{piece}", char::from(b'!' + i as u8));
+                    match call(&mut conn, &["APPEND", &key, &piece]).await {
+                        Value::Int(v) => seen.push(v),
+                        other => panic!("client {i}, APPEND #{n}: {other:?}"),
+                    }
+                }
+                seen
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            let seen = task.await.unwrap();
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "one client's APPEND replies must increase: {seen:?}");
+            all.extend(seen);
+        }
+        all.sort_unstable();
+        let total = CLIENTS * PER_CLIENT;
+        let expected: Vec<i64> = (1..=total as i64).map(|n| 2 * n).collect();
+        assert_eq!(all, expected, "APPEND replies are not exactly 2, 4, …, {}", 2 * total);
+        let mut c = conns[0].clone();
+        let Value::BulkString(value) = call(&mut c, &["GET", &key]).await else { panic!("GET of the log") };
+        assert_eq!(value.len(), 2 * total);
+        for i in 0..CLIENTS {
+            let mine: Vec<u8> = value.chunks(2).filter(|p| p[0] == b'!' + i as u8).map(|p| p[1]).collect();
+            let expected: Vec<u8> = (0..PER_CLIENT).map(|n| b'0' + (n % 10) as u8).collect();
+            assert_eq!(mine, expected, "client {i}'s appends are all there, in its order");
+        }
+    })
+    .await
+    .expect("watchdog: the test hung");
+}

@@ -315,9 +315,9 @@ impl DataCommand {
                 Err(e) => Err(e),
             },
             Access::Write(kind, want_value) if keys.len() == 1 => {
-                let key = &keys[0];
+                let key = keys[0].clone();
                 coord
-                    .write(&key.namespace, &key.key, kind, want_value, |live, now| {
+                    .write(&key.namespace, &key.key, kind, want_value, move |live, now| {
                         let mut s = Snapshot::new(ns.clone(), now, &keys, vec![live.cloned()]);
                         let reply = self.apply(&mut s);
                         match s.into_changes().pop() {

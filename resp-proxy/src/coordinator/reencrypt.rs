@@ -113,7 +113,7 @@ impl Coordinator {
     async fn rewrite(self: &Arc<Self>, namespace: &Bytes, key: &Bytes, stored: &Record) -> Result<bool, CoordError> {
         let seen = stored.meta.order();
         let reply = self
-            .write(namespace, key, PrepareKind::ReadModifyWrite, true, |live, _| match live {
+            .write(namespace, key, PrepareKind::ReadModifyWrite, true, move |live, _| match live {
                 Some(r) if r.meta.order() == seen => Decision::Write(
                     NewValue {
                         value: r.value.clone(),

@@ -22,6 +22,7 @@ use vesta_proto::{
     RequestId, Response, Status,
 };
 
+use super::key_queue::{Decide, Joined, Ride, Rider};
 use super::{after_moved, back_off, newest, CoordError, Coordinator, CounterChange, Decision, NewValue};
 use crate::metrics as m;
 use crate::pool::NodeError;
@@ -42,6 +43,9 @@ pub(super) enum Failed {
 }
 
 pub(super) type Answer = (NodeIndex, Result<Response, NodeError>);
+
+/// Most riders one write takes along (each costs its decision, and the carrier's reply waits for all).
+const MAX_RIDERS: usize = 256;
 
 /// What a prepare reply says about its lease and its node's clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,26 +121,83 @@ impl Coordinator {
     /// Runs one read-modify-write of `key` through two-phase commit. `decide` sees the newest live copy
     /// (value included when `want_value`) and may run more than once: a contended attempt is retried
     /// with jittered back-off until the client deadline.
+    ///
+    /// Writes of this proxy to one key run one at a time, and the one whose turn it is takes the writes
+    /// queued behind it along (see `key_queue`): their decisions run in queue order on the record the
+    /// one before left, and only the last record is committed.
     pub async fn write(
         self: &Arc<Self>,
         namespace: &Bytes,
         key: &Bytes,
         kind: PrepareKind,
         want_value: bool,
-        mut decide: impl FnMut(Option<&Record>, u64) -> Decision,
+        decide: impl FnMut(Option<&Record>, u64) -> Decision + Send + 'static,
     ) -> Result<Reply, CoordError> {
-        let target = self.target(namespace, key);
         let deadline = Instant::now() + self.settings.deadline;
-        let Ok(_turn) = tokio::time::timeout_at(deadline, self.queue.turn(namespace, key)).await else {
-            metrics::counter!(m::QUORUM, "op" => "write", "outcome" => "contended").increment(1);
-            return Err(CoordError::Contended);
+        let (turn, mut own) = match self.queue.join(namespace, key, want_value, Box::new(decide), deadline).await {
+            Joined::Turn(turn, own) => (turn, own),
+            Joined::Settled(settled) => {
+                let label = if settled.is_ok() { "carried" } else { "carried_failed" };
+                metrics::counter!(m::QUORUM, "op" => "write", "outcome" => label).increment(1);
+                return settled;
+            }
         };
+        let target = self.target(namespace, key);
+        // A rider fits if the copy this write prepares has what its decision needs.
+        let fits = |ride: &Ride| want_value || !ride.want_value;
+        let mut riders: Vec<Rider> = Vec::new();
         let mut attempt = 0;
-        loop {
+        let outcome = loop {
+            let mut decide = |live: Option<&Record>, now: u64| {
+                riders.extend(turn.take_riders(fits, MAX_RIDERS.saturating_sub(riders.len())));
+                self.decide_in_turn(&mut own, &mut riders, live, now)
+            };
             let outcome = self.write_once(&target, kind, want_value, deadline, &mut decide).await;
             if let Some(done) = self.after_attempt("write", outcome, deadline, &mut attempt).await {
-                return done;
+                break done;
             }
+        };
+        if !riders.is_empty() {
+            metrics::histogram!(m::RIDERS).record(riders.len() as f64);
+        }
+        for rider in riders {
+            rider.settle(&outcome);
+        }
+        outcome
+    }
+
+    /// One write's decision and, after it, its riders', each on the record the one before left; the
+    /// record committed is the last one written, and each rider's reply is kept for it.
+    fn decide_in_turn(&self, own: &mut Decide, riders: &mut [Rider], live: Option<&Record>, now: u64) -> Decision {
+        if riders.is_empty() {
+            return own(live, now);
+        }
+        let mut current: Option<Record> = live.cloned();
+        let mut written: Option<NewValue> = None;
+        let mut step = |decision: Decision, current: &mut Option<Record>| -> Reply {
+            match decision {
+                Decision::Answer(reply) => reply,
+                Decision::Write(value, reply) => {
+                    let next = self.new_record(current.as_ref(), value.clone(), 0, RequestId(0), now);
+                    *current = Some(next).filter(|r| r.meta.live_at(now));
+                    written = Some(match written.take() {
+                        Some(before) => NewValue { counter: before.counter.then(value.counter), ..value },
+                        None => value,
+                    });
+                    reply
+                }
+                // Copies from other sites never ride along or carry (`install_copy` waits alone).
+                Decision::Install(_) => Reply::error("ERR internal error: a copy cannot ride along"),
+            }
+        };
+        let mine = step(own(current.as_ref(), now), &mut current);
+        for rider in riders.iter_mut() {
+            let decision = (rider.decide)(current.as_ref(), now);
+            rider.reply = Some(step(decision, &mut current));
+        }
+        match written {
+            Some(value) => Decision::Write(value, mine),
+            None => Decision::Answer(mine),
         }
     }
 
@@ -158,8 +219,21 @@ impl Coordinator {
         // needed.
         let record = self.open(namespace, key, record)?;
         let want_value = record.counter.is_some();
-        let reply =
-            self.write(namespace, key, PrepareKind::Set, want_value, |_, _| Decision::Install(record.clone())).await?;
+        let target = self.target(namespace, key);
+        let deadline = Instant::now() + self.settings.deadline;
+        // Alone: a copy keeps its own stamp, so nothing can be decided after it in the same commit.
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.queue.turn(namespace, key)).await else {
+            metrics::counter!(m::QUORUM, "op" => "install", "outcome" => "contended").increment(1);
+            return Err(CoordError::Contended);
+        };
+        let mut decide = |_: Option<&Record>, _| Decision::Install(record.clone());
+        let mut attempt = 0;
+        let reply = loop {
+            let outcome = self.write_once(&target, PrepareKind::Set, want_value, deadline, &mut decide).await;
+            if let Some(done) = self.after_attempt("install", outcome, deadline, &mut attempt).await {
+                break done?;
+            }
+        };
         Ok(reply == Reply::Int(1))
     }
 

@@ -62,7 +62,9 @@ impl StoreNode {
                 return refusal;
             }
             record.meta.last_writer = c.req;
-            match self.load(skey, false) {
+            let seen = self.leases.seen(skey, c.req);
+            let settled = seen.is_some_and(|copy| copy.is_none_or(|order| order <= record.meta.order()));
+            match if settled { Ok(None) } else { self.load(skey, false) } {
                 Err(reply) => return reply,
                 Ok(Some(cur)) if cur.meta.newer_than(&record.meta) => {
                     metrics::counter!(m::STALE_COMMITS).increment(1);

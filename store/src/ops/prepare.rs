@@ -33,6 +33,7 @@ impl StoreNode {
                 return reply;
             }
         };
+        self.leases.saw(&skey, p.req, current.as_ref().map(|c| c.meta.order()));
         if current.as_ref().is_some_and(|c| c.meta.last_writer == p.req) {
             // This request already committed here: a retry of a finished write must not run it twice.
             self.leases.release(&skey, p.req);
