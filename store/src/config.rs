@@ -31,6 +31,9 @@ pub enum SyncPolicy {
     Off,
 }
 
+/// Records kept in memory after they were written (see `record_cache_entries`).
+pub const DEFAULT_RECORD_CACHE_ENTRIES: usize = 100_000;
+
 /// How far apart the clocks of proxies and store nodes may be (see `max_clock_drift_ms`).
 pub const DEFAULT_MAX_CLOCK_DRIFT_MS: u64 = 100;
 
@@ -91,6 +94,9 @@ pub struct StoreConfig {
     pub block_cache_mb: usize,
     /// RocksDB memtable size (three may exist at once).
     pub write_buffer_mb: usize,
+    /// How many of the records written last are kept in memory for the prepares and reads that follow
+    /// (about 100 bytes plus the value each); 0 turns the cache off.
+    pub record_cache_entries: usize,
     /// `[tls]`: mutual TLS on the internal protocol. Proxies, the admin tool and other store nodes must
     /// present a certificate of `ca_file`; this node presents `cert_file` to them and to the nodes it
     /// copies records to.
@@ -126,6 +132,7 @@ impl Default for StoreConfig {
             clock_offset_ms: 0,
             block_cache_mb: 256,
             write_buffer_mb: 64,
+            record_cache_entries: DEFAULT_RECORD_CACHE_ENTRIES,
             tls: None,
             allowed_peers: Vec::new(),
         }
@@ -266,6 +273,8 @@ pub struct StoreFlags {
     pub block_cache_mb: Option<usize>,
     #[arg(long, env = "VESTA_STORE_WRITE_BUFFER_MB")]
     pub write_buffer_mb: Option<usize>,
+    #[arg(long, env = "VESTA_STORE_RECORD_CACHE_ENTRIES")]
+    pub record_cache_entries: Option<usize>,
     /// Mutual TLS: this node's certificate (with `--tls-key-file` and `--tls-ca-cert-file`).
     #[arg(long, env = "VESTA_STORE_TLS_CERT_FILE", requires_all = ["tls_key_file", "tls_ca_cert_file"])]
     pub tls_cert_file: Option<PathBuf>,
@@ -311,6 +320,7 @@ impl StoreFlags {
             clock_offset_ms,
             block_cache_mb,
             write_buffer_mb,
+            record_cache_entries,
             allowed_peers
         );
         if let (Some(cert_file), Some(key_file), Some(ca_file)) =

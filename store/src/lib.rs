@@ -22,6 +22,7 @@ pub mod node;
 mod ops;
 pub mod ownership;
 mod peers;
+mod record_cache;
 pub mod server;
 mod service;
 mod writer;

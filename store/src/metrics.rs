@@ -6,6 +6,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 /// Operations by `op` and `status`.
 pub const OPERATIONS: &str = "vesta_store_operations_total";
+/// Record lookups by `result` (hit, miss) in the cache of records written last (`record_cache.rs`).
+pub const RECORD_CACHE: &str = "vesta_store_record_cache_lookups_total";
 /// Latency of operations by `op`, in seconds.
 pub const OPERATION_SECONDS: &str = "vesta_store_operation_seconds";
 /// Prepares (and repairs) refused because another request held the key.

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::RwLock;
 use vesta_proto::{KeyRef, Pong, Record, Reply, Request, RequestId, Response, Status, PROTOCOL_VERSION};
 
@@ -16,6 +17,7 @@ use crate::lease::{LeaseTable, Pinned};
 use crate::metrics as m;
 use crate::ownership::Ownership;
 use crate::peers::Peers;
+use crate::record_cache::RecordCache;
 use crate::service::Service;
 use crate::writer::Writer;
 
@@ -48,6 +50,8 @@ pub struct NodeSettings {
     pub max_clock_drift_ms: u64,
     /// Log the commits of records with this origin (this site's writes) for cross-site replication.
     pub changelog_origin: Option<u32>,
+    /// Records kept in memory after they were written (`record_cache.rs`); 0: none.
+    pub record_cache_entries: usize,
 }
 
 impl NodeSettings {
@@ -63,6 +67,7 @@ impl NodeSettings {
             rejoin_check: true,
             max_clock_drift_ms: crate::config::DEFAULT_MAX_CLOCK_DRIFT_MS,
             changelog_origin: None,
+            record_cache_entries: crate::config::DEFAULT_RECORD_CACHE_ENTRIES,
         }
     }
 }
@@ -73,6 +78,8 @@ pub struct StoreNode {
     pub(crate) leases: Arc<LeaseTable>,
     pub(crate) clock: Arc<dyn Clock>,
     writer: Writer,
+    /// The records written last (filled and kept current by `writer`).
+    cache: Arc<RecordCache>,
     /// Whether the node is in service, and whether it must be rebuilt before serving again.
     pub(crate) service: Service,
     ownership: RwLock<Arc<Ownership>>,
@@ -115,6 +122,7 @@ impl StoreNode {
             rejoin_check: config.rejoin_check,
             max_clock_drift_ms: config.max_clock_drift_ms,
             changelog_origin: config.changelog_origin,
+            record_cache_entries: config.record_cache_entries,
         };
         let clock: Arc<dyn Clock> = match config.clock_offset_ms {
             0 => Arc::new(SystemClock::default()),
@@ -131,7 +139,8 @@ impl StoreNode {
         engine: Arc<dyn Engine>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, EngineError> {
-        let writer = Writer::start(engine.clone(), settings.sync_writes)
+        let cache = Arc::new(RecordCache::new(settings.record_cache_entries));
+        let writer = Writer::start(engine.clone(), settings.sync_writes, cache.clone())
             .map_err(|e| EngineError::Other(format!("start group-commit thread: {e}")))?;
         let service = Service::open(engine.as_ref(), clock.wall_ms(), settings.grace_ms, settings.rejoin_check)?;
         let ownership = RwLock::new(Arc::new(Ownership::fixed(settings.owned.clone())));
@@ -143,6 +152,7 @@ impl StoreNode {
             leases: Arc::default(),
             clock,
             writer,
+            cache,
             service,
             ownership,
             fence: Fence::unlimited(),
@@ -345,8 +355,12 @@ impl StoreNode {
     /// older live copy elsewhere can never replace them (a deleted or expired key coming back). Past the
     /// grace period a dead copy is as good as purged, whether or not the engine has dropped it yet.
     pub(crate) fn load(&self, skey: &[u8], with_value: bool) -> Result<Option<Record>, Reply> {
-        let Some(raw) = self.engine.get(skey).map_err(internal)? else {
-            return Ok(None);
+        let raw = match self.cache.get(skey) {
+            Some(cached) => cached,
+            None => match self.engine.get(skey).map_err(internal)? {
+                Some(stored) => Bytes::from(stored),
+                None => return Ok(None),
+            },
         };
         let record = Record::decode(&raw, with_value).map_err(|e| Reply::error(Status::Internal, e.to_string()))?;
         if record.meta.purgeable_at(self.clock.wall_ms(), self.settings.grace_ms) {
@@ -473,6 +487,9 @@ impl StoreNode {
                 let reaped = node.leases.reap(node.clock.mono_ms());
                 metrics::counter!(m::LEASE_EXPIRIES).increment(reaped as u64);
                 metrics::gauge!(m::LEASES_HELD).set(node.leases.len() as f64);
+                let (hits, misses) = node.cache.lookups();
+                metrics::counter!(m::RECORD_CACHE, "result" => "hit").absolute(hits);
+                metrics::counter!(m::RECORD_CACHE, "result" => "miss").absolute(misses);
                 node.keep_in_service().await;
                 if n.is_multiple_of(10) {
                     let engine = node.engine.clone();

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Engine, Mutation};
+use crate::record_cache::RecordCache;
 
 /// Most jobs folded into one batch; bounds the latency one fsync adds to the first job in it.
 const MAX_JOBS_PER_BATCH: usize = 1024;
@@ -28,13 +29,16 @@ pub(crate) struct Writer {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Set when writes go straight to the engine in the caller.
     inline: Option<(Arc<dyn Engine>, bool)>,
+    /// Kept current with every write (see `record_cache.rs`).
+    cache: Arc<RecordCache>,
 }
 
 impl Writer {
-    pub fn start(engine: Arc<dyn Engine>, sync: bool) -> std::io::Result<Self> {
+    pub fn start(engine: Arc<dyn Engine>, sync: bool, cache: Arc<RecordCache>) -> std::io::Result<Self> {
         if !engine.groups_commits() || !sync {
-            return Ok(Writer { jobs: None, thread: None, inline: Some((engine, sync)) });
+            return Ok(Writer { jobs: None, thread: None, inline: Some((engine, sync)), cache });
         }
+        let thread_cache = cache.clone();
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let thread = std::thread::Builder::new().name("group-commit".into()).spawn(move || {
             let mut jobs = Vec::with_capacity(MAX_JOBS_PER_BATCH);
@@ -50,7 +54,7 @@ impl Writer {
                 for job in &mut jobs {
                     batch.append(&mut job.batch);
                 }
-                let result = engine.write(&batch, sync).map_err(|e| e.to_string());
+                let result = write(engine.as_ref(), &thread_cache, &batch, sync);
                 metrics::histogram!(crate::metrics::GROUP_COMMIT_JOBS).record(jobs.len() as f64);
                 for job in jobs.drain(..) {
                     let _ = job.done.send(result.clone());
@@ -58,7 +62,7 @@ impl Writer {
                 batch.clear();
             }
         })?;
-        Ok(Writer { jobs: Some(tx), thread: Some(thread), inline: None })
+        Ok(Writer { jobs: Some(tx), thread: Some(thread), inline: None, cache })
     }
 
     /// Hands `batch` to the group-commit thread, which applies it atomically whatever happens to the
@@ -66,12 +70,26 @@ impl Writer {
     pub fn submit(&self, batch: Vec<Mutation>) -> Result<oneshot::Receiver<Result<(), String>>, String> {
         let (done, wait) = oneshot::channel();
         if let Some((engine, sync)) = &self.inline {
-            let _ = done.send(engine.write(&batch, *sync).map_err(|e| e.to_string()));
+            let _ = done.send(write(engine.as_ref(), &self.cache, &batch, *sync));
             return Ok(wait);
         }
         let jobs = self.jobs.as_ref().ok_or_else(|| "writer stopped".to_string())?;
         jobs.send(Job { batch, done }).map_err(|_| "writer stopped".to_string())?;
         Ok(wait)
+    }
+}
+
+/// Applies `batch` and keeps the record cache in step with what the engine holds.
+fn write(engine: &dyn Engine, cache: &RecordCache, batch: &[Mutation], sync: bool) -> Result<(), String> {
+    match engine.write(batch, sync) {
+        Ok(()) => {
+            cache.wrote(batch);
+            Ok(())
+        }
+        Err(e) => {
+            cache.forget(batch);
+            Err(e.to_string())
+        }
     }
 }
 
