@@ -110,8 +110,9 @@ impl Histogram {
             return None;
         }
         let p = p.clamp(0.0, 100.0);
-        // rank of the wanted value, 1-based: ceil(p% of n), at least 1
-        let rank = ((p / 100.0 * self.total as f64).ceil() as u64).clamp(1, self.total);
+        // rank of the wanted value, 1-based: ceil(p% of n), at least 1 (less a hair, so that 99.9% of
+        // 1000, which is 999.0000000000001 in floating point, is rank 999)
+        let rank = ((p / 100.0 * self.total as f64 - 1e-6).ceil() as u64).clamp(1, self.total);
         let mut seen = 0;
         for (i, &c) in self.counts.iter().enumerate() {
             seen += c;
