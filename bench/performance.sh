@@ -161,6 +161,16 @@ row() {
     rows+=("$*")
 }
 ms_pair() { echo "$1/$2"; }
+# notes KEY…: the runs' notes (errors, timeouts), "who: note; " each
+notes() {
+    local k
+    for k in "$@"; do
+        if [[ -n ${note[$k]:-} ]]; then printf '%s: %s; ' "${k%%|*}" "${note[$k]}"; fi
+    done
+}
+# Issue 13's goals for the ratios, printed beside them (nothing is asserted).
+declare -A goal=([dev|set|1]=0.5 [dev|get|1]=0.8 [dev|incr|1]=0.5 [dev|set|16]=0.2 [dev|get|16]=0.4
+    [dev|incr|16]=0.2 [tcp|set]=0.3 [tcp|get]=0.5 [hot]=0.2)
 
 # --- redis-server ------------------------------------------------------------------------------------
 redis_port="$(free_port)"
@@ -197,7 +207,7 @@ if want dev || want half || want burst; then
                 "$(ratio "${rps[dev|$t|$pipe]}" "${rps[redis|$t|$pipe]}")" \
                 "$(ms_pair "${p50[redis|$t|$pipe]}" "${p99[redis|$t|$pipe]}")" \
                 "$(ms_pair "${p50[dev|$t|$pipe]}" "${p99[dev|$t|$pipe]}")" \
-                "$(for k in "redis|$t|$pipe" "dev|$t|$pipe"; do [[ -n ${note[$k]} ]] && printf '%s: %s; ' "${k%%|*}" "${note[$k]}"; done)"
+                "goal >= ${goal[dev|$t|$pipe]}; $(notes "redis|$t|$pipe" "dev|$t|$pipe")"
         done
     done
     log "step 1 took $((SECONDS - step_started)) s"
@@ -223,7 +233,7 @@ if want hot; then
             log "    GET $key = ${final[$target]}, not $requests"
         fi
     done
-    hot_note=""
+    hot_note="goal >= ${goal[hot]}; "
     for target in redis dev; do
         [[ -n ${note[$target|hot]} ]] && hot_note+="$target: ${note[$target|hot]}; "
         if [[ ${final[$target]} == "$requests" ]]; then
@@ -336,7 +346,7 @@ if want tcp; then
         row 2 "separate processes ${t^^} P1 (req/s)" "${rps[redis|$t|tcp]}" "${rps[tcp|$t]}" \
             "$(ratio "${rps[tcp|$t]}" "${rps[redis|$t|tcp]}")" \
             "$(ms_pair "${p50[redis|$t|tcp]}" "${p99[redis|$t|tcp]}")" "$(ms_pair "${p50[tcp|$t]}" "${p99[tcp|$t]}")" \
-            "$(for k in "redis|$t|tcp" "tcp|$t"; do [[ -n ${note[$k]} ]] && printf '%s: %s; ' "${k%%|*}" "${note[$k]}"; done)"
+            "goal >= ${goal[tcp|$t]}; $(notes "redis|$t|tcp" "tcp|$t")"
     done
     log "step 2 took $((SECONDS - step_started)) s"
 fi
@@ -353,6 +363,8 @@ fmt='%-52s %12s %12s %11s %17s %17s  %s\n'
 printf "$fmt" figure redis-server vesta vesta/redis "redis p50/p99 ms" "vesta p50/p99 ms" note
 [[ -z ${BENCH_CSV:-} ]] || echo "figure,redis,vesta,ratio,redis_p50_p99_ms,vesta_p50_p99_ms,note" >"$BENCH_CSV"
 while IFS=$sep read -r _ f a b q la lb n; do
+    [[ -n $f ]] || continue
+    n="${n%; }"
     # shellcheck disable=SC2059
     printf "$fmt" "$f" "$a" "$b" "$q" "$la" "$lb" "${n:-}"
     if [[ -n ${BENCH_CSV:-} ]]; then
