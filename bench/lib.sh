@@ -176,6 +176,43 @@ csv_field() {
         END { if (!found) print "-" }' "$1"
 }
 
+# rb_note STATUS CSV ERR: what went wrong with one redis-benchmark run (its exit status, its --csv output and
+# its stderr), or nothing when it went well.
+rb_note() {
+    local status=$1 error
+    # redis-benchmark 7 stops at the first error reply: "Error from server: ERR …", or (after a
+    # reconnection) "Node … replied with error:" and the error on the next line
+    error="$(awk '/Error from server: / { sub(/.*Error from server: /, ""); print; exit }
+        /replied with error/ { getline; print; exit }' "$3" | cut -c1-60)"
+    if ((status == 124 || status == 137)); then
+        echo "timed out"
+    elif [[ -n $error ]]; then
+        echo "error reply: $error"
+    elif ((status != 0)); then
+        echo "exit $status"
+    elif [[ $(csv_field "$2" rps) == - ]]; then
+        echo "no result"
+    fi
+}
+
+# run_bounded SECONDS OUT ERR COMMAND…: runs it under `timeout`, in the background so that Ctrl-C and
+# SIGTERM reach the traps at once (`wait` is interruptible; the EXIT trap stops it by pid); ERR `-` leaves
+# stderr where it is. Returns its status.
+run_bounded() {
+    local limit=$1 out=$2 err=$3 pid status=0
+    shift 3
+    if [[ $err == - ]]; then
+        timeout -k 5 "$limit" "$@" >"$out" &
+    else
+        timeout -k 5 "$limit" "$@" >"$out" 2>"$err" &
+    fi
+    pid=$!
+    pids+=("$pid")
+    wait "$pid" || status=$?
+    forget_pid "$pid"
+    return "$status"
+}
+
 # ratio NUM DEN: NUM/DEN with two decimals, "-" when either is missing or zero.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
 

@@ -67,28 +67,11 @@ load_before="$(loadavg)"
 run=0
 script_started=$SECONDS
 
-# run_bounded OUT ERR COMMAND…: runs it under `timeout`, in the background so that Ctrl-C and SIGTERM
-# reach the traps at once (the EXIT trap stops it by pid); ERR `-` leaves stderr on the terminal.
-run_bounded() {
-    local out=$1 err=$2 pid status=0
-    shift 2
-    if [[ $err == - ]]; then
-        timeout -k 5 "$run_timeout" "$@" >"$out" &
-    else
-        timeout -k 5 "$run_timeout" "$@" >"$out" 2>"$err" &
-    fi
-    pid=$!
-    pids+=("$pid")
-    wait "$pid" || status=$?
-    forget_pid "$pid"
-    return "$status"
-}
-
 # --- redis-benchmark ---------------------------------------------------------------------------------
 declare -A rps p50 p99 note
 # rb KEY LABEL PORT REQUESTS PIPELINE ARGS…: one redis-benchmark run; sets rps/p50/p99/note[KEY].
 rb() {
-    local key=$1 label=$2 port=$3 n=$4 pipe=$5 out err status=0 started=$SECONDS error
+    local key=$1 label=$2 port=$3 n=$4 pipe=$5 out err status=0 started=$SECONDS
     shift 5
     run=$((run + 1))
     out="$tmp/run-$run.csv" err="$tmp/run-$run.err"
@@ -100,22 +83,12 @@ rb() {
         return 0
     fi
     log "$label: redis-benchmark -c $clients -P $pipe -n $n $*"
-    run_bounded "$out" "$err" redis-benchmark -h "$host" -p "$port" -c "$clients" -P "$pipe" -n "$n" --csv "$@" ||
+    run_bounded "$run_timeout" "$out" "$err" redis-benchmark -h "$host" -p "$port" -c "$clients" -P "$pipe" -n "$n" --csv "$@" ||
         status=$?
     rps[$key]="$(csv_field "$out" rps)"
     p50[$key]="$(csv_field "$out" p50_latency_ms)"
     p99[$key]="$(csv_field "$out" p99_latency_ms)"
-    # redis-benchmark 7 stops at the first error reply ("... replied with error:" and the error)
-    error="$(grep -A1 'replied with error' "$err" | tail -n 1 | cut -c1-60 || true)"
-    if ((status == 124 || status == 137)); then
-        note[$key]="timed out"
-    elif [[ -n $error ]]; then
-        note[$key]="error reply: $error"
-    elif ((status != 0)); then
-        note[$key]="exit $status"
-    elif [[ ${rps[$key]} == - ]]; then
-        note[$key]="no result"
-    fi
+    note[$key]="$(rb_note "$status" "$out" "$err")"
     if [[ -n ${note[$key]} ]]; then
         log "    ${note[$key]} after $((SECONDS - started)) s"
         [[ -s $err ]] && tail -n 5 "$err" | sed 's/^/    /' >&2
@@ -141,7 +114,7 @@ vb() {
     out_of[$key]=$out
     note[$key]=
     log "$label: vesta-bench $*"
-    run_bounded "$out" - "$bench_bin" "$@" || status=$?
+    run_bounded "$run_timeout" "$out" - "$bench_bin" "$@" || status=$?
     sed 's/^/    /' "$out" >&2
     if ((status == 124 || status == 137)); then
         note[$key]="timed out"

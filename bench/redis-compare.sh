@@ -137,28 +137,11 @@ for pipe in "${pipelines[@]}"; do
             log "$label"
             started=$SECONDS
             status=0
-            # In the background so that Ctrl-C / SIGTERM reach our traps at once (`wait` is interruptible);
-            # cleanup stops it by pid like the servers.
-            timeout -k 5 "$run_timeout" \
-                redis-benchmark -h "$host" -p "$port" "${bench_tls[@]}" -c "$clients" -P "$pipe" -t "$t" -n "$n" \
-                -r 100000 -d 16 --csv >"$out" 2>"$tmp/run-$run.err" &
-            bench_pid=$!
-            pids+=("$bench_pid")
-            wait "$bench_pid" || status=$?
-            forget_pid "$bench_pid"
+            run_bounded "$run_timeout" "$out" "$tmp/run-$run.err" redis-benchmark -h "$host" -p "$port" \
+                "${bench_tls[@]}" -c "$clients" -P "$pipe" -t "$t" -n "$n" -r 100000 -d 16 --csv || status=$?
             rps[$key]="$(csv_field "$out" rps)"
             p50[$key]="$(csv_field "$out" p50_latency_ms)"
-            # redis-benchmark 7 stops at the first error reply ("Node ... replied with error:" + the error)
-            error="$(grep -A1 'replied with error' "$tmp/run-$run.err" | tail -n 1 | cut -c1-60 || true)"
-            if ((status == 124 || status == 137)); then
-                note[$key]="timed out"
-            elif [[ -n $error ]]; then
-                note[$key]="error reply: $error"
-            elif ((status != 0)); then
-                note[$key]="exit $status"
-            elif [[ ${rps[$key]} == - ]]; then
-                note[$key]="no result"
-            fi
+            note[$key]="$(rb_note "$status" "$out" "$tmp/run-$run.err")"
             if [[ -n ${note[$key]:-} ]]; then
                 failed=1
                 log "    ${note[$key]} after $((SECONDS - started)) s"
