@@ -22,19 +22,20 @@
 # Everything listens on 127.0.0.1 only; both servers are stopped by pid and the temp dir removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-usage() { sed -n '2,22s/^# \{0,1\}//p' "$0"; }
+BENCH_NAME=redis-compare
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 self_test=0
-build=1
+args=()
 for arg in "$@"; do
     case "$arg" in
-        --self-test) self_test=1 build=0 ;;
-        --no-build) build=0 ;;
-        -h | --help) usage; exit 0 ;;
-        *) echo "redis-compare: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+        --self-test) self_test=1 ;;
+        *) args+=("$arg") ;;
     esac
 done
+bench_args "${args[@]}"
+((self_test)) && build=0
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vesta/target}"
 requests="${BENCH_REQUESTS:-200000}"
@@ -46,132 +47,39 @@ run_timeout="${BENCH_TIMEOUT:-600}"
 ready_timeout="${VESTA_READY_TIMEOUT:-120}"
 vesta_bin="${VESTA_BIN:-$CARGO_TARGET_DIR/release/vesta}"
 read -ra vesta_dev_args <<<"${VESTA_DEV_ARGS:-}"
-host=127.0.0.1
 tls="${BENCH_TLS:-0}"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'redis-compare: %s\n' "$*" >&2; exit 1; }
-
 # --- tools -------------------------------------------------------------------------------------------
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null ||
-    ! command -v redis-cli >/dev/null; then
-    log "installing redis-server and redis-tools"
-    sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools
-fi
-command -v timeout >/dev/null || die "needs timeout (coreutils)"
-
-if ((build)); then
-    log "building vesta (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    cargo build --release -p vesta
-fi
+need_redis
+need_tools timeout
+bench_build vesta
 if ((!self_test)); then
     [[ -x $vesta_bin ]] || die "no vesta binary at $vesta_bin (build it, or set VESTA_BIN)"
 fi
 
-# --- processes, cleanup --------------------------------------------------------------------------------
-bench_pid=
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/vesta-redis-compare.XXXXXX")"
-pids=()
+# --- processes, cleanup (bench/lib.sh) ------------------------------------------------------------------
+bench_tmp vesta-redis-compare
 
-# shellcheck disable=SC2317 # called from the EXIT trap
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do # 10 s to stop cleanly
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid ignored SIGTERM for 10 s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-# shellcheck disable=SC2317
-cleanup() {
-    local status=$? pid
-    trap - EXIT INT TERM
-    [[ -n $bench_pid ]] && stop_pid "$bench_pid"
-    for pid in "${pids[@]}"; do stop_pid "$pid"; done
-    rm -rf "$tmp"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_open() { (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; }
-
-free_port() {
-    local port
-    if command -v python3 >/dev/null &&
-        port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null)"; then
-        echo "$port"
-        return
-    fi
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 30000))
-        port_open "$port" || { echo "$port"; return; }
-    done
-    die "found no free port"
-}
-
-ping_ok() { [[ "$(timeout 2 redis-cli -h "$host" -p "$1" ping 2>/dev/null)" == PONG ]]; }
-
-show_logs() { # name
-    local f
-    for f in "$tmp/$1".out "$tmp/$1".err; do
-        [[ -s $f ]] && { echo "--- $f (last 20 lines)" >&2; tail -n 20 "$f" >&2; }
-    done
-    return 0
-}
-
-# start_server NAME PORT KIND: KIND is redis or vesta; sets pid_of_NAME
+# start_server NAME PORT KIND: KIND is redis or vesta; sets pid_of[NAME]
 declare -A pid_of port_of tls_port_of cacert_of
 start_server() {
-    local name=$1 port=$2 kind=$3 pid limit=20 deadline
-    [[ $kind == vesta ]] && limit=$ready_timeout
-    local tls_args=()
+    local name=$1 port=$2 kind=$3 tls_args=()
     if [[ $kind == redis ]]; then
-        mkdir -p "$tmp/$name"
         if ((tls)); then
             tls_args=(--tls-port "${tls_port_of[$name]}" --tls-cert-file "$tmp/pki/server.crt"
                 --tls-key-file "$tmp/pki/server.key" --tls-ca-cert-file "$tmp/pki/ca.crt" --tls-auth-clients no)
         fi
-        redis-server --port "$port" --bind "$host" --save '' --appendonly no --daemonize no \
-            --dir "$tmp/$name" --protected-mode yes "${tls_args[@]}" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+        READY_TIMEOUT=20 start_redis "$name" "$port" "${tls_args[@]}"
     else
         # vesta dev makes its own CA and certificate in <data-dir>/pki
         ((tls)) && tls_args=(--tls-port "${tls_port_of[$name]}")
-        "$vesta_bin" dev --port "$port" --data-dir "$tmp/vesta-data" "${tls_args[@]}" "${vesta_dev_args[@]}" \
-            >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    fi
-    pid=$!
-    pids+=("$pid")
-    pid_of[$name]=$pid
-    port_of[$name]=$port
-    deadline=$((SECONDS + limit))
-    until ping_ok "$port" || { [[ $kind == vesta ]] && grep -qx ready "$tmp/$name.out"; }; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            show_logs "$name"
-            die "$name exited before it was ready"
-        fi
-        if ((SECONDS >= deadline)); then
-            show_logs "$name"
-            die "$name not ready after $limit s"
-        fi
-        sleep 0.2
-    done
-    if [[ $kind == vesta ]]; then
+        READY_TIMEOUT=$ready_timeout start "$name" "$port" \
+            "$vesta_bin" dev --port "$port" --data-dir "$tmp/vesta-data" "${tls_args[@]}" "${vesta_dev_args[@]}"
         sed 's/^/    vesta dev: /' "$tmp/$name.out" >&2
         ping_ok "$port" || log "warning: vesta printed ready but PING on $host:$port did not answer PONG"
     fi
-    log "$name ready on $host:$port (pid $pid)"
+    pid_of[$name]=$last_pid
+    port_of[$name]=$port
 }
 
 # --- servers -----------------------------------------------------------------------------------------
@@ -200,21 +108,11 @@ fi
 start_server "$b" "$port_b" "$b_kind"
 
 # --- runs --------------------------------------------------------------------------------------------
-# column VALUE of the first data row of a redis-benchmark --csv output (header-driven; "-" if absent)
-csv_field() { # file column
-    awk -v want="$2" '
-        /^"test"/ { gsub(/"/, ""); n = split($0, h, ","); for (i = 1; i <= n; i++) if (h[i] == want) col = i; header = 1; next }
-        /^"/ { if (!header && want == "rps") col = 2
-               if (col) { gsub(/"/, ""); split($0, f, ","); print f[col]; found = 1 }
-               exit }
-        END { if (!found) print "-" }' "$1"
-}
-
 declare -A rps p50 note
 failed=0
 total=$((${#pipelines[@]} * ${#tests[@]} * 2))
 run=0
-log "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?') on $(nproc 2>/dev/null || echo '?') cores"
+log "load average before the runs: $(loadavg) on $(cores) cores"
 for pipe in "${pipelines[@]}"; do
     n=$requests
     ((pipe > 1)) && n=$requests_pipelined
@@ -239,27 +137,11 @@ for pipe in "${pipelines[@]}"; do
             log "$label"
             started=$SECONDS
             status=0
-            # In the background so that Ctrl-C / SIGTERM reach our traps at once (`wait` is interruptible);
-            # cleanup stops it by pid like the servers.
-            timeout -k 5 "$run_timeout" \
-                redis-benchmark -h "$host" -p "$port" "${bench_tls[@]}" -c "$clients" -P "$pipe" -t "$t" -n "$n" \
-                -r 100000 -d 16 --csv >"$out" 2>"$tmp/run-$run.err" &
-            bench_pid=$!
-            wait "$bench_pid" || status=$?
-            bench_pid=
+            run_bounded "$run_timeout" "$out" "$tmp/run-$run.err" redis-benchmark -h "$host" -p "$port" \
+                "${bench_tls[@]}" -c "$clients" -P "$pipe" -t "$t" -n "$n" -r 100000 -d 16 --csv || status=$?
             rps[$key]="$(csv_field "$out" rps)"
             p50[$key]="$(csv_field "$out" p50_latency_ms)"
-            # redis-benchmark 7 stops at the first error reply ("Node ... replied with error:" + the error)
-            error="$(grep -A1 'replied with error' "$tmp/run-$run.err" | tail -n 1 | cut -c1-60 || true)"
-            if ((status == 124 || status == 137)); then
-                note[$key]="timed out"
-            elif [[ -n $error ]]; then
-                note[$key]="error reply: $error"
-            elif ((status != 0)); then
-                note[$key]="exit $status"
-            elif [[ ${rps[$key]} == - ]]; then
-                note[$key]="no result"
-            fi
+            note[$key]="$(rb_note "$status" "$out" "$tmp/run-$run.err")"
             if [[ -n ${note[$key]:-} ]]; then
                 failed=1
                 log "    ${note[$key]} after $((SECONDS - started)) s"
@@ -272,13 +154,12 @@ for pipe in "${pipelines[@]}"; do
 done
 
 # --- table -------------------------------------------------------------------------------------------
-ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (x + 0 > 0 && y + 0 > 0) printf "%.2f", y / x; else print "-" }'; }
 
 echo
 if ((self_test)); then
-    echo "Self-test: both columns are redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
+    echo "Self-test: both columns are redis-server $(redis_version)"
 fi
-echo "redis-benchmark, $clients clients, -r 100000 -d 16, on $host$( ((tls)) && echo ', TLS ports'); $(nproc 2>/dev/null || echo '?') cores"
+echo "redis-benchmark, $clients clients, -r 100000 -d 16, on $host$( ((tls)) && echo ', TLS ports'); $(cores) cores"
 fmt='%-7s %8s %12s %12s %12s %13s %13s  %s\n'
 # shellcheck disable=SC2059 # the format is ours
 printf "$fmt" command pipeline "$a rps" "$b rps" "$b/$a" "$a p50 ms" "$b p50 ms" ""
@@ -288,7 +169,7 @@ fi
 for pipe in "${pipelines[@]}"; do
     for t in "${tests[@]}"; do
         ka="$t|$pipe|$a" kb="$t|$pipe|$b"
-        r="$(ratio "${rps[$ka]}" "${rps[$kb]}")"
+        r="$(ratio "${rps[$kb]}" "${rps[$ka]}")"
         msg=""
         [[ -n ${note[$ka]:-} ]] && msg+="$a: ${note[$ka]}; "
         [[ -n ${note[$kb]:-} ]] && msg+="$b: ${note[$kb]}"

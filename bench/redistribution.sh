@@ -17,15 +17,10 @@
 # Everything listens on 127.0.0.1; every process is stopped by pid and the temp dir removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-build=1
-for arg in "$@"; do
-    case "$arg" in
-        --no-build) build=0 ;;
-        -h | --help) sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 0 ;;
-        *) echo "redistribution: unknown argument: $arg (try --help)" >&2; exit 2 ;;
-    esac
-done
+BENCH_NAME=redistribution
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_args "$@"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vesta/target}"
 keys="${BENCH_KEYS:-200000}"
@@ -36,43 +31,12 @@ rate_kb="${BENCH_RATE_KB:-0}"
 shards="${BENCH_SHARDS:-1024}"
 vesta="${VESTA_BIN:-$CARGO_TARGET_DIR/release/vesta}"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'redistribution: %s\n' "$*" >&2; exit 1; }
-
 for tool in etcd redis-server redis-benchmark redis-cli python3 timeout; do
     command -v "$tool" >/dev/null || die "needs $tool (apt-get install etcd-server redis-server redis-tools)"
 done
-if ((build)); then
-    log "building vesta (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    cargo build --release -p vesta
-fi
+bench_build vesta
 [[ -x $vesta ]] || die "no vesta binary at $vesta (build it, or set VESTA_BIN)"
-
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/vesta-redist.XXXXXX")"
-pids=()
-# shellcheck disable=SC2317 # called from the EXIT trap
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n ${BENCH_KEEP:-} ]]; then echo "logs kept in $tmp" >&2; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Waits until the log file $1 has a line `ready` (vesta) or the port $2 answers PING (redis).
-wait_ready() {
-    local file=$1 what=$2
-    for _ in $(seq 600); do
-        grep -qx ready "$file" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    die "$what did not start: $(tail -5 "$file" "${file%.out}.err" 2>/dev/null)"
-}
+bench_tmp vesta-redist
 
 # --- etcd, redis-server ------------------------------------------------------------------------------
 etcd_port=$(free_port)
@@ -81,9 +45,6 @@ etcd_url="http://127.0.0.1:$etcd_port"
 etcd --name bench --data-dir "$tmp/etcd" --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
     --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
     --initial-cluster "bench=http://127.0.0.1:$etcd_peer" >"$tmp/etcd.log" 2>&1 &
-pids+=($!)
-redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$tmp/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
     python3 - "$etcd_port" <<'EOF' && break
@@ -94,7 +55,8 @@ sys.exit(0 if b'"health":"true"' in s.recv(4096) else 1)
 EOF
     sleep 0.2
 done
-redis-cli -p "$redis_port" ping >/dev/null || die "redis-server did not start"
+redis_port=$(free_port)
+start_redis redis "$redis_port"
 
 # --- the cluster ----------------------------------------------------------------------------------
 admin() { "$vesta" admin --etcd "$etcd_url" --cluster bench "$@"; }
@@ -110,17 +72,13 @@ admin init --spec "$tmp/cluster.toml" >/dev/null
 
 start_store() {
     local node=$1
-    VESTA_LOG=warn "$vesta" store --node "$node" --listen "${addr[$node]}" --data-dir "$tmp/$node" \
-        --sync periodic --etcd "$etcd_url" --cluster bench >"$tmp/$node.out" 2>"$tmp/$node.err" &
-    pids+=($!)
-    wait_ready "$tmp/$node.out" "store $node"
+    VESTA_LOG=warn start "$node" - "$vesta" store --node "$node" --listen "${addr[$node]}" --data-dir "$tmp/$node" \
+        --sync periodic --etcd "$etcd_url" --cluster bench
 }
 for z in 1 2 3; do start_store "z${z}a"; done
 proxy_port=$(free_port)
-VESTA_LOG=warn "$vesta" proxy --listen "127.0.0.1:$proxy_port" --etcd "$etcd_url" --cluster bench \
-    >"$tmp/proxy.out" 2>"$tmp/proxy.err" &
-pids+=($!)
-wait_ready "$tmp/proxy.out" proxy
+VESTA_LOG=warn start proxy "$proxy_port" "$vesta" proxy --listen "127.0.0.1:$proxy_port" --etcd "$etcd_url" \
+    --cluster bench
 
 # --- load ------------------------------------------------------------------------------------------
 # One redis-benchmark run of SET and GET; prints "SET_RPS GET_RPS".

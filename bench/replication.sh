@@ -17,15 +17,10 @@
 # Everything listens on 127.0.0.1 only; every process is stopped by pid and the temp dir removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-build=1
-for arg in "$@"; do
-    case "$arg" in
-        --no-build) build=0 ;;
-        -h | --help) sed -n '2,18s/^# \{0,1\}//p' "$0"; exit 0 ;;
-        *) echo "replication bench: unknown argument: $arg (try --help)" >&2; exit 2 ;;
-    esac
-done
+BENCH_NAME="replication bench"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_args "$@"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vesta/target}"
 requests="${BENCH_REQUESTS:-100000}"
@@ -35,62 +30,14 @@ read -ra tests <<<"${BENCH_TESTS:-set get}"
 run_timeout="${BENCH_TIMEOUT:-600}"
 vesta_bin="${VESTA_BIN:-$CARGO_TARGET_DIR/release/vesta}"
 read -ra dev_args <<<"${VESTA_DEV_ARGS:-}"
-host=127.0.0.1
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'replication bench: %s\n' "$*" >&2; exit 1; }
-
-for tool in redis-server redis-benchmark redis-cli python3 timeout; do
-    command -v "$tool" >/dev/null || die "needs $tool (apt-get install -y redis-server redis-tools python3)"
-done
-if ((build)); then
-    log "building vesta (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    cargo build --release -p vesta
-fi
+need_tools redis-server redis-benchmark redis-cli python3 timeout
+bench_build vesta
 [[ -x $vesta_bin ]] || die "no vesta binary at $vesta_bin (build it, or set VESTA_BIN)"
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/vesta-repl-bench.XXXXXX")"
-pids=()
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local status=$? pid
-    trap - EXIT INT TERM
-    touch "$tmp/stop" 2>/dev/null || true
-    for pid in "${pids[@]}"; do stop_pid "$pid"; done
-    rm -rf "$tmp"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-ping_ok() { [[ "$(timeout 2 redis-cli -h "$host" -p "$1" ping 2>/dev/null)" == PONG ]]; }
-
-# start NAME PORT COMMAND…: runs it in the background, waits for PING; sets last_pid
-start() {
-    local name=$1 port=$2 deadline
-    shift 2
-    "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    last_pid=$!
-    pids+=("$last_pid")
-    deadline=$((SECONDS + 120))
-    until ping_ok "$port"; do
-        kill -0 "$last_pid" 2>/dev/null || { tail -n 20 "$tmp/$name.err" >&2; die "$name exited"; }
-        ((SECONDS < deadline)) || die "$name not ready after 120 s"
-        sleep 0.2
-    done
-    log "$name ready on $host:$port (pid $last_pid)"
-}
+bench_tmp vesta-repl-bench
+# shellcheck disable=SC2317 # called from the EXIT trap
+bench_on_exit() { touch "$tmp/stop" 2>/dev/null || true; } # ends the lag probe
 
 # bench PORT TEST: requests per second (redis-benchmark --csv)
 bench() {
@@ -125,11 +72,10 @@ percentile() { # FILE P (0–100)
 }
 
 declare -A rps
-log "$(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+log "$(cores) cores; load average $(loadavg)"
 
 port_r="$(free_port)"
-mkdir -p "$tmp/redis"
-start redis "$port_r" redis-server --port "$port_r" --bind "$host" --save '' --appendonly no --dir "$tmp/redis"
+start_redis redis "$port_r"
 for t in "${tests[@]}"; do
     log "redis-server: $t"
     rps[redis,$t]="$(bench "$port_r" "$t")"
@@ -143,7 +89,7 @@ for t in "${tests[@]}"; do
     log "vesta, replication off: $t"
     rps[off,$t]="$(bench "$port_a" "$t")"
 done
-stop_pid "$off_pid"
+stop "$off_pid"
 
 port_a="$(free_port)" port_b="$(free_port)" repl_a="$(free_port)" repl_b="$(free_port)"
 log "site B, then site A shipping to it"
@@ -192,7 +138,6 @@ caught_ms=$((($(date +%s%N) - caught_from) / 1000000))
 backlog=$(($(info_field "$port_a" sent_entries) - backlog_from))
 
 echo
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }'; }
 printf '%-6s %10s %10s %10s %8s %8s %12s %8s\n' test redis vesta-off vesta-on on/off on/redis logged-only logged/off
 for t in "${tests[@]}"; do
     printf '%-6s %10s %10s %10s %8s %8s %12s %8s\n' "$t" "${rps[redis,$t]}" "${rps[off,$t]}" "${rps[on,$t]}" \

@@ -1,7 +1,11 @@
-//! `vesta-bench store`: throughput of one store node over loopback with many requests in flight —
-//! prepare+commit pairs (the write path of every Redis write) and reads.
+//! Vesta's load generators:
 //!
-//! Without `--addr` it starts its own `vesta store` (RocksDB, in a temporary directory) and stops it.
+//! - `vesta-bench store`: throughput of one store node over loopback with many requests in flight —
+//!   prepare+commit pairs (the write path of every Redis write) and reads. Without `--addr` it starts its
+//!   own `vesta store` (RocksDB, in a temporary directory) and stops it.
+//! - `vesta-bench rate`: open-loop GET/SET/INCR at a fixed rate against any RESP server; latency from each
+//!   request's scheduled send time, error replies counted by prefix, timeouts.
+//! - `vesta-bench hot-counter`: many clients INCR one key; checks the replies are exactly 1..n.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,6 +30,10 @@ struct Cli {
 enum Bench {
     /// One store node: prepare+commit and read throughput.
     Store(StoreBench),
+    /// Open-loop load at a fixed rate against a RESP server (latency from the scheduled send time).
+    Rate(vesta_bench::rate::RateArgs),
+    /// Many clients INCR one key; the replies must be exactly 1..n.
+    HotCounter(vesta_bench::hot_counter::HotCounterArgs),
 }
 
 #[derive(clap::Args)]
@@ -189,8 +197,23 @@ async fn run_phase(b: &StoreBench, conns: &[NodeConnection], phase: Phase, name:
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let Bench::Store(b) = Cli::parse().command;
+async fn main() -> Result<std::process::ExitCode> {
+    match Cli::parse().command {
+        Bench::Store(b) => store_bench(b).await?,
+        Bench::Rate(a) => {
+            let report = vesta_bench::rate::run(&a).await?;
+            vesta_bench::rate::print(&a, &report);
+        }
+        Bench::HotCounter(a) => {
+            if !vesta_bench::hot_counter::run(&a).await? {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn store_bench(b: StoreBench) -> Result<()> {
     let (_spawned, addr) = match &b.addr {
         Some(a) => (None, a.clone()),
         None => {
