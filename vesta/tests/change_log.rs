@@ -3,6 +3,11 @@
 //! spread over both proxies while one store is `kill -9`ed and restarted; then a shard feed per shard
 //! (`vesta-repl`, over the internal protocol) reads the stores' logs. Every acknowledged write is there,
 //! none twice, each key's writes in order — what a sender to another site would ship.
+//!
+//! Each key is written by two clients on different proxies (they meet at the store leases), never by two
+//! clients of one proxy: those would queue on the proxy, and the write whose turn it is takes the others
+//! along in its own commit (`key_queue.rs`), so only the last value of such a round is a record — and a
+//! log entry. `proxy_concurrency.rs` checks what those rounds answer.
 
 mod common;
 
@@ -29,15 +34,17 @@ struct Acknowledged {
 async fn client(addr: std::net::SocketAddr, id: usize, until: Instant, acked: Arc<Mutex<Acknowledged>>) -> u64 {
     let mut c = common::connect(addr, false).await;
     let mut n = 0u64;
+    // Clients 2j and 2j+1 (on different proxies) share keys.
+    let pair = id / 2;
     while Instant::now() < until {
         n += 1;
-        let key = format!("k{}", n % 10);
+        let key = format!("k{pair}-{}", n % 10);
         let (args, what): (Vec<String>, u8) = match n % 4 {
             0 => (vec!["SET".into(), key.clone(), format!("c{id}-{n}")], 0),
-            1 => (vec!["INCR".into(), format!("counter{}", n % 3)], 1),
+            1 => (vec!["INCR".into(), format!("counter{pair}-{}", n % 3)], 1),
             2 => (vec!["DEL".into(), format!("gone-{id}-{}", n - 1)], 2),
             // A key this client's SETs write (those run at n ≡ 0 mod 4).
-            _ => (vec!["PEXPIRE".into(), format!("k{}", (n - 3) % 10), "600000".into()], 3),
+            _ => (vec!["PEXPIRE".into(), format!("k{pair}-{}", (n - 3) % 10), "600000".into()], 3),
         };
         if what == 2 {
             // Something to delete first.
