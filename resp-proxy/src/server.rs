@@ -493,6 +493,28 @@ fn after_earlier(
     })
 }
 
+/// Runs a read in the connection's own task once the commands it must follow have finished. A read
+/// takes no leases, so nothing waits on it while a slow client holds its connection up, and a task of
+/// its own per GET was a good part of what a GET cost.
+fn in_connection(
+    resp3: bool,
+    name: &'static str,
+    earlier: Vec<watch::Receiver<()>>,
+    done: watch::Sender<()>,
+    reply: impl Future<Output = Reply> + Send + 'static,
+) -> Pending {
+    Box::pin(async move {
+        let started = Instant::now();
+        for mut e in earlier {
+            let _ = e.wait_for(|_| false).await;
+        }
+        let reply = reply.await;
+        drop(done);
+        metrics::histogram!(m::COMMAND_SECONDS, "cmd" => name).record(started.elapsed().as_secs_f64());
+        (resp3, reply)
+    })
+}
+
 fn ready(resp3: bool, reply: Reply) -> Pending {
     Box::pin(futures::future::ready((resp3, reply)))
 }
@@ -609,7 +631,13 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
     let pending = match DataCommand::parse(&name, params, proxy.shared.limits.proto_max_bulk_len()) {
         Some(Ok(command)) => {
             let (earlier, done) = order.enter(command.keys(&namespace));
-            after_earlier(resp3, spec.name, earlier, Some(done), command.execute(coordinator, namespace))
+            let read = command.access() == cmd::Access::Read;
+            let run = command.execute(coordinator, namespace);
+            if read {
+                in_connection(resp3, spec.name, earlier, done, run)
+            } else {
+                after_earlier(resp3, spec.name, earlier, Some(done), run)
+            }
         }
         Some(Err(reply)) => ready(resp3, reply),
         None => ready(resp3, cmd::unknown_command(&args[0], params)),
