@@ -384,7 +384,8 @@ async fn config_timeout_and_client_output_buffer_limit() {
     assert_eq!(set, Value::Okay);
     let now = get(&mut c, "client-output-buffer-limit").await;
     assert!(now.starts_with("normal 536870912 268435456 30 slave "), "{now}");
-    let set = call(&mut c, &["CONFIG", "SET", "client-output-buffer-limit", "replica 1mb 512kb 10 NORMAL 1GB 0 0"]).await;
+    let set =
+        call(&mut c, &["CONFIG", "SET", "client-output-buffer-limit", "replica 1mb 512kb 10 NORMAL 1GB 0 0"]).await;
     assert_eq!(set, Value::Okay);
     let now = get(&mut c, "client-output-buffer-limit").await;
     assert!(now.starts_with("normal 1073741824 0 0 slave 1048576 524288 10 pubsub "), "{now}");
