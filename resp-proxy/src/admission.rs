@@ -112,6 +112,37 @@ pub struct Admission {
     refused: AtomicU64,
 }
 
+/// What [`Admission::admit`] decided.
+pub enum Admit {
+    Now(Permit),
+    Refused(Refusal),
+    Wait(Waiting),
+}
+
+/// A command in the surge queue.
+pub struct Waiting {
+    gate: Arc<Admission>,
+    grant: oneshot::Receiver<Grant>,
+}
+
+impl Waiting {
+    /// The slot, once a command finishes and CoDel lets this one run; `Err` when it is refused instead
+    /// or its deadline passes first.
+    pub async fn granted(self) -> Result<Permit, Refusal> {
+        match tokio::time::timeout(self.gate.config.max_wait, self.grant).await {
+            Ok(Ok(Grant::Run(permit))) => Ok(permit),
+            // Counted by whoever refused it.
+            Ok(Ok(Grant::Refused)) => Err(Refusal::Codel),
+            // The wait ran out (or the gate went away, which cannot happen while this holds an Arc of
+            // it); a slot granted meanwhile is given back when the channel drops it.
+            Ok(Err(_)) | Err(_) => {
+                self.gate.count(Refusal::Timeout);
+                Err(Refusal::Timeout)
+            }
+        }
+    }
+}
+
 /// A slot among `max_in_flight`: given back when dropped (to the next waiting command, if any).
 pub struct Permit {
     gate: Arc<Admission>,
@@ -148,42 +179,39 @@ impl Admission {
         (s.running, s.queue.len())
     }
 
-    /// A slot to run one command in, at once or after waiting; `Err` when the command is refused.
-    pub async fn admit(self: &Arc<Self>) -> Result<Permit, Refusal> {
-        let waiting = {
-            let mut s = self.state.lock();
-            let now = Instant::now();
-            if s.running < self.config.max_in_flight && s.queue.is_empty() {
-                s.running += 1;
-                s.codel.leaves(Duration::ZERO, now, &self.config);
-                return Ok(Permit { gate: self.clone() });
+    /// A slot to run one command in: at once, refused at once, or to wait for ([`Waiting::granted`]).
+    /// Not `async` itself: the command's task carries only the permit, and a future only when it waits.
+    pub fn admit(self: &Arc<Self>) -> Admit {
+        let mut s = self.state.lock();
+        let now = Instant::now();
+        if s.running < self.config.max_in_flight && s.queue.is_empty() {
+            s.running += 1;
+            s.codel.leaves(Duration::ZERO, now, &self.config);
+            return Admit::Now(Permit { gate: self.clone() });
+        }
+        // Overloaded: the stale waiters at the head are answered now, not when a slot frees.
+        while s.queue.front().is_some_and(|w| s.codel.would_refuse(now - w.since, now, &self.config)) {
+            if let Some(w) = s.queue.pop_front() {
+                s.codel.leaves(now - w.since, now, &self.config);
+                self.refuse(w, Refusal::Codel);
             }
-            // Overloaded: the stale waiters at the head are answered now, not when a slot frees.
-            while s.queue.front().is_some_and(|w| s.codel.would_refuse(now - w.since, now, &self.config)) {
-                if let Some(w) = s.queue.pop_front() {
-                    s.codel.leaves(now - w.since, now, &self.config);
-                    self.refuse(w, Refusal::Codel);
-                }
-            }
-            if s.queue.len() >= self.config.queue_len {
-                drop(s);
-                self.count(Refusal::QueueFull);
-                return Err(Refusal::QueueFull);
-            }
-            let (grant, waiting) = oneshot::channel();
-            s.queue.push_back(Waiter { since: now, grant });
-            waiting
-        };
-        match tokio::time::timeout(self.config.max_wait, waiting).await {
-            Ok(Ok(Grant::Run(permit))) => Ok(permit),
-            // Counted by whoever refused it.
-            Ok(Ok(Grant::Refused)) => Err(Refusal::Codel),
-            // The gate went away (cannot happen while we hold an Arc of it) or the wait ran out; a slot
-            // granted meanwhile is given back when the channel drops it.
-            Ok(Err(_)) | Err(_) => {
-                self.count(Refusal::Timeout);
-                Err(Refusal::Timeout)
-            }
+        }
+        if s.queue.len() >= self.config.queue_len {
+            drop(s);
+            self.count(Refusal::QueueFull);
+            return Admit::Refused(Refusal::QueueFull);
+        }
+        let (grant, waiting) = oneshot::channel();
+        s.queue.push_back(Waiter { since: now, grant });
+        Admit::Wait(Waiting { gate: self.clone(), grant: waiting })
+    }
+
+    /// [`Admission::admit`], waiting if it must.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Permit, Refusal> {
+        match self.admit() {
+            Admit::Now(permit) => Ok(permit),
+            Admit::Refused(why) => Err(why),
+            Admit::Wait(waiting) => waiting.granted().await,
         }
     }
 
@@ -237,16 +265,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn bounded_slots_and_a_bounded_queue() {
         let gate = Admission::new(config(2, 1));
-        let a = gate.admit().await.unwrap();
-        let b = gate.admit().await.unwrap();
+        let a = gate.acquire().await.unwrap();
+        let b = gate.acquire().await.unwrap();
         assert_eq!(gate.load(), (2, 0));
         let waiting = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.admit().await.map(|_| ()) }
+            async move { gate.acquire().await.map(|_| ()) }
         });
         tokio::task::yield_now().await;
         assert_eq!(gate.load(), (2, 1));
-        assert_eq!(gate.admit().await.err(), Some(Refusal::QueueFull), "beyond the queue: refused at once");
+        assert_eq!(gate.acquire().await.err(), Some(Refusal::QueueFull), "beyond the queue: refused at once");
         drop(a);
         assert_eq!(waiting.await.unwrap(), Ok(()), "a freed slot goes to the waiter");
         assert_eq!(gate.load(), (1, 0), "the waiter's permit was dropped when it finished");
@@ -258,13 +286,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiter_is_refused_after_its_deadline() {
         let gate = Admission::new(config(1, 10));
-        let _held = gate.admit().await.unwrap();
-        assert_eq!(gate.admit().await.err(), Some(Refusal::Timeout));
+        let _held = gate.acquire().await.unwrap();
+        assert_eq!(gate.acquire().await.err(), Some(Refusal::Timeout));
         assert_eq!(gate.refused(), 1);
         assert_eq!(gate.load(), (1, 1), "the waiter that gave up is still queued");
         drop(_held);
         assert_eq!(gate.load(), (0, 0), "the freed slot skipped it");
-        let again = gate.admit().await.unwrap();
+        let again = gate.acquire().await.unwrap();
         drop(again);
         assert_eq!(gate.load(), (0, 0));
         assert_eq!(gate.refused(), 1);
@@ -283,7 +311,7 @@ mod tests {
                 let gate = gate.clone();
                 tasks.push(tokio::spawn(async move {
                     let arrived = tokio::time::Instant::now();
-                    match gate.admit().await {
+                    match gate.acquire().await {
                         Ok(permit) => {
                             let waited = arrived.elapsed();
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -316,11 +344,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_short_burst_is_absorbed() {
         let gate = Admission::new(config(1, 100));
-        let first = gate.admit().await.unwrap();
+        let first = gate.acquire().await.unwrap();
         let waiters: Vec<_> = (0..5)
             .map(|_| {
                 let gate = gate.clone();
-                tokio::spawn(async move { gate.admit().await.is_ok() })
+                tokio::spawn(async move { gate.acquire().await.is_ok() })
             })
             .collect();
         tokio::task::yield_now().await;

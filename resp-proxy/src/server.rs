@@ -3,14 +3,15 @@
 //! HELLO, …) take effect at their place in the stream, so each data command runs in the namespace — and
 //! its reply is encoded in the protocol — that was current when it arrived.
 //!
-//! Connections are lean while idle: an idle plaintext connection holds no input or output buffer (the
-//! task waits for the socket to become readable before it allocates one, and gives both back once
-//! everything read was parsed and everything answered was written), so a proxy can hold many thousands
-//! of them (README → Connections and overload). The task never blocks on a client that reads slowly: it writes as the
-//! socket takes bytes and keeps serving, and `client-output-buffer-limit` bounds what such a client can
+//! Connections are lean while idle: an idle connection holds no input or output buffer (bytes are read
+//! into a stack buffer, and kept only once they have arrived, packed with other connections'; buffers,
+//! parser and key order are given back once everything read was parsed and everything answered was
+//! written), so a proxy can hold many thousands of them (README → Connections and overload). The task
+//! never blocks on a client that reads slowly: it writes as the socket takes bytes and keeps serving,
+//! and `client-output-buffer-limit` bounds what such a client can
 //! make the proxy hold. Data commands pass the proxy-wide [`Admission`] gate where they start executing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -21,13 +22,14 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vesta_proto::clock::{Clock, SkewedClock, SystemClock};
 
-use crate::admission::{Admission, AdmissionConfig, OVERLOADED};
+use crate::admission::{Admission, AdmissionConfig, Admit, OVERLOADED};
 use crate::clients::{Client, BUSY};
 use crate::cmd::connection::After;
 use crate::cmd::transaction::{self, Step};
@@ -43,8 +45,31 @@ use crate::session::{ReplyMode, Session, Shared};
 use crate::topology::Topology;
 use vesta_tls::handshake::Side;
 
-/// A command's reply, encoded for its connection (empty: nothing to send).
-type Pending = Pin<Box<dyn Future<Output = BytesMut> + Send>>;
+/// A command's reply to come.
+type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// A finished reply, the protocol to encode it in, and the bytes it counts for among its connection's
+/// finished replies (`client-output-buffer-limit`) until the connection takes it.
+struct Done {
+    resp3: bool,
+    reply: Reply,
+    counted: usize,
+}
+
+/// About the bytes `reply` encodes to: exact for its payload, headers estimated.
+fn encoded_len(reply: &Reply) -> usize {
+    match reply {
+        Reply::Status(s) => s.len() + 3,
+        Reply::Error(e) => e.len() + 3,
+        Reply::Int(_) => 24,
+        Reply::Bulk(b) => b.len() + 16,
+        Reply::Nil | Reply::NilArray => 5,
+        Reply::NoReply => 0,
+        Reply::Array(items) | Reply::Set(items) => 16 + items.iter().map(encoded_len).sum::<usize>(),
+        Reply::Map(pairs) => 16 + pairs.iter().map(|(k, v)| encoded_len(k) + encoded_len(v)).sum::<usize>(),
+        Reply::Verbatim(s) => s.len() + 24,
+    }
+}
 
 pub struct Proxy {
     pub coordinator: Arc<Coordinator>,
@@ -397,38 +422,11 @@ fn refusal(proxy: &Proxy, peer: SocketAddr) -> Option<&'static [u8]> {
     None
 }
 
-/// The read half of a client connection.
-trait ClientRead: AsyncRead + Unpin {
-    /// Whether [`ClientRead::poll_readable`] tells when bytes have arrived. If not, a read (into a
-    /// buffer) is started at once.
-    const KNOWS_READINESS: bool;
-
-    /// Ready once the connection has something to read (bytes, end of stream or an error), without a
-    /// buffer to read it into.
-    fn poll_readable(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl ClientRead for tokio::net::tcp::ReadHalf<'_> {
-    const KNOWS_READINESS: bool = true;
-
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.as_ref().poll_read_ready(cx)
-    }
-}
-
-/// TLS: rustls holds decrypted bytes of its own, so the socket's readiness says little; a read is
-/// always under way (a TLS connection keeps an input buffer, besides rustls's own).
-impl<T: AsyncRead> ClientRead for tokio::io::ReadHalf<T> {
-    const KNOWS_READINESS: bool = false;
-}
-
 /// Serves a connection's session, registered for CLIENT LIST/KILL meanwhile.
 async fn serve_session(
     proxy: &Arc<Proxy>,
     session: &mut Session,
-    rd: &mut impl ClientRead,
+    rd: &mut (impl AsyncRead + Unpin),
     wr: &mut (impl AsyncWrite + Unpin),
 ) -> io::Result<()> {
     proxy.shared.acl.start_session(session);
@@ -443,13 +441,20 @@ async fn serve_session(
 struct Work {
     parser: RequestParser,
     order: KeyOrder,
+    /// Replies to come, in request order (commands run as tasks of their own).
+    in_flight: FuturesOrdered<Pending>,
+}
+
+/// Commands of the connection in flight.
+fn in_flight(work: &Option<Box<Work>>) -> usize {
+    work.as_ref().map_or(0, |w| w.in_flight.len())
 }
 
 async fn serve_client(
     proxy: &Arc<Proxy>,
     session: &mut Session,
     me: &Arc<Client>,
-    rd: &mut impl ClientRead,
+    rd: &mut (impl AsyncRead + Unpin),
     wr: &mut (impl AsyncWrite + Unpin),
 ) -> io::Result<()> {
     let shared = &proxy.shared;
@@ -457,9 +462,6 @@ async fn serve_client(
     let mut input = BytesMut::new();
     // Encoded replies the socket has not taken yet.
     let mut output = BytesMut::new();
-    // Replies to come, in request order: tasks of their own (or finished already) that run whatever
-    // this one does, so only the first needs polling.
-    let mut in_flight: VecDeque<Pending> = VecDeque::new();
     let mut work: Option<Box<Work>> = None;
     // No more requests are read once set: the client hung up, sent QUIT, or broke the protocol.
     let mut closing = false;
@@ -473,13 +475,13 @@ async fn serve_client(
     loop {
         // Read per pass, so that CONFIG SET takes effect for the next request.
         let query_limit = shared.limits.query_buffer_limit();
-        if !input.is_empty() || !in_flight.is_empty() {
+        if !input.is_empty() || in_flight(&work) > 0 {
             let w = work.get_or_insert_with(Box::default);
-            if in_flight.is_empty() {
+            if w.in_flight.is_empty() {
                 w.order.reset();
             }
             let limits = shared.limits.request_limits();
-            while !closing && in_flight.len() < proxy.max_pipeline {
+            while !closing && w.in_flight.len() < proxy.max_pipeline {
                 match w.parser.parse(&mut input, &limits) {
                     Ok(None) => {
                         // What is left is one request still arriving (reads are capped to keep it in sight).
@@ -494,14 +496,14 @@ async fn serve_client(
                     Ok(Some(args)) if args.is_empty() => continue,
                     Ok(Some(args)) => {
                         let (pending, after) = dispatch(proxy, session, me, &mut w.order, args);
-                        in_flight.push_back(pending);
+                        w.in_flight.push_back(pending);
                         if let After::Close = after {
                             closing = true;
                         }
                     }
                     Err(e) => {
                         metrics::counter!(m::PROTOCOL_ERRORS, "reason" => e.reason()).increment(1);
-                        in_flight.push_back(finished(me, session.resp3, Reply::Error(format!("ERR {e}"))));
+                        w.in_flight.push_back(finished(me, session.resp3, Reply::Error(format!("ERR {e}"))));
                         closing = true;
                     }
                 }
@@ -509,9 +511,9 @@ async fn serve_client(
         }
         if input.is_empty() {
             // Everything read was parsed: the buffer goes (the requests' arguments keep what they use),
-            // and with nothing in flight, the parser and the key order too.
+            // and with nothing in flight, the parser, the key order and the reply queue too.
             input = BytesMut::new();
-            if in_flight.is_empty() {
+            if in_flight(&work) == 0 {
                 work = None;
             }
         } else {
@@ -537,8 +539,9 @@ async fn serve_client(
             None => soft_timer = None,
             Some(_) => {}
         }
+        let pending = in_flight(&work);
         // Redis's `timeout`: only a connection with nothing in flight and nothing to write is idle.
-        if in_flight.is_empty() && output.is_empty() && !unflushed {
+        if pending == 0 && output.is_empty() && !unflushed {
             if let Some(timeout) = shared.edge.idle_timeout() {
                 if now.duration_since(last_active) >= timeout && !closing {
                     metrics::counter!(m::IDLE_TIMEOUT_DISCONNECTIONS).increment(1);
@@ -550,17 +553,17 @@ async fn serve_client(
         } else {
             me.set_idle_since(BUSY);
         }
-        if closing && in_flight.is_empty() && output.is_empty() && !unflushed {
+        if closing && pending == 0 && output.is_empty() && !unflushed {
             wr.shutdown().await.ok();
             return Ok(());
         }
-        if output.is_empty() && output.capacity() > 0 && (in_flight.is_empty() || output.capacity() > OUTPUT_KEPT) {
+        if output.is_empty() && output.capacity() > 0 && (pending == 0 || output.capacity() > OUTPUT_KEPT) {
             output = BytesMut::new();
         }
         // At most one byte past the query buffer limit, so that an over-long request is caught while it
         // arrives and memory stays bounded by the limit, whatever the socket holds.
         let room = (query_limit + 1).saturating_sub(input.len()).max(1);
-        let reading = !closing && in_flight.len() < proxy.max_pipeline;
+        let reading = !closing && pending < proxy.max_pipeline;
         tokio::select! {
             // The socket takes output (or, all written, a TLS session flushes what it holds).
             sent = poll_fn(|cx| poll_send(&mut *wr, cx, &output)), if !output.is_empty() || unflushed => {
@@ -573,12 +576,10 @@ async fn serve_client(
                     }
                 }
             }
-            reply = poll_fn(|cx| next_reply(&mut in_flight, cx)), if !in_flight.is_empty() => {
-                in_flight.pop_front();
+            Some(reply) = next_reply(&mut work), if pending > 0 => {
                 take_reply(me, &mut output, reply);
                 // Everything else already finished goes out in the same write.
-                while let Some(Some(reply)) = in_flight.front_mut().map(|p| p.as_mut().now_or_never()) {
-                    in_flight.pop_front();
+                while let Some(Some(reply)) = next_reply(&mut work).now_or_never() {
                     take_reply(me, &mut output, reply);
                 }
                 // Straight to the socket when it takes it (the usual case): no pass through the loop.
@@ -608,7 +609,7 @@ async fn serve_client(
                     let limits = shared.limits.request_limits();
                     while let Ok(Some(args)) = w.parser.parse(&mut input, &limits) {
                         if !args.is_empty() {
-                            in_flight.push_back(dispatch(proxy, session, me, &mut w.order, args).0);
+                            w.in_flight.push_back(dispatch(proxy, session, me, &mut w.order, args).0);
                         }
                     }
                 }
@@ -617,22 +618,18 @@ async fn serve_client(
     }
 }
 
-/// Polls the first reply to come.
-fn next_reply(in_flight: &mut VecDeque<Pending>, cx: &mut Context<'_>) -> Poll<BytesMut> {
-    match in_flight.front_mut() {
-        Some(first) => first.as_mut().poll(cx),
-        None => Poll::Pending,
+/// The next reply, in request order (`None`: nothing in flight).
+async fn next_reply(work: &mut Option<Box<Work>>) -> Option<Done> {
+    match work {
+        Some(w) => w.in_flight.next().await,
+        None => None,
     }
 }
 
-/// Moves a finished reply into the output.
-fn take_reply(me: &Client, output: &mut BytesMut, reply: BytesMut) {
-    me.reply_taken(reply.len());
-    if output.is_empty() {
-        *output = reply;
-    } else {
-        output.extend_from_slice(&reply);
-    }
+/// Encodes a finished reply into the output.
+fn take_reply(me: &Client, output: &mut BytesMut, done: Done) {
+    me.reply_taken(done.counted);
+    done.reply.encode(done.resp3, output);
 }
 
 /// Writes some of `output` (the bytes written), or with nothing left to write, flushes (0 once done).
@@ -649,37 +646,52 @@ fn poll_send(wr: &mut (impl AsyncWrite + Unpin), cx: &mut Context<'_>, output: &
 /// Output capacity kept between replies while commands are in flight; a larger buffer goes once written.
 const OUTPUT_KEPT: usize = 16 * 1024;
 
-/// Reads what the socket has into `input`, at most `max` bytes. A connection that can tell when bytes
-/// have arrived gets its buffer only then, and gives it back if that turns out stale.
-fn poll_read_some<R: ClientRead>(
-    rd: &mut R,
+/// Reads what the socket has into `input`, at most `max` bytes. Between requests `input` is empty and
+/// holds no memory: the read goes to a buffer on the stack (nothing is kept while the socket has nothing
+/// to give) and the bytes read are then placed in [`INPUT_ARENA`]. A request still arriving is read
+/// straight into `input`.
+fn poll_read_some(
+    rd: &mut (impl AsyncRead + Unpin),
     cx: &mut Context<'_>,
     input: &mut BytesMut,
     max: usize,
 ) -> Poll<io::Result<usize>> {
-    loop {
-        if R::KNOWS_READINESS {
-            ready!(rd.poll_readable(cx))?;
+    if input.is_empty() {
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); INPUT_BUFFER];
+        let mut read = tokio::io::ReadBuf::uninit(&mut stack[..max.min(INPUT_BUFFER)]);
+        ready!(Pin::new(rd).poll_read(cx, &mut read))?;
+        if !read.filled().is_empty() {
+            *input = arena_input(read.filled());
         }
-        if input.capacity() == 0 {
-            *input = BytesMut::with_capacity(INPUT_BUFFER);
-        }
-        let mut limited = (&mut *input).limit(max);
-        let read = std::pin::pin!(rd.read_buf(&mut limited));
-        match read.poll(cx) {
-            Poll::Ready(result) => return Poll::Ready(result),
-            // The readiness was stale (the read found nothing, which clears it): wait again, bufferless.
-            Poll::Pending if R::KNOWS_READINESS => {
-                if input.is_empty() {
-                    *input = BytesMut::new();
-                }
-            }
-            Poll::Pending => return Poll::Pending,
-        }
+        return Poll::Ready(Ok(read.filled().len()));
     }
+    let mut limited = (&mut *input).limit(max);
+    std::pin::pin!(rd.read_buf(&mut limited)).poll(cx)
 }
 
-/// A connection's input buffer when bytes arrive, and what it shrinks back to after a large request.
+thread_local! {
+    /// Where the bytes of new requests go, one after the other whatever their connection, in chunks of
+    /// [`INPUT_BUFFER`]. A request's arguments are slices of its chunk, and some live on (a value kept by
+    /// an in-process store node, a key in the coordinator's tables): packed this way they pin shared
+    /// chunks, as a connection's long-lived input buffer used to, rather than an allocation per request
+    /// scattered between short-lived ones (which fragments the heap).
+    static INPUT_ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// `bytes` copied into [`INPUT_ARENA`]: a buffer of exactly their length.
+fn arena_input(bytes: &[u8]) -> BytesMut {
+    INPUT_ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.capacity() < bytes.len() {
+            *arena = BytesMut::with_capacity(INPUT_BUFFER.max(bytes.len()));
+        }
+        arena.extend_from_slice(bytes);
+        arena.split()
+    })
+}
+
+/// The most a read takes at once between requests, and what the input buffer shrinks back to after a
+/// large request.
 const INPUT_BUFFER: usize = 16 * 1024;
 
 /// Gives back the memory of a large request once it has been parsed: a buffer that grew for a large
@@ -781,20 +793,19 @@ fn ready(resp3: bool, reply: Reply) -> Outcome {
     Outcome::Now(resp3, reply)
 }
 
-/// A reply ready now, encoded and counted among the connection's finished replies.
+/// A reply ready now, counted among the connection's finished replies.
 fn finished(me: &Client, resp3: bool, reply: Reply) -> Pending {
-    let mut out = BytesMut::new();
-    reply.encode(resp3, &mut out);
-    me.reply_finished(out.len(), 0);
-    Box::pin(futures::future::ready(out))
+    let counted = encoded_len(&reply);
+    me.reply_finished(counted, 0);
+    Box::pin(futures::future::ready(Done { resp3, reply, counted }))
 }
 
 /// Runs `reply` once the commands it must follow have finished — as a task of its own, so that a
 /// command's two-phase commit goes on whatever its connection does: a command left unpolled between
 /// its prepares and its commits would sit on its leases until they expire. A `bounded` command (one
 /// that reaches the store nodes) first takes a slot of the proxy-wide [`Admission`] gate, or is refused
-/// with `-TRYAGAIN proxy overloaded, try again`. The reply is encoded in the task and counted among the
-/// connection's finished replies (`client-output-buffer-limit`) until the connection takes it.
+/// with `-TRYAGAIN proxy overloaded, try again`. The finished reply is counted among the connection's
+/// finished replies (`client-output-buffer-limit`) until the connection takes it.
 #[allow(clippy::too_many_arguments)]
 fn after_earlier(
     proxy: &Proxy,
@@ -809,38 +820,42 @@ fn after_earlier(
     let client = me.clone();
     let hard = proxy.shared.edge.output_limit().hard;
     let gate = bounded.then(|| proxy.shared.admission.clone());
-    let task = tokio::spawn(async move {
+    let fut = async move {
         let started = Instant::now();
         for mut e in earlier {
             // Resolves (with an error) once that command's sender is dropped, i.e. it finished.
             let _ = e.wait_for(|_| false).await;
         }
-        let reply = match gate {
-            None => reply.await,
-            Some(gate) => match gate.admit().await {
-                Ok(permit) => {
-                    let reply = reply.await;
-                    drop(permit);
-                    reply
-                }
-                Err(_) => Reply::error(OVERLOADED),
-            },
+        let admitted = match gate.map(|gate| gate.admit()) {
+            None => Ok(None),
+            Some(Admit::Now(permit)) => Ok(Some(permit)),
+            Some(Admit::Refused(why)) => Err(why),
+            // Boxed: the task of a command that does not wait carries no waiting state.
+            Some(Admit::Wait(waiting)) => Box::pin(waiting.granted()).await.map(Some),
+        };
+        let reply = match admitted {
+            Ok(permit) => {
+                let reply = reply.await;
+                drop(permit);
+                reply
+            }
+            Err(_) => Reply::error(OVERLOADED),
         };
         drop(done);
         metrics::histogram!(m::COMMAND_SECONDS, "cmd" => name).record(started.elapsed().as_secs_f64());
-        let mut out = BytesMut::new();
-        reply.encode(resp3, &mut out);
-        client.reply_finished(out.len(), hard);
-        out
-    });
+        let counted = encoded_len(&reply);
+        client.reply_finished(counted, hard);
+        Done { resp3, reply, counted }
+    };
+    let task = tokio::spawn(fut);
     let client = me.clone();
     Outcome::Later(Box::pin(async move {
         task.await.unwrap_or_else(|e| {
             tracing::error!(command = name, error = %e, "command task failed");
-            let mut out = BytesMut::new();
-            Reply::error("ERR internal error while running the command").encode(resp3, &mut out);
-            client.reply_finished(out.len(), 0);
-            out
+            let reply = Reply::error("ERR internal error while running the command");
+            let counted = encoded_len(&reply);
+            client.reply_finished(counted, 0);
+            Done { resp3, reply, counted }
         })
     }))
 }
@@ -867,13 +882,15 @@ fn dispatch(
         ReplyMode::Off => session.reply_mode == ReplyMode::Off,
     };
     let pending = match outcome {
-        Outcome::Now(_, _) if silent => Box::pin(futures::future::ready(BytesMut::new())),
+        Outcome::Now(resp3, _) if silent => {
+            Box::pin(futures::future::ready(Done { resp3, reply: Reply::NoReply, counted: 0 }))
+        }
         Outcome::Now(resp3, reply) => finished(me, resp3, reply),
         Outcome::Later(pending) if silent => {
             let me = me.clone();
-            Box::pin(pending.map(move |reply| {
-                me.reply_taken(reply.len());
-                BytesMut::new()
+            Box::pin(pending.map(move |done| {
+                me.reply_taken(done.counted);
+                Done { resp3: done.resp3, reply: Reply::NoReply, counted: 0 }
             }))
         }
         Outcome::Later(pending) => pending,
