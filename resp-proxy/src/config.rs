@@ -28,9 +28,36 @@ pub struct ProxyConfig {
     pub deadline_ms: u64,
     /// This data centre's id.
     pub origin: u32,
+    /// Redis's `maxclients`. Lowered at start to what the open-file limit allows (which the proxy first
+    /// raises to its hard limit), as Redis does; CONFIG SET changes it.
     pub max_clients: usize,
     /// Commands of one connection executing at once; reading pauses beyond it.
     pub max_pipeline: usize,
+    /// Redis's `timeout`: a connection with nothing in flight that stays silent this many seconds is
+    /// closed (0: never). CONFIG SET changes it.
+    pub timeout: u64,
+    /// Redis's `client-output-buffer-limit` for normal clients, `"<hard> <soft> <soft-seconds>"`: a
+    /// client holding more than `hard` bytes of replies it has not read, or more than `soft` for longer
+    /// than `soft-seconds`, is disconnected (0: no such limit). CONFIG SET changes it.
+    pub client_output_buffer_limit: crate::edge::OutputBufferLimit,
+    /// New connections accepted per second, at most (bursts of a tenth of that); beyond it accepting
+    /// waits and connections queue in the kernel's backlog. 0: no limit.
+    pub max_accept_rate: u64,
+    /// Data commands (those that reach the store nodes) executing at once in this proxy, over every
+    /// connection; beyond it commands wait in the surge queue.
+    pub max_in_flight: usize,
+    /// Commands that may wait for a slot; beyond it a command is refused at once
+    /// (`-TRYAGAIN proxy overloaded, try again`). 0: none waits.
+    pub surge_queue_len: usize,
+    /// CoDel's target: while the shortest wait in the surge queue over an interval stays above it,
+    /// commands that waited more than twice the target are refused instead of run.
+    pub codel_target_ms: u64,
+    /// CoDel's interval.
+    pub codel_interval_ms: u64,
+    /// File descriptors kept for everything but clients when `max_clients` is checked against the
+    /// open-file limit (`vesta dev` keeps more: its stores' files live in the same process).
+    #[serde(skip)]
+    pub reserved_fds: u64,
     /// How far apart this proxy's clock, the store nodes' clocks and the timestamps of the copies it
     /// reads may be before it refuses to write (see README → Guarantees). Keep it below a third of the
     /// stores' lease.
@@ -208,6 +235,14 @@ impl Default for ProxyConfig {
             origin: 1,
             max_clients: 10_000,
             max_pipeline: 1024,
+            timeout: 0,
+            client_output_buffer_limit: crate::edge::OutputBufferLimit::DEFAULT_NORMAL,
+            max_accept_rate: 10_000,
+            max_in_flight: 4096,
+            surge_queue_len: 8192,
+            codel_target_ms: 5,
+            codel_interval_ms: 100,
+            reserved_fds: crate::edge::RESERVED_FDS,
             max_clock_drift_ms: 100,
             clock_offset_ms: 0,
             proto_max_bulk_len: limits::DEFAULT_PROTO_MAX_BULK_LEN,
@@ -260,6 +295,15 @@ impl ProxyConfig {
         }
         if self.max_clock_drift_ms == 0 {
             return Err("max_clock_drift_ms must be at least 1".into());
+        }
+        if self.timeout > crate::edge::MAX_TIMEOUT {
+            return Err(format!("timeout must be between 0 and {} seconds", crate::edge::MAX_TIMEOUT));
+        }
+        if self.max_in_flight == 0 {
+            return Err("max_in_flight must be at least 1".into());
+        }
+        if self.codel_target_ms == 0 || self.codel_interval_ms < self.codel_target_ms {
+            return Err("codel_target_ms must be at least 1 and codel_interval_ms at least codel_target_ms".into());
         }
         limits::check_proto_max_bulk_len(self.proto_max_bulk_len as u64).map_err(|_| {
             format!(
@@ -330,6 +374,28 @@ pub struct ProxyFlags {
     pub max_clients: Option<usize>,
     #[arg(long, env = "VESTA_PROXY_MAX_PIPELINE")]
     pub max_pipeline: Option<usize>,
+    /// Close connections idle (nothing in flight) for this many seconds; 0: never (Redis's timeout).
+    #[arg(long, env = "VESTA_PROXY_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// "<hard> <soft> <soft-seconds>" for normal clients, e.g. "256mb 64mb 60" (Redis's
+    /// client-output-buffer-limit).
+    #[arg(long, env = "VESTA_PROXY_CLIENT_OUTPUT_BUFFER_LIMIT")]
+    pub client_output_buffer_limit: Option<crate::edge::OutputBufferLimit>,
+    /// New connections accepted per second, at most (0: no limit).
+    #[arg(long, env = "VESTA_PROXY_MAX_ACCEPT_RATE")]
+    pub max_accept_rate: Option<u64>,
+    /// Data commands executing at once in this proxy; beyond it they wait in the surge queue.
+    #[arg(long, env = "VESTA_PROXY_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Commands that may wait for a slot; beyond it they are refused (-TRYAGAIN) at once.
+    #[arg(long, env = "VESTA_PROXY_SURGE_QUEUE_LEN")]
+    pub surge_queue_len: Option<usize>,
+    /// CoDel target of the surge queue, ms.
+    #[arg(long, env = "VESTA_PROXY_CODEL_TARGET_MS")]
+    pub codel_target_ms: Option<u64>,
+    /// CoDel interval of the surge queue, ms.
+    #[arg(long, env = "VESTA_PROXY_CODEL_INTERVAL_MS")]
+    pub codel_interval_ms: Option<u64>,
     #[arg(long, env = "VESTA_PROXY_MAX_CLOCK_DRIFT_MS")]
     pub max_clock_drift_ms: Option<u64>,
     /// Test-only: shift this proxy's wall clock by this many ms.
@@ -420,6 +486,13 @@ impl ProxyFlags {
             origin,
             max_clients,
             max_pipeline,
+            timeout,
+            client_output_buffer_limit,
+            max_accept_rate,
+            max_in_flight,
+            surge_queue_len,
+            codel_target_ms,
+            codel_interval_ms,
             max_clock_drift_ms,
             clock_offset_ms,
             proto_max_bulk_len,
@@ -507,6 +580,23 @@ mod tests {
         assert_eq!((c.proto_max_bulk_len, c.client_query_buffer_limit), (2097152, Some(4194304)));
         let flags = ProxyFlags { config: Some(file), proto_max_bulk_len: Some(3145728), ..ProxyFlags::default() };
         assert_eq!(flags.resolve().unwrap().proto_max_bulk_len, 3145728);
+
+        let file = dir.join("edge.toml");
+        let text = "timeout = 300\nclient_output_buffer_limit = \"normal 1mb 512kb 10\"\nmax_in_flight = 64\n";
+        std::fs::write(&file, text).unwrap();
+        let flags = ProxyFlags {
+            config: Some(file.clone()),
+            client_output_buffer_limit: Some("0 0 0".parse().unwrap()),
+            ..ProxyFlags::default()
+        };
+        let c = flags.resolve().unwrap();
+        assert_eq!((c.timeout, c.max_in_flight), (300, 64));
+        assert_eq!(c.client_output_buffer_limit, crate::edge::OutputBufferLimit::UNLIMITED, "the flag wins");
+        std::fs::write(&file, "client_output_buffer_limit = \"pubsub 1 1 1\"\n").unwrap();
+        let e = ProxyFlags { config: Some(file.clone()), ..ProxyFlags::default() }.resolve().unwrap_err();
+        assert!(e.contains("only the normal class"), "{e}");
+        std::fs::write(&file, "timeout = 4294967296\n").unwrap();
+        assert!(ProxyFlags { config: Some(file), ..ProxyFlags::default() }.resolve().is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 

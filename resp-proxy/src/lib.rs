@@ -5,11 +5,13 @@
 //! [`pool`] (store-node connections) and [`topology`] (where shards live).
 
 pub mod acl;
+pub mod admission;
 pub mod clients;
 pub mod cmd;
 pub mod config;
 pub mod coordinator;
 pub mod crypto;
+pub mod edge;
 pub mod limits;
 pub mod metrics;
 pub mod pool;

@@ -32,6 +32,16 @@ pub const MAP_VERSION: &str = "vesta_proxy_map_version";
 pub const PROTOCOL_ERRORS: &str = "vesta_proxy_protocol_errors_total";
 /// Connections closed for holding more than `client-query-buffer-limit` bytes of one unparsed request.
 pub const QUERY_BUFFER_DISCONNECTIONS: &str = "vesta_proxy_query_buffer_limit_disconnections_total";
+/// Connections closed for holding more replies than `client-output-buffer-limit` allows, by `limit`
+/// (hard, soft).
+pub const OUTPUT_BUFFER_DISCONNECTIONS: &str = "vesta_proxy_output_buffer_limit_disconnections_total";
+/// Connections closed by the idle `timeout`.
+pub const IDLE_TIMEOUT_DISCONNECTIONS: &str = "vesta_proxy_idle_timeout_disconnections_total";
+/// Connections whose accept waited for the accept-rate limit (`max_accept_rate`).
+pub const ACCEPTS_DELAYED: &str = "vesta_proxy_accepts_delayed_total";
+/// Data commands refused with `-TRYAGAIN proxy overloaded, try again`, by `reason` (queue_full: the
+/// surge queue was full; codel: overloaded and waited too long; timeout: waited for its whole deadline).
+pub const OVERLOAD_REFUSALS: &str = "vesta_proxy_overload_refusals_total";
 /// ACL refusals by `reason`: auth (a wrong password or unknown/disabled user), auth_rate_limited (an
 /// AUTH refused unchecked: too many failures from that address), command, key, database.
 pub const ACL_DENIED: &str = "vesta_proxy_acl_denied_total";

@@ -1,17 +1,27 @@
 //! The RESP server: one task per client connection. Pipelined commands are parsed as they arrive and
-//! run concurrently; replies leave strictly in request order (a `FuturesOrdered`). Connection-state
-//! commands (SELECT, HELLO, …) take effect at their place in the stream, so each data command runs in
-//! the namespace — and its reply is encoded in the protocol — that was current when it arrived.
+//! run concurrently; replies leave strictly in request order. Connection-state commands (SELECT,
+//! HELLO, …) take effect at their place in the stream, so each data command runs in the namespace — and
+//! its reply is encoded in the protocol — that was current when it arrived.
+//!
+//! Connections are lean while idle: an idle connection holds no input or output buffer (bytes are read
+//! into a stack buffer, and kept only once they have arrived, packed with other connections'; buffers,
+//! parser and key order are given back once everything read was parsed and everything answered was
+//! written), so a proxy can hold many thousands of them (README → Connections and overload). The task
+//! never blocks on a client that reads slowly: it writes as the socket takes bytes and keeps serving,
+//! and `client-output-buffer-limit` bounds what such a client can
+//! make the proxy hold. Data commands pass the proxy-wide [`Admission`] gate where they start executing.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,11 +29,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vesta_proto::clock::{Clock, SkewedClock, SystemClock};
 
+use crate::admission::{Admission, AdmissionConfig, Admit, OVERLOADED};
+use crate::clients::{Client, BUSY};
 use crate::cmd::connection::After;
 use crate::cmd::transaction::{self, Step};
 use crate::cmd::{self, keyspace, DataCommand};
 use crate::config::ProxyConfig;
 use crate::coordinator::{Coordinator, KeyName, QuorumSettings};
+use crate::edge::{AcceptRate, Breach, Edge, OutputBufferLimit};
 use crate::limits::ClientLimits;
 use crate::metrics as m;
 use crate::pool::LocalNodes;
@@ -32,13 +45,38 @@ use crate::session::{ReplyMode, Session, Shared};
 use crate::topology::Topology;
 use vesta_tls::handshake::Side;
 
-type Pending = Pin<Box<dyn Future<Output = (bool, Reply)> + Send>>;
+/// A command's reply to come.
+type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// A finished reply, the protocol to encode it in, and the bytes it counts for among its connection's
+/// finished replies (`client-output-buffer-limit`) until the connection takes it.
+struct Done {
+    resp3: bool,
+    reply: Reply,
+    counted: usize,
+}
+
+/// About the bytes `reply` encodes to: exact for its payload, headers estimated.
+fn encoded_len(reply: &Reply) -> usize {
+    match reply {
+        Reply::Status(s) => s.len() + 3,
+        Reply::Error(e) => e.len() + 3,
+        Reply::Int(_) => 24,
+        Reply::Bulk(b) => b.len() + 16,
+        Reply::Nil | Reply::NilArray => 5,
+        Reply::NoReply => 0,
+        Reply::Array(items) | Reply::Set(items) => 16 + items.iter().map(encoded_len).sum::<usize>(),
+        Reply::Map(pairs) => 16 + pairs.iter().map(|(k, v)| encoded_len(k) + encoded_len(v)).sum::<usize>(),
+        Reply::Verbatim(s) => s.len() + 24,
+    }
+}
 
 pub struct Proxy {
     pub coordinator: Arc<Coordinator>,
     pub shared: Shared,
-    max_clients: usize,
     max_pipeline: usize,
+    /// `max_accept_rate`, when set.
+    accept_rate: Option<parking_lot::Mutex<AcceptRate>>,
 }
 
 impl Proxy {
@@ -70,6 +108,14 @@ impl Proxy {
         };
         let coordinator =
             Coordinator::new(topology, Duration::from_millis(config.node_timeout_ms), settings, locals, clock);
+        let edge = edge_settings(config);
+        let admission = Admission::new(AdmissionConfig {
+            max_in_flight: config.max_in_flight,
+            queue_len: config.surge_queue_len,
+            target: Duration::from_millis(config.codel_target_ms),
+            interval: Duration::from_millis(config.codel_interval_ms),
+            max_wait: Duration::from_millis(config.deadline_ms),
+        });
         let shared = Shared {
             started: Instant::now(),
             run_id: format!("{:040x}", rand::random::<u128>()),
@@ -84,10 +130,13 @@ impl Proxy {
             read_quorum: topology.read_quorum,
             map_view: parking_lot::RwLock::new((topology.version, topology.down_zones.clone())),
             clients: Default::default(),
-            config: parking_lot::Mutex::new(cmd::server::default_config(port, config.max_clients)),
+            config: parking_lot::Mutex::new(cmd::server::default_config(port)),
             stats: Default::default(),
             limits: ClientLimits::new(config.proto_max_bulk_len, config.client_query_buffer_limit),
             query_buffer_disconnections: 0.into(),
+            edge,
+            output_buffer_disconnections: 0.into(),
+            admission,
             replication: Default::default(),
             encryption: coordinator.encryption().clone(),
             acl: config.build_acl().unwrap_or_else(|e| {
@@ -96,7 +145,9 @@ impl Proxy {
                 crate::acl::Acl::locked()
             }),
         };
-        Arc::new(Proxy { coordinator, shared, max_clients: config.max_clients, max_pipeline: config.max_pipeline })
+        let accept_rate = (config.max_accept_rate > 0)
+            .then(|| parking_lot::Mutex::new(AcceptRate::new(config.max_accept_rate, Instant::now())));
+        Arc::new(Proxy { coordinator, shared, max_pipeline: config.max_pipeline, accept_rate })
     }
 
     /// Routes by a new shard map version (or zone states) from now on.
@@ -105,6 +156,27 @@ impl Proxy {
         *self.shared.map_view.write() = (topology.version, topology.down_zones.clone());
         Ok(())
     }
+}
+
+/// The client-edge settings of `config`, `max_clients` lowered to what the open-file limit allows (the
+/// soft limit raised to the hard one first), as Redis does.
+fn edge_settings(config: &ProxyConfig) -> Edge {
+    let capacity = match crate::edge::raise_open_file_limit() {
+        Ok(open_files) => crate::edge::clients_allowed(open_files, config.reserved_fds),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; maxclients is not checked against it");
+            usize::MAX
+        }
+    };
+    if config.max_clients > capacity {
+        tracing::warn!(
+            max_clients = config.max_clients,
+            allowed = capacity,
+            reserved_fds = config.reserved_fds,
+            "the open-file limit is too low for max_clients: lowered (raise the limit: README → Connections and overload)"
+        );
+    }
+    Edge::new(config.timeout, config.client_output_buffer_limit, config.max_clients, capacity)
 }
 
 /// Runs a proxy from its configuration until `shutdown`; `on_listening` gets the bound address.
@@ -176,19 +248,46 @@ pub async fn run_proxy(
     let shutdown = shutdown.shared();
     let plain = plain.map(|l| serve_port(proxy.clone(), l, None, shutdown.clone()));
     let secure = secure.map(|(l, tls)| serve_port(proxy.clone(), l, Some(tls), shutdown.clone()));
-    match (plain, secure) {
-        (Some(p), Some(s)) => {
-            futures::future::join(p, s).await;
+    let ports = async move {
+        match (plain, secure) {
+            (Some(p), Some(s)) => {
+                futures::future::join(p, s).await;
+            }
+            (Some(p), None) => p.await,
+            (None, Some(s)) => s.await,
+            (None, None) => {}
         }
-        (Some(p), None) => p.await,
-        (None, Some(s)) => s.await,
-        (None, None) => {}
+    };
+    tokio::select! {
+        _ = ports => {}
+        _ = sweep_idle(&proxy) => {}
     }
     Ok(())
 }
 
 pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    serve_port(proxy, listener, None, shutdown).await
+    let sweeper = proxy.clone();
+    tokio::select! {
+        _ = serve_port(proxy, listener, None, shutdown) => {}
+        _ = sweep_idle(&sweeper) => {}
+    }
+}
+
+/// Redis's `timeout`: wakes the connections idle for longer than it (each closes itself if it still is).
+/// A sweep over the registry, like Redis's clients cron, rather than a timer per connection.
+async fn sweep_idle(proxy: &Proxy) {
+    loop {
+        let timeout = proxy.shared.edge.idle_timeout();
+        let tick = timeout
+            .map_or(Duration::from_secs(1), |t| (t / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)));
+        tokio::time::sleep(tick).await;
+        if let Some(timeout) = proxy.shared.edge.idle_timeout() {
+            let now = proxy.shared.started.elapsed();
+            if let Some(before) = now.checked_sub(timeout) {
+                proxy.shared.clients.wake_idle(before.as_millis() as u64);
+            }
+        }
+    }
 }
 
 /// Serves one client port: plaintext, or TLS with `tls` (Redis's `tls-port`).
@@ -200,42 +299,27 @@ pub async fn serve_port(
 ) {
     tokio::pin!(shutdown);
     loop {
+        // `max_accept_rate`: beyond it the next accept waits (connections queue in the kernel's backlog).
+        if let Some(rate) = &proxy.accept_rate {
+            let mut delayed = false;
+            loop {
+                let wait = rate.lock().take(Instant::now());
+                let Err(wait) = wait else { break };
+                if !delayed {
+                    delayed = true;
+                    metrics::counter!(m::ACCEPTS_DELAYED).increment(1);
+                }
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let proxy = proxy.clone();
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        let _ = stream.set_nodelay(true);
-                        let stream = match tls {
-                            None => ClientStream::Plain(stream),
-                            // A failed handshake (plaintext on the TLS port, an unknown client
-                            // certificate…) is counted and the socket closed; no Redis reply exists.
-                            Some(tls) => match tls.accept(stream).await {
-                                Ok(session) => ClientStream::Tls(Box::new(session)),
-                                Err(e) => {
-                                    tracing::debug!(%peer, error = %e, "TLS client refused");
-                                    return;
-                                }
-                            },
-                        };
-                        proxy.shared.total_connections.fetch_add(1, Ordering::Relaxed);
-                        let clients = proxy.shared.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
-                        metrics::gauge!(m::CLIENT_CONNECTIONS).increment(1.0);
-                        if proxy.shared.acl.refuses_connection(peer.ip()) {
-                            metrics::counter!(m::PROTECTED_MODE_REFUSALS).increment(1);
-                            tracing::debug!(%peer, "protected mode: refused a client from beyond loopback");
-                            let _ = refuse(stream, crate::acl::DENIED.as_bytes()).await;
-                        } else if clients as usize > proxy.max_clients {
-                            proxy.shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
-                            let _ = refuse(stream, b"-ERR max number of clients reached\r\n").await;
-                        } else if let Err(e) = connection(&proxy, stream, peer).await {
-                            tracing::debug!(%peer, error = %e, "client connection ended");
-                        }
-                        proxy.shared.connected_clients.fetch_sub(1, Ordering::Relaxed);
-                        metrics::gauge!(m::CLIENT_CONNECTIONS).decrement(1.0);
-                    });
+                    tokio::spawn(client_task(proxy.clone(), stream, peer, tls.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -246,123 +330,286 @@ pub async fn serve_port(
     }
 }
 
-async fn connection(proxy: &Arc<Proxy>, stream: ClientStream, peer: SocketAddr) -> std::io::Result<()> {
-    match stream {
-        ClientStream::Plain(tcp) => {
-            let local = tcp.local_addr()?;
-            let (mut rd, mut wr) = tcp.into_split();
-            session(proxy, peer, local, &mut rd, &mut wr).await
-        }
-        ClientStream::Tls(tls) => {
-            let local = tls.get_ref().0.local_addr()?;
-            let (mut rd, mut wr) = tokio::io::split(*tls);
-            session(proxy, peer, local, &mut rd, &mut wr).await
-        }
+/// One client connection from accept to close. Written so that the task of a plaintext connection is
+/// small (its whole state is allocated for as long as the connection lives): the TLS path is boxed, and
+/// nothing is held twice.
+async fn client_task(proxy: Arc<Proxy>, mut tcp: TcpStream, peer: SocketAddr, tls: Option<vesta_tls::ServerTls>) {
+    let _ = tcp.set_nodelay(true);
+    if let Some(tls) = tls {
+        return Box::pin(tls_client_task(proxy, tcp, peer, tls)).await;
+    }
+    let _counted = Connected::count(&proxy.shared);
+    let result = match refusal(&proxy, peer) {
+        Some(refusal) => tcp.write_all(refusal).await,
+        None => match tcp.local_addr() {
+            Ok(local) => {
+                let id = proxy.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+                let mut session = Session::new(id, peer, local);
+                let (mut rd, mut wr) = tcp.split();
+                serve_session(&proxy, &mut session, &mut rd, &mut wr).await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "client connection ended");
     }
 }
 
-/// A client's connection: a bare socket, or a TLS session on the TLS port.
-enum ClientStream {
-    Plain(TcpStream),
-    Tls(Box<vesta_tls::tokio_rustls::server::TlsStream<TcpStream>>),
+/// [`client_task`] on the TLS port.
+async fn tls_client_task(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, tls: vesta_tls::ServerTls) {
+    // A failed handshake (plaintext on the TLS port, an unknown client certificate…) is counted and the
+    // socket closed; no Redis reply exists.
+    let mut tls = match tls.accept(stream).await {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS client refused");
+            return;
+        }
+    };
+    let _counted = Connected::count(&proxy.shared);
+    let result = match refusal(&proxy, peer) {
+        Some(refusal) => match tls.write_all(refusal).await {
+            Ok(()) => tls.shutdown().await,
+            Err(e) => Err(e),
+        },
+        None => match tls.get_ref().0.local_addr() {
+            Ok(local) => {
+                let id = proxy.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+                let mut session = Session::new(id, peer, local);
+                let (mut rd, mut wr) = tokio::io::split(tls);
+                serve_session(&proxy, &mut session, &mut rd, &mut wr).await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "client connection ended");
+    }
 }
 
-async fn session(
+/// A connection counted among the connected clients while it lives.
+struct Connected<'a>(&'a Shared);
+
+impl<'a> Connected<'a> {
+    fn count(shared: &'a Shared) -> Self {
+        shared.total_connections.fetch_add(1, Ordering::Relaxed);
+        shared.connected_clients.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!(m::CLIENT_CONNECTIONS).increment(1.0);
+        Connected(shared)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.connected_clients.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(m::CLIENT_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// The error a new connection is answered with before it is closed, if it is not served: protected
+/// mode, or `maxclients` (this connection already counted).
+fn refusal(proxy: &Proxy, peer: SocketAddr) -> Option<&'static [u8]> {
+    if proxy.shared.acl.refuses_connection(peer.ip()) {
+        metrics::counter!(m::PROTECTED_MODE_REFUSALS).increment(1);
+        tracing::debug!(%peer, "protected mode: refused a client from beyond loopback");
+        return Some(crate::acl::DENIED.as_bytes());
+    }
+    if proxy.shared.connected_clients.load(Ordering::Relaxed) as usize > proxy.shared.edge.max_clients() {
+        proxy.shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
+        return Some(b"-ERR max number of clients reached\r\n");
+    }
+    None
+}
+
+/// Serves a connection's session, registered for CLIENT LIST/KILL meanwhile.
+async fn serve_session(
     proxy: &Arc<Proxy>,
-    peer: SocketAddr,
-    local: SocketAddr,
+    session: &mut Session,
     rd: &mut (impl AsyncRead + Unpin),
     wr: &mut (impl AsyncWrite + Unpin),
-) -> std::io::Result<()> {
-    let id = proxy.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-    let mut session = Session::new(id, peer, local);
-    proxy.shared.acl.start_session(&mut session);
-    let me = proxy.shared.clients.register(&session);
-    let result = serve_client(proxy, &mut session, &me, rd, wr).await;
-    proxy.shared.clients.unregister(id);
+) -> io::Result<()> {
+    proxy.shared.acl.start_session(session);
+    let me = proxy.shared.clients.register(session);
+    let result = serve_client(proxy, session, &me, rd, wr).await;
+    proxy.shared.clients.unregister(session.id);
     result
+}
+
+/// What a connection needs only while it has requests to parse or commands in flight, allocated then.
+#[derive(Default)]
+struct Work {
+    parser: RequestParser,
+    order: KeyOrder,
+    /// Replies to come, in request order (commands run as tasks of their own).
+    in_flight: FuturesOrdered<Pending>,
+}
+
+/// Commands of the connection in flight.
+fn in_flight(work: &Option<Box<Work>>) -> usize {
+    work.as_ref().map_or(0, |w| w.in_flight.len())
 }
 
 async fn serve_client(
     proxy: &Arc<Proxy>,
     session: &mut Session,
-    me: &crate::clients::Client,
+    me: &Arc<Client>,
     rd: &mut (impl AsyncRead + Unpin),
     wr: &mut (impl AsyncWrite + Unpin),
-) -> std::io::Result<()> {
-    let mut input = BytesMut::with_capacity(INPUT_BUFFER);
-    let mut parser = RequestParser::new();
-    let mut output = BytesMut::with_capacity(16 * 1024);
-    let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
-    let mut order = KeyOrder::default();
+) -> io::Result<()> {
+    let shared = &proxy.shared;
+    // Both buffers are allocated only while bytes are in them.
+    let mut input = BytesMut::new();
+    // Encoded replies the socket has not taken yet.
+    let mut output = BytesMut::new();
+    let mut work: Option<Box<Work>> = None;
     // No more requests are read once set: the client hung up, sent QUIT, or broke the protocol.
     let mut closing = false;
+    // Bytes written that a TLS session may still hold.
+    let mut unflushed = false;
+    // Over the soft output limit since then; the timer that looks again when it would be broken.
+    let mut over_soft_since: Option<Instant> = None;
+    let mut soft_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // The last read or write (Redis's `timeout` counts from it).
+    let mut last_active = Instant::now();
     loop {
-        if in_flight.is_empty() {
-            order.clear();
-        }
         // Read per pass, so that CONFIG SET takes effect for the next request.
-        let limits = proxy.shared.limits.request_limits();
-        let query_limit = proxy.shared.limits.query_buffer_limit();
-        while !closing && in_flight.len() < proxy.max_pipeline {
-            match parser.parse(&mut input, &limits) {
-                Ok(None) => {
-                    // What is left is one request still arriving (reads are capped to keep it in sight).
-                    if input.len() > query_limit {
-                        query_buffer_exceeded(proxy, session, input.len(), query_limit);
-                        input = BytesMut::new();
-                        parser = RequestParser::new();
+        let query_limit = shared.limits.query_buffer_limit();
+        if !input.is_empty() || in_flight(&work) > 0 {
+            let w = work.get_or_insert_with(Box::default);
+            if w.in_flight.is_empty() {
+                w.order.reset();
+            }
+            let limits = shared.limits.request_limits();
+            while !closing && w.in_flight.len() < proxy.max_pipeline {
+                match w.parser.parse(&mut input, &limits) {
+                    Ok(None) => {
+                        // What is left is one request still arriving (reads are capped to keep it in sight).
+                        if input.len() > query_limit {
+                            query_buffer_exceeded(proxy, session, input.len(), query_limit);
+                            input = BytesMut::new();
+                            w.parser = RequestParser::new();
+                            closing = true;
+                        }
+                        break;
+                    }
+                    Ok(Some(args)) if args.is_empty() => continue,
+                    Ok(Some(args)) => {
+                        let (pending, after) = dispatch(proxy, session, me, &mut w.order, args);
+                        w.in_flight.push_back(pending);
+                        if let After::Close = after {
+                            closing = true;
+                        }
+                    }
+                    Err(e) => {
+                        metrics::counter!(m::PROTOCOL_ERRORS, "reason" => e.reason()).increment(1);
+                        w.in_flight.push_back(finished(me, session.resp3, Reply::Error(format!("ERR {e}"))));
                         closing = true;
                     }
-                    break;
-                }
-                Ok(Some(args)) if args.is_empty() => continue,
-                Ok(Some(args)) => {
-                    let (pending, after) = dispatch(proxy, session, &mut order, args);
-                    in_flight.push_back(pending);
-                    if let After::Close = after {
-                        closing = true;
-                    }
-                }
-                Err(e) => {
-                    metrics::counter!(m::PROTOCOL_ERRORS, "reason" => e.reason()).increment(1);
-                    let reply = Reply::Error(format!("ERR {e}"));
-                    in_flight.push_back(Box::pin(futures::future::ready((session.resp3, reply))));
-                    closing = true;
                 }
             }
         }
-        shrink_input(&mut input);
+        if input.is_empty() {
+            // Everything read was parsed: the buffer goes (the requests' arguments keep what they use),
+            // and with nothing in flight, the parser, the key order and the reply queue too.
+            input = BytesMut::new();
+            if in_flight(&work) == 0 {
+                work = None;
+            }
+        } else {
+            shrink_input(&mut input);
+        }
         me.set_query_buffer(input.len(), input.capacity() - input.len());
         if me.is_killed() {
             // CLIENT KILL: drop the connection at once, as Redis does.
             return Ok(());
         }
-        if closing && in_flight.is_empty() {
+        let now = Instant::now();
+        // client-output-buffer-limit: replies finished and not yet written, queued or encoded.
+        let limit = shared.edge.output_limit();
+        let held = me.held_replies(output.len());
+        if let Some(breach) = limit.exceeded(held, &mut over_soft_since, now) {
+            output_buffer_exceeded(proxy, session, held, limit, breach);
+            return Ok(());
+        }
+        match over_soft_since {
+            Some(since) if soft_timer.is_none() => {
+                soft_timer = Some(Box::pin(tokio::time::sleep_until(limit.soft_deadline(since).into())));
+            }
+            None => soft_timer = None,
+            Some(_) => {}
+        }
+        let pending = in_flight(&work);
+        // Redis's `timeout`: only a connection with nothing in flight and nothing to write is idle.
+        if pending == 0 && output.is_empty() && !unflushed {
+            if let Some(timeout) = shared.edge.idle_timeout() {
+                if now.duration_since(last_active) >= timeout && !closing {
+                    metrics::counter!(m::IDLE_TIMEOUT_DISCONNECTIONS).increment(1);
+                    tracing::debug!(client = session.id, peer = %session.peer, "closing an idle client (timeout)");
+                    return Ok(());
+                }
+            }
+            me.set_idle_since(last_active.saturating_duration_since(shared.started).as_millis() as u64);
+        } else {
+            me.set_idle_since(BUSY);
+        }
+        if closing && pending == 0 && output.is_empty() && !unflushed {
             wr.shutdown().await.ok();
             return Ok(());
+        }
+        if output.is_empty() && output.capacity() > 0 && (pending == 0 || output.capacity() > OUTPUT_KEPT) {
+            output = BytesMut::new();
         }
         // At most one byte past the query buffer limit, so that an over-long request is caught while it
         // arrives and memory stays bounded by the limit, whatever the socket holds.
         let room = (query_limit + 1).saturating_sub(input.len()).max(1);
+        let reading = !closing && pending < proxy.max_pipeline;
         tokio::select! {
-            Some((resp3, reply)) = in_flight.next(), if !in_flight.is_empty() => {
-                reply.encode(resp3, &mut output);
-                // Everything else already finished goes out in the same write.
-                while let Some(Some((resp3, reply))) = in_flight.next().now_or_never() {
-                    reply.encode(resp3, &mut output);
+            // The socket takes output (or, all written, a TLS session flushes what it holds).
+            sent = poll_fn(|cx| poll_send(&mut *wr, cx, &output)), if !output.is_empty() || unflushed => {
+                match sent? {
+                    0 => unflushed = false,
+                    n => {
+                        output.advance(n);
+                        unflushed = true;
+                        last_active = Instant::now();
+                    }
                 }
-                wr.write_all(&output).await?;
-                output.clear();
             }
-            _ = me.kill.notified() => {}
-            read = read_at_most(rd, &mut input, room), if !closing && in_flight.len() < proxy.max_pipeline => {
+            Some(reply) = next_reply(&mut work), if pending > 0 => {
+                take_reply(me, &mut output, reply);
+                // Everything else already finished goes out in the same write.
+                while let Some(Some(reply)) = next_reply(&mut work).now_or_never() {
+                    take_reply(me, &mut output, reply);
+                }
+                // Straight to the socket when it takes it (the usual case): no pass through the loop.
+                while let Some(sent) = poll_fn(|cx| poll_send(&mut *wr, cx, &output)).now_or_never() {
+                    match sent? {
+                        0 => {
+                            unflushed = false;
+                            break;
+                        }
+                        n => {
+                            output.advance(n);
+                            unflushed = true;
+                            last_active = Instant::now();
+                        }
+                    }
+                }
+            }
+            // Killed, over the output limit, or perhaps idle too long: the next pass looks.
+            _ = poll_fn(|cx| me.poll_woken(cx)) => {}
+            _ = poll_fn(|cx| soft_timer.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx))), if soft_timer.is_some() => {}
+            read = poll_fn(|cx| poll_read_some(&mut *rd, cx, &mut input, room)), if reading => {
+                last_active = Instant::now();
                 if read? == 0 {
                     // Half-closed: answer what was sent, then go.
                     closing = true;
-                    while let Ok(Some(args)) = parser.parse(&mut input, &limits) {
+                    let w = work.get_or_insert_with(Box::default);
+                    let limits = shared.limits.request_limits();
+                    while let Ok(Some(args)) = w.parser.parse(&mut input, &limits) {
                         if !args.is_empty() {
-                            in_flight.push_back(dispatch(proxy, session, &mut order, args).0);
+                            w.in_flight.push_back(dispatch(proxy, session, me, &mut w.order, args).0);
                         }
                     }
                 }
@@ -371,23 +618,80 @@ async fn serve_client(
     }
 }
 
-/// Answers a connection with one error and closes it.
-async fn refuse(stream: ClientStream, error: &[u8]) -> std::io::Result<()> {
-    match stream {
-        ClientStream::Plain(mut tcp) => tcp.write_all(error).await,
-        ClientStream::Tls(mut tls) => {
-            tls.write_all(error).await?;
-            tls.shutdown().await
-        }
+/// The next reply, in request order (`None`: nothing in flight).
+async fn next_reply(work: &mut Option<Box<Work>>) -> Option<Done> {
+    match work {
+        Some(w) => w.in_flight.next().await,
+        None => None,
     }
 }
 
-/// Reads what the socket has into `input`, at most `max` bytes.
-async fn read_at_most(rd: &mut (impl AsyncRead + Unpin), input: &mut BytesMut, max: usize) -> std::io::Result<usize> {
-    rd.read_buf(&mut input.limit(max)).await
+/// Encodes a finished reply into the output.
+fn take_reply(me: &Client, output: &mut BytesMut, done: Done) {
+    me.reply_taken(done.counted);
+    done.reply.encode(done.resp3, output);
 }
 
-/// A connection's input buffer when it holds nothing, and what it shrinks back to after a large request.
+/// Writes some of `output` (the bytes written), or with nothing left to write, flushes (0 once done).
+fn poll_send(wr: &mut (impl AsyncWrite + Unpin), cx: &mut Context<'_>, output: &[u8]) -> Poll<io::Result<usize>> {
+    if output.is_empty() {
+        return Pin::new(wr).poll_flush(cx).map_ok(|()| 0);
+    }
+    match ready!(Pin::new(wr).poll_write(cx, output)) {
+        Ok(0) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+        done => Poll::Ready(done),
+    }
+}
+
+/// Output capacity kept between replies while commands are in flight; a larger buffer goes once written.
+const OUTPUT_KEPT: usize = 16 * 1024;
+
+/// Reads what the socket has into `input`, at most `max` bytes. Between requests `input` is empty and
+/// holds no memory: the read goes to a buffer on the stack (nothing is kept while the socket has nothing
+/// to give) and the bytes read are then placed in [`INPUT_ARENA`]. A request still arriving is read
+/// straight into `input`.
+fn poll_read_some(
+    rd: &mut (impl AsyncRead + Unpin),
+    cx: &mut Context<'_>,
+    input: &mut BytesMut,
+    max: usize,
+) -> Poll<io::Result<usize>> {
+    if input.is_empty() {
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); INPUT_BUFFER];
+        let mut read = tokio::io::ReadBuf::uninit(&mut stack[..max.min(INPUT_BUFFER)]);
+        ready!(Pin::new(rd).poll_read(cx, &mut read))?;
+        if !read.filled().is_empty() {
+            *input = arena_input(read.filled());
+        }
+        return Poll::Ready(Ok(read.filled().len()));
+    }
+    let mut limited = (&mut *input).limit(max);
+    std::pin::pin!(rd.read_buf(&mut limited)).poll(cx)
+}
+
+thread_local! {
+    /// Where the bytes of new requests go, one after the other whatever their connection, in chunks of
+    /// [`INPUT_BUFFER`]. A request's arguments are slices of its chunk, and some live on (a value kept by
+    /// an in-process store node, a key in the coordinator's tables): packed this way they pin shared
+    /// chunks, as a connection's long-lived input buffer used to, rather than an allocation per request
+    /// scattered between short-lived ones (which fragments the heap).
+    static INPUT_ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// `bytes` copied into [`INPUT_ARENA`]: a buffer of exactly their length.
+fn arena_input(bytes: &[u8]) -> BytesMut {
+    INPUT_ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.capacity() < bytes.len() {
+            *arena = BytesMut::with_capacity(INPUT_BUFFER.max(bytes.len()));
+        }
+        arena.extend_from_slice(bytes);
+        arena.split()
+    })
+}
+
+/// The most a read takes at once between requests, and what the input buffer shrinks back to after a
+/// large request.
 const INPUT_BUFFER: usize = 16 * 1024;
 
 /// Gives back the memory of a large request once it has been parsed: a buffer that grew for a large
@@ -399,6 +703,23 @@ fn shrink_input(input: &mut BytesMut) {
         fresh.extend_from_slice(input);
         *input = fresh;
     }
+}
+
+/// Redis's `client-output-buffer-limit`: the connection is closed at once (no reply; what was not
+/// written is dropped, as in Redis), counted and logged.
+fn output_buffer_exceeded(proxy: &Proxy, session: &Session, held: u64, limit: OutputBufferLimit, breach: Breach) {
+    proxy.shared.output_buffer_disconnections.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(m::OUTPUT_BUFFER_DISCONNECTIONS, "limit" => breach.name()).increment(1);
+    tracing::warn!(
+        client = session.id,
+        peer = %session.peer,
+        held,
+        hard = limit.hard,
+        soft = limit.soft,
+        soft_seconds = limit.soft_seconds,
+        limit = breach.name(),
+        "closing a client that reached client-output-buffer-limit (it does not read its replies)"
+    );
 }
 
 /// Redis's `client-query-buffer-limit`: the connection is closed (no reply, as in Redis), and counted.
@@ -454,93 +775,136 @@ impl KeyOrder {
         (waits, done_tx)
     }
 
-    /// Nothing is in flight: forget everything.
-    fn clear(&mut self) {
-        self.last.clear();
-        self.barrier = None;
+    /// Nothing is in flight: forget everything (and give back the memory: most connections are idle).
+    fn reset(&mut self) {
+        if self.last.capacity() > 0 || self.barrier.is_some() {
+            *self = KeyOrder::default();
+        }
     }
 }
 
+/// What a command gives its connection: a reply now (in this protocol), or a reply to come.
+enum Outcome {
+    Now(bool, Reply),
+    Later(Pending),
+}
+
+fn ready(resp3: bool, reply: Reply) -> Outcome {
+    Outcome::Now(resp3, reply)
+}
+
+/// A reply ready now, counted among the connection's finished replies.
+fn finished(me: &Client, resp3: bool, reply: Reply) -> Pending {
+    let counted = encoded_len(&reply);
+    me.reply_finished(counted, 0);
+    Box::pin(futures::future::ready(Done { resp3, reply, counted }))
+}
+
 /// Runs `reply` once the commands it must follow have finished — as a task of its own, so that a
-/// command's two-phase commit goes on whatever its connection does: the connection's task stops polling
-/// while it waits for a client that reads its replies slowly, and a command left unpolled between its
-/// prepares and its commits would sit on its leases until they expire. Only the reply waits for the
-/// client.
+/// command's two-phase commit goes on whatever its connection does: a command left unpolled between
+/// its prepares and its commits would sit on its leases until they expire. A `bounded` command (one
+/// that reaches the store nodes) first takes a slot of the proxy-wide [`Admission`] gate, or is refused
+/// with `-TRYAGAIN proxy overloaded, try again`. The finished reply is counted among the connection's
+/// finished replies (`client-output-buffer-limit`) until the connection takes it.
+#[allow(clippy::too_many_arguments)]
 fn after_earlier(
+    proxy: &Proxy,
+    me: &Arc<Client>,
     resp3: bool,
     name: &'static str,
     earlier: Vec<watch::Receiver<()>>,
     done: Option<watch::Sender<()>>,
+    bounded: bool,
     reply: impl Future<Output = Reply> + Send + 'static,
-) -> Pending {
-    let task = tokio::spawn(async move {
+) -> Outcome {
+    let client = me.clone();
+    let hard = proxy.shared.edge.output_limit().hard;
+    let gate = bounded.then(|| proxy.shared.admission.clone());
+    let fut = async move {
         let started = Instant::now();
         for mut e in earlier {
             // Resolves (with an error) once that command's sender is dropped, i.e. it finished.
             let _ = e.wait_for(|_| false).await;
         }
-        let reply = reply.await;
+        let admitted = match gate.map(|gate| gate.admit()) {
+            None => Ok(None),
+            Some(Admit::Now(permit)) => Ok(Some(permit)),
+            Some(Admit::Refused(why)) => Err(why),
+            // Boxed: the task of a command that does not wait carries no waiting state.
+            Some(Admit::Wait(waiting)) => Box::pin(waiting.granted()).await.map(Some),
+        };
+        let reply = match admitted {
+            Ok(permit) => {
+                let reply = reply.await;
+                drop(permit);
+                reply
+            }
+            Err(_) => Reply::error(OVERLOADED),
+        };
         drop(done);
         metrics::histogram!(m::COMMAND_SECONDS, "cmd" => name).record(started.elapsed().as_secs_f64());
-        reply
-    });
-    Box::pin(async move {
-        let reply = task.await.unwrap_or_else(|e| {
+        let counted = encoded_len(&reply);
+        client.reply_finished(counted, hard);
+        Done { resp3, reply, counted }
+    };
+    let task = tokio::spawn(fut);
+    let client = me.clone();
+    Outcome::Later(Box::pin(async move {
+        task.await.unwrap_or_else(|e| {
             tracing::error!(command = name, error = %e, "command task failed");
-            Reply::error("ERR internal error while running the command")
-        });
-        (resp3, reply)
-    })
-}
-
-/// Runs a read in the connection's own task once the commands it must follow have finished. A read
-/// takes no leases, so nothing waits on it while a slow client holds its connection up, and a task of
-/// its own per GET was a good part of what a GET cost.
-fn in_connection(
-    resp3: bool,
-    name: &'static str,
-    earlier: Vec<watch::Receiver<()>>,
-    done: watch::Sender<()>,
-    reply: impl Future<Output = Reply> + Send + 'static,
-) -> Pending {
-    Box::pin(async move {
-        let started = Instant::now();
-        for mut e in earlier {
-            let _ = e.wait_for(|_| false).await;
-        }
-        let reply = reply.await;
-        drop(done);
-        metrics::histogram!(m::COMMAND_SECONDS, "cmd" => name).record(started.elapsed().as_secs_f64());
-        (resp3, reply)
-    })
-}
-
-fn ready(resp3: bool, reply: Reply) -> Pending {
-    Box::pin(futures::future::ready((resp3, reply)))
+            let reply = Reply::error("ERR internal error while running the command");
+            let counted = encoded_len(&reply);
+            client.reply_finished(counted, 0);
+            Done { resp3, reply, counted }
+        })
+    }))
 }
 
 /// Commands that act on a transaction rather than being queued in it.
 const NOT_QUEUED: &[&str] = &["exec", "discard", "multi", "watch", "quit", "reset"];
 
-fn dispatch(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, args: Vec<Bytes>) -> (Pending, After) {
+fn dispatch(
+    proxy: &Arc<Proxy>,
+    session: &mut Session,
+    me: &Arc<Client>,
+    order: &mut KeyOrder,
+    args: Vec<Bytes>,
+) -> (Pending, After) {
     let before = session.reply_mode;
     if before == ReplyMode::Skip {
         session.reply_mode = ReplyMode::On;
     }
-    let (pending, after) = run_command(proxy, session, order, args);
+    let (outcome, after) = run_command(proxy, session, me, order, args);
     // CLIENT REPLY OFF silences every reply until CLIENT REPLY ON (whose OK is sent); SKIP the next one.
     let silent = match before {
         ReplyMode::On => false,
         ReplyMode::Skip => true,
         ReplyMode::Off => session.reply_mode == ReplyMode::Off,
     };
-    if silent {
-        return (Box::pin(pending.map(|(resp3, _)| (resp3, Reply::NoReply))), after);
-    }
+    let pending = match outcome {
+        Outcome::Now(resp3, _) if silent => {
+            Box::pin(futures::future::ready(Done { resp3, reply: Reply::NoReply, counted: 0 }))
+        }
+        Outcome::Now(resp3, reply) => finished(me, resp3, reply),
+        Outcome::Later(pending) if silent => {
+            let me = me.clone();
+            Box::pin(pending.map(move |done| {
+                me.reply_taken(done.counted);
+                Done { resp3: done.resp3, reply: Reply::NoReply, counted: 0 }
+            }))
+        }
+        Outcome::Later(pending) => pending,
+    };
     (pending, after)
 }
 
-fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, args: Vec<Bytes>) -> (Pending, After) {
+fn run_command(
+    proxy: &Arc<Proxy>,
+    session: &mut Session,
+    me: &Arc<Client>,
+    order: &mut KeyOrder,
+    args: Vec<Bytes>,
+) -> (Outcome, After) {
     proxy.shared.total_commands.fetch_add(1, Ordering::Relaxed);
     let resp3 = session.resp3;
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
@@ -599,11 +963,11 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
                 Err(reply) => (ready(resp3, reply), After::Continue),
                 Ok((keys, read)) => {
                     let (earlier, done) = order.enter(keys);
-                    (after_earlier(resp3, spec.name, earlier, Some(done), read), After::Continue)
+                    (after_earlier(proxy, me, resp3, spec.name, earlier, Some(done), true, read), After::Continue)
                 }
             };
         }
-        "exec" => return (exec(proxy, session, order), After::Continue),
+        "exec" => return (exec(proxy, session, me, order), After::Continue),
         _ => {}
     }
     if let Some((reply, after)) = cmd::connection::run(session, &proxy.shared.acl, &name, params) {
@@ -612,7 +976,8 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
     }
     if name == "vesta.reencrypt" {
         let run = cmd::reencrypt::run(coordinator, params.to_vec());
-        return (after_earlier(resp3, spec.name, Vec::new(), None, run), After::Continue);
+        // An operator's background rewrite: not bounded by the gate (it paces itself).
+        return (after_earlier(proxy, me, resp3, spec.name, Vec::new(), None, false, run), After::Continue);
     }
     if let Some(reply) = cmd::server::run(&proxy.shared, session, &name, params) {
         return (ready(resp3, reply), After::Continue);
@@ -623,7 +988,7 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
             Ok(command) => {
                 let (earlier, done) = order.enter_everything();
                 let run = command.execute(coordinator, namespace);
-                (after_earlier(resp3, spec.name, earlier, Some(done), run), After::Continue)
+                (after_earlier(proxy, me, resp3, spec.name, earlier, Some(done), true, run), After::Continue)
             }
             Err(reply) => (ready(resp3, reply), After::Continue),
         };
@@ -631,13 +996,8 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
     let pending = match DataCommand::parse(&name, params, proxy.shared.limits.proto_max_bulk_len()) {
         Some(Ok(command)) => {
             let (earlier, done) = order.enter(command.keys(&namespace));
-            let read = command.access() == cmd::Access::Read;
             let run = command.execute(coordinator, namespace);
-            if read {
-                in_connection(resp3, spec.name, earlier, done, run)
-            } else {
-                after_earlier(resp3, spec.name, earlier, Some(done), run)
-            }
+            after_earlier(proxy, me, resp3, spec.name, earlier, Some(done), true, run)
         }
         Some(Err(reply)) => ready(resp3, reply),
         None => ready(resp3, cmd::unknown_command(&args[0], params)),
@@ -647,7 +1007,7 @@ fn run_command(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder, 
 
 /// EXEC: resolves the queued commands in order (connection commands take effect now, a queued SELECT
 /// decides the database of the commands after it) and runs them as one transaction.
-fn exec(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder) -> Pending {
+fn exec(proxy: &Arc<Proxy>, session: &mut Session, me: &Arc<Client>, order: &mut KeyOrder) -> Outcome {
     let resp3 = session.resp3;
     let Some(queued) = session.multi.take() else {
         return ready(resp3, Reply::error("ERR EXEC without MULTI"));
@@ -683,12 +1043,40 @@ fn exec(proxy: &Arc<Proxy>, session: &mut Session, order: &mut KeyOrder) -> Pend
         order.enter(keys.clone())
     };
     let run = transaction::exec(proxy.coordinator.clone(), steps, watched, keys);
-    after_earlier(session.resp3, "exec", waits, Some(done), run)
+    after_earlier(proxy, me, session.resp3, "exec", waits, Some(done), true, run)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an idle plaintext connection costs beside its socket: its task (allocated whole for the life
+    /// of the connection, whatever state it is in), its registry entry, and nothing else — the buffers,
+    /// the parser and the key order exist only while there is work (README → Connections and overload).
+    #[tokio::test]
+    async fn an_idle_connection_is_small() {
+        use crate::topology::Zone;
+        let zones = (1..=3).map(|z| Zone { name: format!("zone{z}"), nodes: vec![format!("127.0.0.1:{z}")] }).collect();
+        let topology = Topology {
+            shards: 8,
+            write_quorum: 2,
+            read_quorum: 2,
+            zones,
+            placement: None,
+            down_zones: vec![],
+            version: 0,
+        };
+        let proxy = Proxy::new(&ProxyConfig::default(), &topology, 0, &LocalNodes::new());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let task = client_task(proxy.clone(), stream, peer, None);
+        let task_size = std::mem::size_of_val(&task);
+        assert!(task_size <= 1024, "a connection's task holds {task_size} bytes");
+        assert!(std::mem::size_of::<Client>() <= 192, "{}", std::mem::size_of::<Client>());
+        // Only the plaintext connection's own state: the TLS handshake and session are boxed.
+        assert!(task_size < std::mem::size_of::<Session>() + 768);
+    }
 
     #[tokio::test]
     async fn key_order_waits_for_the_earlier_command_and_forgets_finished_ones() {

@@ -85,7 +85,7 @@ impl Session {
     pub fn client_info(&self, cmd: &str) -> String {
         let d = crate::clients::Details::of(self);
         // Read while a command runs: nothing of it is left unparsed.
-        crate::clients::line(self.id, self.peer, self.local, self.created, &d, (0, 0), cmd)
+        crate::clients::line(self.id, self.peer, self.local, self.created, &d, ((0, 0), 0), cmd)
     }
 
     /// RESET: back to a fresh connection's state (the id stays); the caller logs it in again as the
@@ -122,6 +122,12 @@ pub struct Shared {
     pub limits: crate::limits::ClientLimits,
     /// Connections closed for going over `client-query-buffer-limit`.
     pub query_buffer_disconnections: AtomicU64,
+    /// `timeout`, `client-output-buffer-limit` and `maxclients` (CONFIG SET changes them).
+    pub edge: crate::edge::Edge,
+    /// Connections closed for going over `client-output-buffer-limit`.
+    pub output_buffer_disconnections: AtomicU64,
+    /// The bound on data commands executing at once, and its surge queue.
+    pub admission: Arc<crate::admission::Admission>,
     /// Users, AUTH, protected mode and their refusals.
     pub acl: crate::acl::Acl,
     /// Cross-site replication run by this proxy, for INFO replication (set once it starts).

@@ -68,7 +68,22 @@ pub struct DevFlags {
     /// The default user's password (Redis's requirepass): clients must AUTH first.
     #[arg(long, env = "VESTA_DEV_REQUIREPASS", hide_env_values = true)]
     requirepass: Option<String>,
+    /// Redis's maxclients (lowered to what the open-file limit allows).
+    #[arg(long, default_value_t = 10_000, env = "VESTA_DEV_MAX_CLIENTS")]
+    max_clients: usize,
+    /// Close clients idle for this many seconds (Redis's timeout; 0: never).
+    #[arg(long, default_value_t = 0, env = "VESTA_DEV_TIMEOUT")]
+    timeout: u64,
+    /// New connections accepted per second, at most (0: no limit).
+    #[arg(long, default_value_t = 10_000, env = "VESTA_DEV_MAX_ACCEPT_RATE")]
+    max_accept_rate: u64,
+    /// Data commands executing at once; beyond it they wait in the surge queue (or are refused).
+    #[arg(long, default_value_t = 4096, env = "VESTA_DEV_MAX_IN_FLIGHT")]
+    max_in_flight: usize,
 }
+
+/// Descriptors kept beside the clients: the proxy's own, and the three stores' RocksDB files.
+const DEV_RESERVED_FDS: u64 = vesta_proxy::edge::RESERVED_FDS + 3 * 512;
 
 /// A CA and a certificate for 127.0.0.1/localhost in `dir`, made unless they exist.
 fn dev_certificates(dir: &std::path::Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
@@ -122,6 +137,11 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
         origin: flags.origin,
         replication,
         requirepass: flags.requirepass.clone(),
+        max_clients: flags.max_clients,
+        timeout: flags.timeout,
+        max_accept_rate: flags.max_accept_rate,
+        max_in_flight: flags.max_in_flight,
+        reserved_fds: DEV_RESERVED_FDS,
         ..ProxyConfig::default()
     };
     if let Some(port) = flags.tls_port {

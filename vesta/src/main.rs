@@ -27,9 +27,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a storage node (RocksDB or memory engine) serving the internal protocol.
-    Store(StoreFlags),
+    Store(Box<StoreFlags>),
     /// Run a RESP proxy (the quorum coordinator) in front of the store nodes of a topology.
-    Proxy(ProxyFlags),
+    Proxy(Box<ProxyFlags>),
     /// Run a whole local cluster in this process: a proxy and three store zones (N=3, W=2, R=2).
     Dev(dev::DevFlags),
     /// Operate a cluster whose spec and shard map live in etcd: init, show, zone maintenance.
@@ -44,8 +44,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Store(flags) => store(flags),
-        Command::Proxy(flags) => proxy(flags),
+        Command::Store(flags) => store(*flags),
+        Command::Proxy(flags) => proxy(*flags),
         Command::Dev(flags) => dev::run(flags),
         Command::Admin(flags) => admin::run(flags),
     };

@@ -361,6 +361,38 @@ async fn check_info_and_config_get(c: &mut MultiplexedConnection, _k: &Keys, res
     assert_err(call(c, &["CONFIG", "GET"]).await, "ERR wrong number of arguments for 'config|get' command");
 }
 
+/// CONFIG GET/SET of the client-edge parameters that take effect: `timeout` and
+/// `client-output-buffer-limit` (Redis's syntax, classes included; refusals are in `redis_errors.rs`).
+#[tokio::test]
+async fn config_timeout_and_client_output_buffer_limit() {
+    let t = Target::get();
+    let mut c = t.conn(false).await;
+    async fn get(c: &mut MultiplexedConnection, name: &str) -> String {
+        match call(c, &["CONFIG", "GET", name]).await {
+            Value::Array(pair) if pair.len() == 2 => text(&pair[1]),
+            other => panic!("CONFIG GET {name}: {other:?}"),
+        }
+    }
+    assert_eq!(call(&mut c, &["CONFIG", "SET", "timeout", "3600"]).await, Value::Okay);
+    assert_eq!(get(&mut c, "timeout").await, "3600");
+    assert_eq!(call(&mut c, &["CONFIG", "SET", "timeout", "0"]).await, Value::Okay);
+    assert_eq!(get(&mut c, "timeout").await, "0");
+
+    let before = get(&mut c, "client-output-buffer-limit").await;
+    assert!(before.starts_with("normal "), "{before}");
+    let set = call(&mut c, &["CONFIG", "SET", "client-output-buffer-limit", "normal 512mb 256mb 30"]).await;
+    assert_eq!(set, Value::Okay);
+    let now = get(&mut c, "client-output-buffer-limit").await;
+    assert!(now.starts_with("normal 536870912 268435456 30 slave "), "{now}");
+    let set =
+        call(&mut c, &["CONFIG", "SET", "client-output-buffer-limit", "replica 1mb 512kb 10 NORMAL 1GB 0 0"]).await;
+    assert_eq!(set, Value::Okay);
+    let now = get(&mut c, "client-output-buffer-limit").await;
+    assert!(now.starts_with("normal 1073741824 0 0 slave 1048576 524288 10 pubsub "), "{now}");
+    assert_eq!(call(&mut c, &["CONFIG", "SET", "client-output-buffer-limit", &before]).await, Value::Okay);
+    assert_eq!(get(&mut c, "client-output-buffer-limit").await, before);
+}
+
 /// HELLO over the wire: the reply's type follows the protocol asked for, and so do later replies.
 #[tokio::test]
 async fn hello_switches_protocol() {

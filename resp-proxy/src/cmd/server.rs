@@ -128,8 +128,9 @@ fn command(a: &[Bytes]) -> Reply {
 /// The configuration parameters clients, tools and the Redis test harness read or set, with values that
 /// describe Vesta. CONFIG SET stores a new value for any of them (so a harness can set and restore it)
 /// but changes Vesta's behaviour for none: Vesta is configured by its own files. The exceptions,
-/// `proto-max-bulk-len` and `client-query-buffer-limit`, are the proxy's [`crate::limits`]: validated,
-/// and in force for the next request parsed.
+/// `proto-max-bulk-len` and `client-query-buffer-limit` (the proxy's [`crate::limits`]) and `timeout`,
+/// `client-output-buffer-limit` and `maxclients` (its [`crate::edge`]), are validated as Redis validates
+/// them and in force at once.
 const PARAMETERS: &[(&str, &str)] = &[
     ("appendonly", "no"),
     ("appendfsync", "everysec"),
@@ -137,7 +138,6 @@ const PARAMETERS: &[(&str, &str)] = &[
     ("databases", "16"),
     ("maxmemory", "0"),
     ("maxmemory-policy", "noeviction"),
-    ("timeout", "0"),
     ("cluster-enabled", "no"),
     ("bind", "127.0.0.1"),
     ("lazyfree-lazy-user-del", "no"),
@@ -158,10 +158,9 @@ const PARAMETERS: &[(&str, &str)] = &[
     ("zset-max-ziplist-entries", "128"),
 ];
 
-pub fn default_config(port: u16, max_clients: usize) -> BTreeMap<String, String> {
+pub fn default_config(port: u16) -> BTreeMap<String, String> {
     let mut c: BTreeMap<String, String> = PARAMETERS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     c.insert("port".into(), port.to_string());
-    c.insert("maxclients".into(), max_clients.to_string());
     c
 }
 
@@ -171,6 +170,7 @@ fn config(shared: &Shared, a: &[Bytes]) -> Reply {
         b"get" if a.len() >= 2 => {
             let mut config = shared.config.lock().clone();
             config.extend(shared.limits.settings().map(|(k, v)| (k.to_string(), v)));
+            config.extend(shared.edge.settings().map(|(k, v)| (k.to_string(), v)));
             let pairs = config
                 .iter()
                 .filter(|(k, _)| a[1..].iter().any(|p| pattern::matches(&p.to_ascii_lowercase(), k.as_bytes())))
@@ -182,34 +182,45 @@ fn config(shared: &Shared, a: &[Bytes]) -> Reply {
             let mut config = shared.config.lock();
             let mut changes = Vec::new();
             let mut limits = Vec::new();
+            let mut edge = Vec::new();
             // Like Redis: every name is checked before any value, and nothing changes unless all do.
             for pair in a[1..].chunks(2) {
                 let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
-                let limit = ClientLimits::parse_setting(&name, &pair[1]);
-                if limit.is_none() && (!config.contains_key(&name) || name == "port" || name == "databases") {
+                if let Some(value) = ClientLimits::parse_setting(&name, &pair[1]) {
+                    limits.push((name, value));
+                } else if let Some(value) = shared.edge.parse_setting(&name, &pair[1]) {
+                    edge.push((name, value));
+                } else if !config.contains_key(&name) || name == "port" || name == "databases" {
                     return Reply::error(format!(
                         "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
                         shown(&pair[0])
                     ));
-                }
-                match limit {
-                    Some(value) => limits.push((name, value)),
-                    None => changes.push((name, String::from_utf8_lossy(&pair[1]).into_owned())),
+                } else {
+                    changes.push((name, String::from_utf8_lossy(&pair[1]).into_owned()));
                 }
             }
+            let refused = |name: &str, why: &str| {
+                Reply::error(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"))
+            };
             let mut accepted = Vec::new();
             for (name, value) in limits {
                 match value {
                     Ok(v) => accepted.push((name, v)),
-                    Err(why) => {
-                        return Reply::error(format!(
-                            "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
-                        ))
-                    }
+                    Err(why) => return refused(&name, &why),
+                }
+            }
+            let mut accepted_edge = Vec::new();
+            for (name, value) in edge {
+                match value {
+                    Ok(v) => accepted_edge.push(v),
+                    Err(why) => return refused(&name, &why),
                 }
             }
             for (name, value) in accepted {
                 shared.limits.set(&name, value);
+            }
+            for setting in accepted_edge {
+                shared.edge.set(setting);
             }
             config.extend(changes);
             Reply::OK
@@ -389,8 +400,9 @@ fn info_section(shared: &Shared, section: &str) -> String {
             uptime / 86_400
         ),
         "clients" => format!(
-            "# Clients\r\nconnected_clients:{}\r\nblocked_clients:0\r\n\r\n",
-            shared.connected_clients.load(Ordering::Relaxed)
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            shared.connected_clients.load(Ordering::Relaxed),
+            shared.edge.max_clients()
         ),
         "memory" => {
             // The proxy's own memory (the data lives on the store nodes).
@@ -407,15 +419,20 @@ fn info_section(shared: &Shared, section: &str) -> String {
         "stats" => {
             // TLS handshakes of this process, every hop (client port, store nodes, replication).
             let tls = vesta_tls::HandshakeStats::now();
+            let (running, waiting) = shared.admission.load();
             format!(
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\
-                 client_query_buffer_limit_disconnections:{}\r\nacl_access_denied_auth:{}\r\n\
+                 client_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\n\
+                 vesta_commands_in_flight:{running}\r\nvesta_surge_queue_length:{waiting}\r\n\
+                 vesta_overload_refused_commands:{}\r\nacl_access_denied_auth:{}\r\n\
                  acl_access_denied_cmd:{}\r\nacl_access_denied_key:{}\r\nacl_access_denied_channel:0\r\n\
                  acl_access_denied_db:{}\r\ntls_handshakes_ok:{}\r\ntls_handshakes_failed:{}\r\n\r\n",
                 shared.total_connections.load(Ordering::Relaxed),
                 shared.total_commands.load(Ordering::Relaxed),
                 shared.rejected_connections.load(Ordering::Relaxed),
                 shared.query_buffer_disconnections.load(Ordering::Relaxed),
+                shared.output_buffer_disconnections.load(Ordering::Relaxed),
+                shared.admission.refused(),
                 shared.acl.denied.auth.load(Ordering::Relaxed),
                 shared.acl.denied.cmd.load(Ordering::Relaxed),
                 shared.acl.denied.key.load(Ordering::Relaxed),

@@ -577,6 +577,24 @@ impl RawConn {
     }
 }
 
+impl RawConn {
+    /// Reads and discards until the server closes the connection; the bytes read, or `None` if it is
+    /// still open after `limit`.
+    pub async fn drain_until_closed(&mut self, limit: Duration) -> Option<usize> {
+        let deadline = Instant::now() + limit;
+        let mut total = std::mem::take(&mut self.buf).len();
+        let mut chunk = vec![0u8; 256 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(total),
+                Ok(Ok(n)) => total += n,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
 pub fn encode_command(args: &[&str]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {
