@@ -149,6 +149,8 @@ async fn acknowledged_commits_survive_kill_9() {
         }
     }
     let mut store = store;
+    // Every write was stamped before this (writers stamp with this process's clock).
+    let killed_ms = now_ms();
     store.child.kill().unwrap(); // SIGKILL
     store.child.wait().unwrap();
     drop(store);
@@ -178,7 +180,20 @@ async fn acknowledged_commits_survive_kill_9() {
     }
     assert!(checked >= 1_000, "checked {checked} keys");
 
-    // Every acknowledged commit — not only each key's last — is in its shard's change log.
+    // Every acknowledged commit — not only each key's last — is in its shard's change log. A log is read
+    // only up to its closed timestamp, which trails the clock (by about a lease after a restart): wait
+    // until it is past every write, or the last writes before the kill are not readable yet.
+    let closed_past = (killed_ms + 1) << vesta_proto::record::HLC_LOGICAL_BITS;
+    let waiting = Instant::now();
+    loop {
+        let read = Request::ReadLog(ReadLog { shard: 0, after: None, since_hlc: 0, limit: 1 });
+        let Response::Log(page) = conn.call(read).await.unwrap() else { panic!("read_log of shard 0") };
+        if page.closed_hlc >= closed_past {
+            break;
+        }
+        assert!(waiting.elapsed() < Duration::from_secs(30), "the change log never closed past the kill");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut logged = std::collections::HashSet::new();
     for shard in 0..SHARDS {
         let mut after = None;
