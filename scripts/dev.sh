@@ -4,5 +4,7 @@
 # (e.g. --port 6380, --data-dir /tmp/vesta, --memory, --sync every-write).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/prerequisites.sh build
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vesta/target}"
+scripts/first-build-notice.sh
 exec cargo run --release -q -p vesta -- dev "$@"

@@ -87,3 +87,51 @@ fn proto_max_bulk_len_over_the_frame_limit_is_refused_in_one_line() {
         assert!(err.contains("proto_max_bulk_len must be between 1048576 (1 MiB) and 66060288"), "{err}");
     }
 }
+
+/// The README's two commands check the system packages before the long build: a user without them gets
+/// the one `apt-get install` line; root (a fresh container, CI) gets them installed. Run against fake
+/// `dpkg-query`, `id`, `apt-get` and `cargo` so that the machine's own packages are neither read nor changed.
+#[test]
+fn prerequisites_name_the_missing_packages_or_install_them_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().unwrap();
+    let fake = |name: &str, body: &str| {
+        let path = bin.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let apt_log = bin.path().join("apt.log");
+    fake("dpkg-query", "case \"$*\" in *libclang-dev*|*etcd-server*) exit 1;; esac; printf installed");
+    fake("cargo", "exit 0");
+    fake("id", "echo 0");
+    fake("apt-get", &format!("echo \"$*\" >> {}", apt_log.display()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/prerequisites.sh");
+    let run = |need: &str, as_user: bool| {
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg(need)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
+            .env("VESTA_PREREQUISITES_AS_USER", if as_user { "1" } else { "0" })
+            .env_remove("VESTA_SKIP_PREREQUISITES")
+            .output()
+            .unwrap()
+    };
+
+    let out = run("build", true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sudo apt-get install -y libclang-dev\n"), "{stderr}");
+    assert!(!apt_log.exists(), "nothing is installed for a user");
+
+    let out = run("test", true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sudo apt-get install -y libclang-dev etcd-server\n"), "{stderr}");
+
+    let out = run("test", false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(&apt_log).unwrap();
+    assert_eq!(log, "update -q\ninstall -y -q libclang-dev etcd-server\n");
+
+    fake("dpkg-query", "printf installed");
+    assert!(run("test", true).status.success(), "nothing missing, nothing to do");
+}
