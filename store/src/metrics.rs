@@ -22,6 +22,9 @@ pub const IN_FLIGHT: &str = "vesta_store_in_flight_requests";
 pub const OVERLOADED: &str = "vesta_store_overloaded_total";
 /// Commits folded into one engine write.
 pub const GROUP_COMMIT_JOBS: &str = "vesta_store_group_commit_jobs";
+/// Writes that would have stalled in RocksDB (memtables full, too many level-0 files) and went to the
+/// group-commit thread instead of being made in place (`sync = periodic | off`).
+pub const WRITES_STALLED: &str = "vesta_store_writes_stalled_total";
 pub const CONNECTIONS: &str = "vesta_store_connections";
 pub const ENGINE_ESTIMATED_KEYS: &str = "vesta_store_engine_estimated_keys";
 pub const ENGINE_SST_BYTES: &str = "vesta_store_engine_sst_bytes";

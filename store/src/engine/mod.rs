@@ -38,6 +38,14 @@ pub trait Engine: Send + Sync + 'static {
     /// Applies the whole batch or none of it; with `sync`, returns only once it is on stable storage.
     fn write(&self, batch: &[Mutation], sync: bool) -> Result<(), EngineError>;
 
+    /// Applies the whole batch, unsynced, unless the engine would have to wait for it (RocksDB: memtables
+    /// full or too many level-0 files while a flush or compaction catches up): then `Ok(false)` and
+    /// nothing was written. Lets a caller on the async runtime write in place and leave only the writes
+    /// that would block to a thread.
+    fn write_unless_stalled(&self, batch: &[Mutation]) -> Result<bool, EngineError> {
+        self.write(batch, false).map(|()| true)
+    }
+
     /// Visits keys in `[from, to)` in order until `visit` returns false.
     fn scan(&self, from: &[u8], to: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), EngineError>;
 

@@ -171,16 +171,20 @@ impl Engine for RocksEngine {
     }
 
     fn write(&self, batch: &[Mutation], sync: bool) -> Result<(), EngineError> {
-        let mut wb = WriteBatch::default();
-        for m in batch {
-            match m {
-                Mutation::Put { key, value } => wb.put(key, value),
-                Mutation::Delete { key } => wb.delete(key),
-            }
-        }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
-        Ok(self.db.write_opt(wb, &wo)?)
+        Ok(self.db.write_opt(write_batch(batch), &wo)?)
+    }
+
+    fn write_unless_stalled(&self, batch: &[Mutation]) -> Result<bool, EngineError> {
+        let mut wo = WriteOptions::default();
+        wo.set_no_slowdown(true);
+        match self.db.write_opt(write_batch(batch), &wo) {
+            Ok(()) => Ok(true),
+            // RocksDB's answer to a write that would have had to wait.
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn scan(&self, from: &[u8], to: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), EngineError> {
@@ -224,4 +228,15 @@ impl Engine for RocksEngine {
             pending_compaction_bytes: self.property("rocksdb.estimate-pending-compaction-bytes"),
         }
     }
+}
+
+fn write_batch(batch: &[Mutation]) -> WriteBatch {
+    let mut wb = WriteBatch::default();
+    for m in batch {
+        match m {
+            Mutation::Put { key, value } => wb.put(key, value),
+            Mutation::Delete { key } => wb.delete(key),
+        }
+    }
+    wb
 }
