@@ -186,18 +186,24 @@ mod tests {
         }
     }
 
-    fn put(key: &str) -> Vec<Mutation> {
-        vec![Mutation::Put { key: key.as_bytes().to_vec(), value: b"v".to_vec() }]
-    }
-
-    #[tokio::test]
-    async fn a_write_that_would_stall_goes_to_the_thread_and_later_writes_queue_behind_it() {
+    /// The engine, and the sender that lets its thread writes proceed one at a time.
+    fn recording() -> (Arc<Recording>, std_mpsc::Sender<()>) {
         let (go, wait_go) = std_mpsc::channel();
         let engine = Arc::new(Recording {
             stalled: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
             go: Mutex::new(wait_go),
         });
+        (engine, go)
+    }
+
+    fn put(key: &str) -> Vec<Mutation> {
+        vec![Mutation::Put { key: key.as_bytes().to_vec(), value: b"v".to_vec() }]
+    }
+
+    #[tokio::test]
+    async fn a_write_that_would_stall_goes_to_the_thread_and_later_writes_queue_behind_it() {
+        let (engine, go) = recording();
         let writer = Writer::start(engine.clone(), false, Arc::new(RecordCache::new(16))).unwrap();
 
         writer.submit(put("a")).unwrap().await.unwrap().unwrap();
@@ -221,12 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_sync_on_every_write_goes_through_the_thread() {
-        let (go, wait_go) = std_mpsc::channel();
-        let engine = Arc::new(Recording {
-            stalled: AtomicBool::new(false),
-            log: Mutex::new(Vec::new()),
-            go: Mutex::new(wait_go),
-        });
+        let (engine, go) = recording();
         let writer = Writer::start(engine.clone(), true, Arc::new(RecordCache::new(16))).unwrap();
         go.send(()).unwrap();
         writer.submit(put("a")).unwrap().await.unwrap().unwrap();

@@ -42,6 +42,40 @@ async fn clients(addrs: &[SocketAddr]) -> Vec<redis::aio::MultiplexedConnection>
     conns
 }
 
+/// Starts every client at once; each sends `command(client, n)` for n in 0..per_client and expects an
+/// integer reply each time, rising for each client (its own commands are ordered). The replies, per client.
+async fn each_client_counts(
+    conns: &[redis::aio::MultiplexedConnection],
+    per_client: usize,
+    command: impl Fn(usize, usize) -> Vec<String> + Clone + Send + 'static,
+) -> Vec<Vec<i64>> {
+    let start = Arc::new(tokio::sync::Barrier::new(conns.len()));
+    let mut tasks = Vec::new();
+    for (i, conn) in conns.iter().enumerate() {
+        let (mut conn, start, command) = (conn.clone(), start.clone(), command.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut seen = Vec::new();
+            for n in 0..per_client {
+                let args = command(i, n);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                match call(&mut conn, &args).await {
+                    Value::Int(v) => seen.push(v),
+                    other => panic!("client {i}, {args:?} #{n}: {other:?}"),
+                }
+            }
+            seen
+        }));
+    }
+    let mut replies = Vec::new();
+    for task in tasks {
+        let seen = task.await.unwrap();
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "one client's replies must increase: {seen:?}");
+        replies.push(seen);
+    }
+    replies
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_nx_ex_lock_has_exactly_one_winner() {
     let (addr, _cluster) = target();
@@ -87,28 +121,9 @@ async fn concurrent_incr_is_neither_lost_nor_doubled() {
     tokio::time::timeout(WATCHDOG, async {
         let conns = clients(&addr).await;
         let key = format!("counter:{}", common::run_id());
-        let start = Arc::new(tokio::sync::Barrier::new(CLIENTS));
-        let mut tasks = Vec::new();
-        for (i, conn) in conns.iter().enumerate() {
-            let (mut conn, key, start) = (conn.clone(), key.clone(), start.clone());
-            tasks.push(tokio::spawn(async move {
-                start.wait().await;
-                let mut seen = Vec::new();
-                for n in 0..PER_CLIENT {
-                    match call(&mut conn, &["INCR", &key]).await {
-                        Value::Int(v) => seen.push(v),
-                        other => panic!("client {i}, INCR #{n}: {other:?}"),
-                    }
-                }
-                seen
-            }));
-        }
-        let mut all = Vec::new();
-        for task in tasks {
-            let seen = task.await.unwrap();
-            assert!(seen.windows(2).all(|w| w[0] < w[1]), "one client's INCR replies must increase: {seen:?}");
-            all.extend(seen);
-        }
+        let k = key.clone();
+        let mut all: Vec<i64> =
+            each_client_counts(&conns, PER_CLIENT as usize, move |_, _| vec!["INCR".into(), k.clone()]).await.concat();
         all.sort_unstable();
         let total = CLIENTS as i64 * PER_CLIENT;
         assert_eq!(all.len() as i64, total);
@@ -136,31 +151,14 @@ async fn concurrent_appends_each_see_the_length_their_own_append_made() {
     tokio::time::timeout(WATCHDOG, async {
         let conns = clients(&addr).await;
         let key = format!("log:{}", common::run_id());
-        let start = Arc::new(tokio::sync::Barrier::new(CLIENTS));
-        let mut tasks = Vec::new();
-        for (i, conn) in conns.iter().enumerate() {
-            let (mut conn, key, start) = (conn.clone(), key.clone(), start.clone());
-            tasks.push(tokio::spawn(async move {
-                start.wait().await;
-                // Client i appends its own letter-digit pair: "A0", "A1", … are told apart by position.
-                let mut seen = Vec::new();
-                for n in 0..PER_CLIENT {
-                    let piece = format!("{}", (b'0' + (n % 10) as u8) as char);
-                    let piece = format!("{}{piece}", char::from(b'!' + i as u8));
-                    match call(&mut conn, &["APPEND", &key, &piece]).await {
-                        Value::Int(v) => seen.push(v),
-                        other => panic!("client {i}, APPEND #{n}: {other:?}"),
-                    }
-                }
-                seen
-            }));
-        }
-        let mut all = Vec::new();
-        for task in tasks {
-            let seen = task.await.unwrap();
-            assert!(seen.windows(2).all(|w| w[0] < w[1]), "one client's APPEND replies must increase: {seen:?}");
-            all.extend(seen);
-        }
+        // Client i appends its own letter-digit pair: "A0", "A1", … are told apart by position.
+        let piece = |i: usize, n: usize| format!("{}{}", char::from(b'!' + i as u8), (b'0' + (n % 10) as u8) as char);
+        let mut all: Vec<i64> = each_client_counts(&conns, PER_CLIENT, {
+            let key = key.clone();
+            move |i, n| vec!["APPEND".into(), key.clone(), piece(i, n)]
+        })
+        .await
+        .concat();
         all.sort_unstable();
         let total = CLIENTS * PER_CLIENT;
         let expected: Vec<i64> = (1..=total as i64).map(|n| 2 * n).collect();
