@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vesta/target}"
+# A few seconds, no build: every package built alone would reuse this RocksDB (see the script).
+scripts/check-build-reuse.sh
 scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 cargo test --release --workspace
