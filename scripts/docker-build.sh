@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
-# Builds the two images docker-compose.yml runs, without pulling anything from a registry:
+# Builds the images docker-compose.yml runs, without pulling anything from a registry:
 #
-#   vesta:local       FROM scratch: the release `vesta` binary, the shared libraries `ldd` lists for it,
-#                     the dynamic loader, and `sh` + `sleep` (for the init service's wait loop)
-#   vesta-etcd:local  FROM scratch: the host's etcd (Debian package etcd-server) and its libraries
+#   vesta:local             FROM scratch: the release `vesta` binary, the shared libraries `ldd` lists for
+#                           it, the dynamic loader, and `sh` + `sleep` (for the init service's wait loop)
+#   vesta-etcd:local        FROM scratch: the host's etcd (Debian package etcd-server) and its libraries
+#   vesta-prometheus:local  FROM scratch: the host's prometheus (Debian package prometheus), its libraries
+#                           and docker/prometheus.yml
 #
-# Usage: scripts/docker-build.sh [all|vesta|etcd]        (default: all)
+# Usage: scripts/docker-build.sh [all|vesta|etcd|prometheus]        (default: all)
 #
 # Environment:
 #   VESTA_BIN          use this vesta binary instead of running `cargo build --release -p vesta`
 #   ETCD_BIN           the etcd binary (default: `command -v etcd`)
+#   PROMETHEUS_BIN     the prometheus binary (default: `command -v prometheus`)
 #   VESTA_IMAGE        tag of the vesta image (default vesta:local)
 #   VESTA_ETCD_IMAGE   tag of the etcd image  (default vesta-etcd:local)
+#   VESTA_PROMETHEUS_IMAGE  tag of the Prometheus image (default vesta-prometheus:local)
 #   CARGO_TARGET_DIR   default ~/.cache/vesta/target
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 what=${1:-all}
-case $what in all | vesta | etcd) ;; *) echo "usage: $0 [all|vesta|etcd]" >&2; exit 2 ;; esac
+case $what in all | vesta | etcd | prometheus) ;; *) echo "usage: $0 [all|vesta|etcd|prometheus]" >&2; exit 2 ;; esac
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vesta/target}"
 vesta_image=${VESTA_IMAGE:-vesta:local}
 etcd_image=${VESTA_ETCD_IMAGE:-vesta-etcd:local}
+prometheus_image=${VESTA_PROMETHEUS_IMAGE:-vesta-prometheus:local}
 
 step() { echo "==> $*"; }
 die() { echo "docker-build: $*" >&2; exit 1; }
@@ -78,7 +83,7 @@ build_image() { # TAG CONTEXT
   docker image inspect --format "    $1: {{.Id}} ({{.Size}} bytes)" "$1"
 }
 
-if [ "$what" != etcd ]; then
+if [ "$what" = all ] || [ "$what" = vesta ]; then
   if [ -n "${VESTA_BIN:-}" ]; then
     bin=$VESTA_BIN
     step "using the vesta binary $bin"
@@ -100,7 +105,7 @@ if [ "$what" != etcd ]; then
   step "checking that the image runs: $(docker run --rm --network none "$vesta_image" vesta --version)"
 fi
 
-if [ "$what" != vesta ]; then
+if [ "$what" = all ] || [ "$what" = etcd ]; then
   etcd_bin=${ETCD_BIN:-$(command -v etcd || true)}
   [ -n "$etcd_bin" ] || die "etcd is not installed (Debian: apt-get install etcd-server), or set ETCD_BIN"
   step "assembling the etcd root filesystem from $etcd_bin"
@@ -112,8 +117,22 @@ if [ "$what" != vesta ]; then
   build_image "$etcd_image" "$ctx"
   step "checking that the image runs: $(docker run --rm --network none "$etcd_image" etcd --version | head -1)"
 fi
+if [ "$what" = all ] || [ "$what" = prometheus ]; then
+  prometheus_bin=${PROMETHEUS_BIN:-$(command -v prometheus || true)}
+  [ -n "$prometheus_bin" ] || die "prometheus is not installed (Debian: apt-get install prometheus), or set PROMETHEUS_BIN"
+  step "assembling the Prometheus root filesystem from $prometheus_bin"
+  ctx=$work/prometheus
+  base_rootfs "$ctx/rootfs"
+  mkdir -p "$ctx/rootfs/prometheus"
+  add_exe "$ctx/rootfs" "$(readlink -f "$prometheus_bin")" /usr/local/bin/prometheus
+  install -D -m 0644 docker/prometheus.yml "$ctx/rootfs/etc/prometheus/prometheus.yml"
+  cp docker/prometheus.Dockerfile "$ctx/Dockerfile"
+  build_image "$prometheus_image" "$ctx"
+  step "checking that the image runs: $(docker run --rm --network none "$prometheus_image" prometheus --version 2>&1 | head -1)"
+fi
 case $what in
-  all) step "done: $vesta_image $etcd_image" ;;
+  all) step "done: $vesta_image $etcd_image $prometheus_image" ;;
   vesta) step "done: $vesta_image" ;;
   etcd) step "done: $etcd_image" ;;
+  prometheus) step "done: $prometheus_image" ;;
 esac

@@ -2,7 +2,7 @@
 # What the README's two commands need from the system before they build: `scripts/prerequisites.sh build`
 # (scripts/dev.sh: a C++ compiler, libclang for bindgen, protoc for etcd-client) or
 # `scripts/prerequisites.sh test` (scripts/test.sh: that, plus the real servers and clients the tests
-# start: redis-server, redis-cli/redis-benchmark, etcd, redis-py).
+# start: redis-server, redis-cli/redis-benchmark, etcd, redis-py, Prometheus and its redis_exporter).
 #
 # Missing Debian packages are installed when running as root with apt-get (a fresh container, CI);
 # otherwise the script stops before the 30-minute build with the one command to run, rather than letting
@@ -15,7 +15,10 @@ set -euo pipefail
 need="${1:-build}"
 case "$need" in
   build) packages=(g++ libclang-dev protobuf-compiler) ;;
-  test) packages=(g++ libclang-dev protobuf-compiler redis-server redis-tools etcd-server python3-redis) ;;
+  # prometheus: the compose stack's Prometheus image and promtool (vesta/tests/grafana_dashboard.rs);
+  # prometheus-redis-exporter: compat-tests/tests/redis_exporter.rs.
+  test) packages=(g++ libclang-dev protobuf-compiler redis-server redis-tools etcd-server python3-redis
+    prometheus prometheus-redis-exporter) ;;
   *) echo "usage: $0 build|test" >&2; exit 2 ;;
 esac
 

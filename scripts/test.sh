@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/prerequisites.sh test
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vesta/target}"
 scripts/first-build-notice.sh
+# A few seconds, no build: every package built alone would reuse this RocksDB (see the script).
+scripts/check-build-reuse.sh
 scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 cargo test --release --workspace

@@ -3,10 +3,12 @@
 //! name with its two proxies on free loopback ports, and a SET/GET/INCR workload runs through both proxies
 //! while one store node is killed and another zone is cut off its network. Afterwards every acknowledged
 //! SET must read back, and every counter must hold its acknowledged INCRs (plus at most the INCRs that
-//! failed, whose outcome is unknown). The stack, its networks, volumes and images are removed at the end,
-//! also when the test fails.
+//! failed, whose outcome is unknown). The stack's Prometheus must report every proxy and store node as an
+//! `up` target, before the faults and again once they are healed, and must have scraped the workload's
+//! commands. The stack, its networks, volumes and images are removed at the end, also when the test fails.
 //!
-//! Skipped (with a message, passing) when Docker, docker compose / docker-compose or etcd is missing.
+//! Skipped (with a message, passing) when Docker, docker compose / docker-compose, etcd or prometheus is
+//! missing.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -123,15 +125,23 @@ struct Stack {
 
 impl Stack {
     fn of_file(compose: Vec<&'static str>, project: &str, file: &'static str) -> Stack {
-        let images = vec![format!("vesta:{project}"), format!("vesta-etcd:{project}")];
+        let images =
+            vec![format!("vesta:{project}"), format!("vesta-etcd:{project}"), format!("vesta-prometheus:{project}")];
         let pki = tempfile::tempdir().expect("a directory for the stack's certificates");
         let mut env = vec![
             ("VESTA_IMAGE".to_string(), images[0].clone()),
             ("VESTA_ETCD_IMAGE".to_string(), images[1].clone()),
+            ("VESTA_PROMETHEUS_IMAGE".to_string(), images[2].clone()),
             ("VESTA_PKI_DIR".to_string(), pki.path().to_str().expect("utf-8 temp path").to_string()),
         ];
         // A free loopback port each (`docker compose port` tells which).
-        for published in ["VESTA_PROXY1_ADDR", "VESTA_PROXY2_ADDR", "VESTA_SITE_A_ADDR", "VESTA_SITE_B_ADDR"] {
+        for published in [
+            "VESTA_PROXY1_ADDR",
+            "VESTA_PROXY2_ADDR",
+            "VESTA_SITE_A_ADDR",
+            "VESTA_SITE_B_ADDR",
+            "VESTA_PROMETHEUS_ADDR",
+        ] {
             env.push((published.to_string(), "127.0.0.1:".to_string()));
         }
         Stack { compose, file, project: project.to_string(), env, images, pki }
@@ -160,7 +170,11 @@ impl Stack {
 
     /// The loopback address a proxy's RESP port is published on.
     fn published(&self, service: &str) -> String {
-        let addr = self.must(&["port", service, "6379"], Duration::from_secs(60)).trim().to_string();
+        self.published_port(service, 6379)
+    }
+
+    fn published_port(&self, service: &str, port: u16) -> String {
+        let addr = self.must(&["port", service, &port.to_string()], Duration::from_secs(60)).trim().to_string();
         assert!(addr.starts_with("127.0.0.1:"), "{service} is published on {addr:?}, not on loopback only");
         addr
     }
@@ -239,7 +253,7 @@ fn remove_stale_runs(compose: &[&'static str]) {
     ) {
         for image in text(&o.stdout).lines() {
             let tag = image.split_once(':').map_or("", |(_, t)| t);
-            if (image.starts_with("vesta:") || image.starts_with("vesta-etcd:"))
+            if ["vesta:", "vesta-etcd:", "vesta-prometheus:"].iter().any(|repo| image.starts_with(repo))
                 && tag.starts_with(PROJECT_PREFIX)
                 && !pid_alive(tag)
             {
@@ -337,6 +351,83 @@ async fn call_until_served(addr: &str, c: &mut MultiplexedConnection, args: &[&s
         assert!(Instant::now() < deadline, "{} via {addr}: not served within {limit:?}: {last}", args.join(" "));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Prometheus
+// ---------------------------------------------------------------------------------------------------
+
+/// What docker/prometheus.yml scrapes: both proxies and the six store nodes.
+const SCRAPE_TARGETS: usize = 8;
+
+/// One GET of the stack's Prometheus HTTP API (`addr` is its published port); the JSON reply's `data`.
+fn prometheus_api(addr: &str, path_and_query: &str) -> Result<serde_json::Value, String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect to Prometheus on {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .map_err(|e| format!("GET {path_and_query}: {e}"))?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).map_err(|e| format!("GET {path_and_query}: {e}"))?;
+    let reply = text(&reply);
+    let (head, body) = reply.split_once("\r\n\r\n").ok_or_else(|| format!("GET {path_and_query}: {reply:?}"))?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("GET {path_and_query}: {head}\n{body}"));
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("GET {path_and_query}: {e} in {body:?}"))?;
+    match json.get("status").and_then(|s| s.as_str()) {
+        Some("success") => Ok(json["data"].clone()),
+        _ => Err(format!("GET {path_and_query}: {json}")),
+    }
+}
+
+/// Prometheus's active scrape targets: (instance, health, last error).
+fn scrape_targets(addr: &str) -> Result<Vec<(String, String, String)>, String> {
+    let data = prometheus_api(addr, "/api/v1/targets?state=active")?;
+    let targets = data["activeTargets"].as_array().ok_or_else(|| format!("no activeTargets in {data}"))?;
+    Ok(targets
+        .iter()
+        .map(|t| {
+            let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            (field(&t["labels"]["instance"]), field(&t["health"]), field(&t["lastError"]))
+        })
+        .collect())
+}
+
+/// Waits until Prometheus scrapes every proxy and store node successfully (`health: up`).
+fn every_target_up(addr: &str, limit: Duration) -> Vec<(String, String, String)> {
+    targets_reach(addr, &|_| true, limit)
+}
+
+/// Waits until Prometheus's last scrape of each of its targets succeeded exactly where `up(instance)`.
+fn targets_reach(addr: &str, up: &dyn Fn(&str) -> bool, limit: Duration) -> Vec<(String, String, String)> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match scrape_targets(addr) {
+            Ok(t)
+                if t.len() == SCRAPE_TARGETS
+                    && t.iter().all(|(instance, health, _)| (health == "up") == up(instance)) =>
+            {
+                return t
+            }
+            Ok(t) => format!("{t:#?}"),
+            Err(e) => e,
+        };
+        assert!(Instant::now() < deadline, "Prometheus's targets are not as expected after {limit:?}: {last}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The value of a PromQL query that yields one sample (`None` while it yields none).
+fn prometheus_value(addr: &str, query: &str) -> Result<Option<f64>, String> {
+    let data = prometheus_api(addr, &format!("/api/v1/query?query={query}"))?;
+    let Some(sample) = data["result"].as_array().and_then(|r| r.first()) else { return Ok(None) };
+    sample["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| format!("{query}: no value in {sample}"))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -455,6 +546,10 @@ fn prerequisites(test: &str) -> Option<Vec<&'static str>> {
         eprintln!("SKIPPED {test}: no etcd binary to put in the etcd image (Debian: etcd-server)");
         return None;
     }
+    if !succeeds("prometheus", &["--version"]) {
+        eprintln!("SKIPPED {test}: no prometheus binary to put in the Prometheus image (Debian: prometheus)");
+        return None;
+    }
     Some(compose)
 }
 
@@ -523,6 +618,10 @@ fn compose_cluster_survives_a_killed_node_and_a_cut_zone() {
         .find_map(|l| l.strip_prefix("encryption_values_sealed:"))
         .and_then(|v| v.trim().parse::<u64>().ok());
     assert!(info.contains("encryption_enabled:1") && sealed.is_some_and(|n| n > 0), "encryption is on: {info}");
+    // Prometheus scrapes both proxies and all six store nodes.
+    let prometheus = stack.published_port("prometheus", 9090);
+    let targets = every_target_up(&prometheus, Duration::from_secs(90));
+    step(start, &format!("Prometheus on {prometheus}: {} targets up", targets.len()));
     step(start, "both proxies serve; starting the workload");
 
     // zone2's store containers and their one network, to cut and heal later.
@@ -567,6 +666,11 @@ fn compose_cluster_survives_a_killed_node_and_a_cut_zone() {
         let expect_up = !(node == "zone1-a" || node.starts_with("zone2-"));
         assert_eq!(*up, expect_up, "node {node} during the faults: {health:?}");
     }
+    // Prometheus sees the same three nodes down (a failed scrape each), the other five up.
+    let faulted = ["zone1-a:9101", "zone2-a:9101", "zone2-b:9101"];
+    let targets = targets_reach(&prometheus, &|instance| !faulted.contains(&instance), Duration::from_secs(30));
+    let down: Vec<_> = targets.iter().filter(|(_, h, _)| h != "up").map(|(i, _, e)| format!("{i}: {e}")).collect();
+    step(start, &format!("Prometheus during the faults: {down:?} down"));
     std::thread::sleep(Duration::from_secs(3));
 
     for (service, id, net) in &zone2 {
@@ -655,6 +759,25 @@ fn compose_cluster_survives_a_killed_node_and_a_cut_zone() {
         std::thread::sleep(Duration::from_secs(1));
     }
     step(start, "admin show: every node up");
+
+    // Prometheus scrapes them all again (zone2 reconnected, zone1-a restarted), and it saw the workload:
+    // more commands through the proxies than the SETs acknowledged.
+    every_target_up(&prometheus, Duration::from_secs(90));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let commands =
+            prometheus_value(&prometheus, "sum(vesta_proxy_commands_total)").unwrap_or_else(|e| panic!("{e}"));
+        if commands.is_some_and(|n| n >= sets.len() as f64) {
+            step(start, &format!("Prometheus: every target up again; {commands:?} proxy commands scraped"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus's sum(vesta_proxy_commands_total) is {commands:?}, below {} SETs",
+            sets.len()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 
     // `up` again on the running stack: the init service finds the cluster and succeeds.
     stack.must(&["up", "-d"], Duration::from_secs(300));
