@@ -96,9 +96,9 @@ async fn validation_errors_are_redis_own() {
             &["CLIENT", "UNBLOCK", "987654321"],
             &["CLIENT", "UNBLOCK", "987654321", "error"],
             &["CLIENT", "UNBLOCK", "1", "timeout", "x"],
-            // COMMAND GETKEYS / GETKEYSANDFLAGS / LIST
+            // COMMAND GETKEYS / GETKEYSANDFLAGS / LIST (not `COMMAND GETKEYS get`: Redis 7.2 answers
+            // "Invalid number of arguments", 7.0 — the reference here — a wrong-arity error)
             &["COMMAND", "GETKEYS"],
-            &["COMMAND", "GETKEYS", "get"],
             &["COMMAND", "GETKEYS", "mset", "a", "1", "b"],
             &["COMMAND", "GETKEYS", "get", "a", "b"],
             &["COMMAND", "GETKEYS", "nosuchcommand", "a"],
@@ -124,7 +124,8 @@ async fn validation_errors_are_redis_own() {
             &["SLOWLOG", "GET", "-2"],
             &["SLOWLOG", "GET", "x"],
             &["SLOWLOG", "GET", "1", "2"],
-            &["SLOWLOG", "HELP"],
+            // Redis 7.2 ends HELP with "Print this help.", 7.0 with "Prints this help.".
+            &["~SLOWLOG", "HELP"],
             &["LATENCY", "FOO"],
             &["LATENCY", "HISTORY"],
             &["LATENCY", "HISTORY", "command"],
@@ -299,12 +300,15 @@ async fn slowlog_latency_and_resetstat() {
     assert_eq!(call(&mut c, &["GET", &k]).await, bulk(&value));
     assert_eq!(call(&mut c, &["SLOWLOG", "LEN"]).await, int(0), "a negative threshold logs nothing");
 
-    // The latency monitor: off by default; with a 1 ms threshold, a walk of every shard reaches it.
+    // The latency monitor: off by default; with a 1 ms threshold, a two-phase commit over 1000 keys
+    // reaches it.
     assert_eq!(call(&mut c, &["LATENCY", "LATEST"]).await, Value::Array(vec![]));
     assert_eq!(call(&mut c, &["CONFIG", "SET", "latency-monitor-threshold", "1"]).await, Value::Okay);
+    let pairs: Vec<String> = (0..1000).flat_map(|i| [key(&format!("many{i}")), "x".repeat(100)]).collect();
+    let mset: Vec<&str> = std::iter::once("MSET").chain(pairs.iter().map(String::as_str)).collect();
     let mut latest = Vec::new();
-    for _ in 0..200 {
-        call(&mut c, &["KEYS", "*"]).await;
+    for _ in 0..20 {
+        assert_eq!(call(&mut c, &mset).await, Value::Okay);
         if let Value::Array(events) = call(&mut c, &["LATENCY", "LATEST"]).await {
             latest = events;
         }
@@ -314,7 +318,7 @@ async fn slowlog_latency_and_resetstat() {
     }
     let Some(Value::Array(event)) = latest.iter().find(|e| matches!(e, Value::Array(f) if f[0] == bulk("command")))
     else {
-        panic!("no `command` event after 200 walks of every shard: {latest:?}");
+        panic!("no `command` event after 20 MSETs of 1000 keys: {latest:?}");
     };
     assert!(matches!((&event[2], &event[3]), (Value::Int(last), Value::Int(max)) if *last >= 1 && max >= last));
     assert!(matches!(call(&mut c, &["LATENCY", "HISTORY", "command"]).await, Value::Array(h) if !h.is_empty()));
@@ -444,14 +448,14 @@ th = threading.Thread(target=write); th.start()
 time.sleep(0.7)
 assert "took" not in done, "write answered during the pause"
 assert r.get(prefix + ":k") is None
-assert r.client_unpause() is True
+assert r.client_unpause() in (True, b"OK")
 th.join(10)
 assert done.get("took", 0) >= 0.6, done
 
 # Tracking: accepted, reported, validated.
 assert r.client_tracking_on(optin=True) in (True, b"OK")
 info = r.client_trackinginfo()
-assert info[info.index(b"flags") + 1] == [b"on", b"optin"], info
+assert info == ["flags", [b"on", b"optin"], "redirect", 0, "prefixes", []], info
 assert r.client_getredir() == 0
 assert r.client_tracking_off() in (True, b"OK")
 assert r.client_getredir() == -1
@@ -473,7 +477,7 @@ assert r.config_set("slowlog-log-slower-than", -1) is True
 # MEMORY USAGE, COMMAND GETKEYS / LIST.
 assert isinstance(r.memory_usage(prefix + ":s"), int)
 assert r.memory_usage(prefix + ":missing") is None
-assert r.command_getkeys("MSET", "a", "1", "b", "2") == [b"a", b"b"]
+assert r.command_getkeys("MSET", "a", "1", "b", "2") == ["a", "b"]
 assert b"client|pause" in r.command_list(pattern="client*")
 
 # INFO keyspace through redis-py's parser.
