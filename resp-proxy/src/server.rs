@@ -441,9 +441,10 @@ async fn serve_session(
 }
 
 /// A request CLIENT PAUSE holds, and what wakes its connection to look again.
-struct Held {
+struct Held<'a> {
     args: Vec<Bytes>,
     wait: cmd::pause::PauseWait,
+    _counted: cmd::pause::HeldClient<'a>,
 }
 
 /// What a connection needs only while it has requests to parse or commands in flight, allocated then.
@@ -492,7 +493,7 @@ async fn serve_client(
         let query_limit = shared.limits.query_buffer_limit();
         if let Some(h) = paused.take() {
             match shared.pause.holds(session, &h.args) {
-                Some(wait) => paused = Some(Box::new(Held { args: h.args, wait })),
+                Some(wait) => paused = Some(Box::new(Held { wait, ..*h })),
                 None => {
                     let w = work.get_or_insert_with(Box::default);
                     let (pending, after) = dispatch(proxy, session, me, &mut w.order, h.args);
@@ -526,7 +527,7 @@ async fn serve_client(
                     Ok(Some(args)) if args.is_empty() => continue,
                     Ok(Some(args)) => {
                         if let Some(wait) = shared.pause.holds(session, &args) {
-                            paused = Some(Box::new(Held { args, wait }));
+                            paused = Some(Box::new(Held { args, wait, _counted: shared.pause.count_held() }));
                             break;
                         }
                         let (pending, after) = dispatch(proxy, session, me, &mut w.order, args);

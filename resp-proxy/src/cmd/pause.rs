@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,6 +58,8 @@ pub struct Pause {
     state: Mutex<(PauseMode, Instant)>,
     /// Bumped whenever a pause is lifted or becomes less strict, waking the held connections to look again.
     lifted: watch::Sender<u64>,
+    /// Connections holding a command (INFO's `blocked_clients`, as Redis counts paused clients).
+    held: AtomicU64,
 }
 
 impl Default for Pause {
@@ -66,7 +68,17 @@ impl Default for Pause {
             mode: AtomicU8::new(PauseMode::Off as u8),
             state: Mutex::new((PauseMode::Off, Instant::now())),
             lifted: watch::channel(0).0,
+            held: AtomicU64::new(0),
         }
+    }
+}
+
+/// A connection counted in [`Pause::held_clients`].
+pub struct HeldClient<'a>(&'a AtomicU64);
+
+impl Drop for HeldClient<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -88,6 +100,17 @@ impl Pause {
         let until = until.max(now + request.timeout);
         *state = (mode, until);
         self.mode.store(mode as u8, Ordering::Release);
+    }
+
+    /// Connections holding a command now.
+    pub fn held_clients(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection among the held ones for as long as the guard lives.
+    pub fn count_held(&self) -> HeldClient<'_> {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        HeldClient(&self.held)
     }
 
     /// CLIENT UNPAUSE.

@@ -412,9 +412,11 @@ fn info_section(shared: &Shared, section: &str) -> String {
             uptime / 86_400
         ),
         "clients" => format!(
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
             shared.connected_clients.load(Ordering::Relaxed),
-            shared.edge.max_clients()
+            shared.edge.max_clients(),
+            // Clients held by CLIENT PAUSE, which Redis counts as blocked (no command blocks otherwise).
+            shared.pause.held_clients()
         ),
         "memory" => {
             // The proxy's own memory (the data lives on the store nodes).
