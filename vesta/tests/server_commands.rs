@@ -206,6 +206,9 @@ async fn client_pause_holds_writes_until_unpause() {
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(!write.is_finished(), "the SET was answered during a WRITE pause");
+    // Redis counts a paused client among the blocked ones.
+    let clients = text(&call(&mut admin, &["INFO", "clients"]).await);
+    assert!(clients.contains("\r\nblocked_clients:1\r\n"), "{clients}");
     // Reads are not held by a WRITE pause, and the held write has not been applied.
     let read = tokio::time::timeout(Duration::from_secs(5), call(&mut reader, &["GET", &k])).await;
     assert_eq!(read.expect("a GET during a WRITE pause must answer"), Value::Nil);
@@ -216,6 +219,7 @@ async fn client_pause_holds_writes_until_unpause() {
     assert_eq!(reply, Value::Okay);
     assert!(took >= Duration::from_millis(800), "the SET answered after {took:?}");
     assert_eq!(call(&mut reader, &["GET", &k]).await, bulk("after-pause"));
+    assert!(text(&call(&mut admin, &["INFO", "clients"]).await).contains("\r\nblocked_clients:0\r\n"));
 
     // ALL holds every command, and the pause ends when its timeout passes (no UNPAUSE).
     assert_eq!(call(&mut admin, &["CLIENT", "PAUSE", "1500", "ALL"]).await, Value::Okay);
