@@ -117,6 +117,11 @@ impl Client {
         self.queued.load(Ordering::Relaxed) + output as u64
     }
 
+    /// The connection's name (CLIENT SETNAME), as last registered.
+    pub fn name(&self) -> Option<Bytes> {
+        self.details.lock().as_ref().and_then(|d| d.name.clone())
+    }
+
     /// Idle since `ms` (`BUSY`: not idle).
     pub fn set_idle_since(&self, ms: u64) {
         self.idle_since_ms.store(ms, Ordering::Relaxed);
@@ -165,6 +170,11 @@ impl Clients {
 
     pub fn unregister(&self, id: u64) {
         self.by_id.remove(&id);
+    }
+
+    /// Whether the client `id` is connected to this proxy (CLIENT TRACKING's REDIRECT target).
+    pub fn exists(&self, id: i64) -> bool {
+        u64::try_from(id).is_ok_and(|id| self.by_id.contains_key(&id))
     }
 
     /// Copies what CLIENT LIST shows from the session.

@@ -139,6 +139,10 @@ impl Proxy {
             admission,
             replication: Default::default(),
             encryption: coordinator.encryption().clone(),
+            pause: Default::default(),
+            slowlog: Default::default(),
+            latency: Default::default(),
+            keyspace_figures: Default::default(),
             acl: config.build_acl().unwrap_or_else(|e| {
                 // `run_proxy` refuses such a configuration before it gets here.
                 tracing::error!(error = %e, "bad ACL configuration: nobody can log in");
@@ -436,6 +440,13 @@ async fn serve_session(
     result
 }
 
+/// A request CLIENT PAUSE holds, and what wakes its connection to look again.
+struct Held<'a> {
+    args: Vec<Bytes>,
+    wait: cmd::pause::PauseWait,
+    _counted: cmd::pause::HeldClient<'a>,
+}
+
 /// What a connection needs only while it has requests to parse or commands in flight, allocated then.
 #[derive(Default)]
 struct Work {
@@ -465,6 +476,11 @@ async fn serve_client(
     let mut work: Option<Box<Work>> = None;
     // No more requests are read once set: the client hung up, sent QUIT, or broke the protocol.
     let mut closing = false;
+    // No more requests are parsed once set: QUIT, a protocol error, an over-long request. (A client that
+    // hung up still has what it sent answered.)
+    let mut done_parsing = false;
+    // A request held by CLIENT PAUSE: nothing of this connection runs until it does.
+    let mut paused: Option<Box<Held>> = None;
     // Bytes written that a TLS session may still hold.
     let mut unflushed = false;
     // Over the soft output limit since then; the timer that looks again when it would be broken.
@@ -475,13 +491,27 @@ async fn serve_client(
     loop {
         // Read per pass, so that CONFIG SET takes effect for the next request.
         let query_limit = shared.limits.query_buffer_limit();
+        if let Some(h) = paused.take() {
+            match shared.pause.holds(session, &h.args) {
+                Some(wait) => paused = Some(Box::new(Held { wait, ..*h })),
+                None => {
+                    let w = work.get_or_insert_with(Box::default);
+                    let (pending, after) = dispatch(proxy, session, me, &mut w.order, h.args);
+                    w.in_flight.push_back(pending);
+                    if let After::Close = after {
+                        closing = true;
+                        done_parsing = true;
+                    }
+                }
+            }
+        }
         if !input.is_empty() || in_flight(&work) > 0 {
             let w = work.get_or_insert_with(Box::default);
             if w.in_flight.is_empty() {
                 w.order.reset();
             }
             let limits = shared.limits.request_limits();
-            while !closing && w.in_flight.len() < proxy.max_pipeline {
+            while !done_parsing && paused.is_none() && w.in_flight.len() < proxy.max_pipeline {
                 match w.parser.parse(&mut input, &limits) {
                     Ok(None) => {
                         // What is left is one request still arriving (reads are capped to keep it in sight).
@@ -490,21 +520,28 @@ async fn serve_client(
                             input = BytesMut::new();
                             w.parser = RequestParser::new();
                             closing = true;
+                            done_parsing = true;
                         }
                         break;
                     }
                     Ok(Some(args)) if args.is_empty() => continue,
                     Ok(Some(args)) => {
+                        if let Some(wait) = shared.pause.holds(session, &args) {
+                            paused = Some(Box::new(Held { args, wait, _counted: shared.pause.count_held() }));
+                            break;
+                        }
                         let (pending, after) = dispatch(proxy, session, me, &mut w.order, args);
                         w.in_flight.push_back(pending);
                         if let After::Close = after {
                             closing = true;
+                            done_parsing = true;
                         }
                     }
                     Err(e) => {
                         metrics::counter!(m::PROTOCOL_ERRORS, "reason" => e.reason()).increment(1);
                         w.in_flight.push_back(finished(me, session.resp3, Reply::Error(format!("ERR {e}"))));
                         closing = true;
+                        done_parsing = true;
                     }
                 }
             }
@@ -540,8 +577,8 @@ async fn serve_client(
             Some(_) => {}
         }
         let pending = in_flight(&work);
-        // Redis's `timeout`: only a connection with nothing in flight and nothing to write is idle.
-        if pending == 0 && output.is_empty() && !unflushed {
+        // Redis's `timeout`: only a connection with nothing in flight, held or to write is idle.
+        if pending == 0 && paused.is_none() && output.is_empty() && !unflushed {
             if let Some(timeout) = shared.edge.idle_timeout() {
                 if now.duration_since(last_active) >= timeout && !closing {
                     metrics::counter!(m::IDLE_TIMEOUT_DISCONNECTIONS).increment(1);
@@ -553,7 +590,9 @@ async fn serve_client(
         } else {
             me.set_idle_since(BUSY);
         }
-        if closing && pending == 0 && output.is_empty() && !unflushed {
+        // A client that hung up is gone once what it sent is answered. With nothing in flight or held,
+        // what is left unparsed can only be an incomplete request (the parsing above stops at one).
+        if closing && pending == 0 && paused.is_none() && output.is_empty() && !unflushed {
             wr.shutdown().await.ok();
             return Ok(());
         }
@@ -563,7 +602,8 @@ async fn serve_client(
         // At most one byte past the query buffer limit, so that an over-long request is caught while it
         // arrives and memory stays bounded by the limit, whatever the socket holds.
         let room = (query_limit + 1).saturating_sub(input.len()).max(1);
-        let reading = !closing && pending < proxy.max_pipeline;
+        // A held connection reads nothing more: its client waits, as a paused Redis client does.
+        let reading = !closing && pending < proxy.max_pipeline && paused.is_none();
         tokio::select! {
             // The socket takes output (or, all written, a TLS session flushes what it holds).
             sent = poll_fn(|cx| poll_send(&mut *wr, cx, &output)), if !output.is_empty() || unflushed => {
@@ -599,19 +639,14 @@ async fn serve_client(
             }
             // Killed, over the output limit, or perhaps idle too long: the next pass looks.
             _ = poll_fn(|cx| me.poll_woken(cx)) => {}
+            // The pause holding a request ended, or was lifted: the next pass looks.
+            _ = poll_fn(|cx| paused.as_mut().map_or(Poll::Pending, |h| h.wait.as_mut().poll(cx))), if paused.is_some() => {}
             _ = poll_fn(|cx| soft_timer.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx))), if soft_timer.is_some() => {}
             read = poll_fn(|cx| poll_read_some(&mut *rd, cx, &mut input, room)), if reading => {
                 last_active = Instant::now();
                 if read? == 0 {
-                    // Half-closed: answer what was sent, then go.
+                    // Half-closed: answer what was sent (the passes to come parse it), then go.
                     closing = true;
-                    let w = work.get_or_insert_with(Box::default);
-                    let limits = shared.limits.request_limits();
-                    while let Ok(Some(args)) = w.parser.parse(&mut input, &limits) {
-                        if !args.is_empty() {
-                            w.in_flight.push_back(dispatch(proxy, session, me, &mut w.order, args).0);
-                        }
-                    }
                 }
             }
         }
@@ -805,21 +840,25 @@ fn finished(me: &Client, resp3: bool, reply: Reply) -> Pending {
 /// its prepares and its commits would sit on its leases until they expire. A `bounded` command (one
 /// that reaches the store nodes) first takes a slot of the proxy-wide [`Admission`] gate, or is refused
 /// with `-TRYAGAIN proxy overloaded, try again`. The finished reply is counted among the connection's
-/// finished replies (`client-output-buffer-limit`) until the connection takes it.
+/// finished replies (`client-output-buffer-limit`) until the connection takes it. Its execution time
+/// (from admission to reply) goes to the slow log and the latency monitor, with `args` (the request).
 #[allow(clippy::too_many_arguments)]
 fn after_earlier(
-    proxy: &Proxy,
+    proxy: &Arc<Proxy>,
     me: &Arc<Client>,
     resp3: bool,
-    name: &'static str,
+    spec: &'static cmd::Spec,
+    args: Vec<Bytes>,
     earlier: Vec<watch::Receiver<()>>,
     done: Option<watch::Sender<()>>,
     bounded: bool,
     reply: impl Future<Output = Reply> + Send + 'static,
 ) -> Outcome {
     let client = me.clone();
+    let name = spec.name;
     let hard = proxy.shared.edge.output_limit().hard;
     let gate = bounded.then(|| proxy.shared.admission.clone());
+    let proxy = proxy.clone();
     let fut = async move {
         let started = Instant::now();
         for mut e in earlier {
@@ -835,8 +874,10 @@ fn after_earlier(
         };
         let reply = match admitted {
             Ok(permit) => {
+                let running = Instant::now();
                 let reply = reply.await;
                 drop(permit);
+                proxy.shared.command_took(running.elapsed(), spec, &args, &client);
                 reply
             }
             Err(_) => Reply::error(OVERLOADED),
@@ -868,13 +909,19 @@ fn dispatch(
     session: &mut Session,
     me: &Arc<Client>,
     order: &mut KeyOrder,
-    args: Vec<Bytes>,
+    mut args: Vec<Bytes>,
 ) -> (Pending, After) {
     let before = session.reply_mode;
     if before == ReplyMode::Skip {
         session.reply_mode = ReplyMode::On;
     }
-    let (outcome, after) = run_command(proxy, session, me, order, args);
+    let started = Instant::now();
+    // A command that runs later takes its arguments along (and is timed where it runs); one answered
+    // now leaves them here.
+    let (outcome, after) = run_command(proxy, session, me, order, &mut args);
+    if matches!(outcome, Outcome::Now(..)) && !args.is_empty() {
+        answered_now(proxy, me, started.elapsed(), &args);
+    }
     // CLIENT REPLY OFF silences every reply until CLIENT REPLY ON (whose OK is sent); SKIP the next one.
     let silent = match before {
         ReplyMode::On => false,
@@ -898,23 +945,45 @@ fn dispatch(
     (pending, after)
 }
 
+/// The slow log and latency monitor for a command answered at once (a connection or server command),
+/// which is almost never slow: the command is looked up only when it is.
+fn answered_now(proxy: &Proxy, me: &Client, took: Duration, args: &[Bytes]) {
+    let shared = &proxy.shared;
+    if !shared.slowlog.wants(took) && !shared.latency.enabled() {
+        return;
+    }
+    // Refused commands (unknown, wrong arity) are not logged, as in Redis.
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    if let Some(spec) = cmd::spec(&name).filter(|s| cmd::arity_ok(s, args.len())) {
+        shared.command_took(took, spec, args, me);
+    }
+}
+
+/// Runs one request. A command answered later takes `args` (leaving it empty); a command queued in a
+/// transaction too.
 fn run_command(
     proxy: &Arc<Proxy>,
     session: &mut Session,
     me: &Arc<Client>,
     order: &mut KeyOrder,
-    args: Vec<Bytes>,
+    args: &mut Vec<Bytes>,
 ) -> (Outcome, After) {
     proxy.shared.total_commands.fetch_add(1, Ordering::Relaxed);
     let resp3 = session.resp3;
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    // CLIENT CACHING applies to the next command only (Redis clears it after any command but CLIENT).
+    if let Some(tracking) = session.tracking.as_deref_mut() {
+        if name != "client" && session.multi.is_none() {
+            tracking.caching = false;
+        }
+    }
     // Inside MULTI, commands are only checked (name, arity and permissions, as Redis does) and queued; a
     // refusal aborts EXEC.
     if session.multi.is_some() && !NOT_QUEUED.contains(&name.as_str()) {
         let refusal = match cmd::spec(&name) {
             None => Some(cmd::unknown_command(&args[0], &args[1..])),
             Some(spec) if !cmd::arity_ok(spec, args.len()) => Some(cmd::wrong_arity(spec.name)),
-            Some(spec) => proxy.shared.acl.check(session, spec, &args).err(),
+            Some(spec) => proxy.shared.acl.check(session, spec, args).err(),
         };
         if let Some(queued) = session.multi.as_mut() {
             let reply = match refusal {
@@ -923,7 +992,7 @@ fn run_command(
                     refused
                 }
                 None => {
-                    queued.commands.push(args);
+                    queued.commands.push(std::mem::take(args));
                     Reply::Status("QUEUED")
                 }
             };
@@ -946,7 +1015,7 @@ fn run_command(
         }
         return (ready(resp3, cmd::wrong_arity(spec.name)), After::Continue);
     }
-    if let Err(refused) = proxy.shared.acl.check(session, spec, &args) {
+    if let Err(refused) = proxy.shared.acl.check(session, spec, args) {
         return (ready(resp3, refused), After::Continue);
     }
     let params = &args[1..];
@@ -963,11 +1032,12 @@ fn run_command(
                 Err(reply) => (ready(resp3, reply), After::Continue),
                 Ok((keys, read)) => {
                     let (earlier, done) = order.enter(keys);
-                    (after_earlier(proxy, me, resp3, spec.name, earlier, Some(done), true, read), After::Continue)
+                    let args = std::mem::take(args);
+                    (after_earlier(proxy, me, resp3, spec, args, earlier, Some(done), true, read), After::Continue)
                 }
             };
         }
-        "exec" => return (exec(proxy, session, me, order), After::Continue),
+        "exec" => return (exec(proxy, session, me, order, spec, args), After::Continue),
         _ => {}
     }
     if let Some((reply, after)) = cmd::connection::run(session, &proxy.shared.acl, &name, params) {
@@ -977,7 +1047,18 @@ fn run_command(
     if name == "vesta.reencrypt" {
         let run = cmd::reencrypt::run(coordinator, params.to_vec());
         // An operator's background rewrite: not bounded by the gate (it paces itself).
-        return (after_earlier(proxy, me, resp3, spec.name, Vec::new(), None, false, run), After::Continue);
+        let args = std::mem::take(args);
+        return (after_earlier(proxy, me, resp3, spec, args, Vec::new(), None, false, run), After::Continue);
+    }
+    if name == "info" && cmd::server::info_wants_keyspace(params) && !proxy.shared.keyspace_figures.is_fresh() {
+        // The keyspace figures need a walk of the shards: INFO runs as a data command this time.
+        let (proxy_, wanted) = (proxy.clone(), params.to_vec());
+        let run = async move {
+            let keyspace = proxy_.shared.keyspace_figures.section(&proxy_.coordinator).await;
+            Reply::Verbatim(cmd::server::info(&proxy_.shared, &wanted, Some(keyspace)))
+        };
+        let args = std::mem::take(args);
+        return (after_earlier(proxy, me, resp3, spec, args, Vec::new(), None, true, run), After::Continue);
     }
     if let Some(reply) = cmd::server::run(&proxy.shared, session, &name, params) {
         return (ready(resp3, reply), After::Continue);
@@ -988,7 +1069,8 @@ fn run_command(
             Ok(command) => {
                 let (earlier, done) = order.enter_everything();
                 let run = command.execute(coordinator, namespace);
-                (after_earlier(proxy, me, resp3, spec.name, earlier, Some(done), true, run), After::Continue)
+                let args = std::mem::take(args);
+                (after_earlier(proxy, me, resp3, spec, args, earlier, Some(done), true, run), After::Continue)
             }
             Err(reply) => (ready(resp3, reply), After::Continue),
         };
@@ -997,7 +1079,7 @@ fn run_command(
         Some(Ok(command)) => {
             let (earlier, done) = order.enter(command.keys(&namespace));
             let run = command.execute(coordinator, namespace);
-            after_earlier(proxy, me, resp3, spec.name, earlier, Some(done), true, run)
+            after_earlier(proxy, me, resp3, spec, std::mem::take(args), earlier, Some(done), true, run)
         }
         Some(Err(reply)) => ready(resp3, reply),
         None => ready(resp3, cmd::unknown_command(&args[0], params)),
@@ -1007,7 +1089,14 @@ fn run_command(
 
 /// EXEC: resolves the queued commands in order (connection commands take effect now, a queued SELECT
 /// decides the database of the commands after it) and runs them as one transaction.
-fn exec(proxy: &Arc<Proxy>, session: &mut Session, me: &Arc<Client>, order: &mut KeyOrder) -> Outcome {
+fn exec(
+    proxy: &Arc<Proxy>,
+    session: &mut Session,
+    me: &Arc<Client>,
+    order: &mut KeyOrder,
+    spec: &'static cmd::Spec,
+    args: &mut Vec<Bytes>,
+) -> Outcome {
     let resp3 = session.resp3;
     let Some(queued) = session.multi.take() else {
         return ready(resp3, Reply::error("ERR EXEC without MULTI"));
@@ -1043,7 +1132,7 @@ fn exec(proxy: &Arc<Proxy>, session: &mut Session, me: &Arc<Client>, order: &mut
         order.enter(keys.clone())
     };
     let run = transaction::exec(proxy.coordinator.clone(), steps, watched, keys);
-    after_earlier(proxy, me, session.resp3, "exec", waits, Some(done), true, run)
+    after_earlier(proxy, me, session.resp3, spec, std::mem::take(args), waits, Some(done), true, run)
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ pub struct Session {
     /// The ACL user commands run as, and whether the connection has authenticated (see `acl`).
     pub user: Arc<crate::acl::User>,
     pub authenticated: bool,
+    /// CLIENT TRACKING, while on (boxed: most connections never turn it on).
+    pub tracking: Option<Box<crate::cmd::tracking::Tracking>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,7 @@ impl Session {
             reply_mode: ReplyMode::On,
             user: crate::acl::open_default_user(),
             authenticated: true,
+            tracking: None,
         }
     }
 
@@ -134,6 +137,14 @@ pub struct Shared {
     pub replication: std::sync::OnceLock<std::sync::Arc<dyn ReplicationReport>>,
     /// Encryption at rest (INFO's `# Encryption`).
     pub encryption: std::sync::Arc<crate::crypto::EncryptionState>,
+    /// CLIENT PAUSE.
+    pub pause: crate::cmd::pause::Pause,
+    /// SLOWLOG and its settings.
+    pub slowlog: crate::cmd::slowlog::SlowLog,
+    /// LATENCY and `latency-monitor-threshold`.
+    pub latency: crate::cmd::latency::LatencyMonitor,
+    /// INFO keyspace's figures, cached between walks of the shards.
+    pub keyspace_figures: crate::cmd::info_keyspace::KeyspaceFigures,
 }
 
 /// What INFO replication shows of the cross-site replication this proxy runs (`vesta-repl` reports it).
@@ -155,6 +166,36 @@ impl Shared {
         } else {
             entry.0 += 1;
         }
+    }
+
+    /// A command finished after `took` (its execution, see `cmd::slowlog`): the slow log and the latency
+    /// monitor look at it. `args` includes the command's name. Costs two atomic loads unless it is logged.
+    pub fn command_took(
+        &self,
+        took: std::time::Duration,
+        spec: &crate::cmd::Spec,
+        args: &[Bytes],
+        client: &crate::clients::Client,
+    ) {
+        if self.slowlog.wants(took) && !spec.flags.contains(&"skip_slowlog") {
+            self.slowlog.push(took, args, client.peer, client.name());
+        }
+        if self.latency.enabled() {
+            self.latency.record(took, spec.flags.contains(&"fast"));
+        }
+    }
+
+    /// CONFIG RESETSTAT: the figures Redis resets (INFO stats' counters and commandstats). Not reset,
+    /// as in Redis: the slow log, the latency monitor, the ACL denial counters; and Vesta's own
+    /// (`vesta_*`, TLS handshakes), which its Prometheus counters mirror.
+    pub fn reset_stats(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.total_connections.store(0, Relaxed);
+        self.total_commands.store(0, Relaxed);
+        self.rejected_connections.store(0, Relaxed);
+        self.query_buffer_disconnections.store(0, Relaxed);
+        self.output_buffer_disconnections.store(0, Relaxed);
+        self.stats.clear();
     }
 
     /// (name, calls, rejected calls), by name.

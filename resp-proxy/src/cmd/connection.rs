@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{int_arg, shown, wrong_arity};
+use super::{int_arg, shown, tracking, wrong_arity};
 use crate::acl::{Acl, DB_DENIED};
 use crate::resp::Reply;
 use crate::session::{ReplyMode, Session};
@@ -46,7 +46,8 @@ pub fn run(s: &mut Session, acl: &Acl, name: &str, a: &[Bytes]) -> Option<(Reply
         },
         "auth" => auth(s, acl, a),
         "hello" => hello(s, acl, a),
-        // CLIENT LIST and KILL look at other connections: the server family answers them.
+        // CLIENT LIST, KILL, PAUSE, UNPAUSE and TRACKING look at other connections or the proxy's state:
+        // the server family answers them.
         "client" if is_registry_subcommand(&a[0]) => return None,
         "client" => client(s, a),
         _ => return None,
@@ -127,7 +128,7 @@ fn hello(s: &mut Session, acl: &Acl, a: &[Bytes]) -> Reply {
 }
 
 pub fn is_registry_subcommand(sub: &[u8]) -> bool {
-    sub.eq_ignore_ascii_case(b"list") || sub.eq_ignore_ascii_case(b"kill")
+    ["list", "kill", "pause", "unpause", "tracking"].iter().any(|s| sub.eq_ignore_ascii_case(s.as_bytes()))
 }
 
 /// Redis's rule for client names and library info: printable ASCII without spaces.
@@ -186,9 +187,82 @@ fn client(s: &mut Session, a: &[Bytes]) -> Reply {
                 Reply::error("ERR syntax error")
             }
         }
-        (b"id" | b"getname" | b"setname" | b"setinfo" | b"info" | b"reply" | b"no-evict" | b"no-touch", _) => {
-            wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub)))
+        (b"trackinginfo", []) => tracking::info(&s.tracking),
+        (b"getredir", []) => tracking::getredir(&s.tracking),
+        (b"caching", [opt]) => tracking::caching(&mut s.tracking, opt),
+        // No Vesta command ever blocks, so there is never a client to unblock: 0, after Redis's checks.
+        (b"unblock", [id, reason @ ..]) if reason.len() <= 1 => {
+            if reason.first().is_some_and(|r| !r.eq_ignore_ascii_case(b"timeout") && !r.eq_ignore_ascii_case(b"error"))
+            {
+                return Reply::error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+            }
+            match int_arg(id) {
+                Ok(_) => Reply::Int(0),
+                Err(e) => e,
+            }
         }
+        (b"unblock", [_, ..]) => super::subcommand_syntax_error("client", &a[0]),
+        (b"help", []) => super::help("CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:", HELP),
+        (
+            b"id" | b"getname" | b"setname" | b"setinfo" | b"info" | b"reply" | b"no-evict" | b"no-touch"
+            | b"trackinginfo" | b"getredir" | b"caching" | b"unblock" | b"help",
+            _,
+        ) => wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub))),
         _ => Reply::error(format!("ERR unknown subcommand '{}'. Try CLIENT HELP.", shown(&a[0]))),
     }
 }
+
+/// CLIENT HELP, Redis 7.2's text.
+const HELP: &[&str] = &[
+    "CACHING (YES|NO)",
+    "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+    "GETREDIR",
+    "    Return the client ID we are redirecting to when tracking is enabled.",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "KILL <ip:port>",
+    "    Kill connection made from <ip:port>.",
+    "KILL <option> <value> [<option> <value> [...]]",
+    "    Kill connections. Options are:",
+    "    * ADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made from the specified address",
+    "    * LADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made to specified local address",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Kill connections by type.",
+    "    * USER <username>",
+    "      Kill connections authenticated by <username>.",
+    "    * SKIPME (YES|NO)",
+    "      Skip killing current connection (default: yes).",
+    "LIST [options ...]",
+    "    Return information about client connections. Options:",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Return clients of specified type.",
+    "UNPAUSE",
+    "    Stop the current client pause, resuming traffic.",
+    "PAUSE <timeout> [WRITE|ALL]",
+    "    Suspend all, or just write, clients for <timeout> milliseconds.",
+    "REPLY (ON|OFF|SKIP)",
+    "    Control the replies sent to the current connection.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "SETINFO <option> <value>",
+    "    Set client meta attr. Options are:",
+    "    * LIB-NAME: the client lib name.",
+    "    * LIB-VER: the client lib version.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "    Unblock the specified blocked client.",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+    "         [OPTIN] [OPTOUT] [NOLOOP]",
+    "    Control server assisted client side caching.",
+    "TRACKINGINFO",
+    "    Report tracking status for the current connection.",
+    "NO-EVICT (ON|OFF)",
+    "    Protect current client connection from eviction.",
+    "NO-TOUCH (ON|OFF)",
+    "    Will not touch LRU/LFU stats when this mode is on.",
+];

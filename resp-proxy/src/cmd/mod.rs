@@ -5,17 +5,25 @@
 //! in order on the connection; data commands run concurrently and their replies are reordered.
 
 pub mod acl;
+pub mod cluster;
+pub mod command;
 pub mod connection;
 pub mod counters;
 mod expiry;
+pub mod info_keyspace;
 pub mod keys;
 pub mod keyspace;
+pub mod latency;
+pub mod memory;
 mod pattern;
+pub mod pause;
 pub mod reencrypt;
 pub mod scripts;
 pub mod server;
+pub mod slowlog;
 pub mod snapshot;
 pub mod strings;
+pub mod tracking;
 pub mod transaction;
 
 use std::sync::Arc;
@@ -195,6 +203,14 @@ pub const TABLE: &[Spec] = &[
     // Vesta's own: rewriting records under the current encryption key (`vesta admin reencrypt`).
     Spec { name: "vesta.reencrypt", arity: -2, flags: &["admin", "noscript"], keys: (0, 0, 0), group: "server" },
     Spec { name: "acl", arity: -2, flags: S, keys: (0, 0, 0), group: "server" },
+    // Containers Redis gives no flags of their own (their subcommands have them).
+    Spec { name: "slowlog", arity: -2, flags: &[], keys: (0, 0, 0), group: "server" },
+    Spec { name: "latency", arity: -2, flags: &[], keys: (0, 0, 0), group: "server" },
+    Spec { name: "memory", arity: -2, flags: &[], keys: (0, 0, 0), group: "server" },
+    Spec { name: "cluster", arity: -2, flags: &[], keys: (0, 0, 0), group: "cluster" },
+    Spec { name: "readonly", arity: 1, flags: &["loading", "stale", "fast"], keys: (0, 0, 0), group: "cluster" },
+    Spec { name: "readwrite", arity: 1, flags: &["loading", "stale", "fast"], keys: (0, 0, 0), group: "cluster" },
+    Spec { name: "asking", arity: 1, flags: &["fast"], keys: (0, 0, 0), group: "cluster" },
 ];
 
 pub fn spec(name: &str) -> Option<&'static Spec> {
@@ -230,6 +246,46 @@ pub fn unknown_command(name: &[u8], args: &[Bytes]) -> Reply {
     Reply::Error(format!("ERR unknown command '{}', with args beginning with: {list}", shown(name)))
 }
 
+/// A container's subcommand (`a[0]`) checked against its table of (name, arity), arity counting the
+/// container's name as Redis does: the subcommand's name, or Redis's unknown-subcommand or
+/// wrong-arity error.
+pub fn subcommand(container: &str, table: &[(&'static str, i64)], a: &[Bytes]) -> Result<&'static str, Reply> {
+    let Some((name, arity)) = table.iter().find(|(n, _)| a[0].eq_ignore_ascii_case(n.as_bytes())) else {
+        return Err(unknown_subcommand(container, &a[0]));
+    };
+    let argc = a.len() as i64 + 1;
+    if (*arity >= 0 && argc != *arity) || argc < -*arity {
+        return Err(wrong_arity(&format!("{}|{name}", container.to_ascii_lowercase())));
+    }
+    Ok(name)
+}
+
+/// `-ERR unknown subcommand 'x'. Try CONTAINER HELP.`
+pub fn unknown_subcommand(container: &str, sub: &[u8]) -> Reply {
+    Reply::error(format!("ERR unknown subcommand '{}'. Try {} HELP.", shown(sub), container.to_ascii_uppercase()))
+}
+
+/// What Redis answers when a known subcommand's handler finds its arguments wrong
+/// (`addReplySubcommandSyntaxError`).
+pub fn subcommand_syntax_error(container: &str, sub: &[u8]) -> Reply {
+    Reply::error(format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
+        shown(sub),
+        container.to_ascii_uppercase()
+    ))
+}
+
+/// Redis's HELP reply: `header` (`"X <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"`), the
+/// lines, then HELP's own entry, each a status line.
+pub fn help(header: &'static str, lines: &[&'static str]) -> Reply {
+    let mut all = Vec::with_capacity(lines.len() + 3);
+    all.push(Reply::Status(header));
+    all.extend(lines.iter().map(|l| Reply::Status(l)));
+    all.push(Reply::Status("HELP"));
+    all.push(Reply::Status("    Print this help."));
+    Reply::Array(all)
+}
+
 /// Text of an argument in an error message: at most 128 bytes, lossy UTF-8, no line breaks.
 pub fn shown(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..b.len().min(128)]).replace(['\r', '\n'], " ")
@@ -251,6 +307,7 @@ pub enum DataCommand {
     Keys(keys::Cmd),
     Counters(counters::Cmd),
     Scripts(scripts::Cmd),
+    Memory(memory::Usage),
 }
 
 impl DataCommand {
@@ -266,6 +323,9 @@ impl DataCommand {
         if let Some(c) = scripts::Cmd::parse(name, args) {
             return Some(c.map(DataCommand::Scripts));
         }
+        if name == "memory" && memory::is_usage(args) {
+            return Some(memory::Usage::parse(args).map(DataCommand::Memory));
+        }
         counters::Cmd::parse(name, args).map(|c| c.map(DataCommand::Counters))
     }
 
@@ -277,6 +337,7 @@ impl DataCommand {
             DataCommand::Keys(c) => c.keys(ns),
             DataCommand::Counters(c) => vec![here(c.key().clone())],
             DataCommand::Scripts(c) => vec![here(c.key().clone())],
+            DataCommand::Memory(c) => vec![here(c.key.clone())],
         };
         let mut seen = std::collections::HashSet::new();
         keys.retain(|k| seen.insert(k.clone()));
@@ -289,6 +350,7 @@ impl DataCommand {
             DataCommand::Keys(c) => c.access(),
             DataCommand::Counters(_) => Access::Write(PrepareKind::ReadModifyWrite, true),
             DataCommand::Scripts(c) => c.access(),
+            DataCommand::Memory(_) => Access::Read,
         }
     }
 
@@ -299,6 +361,7 @@ impl DataCommand {
             DataCommand::Keys(c) => c.apply(s),
             DataCommand::Counters(c) => c.apply(s),
             DataCommand::Scripts(c) => c.apply(s),
+            DataCommand::Memory(c) => c.apply(s),
         }
     }
 

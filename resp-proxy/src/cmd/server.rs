@@ -1,5 +1,6 @@
-//! COMMAND INFO CONFIG TIME CLIENT LIST/KILL WAIT FUNCTION OBJECT HELP: what client libraries,
-//! redis-cli, redis-benchmark and the Redis test harness ask a server about itself.
+//! INFO CONFIG TIME CLIENT LIST/KILL/PAUSE/TRACKING WAIT FUNCTION OBJECT HELP SLOWLOG LATENCY MEMORY
+//! CLUSTER: what client libraries, redis-cli, redis-benchmark, failover tooling and the Redis test
+//! harness ask a server about itself.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -7,17 +8,23 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::connection::REDIS_VERSION;
+use super::latency::LatencyMonitor;
 use super::pattern;
-use super::{int_arg, shown, syntax_error, Spec, TABLE};
+use super::slowlog::SlowLog;
+use super::{int_arg, shown, syntax_error};
 use crate::clients::KillFilter;
 use crate::limits::ClientLimits;
 use crate::resp::Reply;
 use crate::session::{Session, Shared};
 
-pub fn run(shared: &Shared, session: &Session, name: &str, a: &[Bytes]) -> Option<Reply> {
+pub fn run(shared: &Shared, session: &mut Session, name: &str, a: &[Bytes]) -> Option<Reply> {
     Some(match name {
-        "command" => command(a),
-        "info" => Reply::Verbatim(info(shared, a)),
+        "command" => super::command::command(a),
+        "info" => Reply::Verbatim(info(shared, a, None)),
+        "slowlog" => shared.slowlog.command(a),
+        "latency" => shared.latency.command(a),
+        "memory" if !super::memory::is_usage(a) => super::memory::command(a),
+        "cluster" | "readonly" | "readwrite" | "asking" => return super::cluster::run(name, a),
         "config" => config(shared, a),
         "acl" => super::acl::run(shared, session, a),
         "client" => client(shared, session, a),
@@ -64,67 +71,6 @@ fn vesta_repl(shared: &Shared, a: &[Bytes]) -> Reply {
     }
 }
 
-fn spec_reply(s: &Spec) -> Reply {
-    let flags = s.flags.iter().map(|f| Reply::Status(f)).collect();
-    let categories: Vec<Reply> =
-        crate::acl::categories::of(s.name).iter().map(|c| Reply::text(&format!("@{c}"))).collect();
-    Reply::Array(vec![
-        Reply::text(s.name),
-        Reply::Int(s.arity),
-        Reply::Set(flags),
-        Reply::Int(s.keys.0),
-        Reply::Int(s.keys.1),
-        Reply::Int(s.keys.2),
-        Reply::Set(categories),
-        Reply::Array(vec![]),
-        Reply::Array(vec![]),
-        Reply::Array(vec![]),
-    ])
-}
-
-fn docs(s: &Spec) -> Reply {
-    Reply::Map(vec![
-        (Reply::text("summary"), Reply::text(&format!("Redis {} command, served by Vesta", s.name.to_uppercase()))),
-        (Reply::text("since"), Reply::text("1.0.0")),
-        (Reply::text("group"), Reply::text(s.group)),
-        (Reply::text("complexity"), Reply::text("O(1)")),
-    ])
-}
-
-fn command(a: &[Bytes]) -> Reply {
-    let Some(sub) = a.first() else { return Reply::Array(TABLE.iter().map(spec_reply).collect()) };
-    match sub.to_ascii_lowercase().as_slice() {
-        b"count" if a.len() == 1 => Reply::Int(TABLE.len() as i64),
-        b"info" => {
-            let names: Vec<&Bytes> = a[1..].iter().collect();
-            if names.is_empty() {
-                return Reply::Array(TABLE.iter().map(spec_reply).collect());
-            }
-            Reply::Array(
-                names
-                    .iter()
-                    .map(|n| {
-                        let lower = String::from_utf8_lossy(n).to_ascii_lowercase();
-                        super::spec(&lower).map_or(Reply::Nil, spec_reply)
-                    })
-                    .collect(),
-            )
-        }
-        b"count" => super::wrong_arity("command|count"),
-        // Docs for named commands. Without names (what interactive redis-cli asks on connect) the answer
-        // is an error, so that redis-cli falls back to its built-in help: its argument hints are better
-        // than docs without argument lists would give.
-        b"docs" if a.len() > 1 => Reply::Map(
-            a[1..]
-                .iter()
-                .filter_map(|n| super::spec(&String::from_utf8_lossy(n).to_ascii_lowercase()))
-                .map(|s| (Reply::text(s.name), docs(s)))
-                .collect(),
-        ),
-        _ => Reply::error(format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", shown(sub))),
-    }
-}
-
 /// The configuration parameters clients, tools and the Redis test harness read or set, with values that
 /// describe Vesta. CONFIG SET stores a new value for any of them (so a harness can set and restore it)
 /// but changes Vesta's behaviour for none: Vesta is configured by its own files. The exceptions,
@@ -143,7 +89,6 @@ const PARAMETERS: &[(&str, &str)] = &[
     ("lazyfree-lazy-user-del", "no"),
     ("lazyfree-lazy-user-flush", "no"),
     ("notify-keyspace-events", ""),
-    ("slowlog-log-slower-than", "10000"),
     ("latency-tracking", "no"),
     ("busy-reply-threshold", "5000"),
     ("lua-time-limit", "5000"),
@@ -171,6 +116,9 @@ fn config(shared: &Shared, a: &[Bytes]) -> Reply {
             let mut config = shared.config.lock().clone();
             config.extend(shared.limits.settings().map(|(k, v)| (k.to_string(), v)));
             config.extend(shared.edge.settings().map(|(k, v)| (k.to_string(), v)));
+            config.extend(shared.slowlog.settings().map(|(k, v)| (k.to_string(), v)));
+            let (k, v) = shared.latency.setting();
+            config.insert(k.to_string(), v);
             let pairs = config
                 .iter()
                 .filter(|(k, _)| a[1..].iter().any(|p| pattern::matches(&p.to_ascii_lowercase(), k.as_bytes())))
@@ -183,11 +131,16 @@ fn config(shared: &Shared, a: &[Bytes]) -> Reply {
             let mut changes = Vec::new();
             let mut limits = Vec::new();
             let mut edge = Vec::new();
+            let mut monitors = Vec::new();
             // Like Redis: every name is checked before any value, and nothing changes unless all do.
             for pair in a[1..].chunks(2) {
                 let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
                 if let Some(value) = ClientLimits::parse_setting(&name, &pair[1]) {
                     limits.push((name, value));
+                } else if let Some(value) =
+                    SlowLog::parse_setting(&name, &pair[1]).or_else(|| LatencyMonitor::parse_setting(&name, &pair[1]))
+                {
+                    monitors.push((name, value));
                 } else if let Some(value) = shared.edge.parse_setting(&name, &pair[1]) {
                     edge.push((name, value));
                 } else if !config.contains_key(&name) || name == "port" || name == "databases" {
@@ -216,8 +169,22 @@ fn config(shared: &Shared, a: &[Bytes]) -> Reply {
                     Err(why) => return refused(&name, &why),
                 }
             }
+            let mut accepted_monitors = Vec::new();
+            for (name, value) in monitors {
+                match value {
+                    Ok(v) => accepted_monitors.push((name, v)),
+                    Err(why) => return refused(&name, &why),
+                }
+            }
             for (name, value) in accepted {
                 shared.limits.set(&name, value);
+            }
+            for (name, value) in accepted_monitors {
+                if name == "latency-monitor-threshold" {
+                    shared.latency.set_threshold(value);
+                } else {
+                    shared.slowlog.set(&name, value);
+                }
             }
             for setting in accepted_edge {
                 shared.edge.set(setting);
@@ -225,7 +192,10 @@ fn config(shared: &Shared, a: &[Bytes]) -> Reply {
             config.extend(changes);
             Reply::OK
         }
-        b"resetstat" if a.len() == 1 => Reply::OK,
+        b"resetstat" if a.len() == 1 => {
+            shared.reset_stats();
+            Reply::OK
+        }
         b"rewrite" if a.len() == 1 => Reply::error("ERR The server is running without a config file"),
         b"get" | b"set" | b"resetstat" | b"rewrite" => {
             super::wrong_arity(&format!("config|{}", String::from_utf8_lossy(&sub)))
@@ -235,9 +205,35 @@ fn config(shared: &Shared, a: &[Bytes]) -> Reply {
 }
 
 /// CLIENT LIST [ID id …] and CLIENT KILL (the old `addr` form and the filter form).
-fn client(shared: &Shared, session: &Session, a: &[Bytes]) -> Reply {
+fn client(shared: &Shared, session: &mut Session, a: &[Bytes]) -> Reply {
     let sub = a[0].to_ascii_lowercase();
     let rest = &a[1..];
+    match (sub.as_slice(), rest.len()) {
+        (b"pause", 0) => return super::wrong_arity("client|pause"),
+        (b"pause", 1 | 2) => {
+            return match super::pause::parse(rest) {
+                Ok(request) => {
+                    shared.pause.pause(&request);
+                    Reply::OK
+                }
+                Err(e) => e,
+            }
+        }
+        (b"pause", _) => return super::subcommand_syntax_error("client", &a[0]),
+        (b"unpause", 0) => {
+            shared.pause.unpause();
+            return Reply::OK;
+        }
+        (b"unpause", _) => return super::wrong_arity("client|unpause"),
+        (b"tracking", 0) => return super::wrong_arity("client|tracking"),
+        (b"tracking", _) => {
+            return match super::tracking::parse(rest, |id| shared.clients.exists(id)) {
+                Ok(request) => super::tracking::apply(&mut session.tracking, request),
+                Err(e) => e,
+            }
+        }
+        _ => {}
+    }
     if sub.as_slice() == b"list" {
         return match rest {
             [] => Reply::Verbatim(shared.clients.list(None)),
@@ -371,14 +367,30 @@ const SECTIONS: &[(&str, bool)] = &[
     ("keyspace", true),
 ];
 
-fn info(shared: &Shared, a: &[Bytes]) -> String {
+/// Whether INFO with these arguments shows the keyspace section (which may need a walk of the shards).
+pub fn info_wants_keyspace(a: &[Bytes]) -> bool {
+    a.is_empty()
+        || a.iter()
+            .any(|x| ["keyspace", "default", "all", "everything"].iter().any(|w| x.eq_ignore_ascii_case(w.as_bytes())))
+}
+
+/// INFO's text; `keyspace`: the keyspace section, when the caller walked the shards for it (else the
+/// cached figures, or an empty section).
+pub fn info(shared: &Shared, a: &[Bytes], keyspace: Option<String>) -> String {
     let wanted: Vec<String> = a.iter().map(|x| String::from_utf8_lossy(x).to_ascii_lowercase()).collect();
     let every = wanted.iter().any(|w| w == "all" || w == "everything");
     let defaults = wanted.is_empty() || wanted.iter().any(|w| w == "default");
     let want = |section: &str, default: bool| every || (defaults && default) || wanted.iter().any(|w| w == section);
     let mut out = String::new();
+    let mut keyspace = keyspace;
     for &(section, default) in SECTIONS {
-        if want(section, default) {
+        if !want(section, default) {
+            continue;
+        }
+        if section == "keyspace" {
+            out +=
+                &keyspace.take().or_else(|| shared.keyspace_figures.fresh()).unwrap_or_else(|| "# Keyspace\r\n".into());
+        } else {
             out += &info_section(shared, section);
         }
     }
@@ -400,9 +412,11 @@ fn info_section(shared: &Shared, section: &str) -> String {
             uptime / 86_400
         ),
         "clients" => format!(
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
             shared.connected_clients.load(Ordering::Relaxed),
-            shared.edge.max_clients()
+            shared.edge.max_clients(),
+            // Clients held by CLIENT PAUSE, which Redis counts as blocked (no command blocks otherwise).
+            shared.pause.held_clients()
         ),
         "memory" => {
             // The proxy's own memory (the data lives on the store nodes).
@@ -488,8 +502,6 @@ fn info_section(shared: &Shared, section: &str) -> String {
             }
             text + "\r\n"
         }
-        // Key counts need a walk of every shard (DBSIZE); INFO stays cheap and leaves the section empty.
-        "keyspace" => "# Keyspace\r\n".into(),
         _ => String::new(),
     }
 }
