@@ -7,6 +7,7 @@
 pub mod acl;
 pub mod connection;
 pub mod counters;
+pub mod dump;
 mod expiry;
 pub mod keys;
 pub mod keyspace;
@@ -89,6 +90,8 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "renamenx", arity: 3, flags: WO, keys: (1, 2, 1), group: "generic" },
     Spec { name: "copy", arity: -3, flags: W, keys: (1, 2, 1), group: "generic" },
     Spec { name: "move", arity: 3, flags: WO, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "dump", arity: 2, flags: &["readonly"], keys: (1, 1, 1), group: "generic" },
+    Spec { name: "restore", arity: -4, flags: W, keys: (1, 1, 1), group: "generic" },
     Spec { name: "object", arity: -2, flags: &["readonly"], keys: (2, 2, 1), group: "generic" },
     Spec { name: "randomkey", arity: 1, flags: &["readonly"], keys: (0, 0, 0), group: "generic" },
     Spec { name: "scan", arity: -2, flags: &["readonly"], keys: (0, 0, 0), group: "generic" },
@@ -251,6 +254,7 @@ pub enum DataCommand {
     Keys(keys::Cmd),
     Counters(counters::Cmd),
     Scripts(scripts::Cmd),
+    Dump(dump::Cmd),
 }
 
 impl DataCommand {
@@ -266,6 +270,9 @@ impl DataCommand {
         if let Some(c) = scripts::Cmd::parse(name, args) {
             return Some(c.map(DataCommand::Scripts));
         }
+        if let Some(c) = dump::Cmd::parse(name, args) {
+            return Some(c.map(DataCommand::Dump));
+        }
         counters::Cmd::parse(name, args).map(|c| c.map(DataCommand::Counters))
     }
 
@@ -277,6 +284,7 @@ impl DataCommand {
             DataCommand::Keys(c) => c.keys(ns),
             DataCommand::Counters(c) => vec![here(c.key().clone())],
             DataCommand::Scripts(c) => vec![here(c.key().clone())],
+            DataCommand::Dump(c) => vec![here(c.key().clone())],
         };
         let mut seen = std::collections::HashSet::new();
         keys.retain(|k| seen.insert(k.clone()));
@@ -289,6 +297,7 @@ impl DataCommand {
             DataCommand::Keys(c) => c.access(),
             DataCommand::Counters(_) => Access::Write(PrepareKind::ReadModifyWrite, true),
             DataCommand::Scripts(c) => c.access(),
+            DataCommand::Dump(c) => c.access(),
         }
     }
 
@@ -299,6 +308,7 @@ impl DataCommand {
             DataCommand::Keys(c) => c.apply(s),
             DataCommand::Counters(c) => c.apply(s),
             DataCommand::Scripts(c) => c.apply(s),
+            DataCommand::Dump(c) => c.apply(s),
         }
     }
 
