@@ -115,7 +115,7 @@ impl Tally {
             if per_db.is_empty() { String::new() } else { format!(": {}", per_db.join(", ")) }
         );
         if self.resumed > 0 {
-            println!("strings imported by an earlier run (resumed after them): {}", self.resumed);
+            println!("strings before the resume point (done by an earlier run): {}", self.resumed);
         }
         println!("strings skipped, already expired: {}", self.expired);
         if self.other_types.is_empty() {

@@ -101,41 +101,46 @@ pub fn load(
     let version = decoder.version();
     let (mut db, mut strings) = (0u32, 0u64);
     let mut batch = Vec::with_capacity(sink.batch);
-    for item in decoder {
-        match item? {
-            RdbValue::SelectDb(n) => db = n,
-            RdbValue::String { key, value, expiry } => {
-                let position = strings + others.total();
-                strings += 1;
-                if position < sink.skip {
-                    tally.resumed += 1;
-                    continue;
-                }
-                if expiry.is_some_and(|at| at <= now_ms()) {
-                    tally.expired += 1;
-                    continue;
-                }
-                batch.push(StringKey { db, key, value, expires_at: expiry });
-                if batch.len() >= sink.batch {
-                    write_batch(sink, &mut batch, tally, progress)?;
-                    progress.set_done(read.load(Ordering::Relaxed) / 1024);
-                    checkpoint(position + 1)?;
-                    if sink.stop.load(Ordering::SeqCst) {
-                        return Err(ImportError::Interrupted);
+    let stream = || -> Result<(), ImportError> {
+        for item in decoder {
+            match item? {
+                RdbValue::SelectDb(n) => db = n,
+                RdbValue::String { key, value, expiry } => {
+                    let position = strings + others.total();
+                    strings += 1;
+                    if position < sink.skip {
+                        tally.resumed += 1;
+                        continue;
+                    }
+                    if expiry.is_some_and(|at| at <= now_ms()) {
+                        tally.expired += 1;
+                        continue;
+                    }
+                    batch.push(StringKey { db, key, value, expires_at: expiry });
+                    if batch.len() >= sink.batch {
+                        write_batch(sink, &mut batch, tally, progress)?;
+                        progress.set_done(read.load(Ordering::Relaxed) / 1024);
+                        checkpoint(position + 1)?;
+                        if sink.stop.load(Ordering::SeqCst) {
+                            return Err(ImportError::Interrupted);
+                        }
                     }
                 }
+                // Metadata, and the checksum (checked below from what was read).
+                _ => {}
             }
-            // Metadata, and the checksum (checked below from what was read).
-            _ => {}
         }
-    }
-    write_batch(sink, &mut batch, tally, progress)?;
+        write_batch(sink, &mut batch, tally, progress)?;
+        checkpoint(strings + others.total())
+    };
+    let streamed = stream();
+    // Counted also when the import stops early, so that the report says what was seen.
     let keys = strings + others.total();
-    checkpoint(keys)?;
-    progress.set_done(kb_total.max(read.load(Ordering::Relaxed) / 1024));
     for (t, n) in others.0.take() {
         *tally.other_types.entry(t).or_default() += n;
     }
+    streamed?;
+    progress.set_done(kb_total.max(read.load(Ordering::Relaxed) / 1024));
     // RDB 5 added the checksum; Redis writes zeros in its place with `rdbchecksum no`.
     if version >= 5 {
         if let (computed, Some(stored)) = reader.finish() {
