@@ -16,9 +16,9 @@ pub const CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_REDIS);
 /// payloads (a rollback path), where 11 (what Redis 7.2 writes) would be refused by Redis 7.0.
 pub const DUMP_VERSION: u16 = 9;
 
-/// The newest RDB version RESTORE accepts (Redis 7.4 and 8.x write 12). Redis refuses payloads newer
+/// The newest RDB version RESTORE accepts (Redis 7.4 and 8.0 write 12, 8.6 writes 13). Redis refuses payloads newer
 /// than itself; Vesta reads strings of every version up to this one.
-pub const NEWEST_VERSION: u16 = 12;
+pub const NEWEST_VERSION: u16 = 13;
 
 /// RDB value type of a string.
 pub const TYPE_STRING: u8 = 0;

@@ -1,7 +1,7 @@
 //! `vesta admin import`: migration in from Redis, through a Vesta proxy, with the clients Redis's own
 //! tools are (RedisShake, Kvrocks's migration tools, Redis Enterprise's "Replica Of").
 //!
-//! * `--rdb dump.rdb` loads an RDB file (as `SAVE`/`BGSAVE` write it, RDB 1 to 12): every string with its
+//! * `--rdb dump.rdb` loads an RDB file (as `SAVE`/`BGSAVE` write it, RDB 1 to 13): every string with its
 //!   TTL, database `N` into the namespace `SELECT N` reaches. Rate-limited, with a progress line, and
 //!   resumable (`--resume-file` remembers how many keys of the file are done).
 //! * `--from redis://host:port` syncs live, as a replica does: a full resynchronisation (the RDB the
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ImportFlags {
-    /// An RDB file written by Redis (`SAVE`, `BGSAVE`, `redis-cli --rdb`), RDB version 1 to 12.
+    /// An RDB file written by Redis (`SAVE`, `BGSAVE`, `redis-cli --rdb`), RDB version 1 to 13.
     #[arg(long, required_unless_present = "from", conflicts_with = "from")]
     pub rdb: Option<PathBuf>,
     /// A running Redis to sync from live, as its replica: `redis://[[USER]:PASSWORD@]HOST:PORT`.
