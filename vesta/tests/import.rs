@@ -419,6 +419,93 @@ fn replica_offset(c: &mut Connection) -> Option<(u64, u64)> {
 }
 
 #[test]
+fn a_damaged_rdb_fails_on_its_checksum() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (_dev, vesta) = vesta_dev();
+    let mut c = redis.connect(0).expect("redis");
+    for i in 0..100 {
+        let _: () = c.set(format!("k{i}"), format!("value number {i:08}")).expect("SET");
+    }
+    let _: () = redis::cmd("SAVE").query(&mut c).expect("SAVE");
+    let mut bytes = std::fs::read(redis.dir.path().join("dump.rdb")).expect("read the dump");
+    // A digit inside a value: the file still parses, only the checksum can tell.
+    let at = bytes.windows(12).position(|w| w == b"value number").expect("a value in the dump") + 13;
+    bytes[at] = if bytes[at] == b'7' { b'8' } else { b'7' };
+    let work = tempfile::tempdir().expect("temp dir");
+    let damaged = work.path().join("damaged.rdb");
+    std::fs::write(&damaged, &bytes).expect("write the damaged dump");
+    let (status, out, err) = import(&["--rdb", &path(&damaged), "--proxy", &vesta], Duration::from_secs(60));
+    assert!(!status.success(), "a damaged dump must fail:\n{out}{err}");
+    assert!(err.contains("checksum is wrong"), "{err}");
+    // The intact dump imports.
+    let (status, out, err) =
+        import(&["--rdb", &path(&redis.dir.path().join("dump.rdb")), "--proxy", &vesta], Duration::from_secs(60));
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(assert_same_strings(&redis, &vesta, &[0]), 100);
+}
+
+/// Starts `vesta admin import --from` the server, runs `load` against Redis meanwhile, waits until the
+/// import acknowledged everything, stops it with SIGTERM and returns its stdout.
+fn live_import(redis: &RedisServer, vesta: &str, load: impl FnOnce()) -> String {
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let mut cmd = Command::new(vesta_testkit::vesta_bin());
+    cmd.args(["admin", "import", "--from", &url, "--proxy", vesta])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut sync = Running::new(vesta_testkit::spawn(cmd).expect("start the live import"));
+    load();
+    // Caught up: Redis's replica (the import) acknowledged everything the master has.
+    let mut c = redis.connect(0).expect("redis");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match replica_offset(&mut c) {
+            Some((master, acked)) if acked >= master => break,
+            other => {
+                assert!(Instant::now() < deadline, "the live import did not catch up: {other:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    sync.signal("TERM");
+    let status = sync.wait(Duration::from_secs(30)).expect("the live import stops on SIGTERM");
+    let (out, err) = sync.output();
+    assert!(status.success(), "live import:\n{out}{err}");
+    assert!(err.contains("full resynchronisation"), "{err}");
+    assert!(!out.contains("REFUSED"), "{out}");
+    out
+}
+
+#[test]
+fn a_disk_based_full_sync_loads_and_streams_too() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (_dev, vesta) = vesta_dev();
+    let mut c = redis.connect(0).expect("redis");
+    // The master sends the RDB as a `$len` bulk from a file, and the stream right behind it.
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("repl-diskless-sync").arg("no").query(&mut c).expect("CONFIG SET");
+    let mut p = redis::pipe();
+    for i in 0..5000 {
+        p.cmd("SET").arg(format!("disk:{i}")).arg("v".repeat(i % 50)).ignore();
+    }
+    let _: () = p.query(&mut c).expect("fill");
+    let out = live_import(&redis, &vesta, || {
+        let mut w = redis.connect(2).expect("redis");
+        for i in 0..3000 {
+            let _: () = w.set(format!("after:{i}"), i).expect("SET");
+            let _: i64 = w.incr("after:counter", 2).expect("INCRBY");
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    });
+    let applied: u64 = line_with(&out, "replication commands applied: ")
+        .trim_start_matches("replication commands applied: ")
+        .parse()
+        .expect("a count");
+    // Most of the 6000 writes come through the stream (the first few may be in the RDB already).
+    assert!(applied > 5000, "{out}");
+    assert_eq!(assert_same_strings(&redis, &vesta, &[0, 2]), 5000 + 3001);
+}
+
+#[test]
 fn a_live_import_under_write_load_ends_with_both_equal() {
     let Some(redis) = RedisServer::start() else { return };
     let (_dev, vesta) = vesta_dev();
@@ -434,78 +521,54 @@ fn a_live_import_under_write_load_ends_with_both_equal() {
     let _: () = p.query(&mut c).expect("fill");
     let _: () = c.hset("before:hash", "f", "v").expect("HSET");
 
-    let url = format!("redis://127.0.0.1:{}", redis.port);
-    let mut cmd = Command::new(vesta_testkit::vesta_bin());
-    cmd.args(["admin", "import", "--from", &url, "--proxy", &vesta])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut sync = Running::new(vesta_testkit::spawn(cmd).expect("start the live import"));
-
-    // Writers during the whole sync: before, during and after the full resynchronisation.
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let mut c0 = redis.connect(0).expect("redis");
-        let mut c1 = redis.connect(1).expect("redis");
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                let k = format!("live:{}", i % 5000);
-                let _: () = c0.set(&k, i).expect("SET");
-                let _: () = redis::cmd("SET")
-                    .arg(format!("ttl:{}", i % 300))
-                    .arg(i)
-                    .arg("EX")
-                    .arg(100_000)
-                    .query(&mut c0)
-                    .expect("SET EX");
-                let _: i64 = c0.incr("counter", 1).expect("INCR");
-                let _: i64 = c0.append(format!("log:{}", i % 50), "x").expect("APPEND");
-                if i % 3 == 0 {
-                    let _: i64 = c0.del(format!("before:{}", i % 20_000)).expect("DEL");
+    let out = live_import(&redis, &vesta, || {
+        // Writers during the whole sync: before, during and after the full resynchronisation.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            let mut c0 = redis.connect(0).expect("redis");
+            let mut c1 = redis.connect(1).expect("redis");
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let k = format!("live:{}", i % 5000);
+                    let _: () = c0.set(&k, i).expect("SET");
+                    let _: () = redis::cmd("SET")
+                        .arg(format!("ttl:{}", i % 300))
+                        .arg(i)
+                        .arg("EX")
+                        .arg(100_000)
+                        .query(&mut c0)
+                        .expect("SET EX");
+                    let _: i64 = c0.incr("counter", 1).expect("INCR");
+                    let _: i64 = c0.append(format!("log:{}", i % 50), "x").expect("APPEND");
+                    if i % 3 == 0 {
+                        let _: i64 = c0.del(format!("before:{}", i % 20_000)).expect("DEL");
+                    }
+                    if i % 11 == 0 {
+                        let _: i64 = c0.expire(format!("live:{}", (i + 1) % 5000), 200_000).expect("EXPIRE");
+                    }
+                    if i % 13 == 0 {
+                        let _: () =
+                            c0.mset(&[(format!("m:{}", i % 40), i), (format!("n:{}", i % 40), i + 1)]).expect("MSET");
+                    }
+                    if i % 5 == 0 {
+                        let _: i64 = c0.hset("live:hash", i, i).expect("HSET");
+                        let _: i64 = c0.lpush("live:list", i).expect("LPUSH");
+                    }
+                    let _: () = c1.set(format!("one:{}", i % 1000), i).expect("SET db1");
+                    i += 1;
                 }
-                if i % 11 == 0 {
-                    let _: i64 = c0.expire(format!("live:{}", (i + 1) % 5000), 200_000).expect("EXPIRE");
-                }
-                if i % 13 == 0 {
-                    let _: () =
-                        c0.mset(&[(format!("m:{}", i % 40), i), (format!("n:{}", i % 40), i + 1)]).expect("MSET");
-                }
-                if i % 5 == 0 {
-                    let _: i64 = c0.hset("live:hash", i, i).expect("HSET");
-                    let _: i64 = c0.lpush("live:list", i).expect("LPUSH");
-                }
-                let _: () = c1.set(format!("one:{}", i % 1000), i).expect("SET db1");
-                i += 1;
-            }
-            i
-        })
-    };
-    std::thread::sleep(Duration::from_secs(6));
-    stop.store(true, Ordering::SeqCst);
-    let rounds = writer.join().expect("writer");
-    assert!(rounds > 100, "the writer made {rounds} rounds");
-
-    // Caught up: Redis's replica (the import) acknowledged everything the master has.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match replica_offset(&mut c) {
-            Some((master, acked)) if acked >= master => break,
-            other => {
-                assert!(Instant::now() < deadline, "the live import did not catch up: {other:?}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-    sync.signal("TERM");
-    let status = sync.wait(Duration::from_secs(30)).expect("the live import stops on SIGTERM");
-    let (out, err) = sync.output();
-    assert!(status.success(), "live import:\n{out}{err}");
-    assert!(err.contains("full resynchronisation"), "{err}");
+                i
+            })
+        };
+        std::thread::sleep(Duration::from_secs(6));
+        stop.store(true, Ordering::SeqCst);
+        let rounds = writer.join().expect("writer");
+        assert!(rounds > 100, "the writer made {rounds} rounds");
+    });
     let not_applied = line_with(&out, "replication commands NOT applied");
     assert!(not_applied.contains("hset") && not_applied.contains("lpush"), "{out}");
-    assert!(!out.contains("REFUSED"), "{out}");
 
     let compared = assert_same_strings(&redis, &vesta, &[0, 1]);
     assert!(compared > 5000, "{compared} strings compared");

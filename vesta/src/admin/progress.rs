@@ -54,7 +54,8 @@ impl Progress {
 
     /// Moves the bar to `done` of `total` (progress measured in bytes of a file rather than items).
     pub fn set_done(&mut self, done: u64) {
-        self.done = done.min(self.total);
+        // A total of 0 is unknown (a stream): nothing to clamp to.
+        self.done = if self.total == 0 { done } else { done.min(self.total) };
         self.draw(false);
     }
 
@@ -76,6 +77,21 @@ impl Progress {
     }
 
     fn counts(&self) -> String {
+        if self.total == 0 {
+            // No known end (a stream): no bar and no ETA, only how far and how fast.
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            if self.keys == 0 && self.bytes == 0 {
+                return format!("{} {}  {:.0}/s", self.done, self.what, self.done as f64 / secs);
+            }
+            return format!(
+                "{} {}  {} records  {}  {}/s",
+                self.done,
+                self.what,
+                self.keys,
+                human_bytes(self.bytes as f64),
+                human_bytes(self.bytes as f64 / secs)
+            );
+        }
         let filled = (self.done * WIDTH as u64).checked_div(self.total).map_or(WIDTH, |f| f as usize);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = (self.bytes - self.resumed.1) as f64 / secs;

@@ -118,8 +118,8 @@ pub fn load(
                     }
                     batch.push(StringKey { db, key, value, expires_at: expiry });
                     if batch.len() >= sink.batch {
-                        write_batch(sink, &mut batch, tally, progress)?;
                         progress.set_done(read.load(Ordering::Relaxed) / 1024);
+                        write_batch(sink, &mut batch, tally, progress)?;
                         checkpoint(position + 1)?;
                         if sink.stop.load(Ordering::SeqCst) {
                             return Err(ImportError::Interrupted);

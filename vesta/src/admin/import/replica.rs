@@ -299,7 +299,7 @@ fn stream_commands(
     let mut buf = BytesMut::from(link.reader.buffer());
     link.reader.consume(buf.len());
     link.reader.get_ref().set_read_timeout(Some(Duration::from_millis(500))).map_err(|e| link.failed(e.to_string()))?;
-    let mut progress = Progress::new("stream", 0);
+    let mut progress = Progress::new("commands applied", 0);
     let mut offset = start;
     let mut commands = 0u64;
     while !stop.load(Ordering::SeqCst) {
@@ -355,15 +355,14 @@ fn stream_commands(
                     Ok(_) => tally.applied += 1,
                 }
             }
-            progress.add(sent.len() as u64, 0);
         }
         applied.store(offset, Ordering::SeqCst);
         if ack_asked {
             link.send(&["REPLCONF", "ACK", &offset.to_string()])?;
         }
         let (bytes, secs) = lag.behind(offset);
-        progress.set_note(format!("{commands} commands, offset {offset}, lag {bytes} B / {secs:.1} s"));
-        progress.draw(false);
+        progress.set_note(format!("({commands} received)  offset {offset}  lag {bytes} B / {secs:.1} s"));
+        progress.set_done(tally.applied);
         if sent.is_empty() && !ack_asked {
             let mut chunk = [0u8; 64 * 1024];
             match link.reader.read(&mut chunk) {
