@@ -54,13 +54,15 @@ fn parse_url(url: &str) -> Result<Master, ImportError> {
 
 /// The replication connection: commands out (shared with the acknowledging thread), lines and the
 /// stream in.
-struct Link {
+struct Link<'a> {
     addr: String,
+    /// Ctrl-C or SIGTERM: also while waiting for the master to prepare the RDB.
+    stop: &'a AtomicBool,
     writer: Arc<Mutex<TcpStream>>,
     reader: BufReader<TcpStream>,
 }
 
-impl Link {
+impl Link<'_> {
     fn failed(&self, message: impl Into<String>) -> ImportError {
         ImportError::Master { addr: self.addr.clone(), message: message.into() }
     }
@@ -72,6 +74,9 @@ impl Link {
     /// The next line that is not a keep-alive (the master sends bare newlines while it prepares the RDB).
     fn line(&mut self) -> Result<String, ImportError> {
         loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return Err(ImportError::Interrupted);
+            }
             let mut line = String::new();
             let n = self
                 .reader
@@ -187,8 +192,12 @@ pub fn sync(flags: &ImportFlags, url: &str, stop: &AtomicBool, tally: &mut Tally
     let _ = stream.set_nodelay(true);
     let io_error = |e: std::io::Error| ImportError::Master { addr: master.addr.clone(), message: e.to_string() };
     let local_port = stream.local_addr().map_err(io_error)?.port();
+    // Redis's `repl-timeout`: a master preparing the RDB sends a newline every second, so a minute of
+    // silence is a dead master, not a slow one.
+    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io_error)?;
     let mut link = Link {
         addr: master.addr.clone(),
+        stop,
         writer: Arc::new(Mutex::new(stream.try_clone().map_err(io_error)?)),
         reader: BufReader::with_capacity(1 << 20, stream.try_clone().map_err(io_error)?),
     };
@@ -285,7 +294,7 @@ fn forwarded(name: &str) -> bool {
 #[allow(clippy::too_many_arguments)]
 fn stream_commands(
     flags: &ImportFlags,
-    link: &mut Link,
+    link: &mut Link<'_>,
     proxy: &mut Proxy,
     pacer: &mut Pacer,
     stop: &AtomicBool,
