@@ -76,9 +76,15 @@ fn connect_to(addr: &str, db: u32) -> redis::RedisResult<Connection> {
 
 /// `vesta dev` in memory on a port of its own; its proxy's address.
 fn vesta_dev() -> (Proc, String) {
+    vesta_dev_with(&[])
+}
+
+fn vesta_dev_with(flags: &[&str]) -> (Proc, String) {
     for _ in 0..3 {
         let port = free_port().to_string();
-        if let Ok(dev) = Proc::spawn("dev", &["dev", "--port", &port, "--memory"]) {
+        let mut args = vec!["dev", "--port", &port, "--memory"];
+        args.extend_from_slice(flags);
+        if let Ok(dev) = Proc::spawn("dev", &args) {
             return (dev, format!("127.0.0.1:{port}"));
         }
     }
@@ -437,11 +443,21 @@ fn a_damaged_rdb_fails_on_its_checksum() {
     let (status, out, err) = import(&["--rdb", &path(&damaged), "--proxy", &vesta], Duration::from_secs(60));
     assert!(!status.success(), "a damaged dump must fail:\n{out}{err}");
     assert!(err.contains("checksum is wrong"), "{err}");
-    // The intact dump imports.
+    // The intact dump imports, here into a proxy that wants AUTH.
+    drop(_dev);
+    let (_dev, vesta) = vesta_dev_with(&["--requirepass", "s3cret"]);
+    let intact = path(&redis.dir.path().join("dump.rdb"));
+    let (status, out, err) = import(&["--rdb", &intact, "--proxy", &vesta], Duration::from_secs(60));
+    assert!(!status.success() && err.contains("NOAUTH"), "{out}{err}");
     let (status, out, err) =
-        import(&["--rdb", &path(&redis.dir.path().join("dump.rdb")), "--proxy", &vesta], Duration::from_secs(60));
+        import(&["--rdb", &intact, "--proxy", &vesta, "--proxy-password", "s3cret"], Duration::from_secs(60));
     assert!(status.success(), "{out}{err}");
-    assert_eq!(assert_same_strings(&redis, &vesta, &[0]), 100);
+    let mut v = redis::Client::open(format!("redis://:s3cret@{vesta}/0"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(10)))
+        .expect("vesta with AUTH");
+    let got: Vec<String> = v.mget(&["k0", "k99"]).expect("MGET");
+    assert_eq!(got, ["value number 00000000", "value number 00000099"]);
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut v).expect("DBSIZE"), 100);
 }
 
 /// Starts `vesta admin import --from` the server, runs `load` against Redis meanwhile, waits until the

@@ -29,9 +29,15 @@ pub struct ImportFlags {
     /// A running Redis to sync from live, as its replica: `redis://[[USER]:PASSWORD@]HOST:PORT`.
     #[arg(long)]
     pub from: Option<String>,
-    /// The Vesta proxy to write through, HOST:PORT.
+    /// The Vesta proxy to write through, HOST:PORT (plain TCP).
     #[arg(long)]
     pub proxy: String,
+    /// AUTH to the proxy as this user (with --proxy-password; without, as `default`).
+    #[arg(long, env = "VESTA_PROXY_USER", requires = "proxy_password")]
+    pub proxy_user: Option<String>,
+    /// AUTH to the proxy with this password.
+    #[arg(long, env = "VESTA_PROXY_PASSWORD", hide_env_values = true)]
+    pub proxy_password: Option<String>,
     /// At most this many writes per second, e.g. `5000` or `5000/s` (0: no limit).
     #[arg(long, default_value = "0", value_parser = parse_rate)]
     pub rate: u64,

@@ -26,7 +26,8 @@ pub struct Proxy {
 pub type Outcome = Result<Value, String>;
 
 impl Proxy {
-    pub fn connect(addr: &str) -> Result<Proxy, ImportError> {
+    pub fn connect(flags: &super::ImportFlags) -> Result<Proxy, ImportError> {
+        let addr = flags.proxy.as_str();
         let failed = |message: String| ImportError::Proxy { addr: addr.to_string(), message };
         let writer = TcpStream::connect(addr).map_err(|e| failed(format!("cannot connect: {e}")))?;
         let _ = writer.set_nodelay(true);
@@ -42,6 +43,16 @@ impl Proxy {
             queued: 0,
             selected: None,
         };
+        let auth = match (&flags.proxy_user, &flags.proxy_password) {
+            (Some(user), Some(password)) => Some(vec!["AUTH", user.as_str(), password.as_str()]),
+            (None, Some(password)) => Some(vec!["AUTH", password.as_str()]),
+            _ => None,
+        };
+        if let Some(auth) = auth {
+            if let Err(e) = proxy.round_trip(&auth)? {
+                return Err(failed(format!("AUTH answered {e}")));
+            }
+        }
         match proxy.round_trip(&[b"PING"])? {
             Ok(_) => Ok(proxy),
             Err(e) => Err(failed(format!("PING answered {e}"))),

@@ -274,7 +274,7 @@ pub fn import_file(flags: &ImportFlags, path: &Path, stop: &AtomicBool, tally: &
         }
         None => (None, 0),
     };
-    let mut proxy = Proxy::connect(&flags.proxy)?;
+    let mut proxy = Proxy::connect(flags)?;
     if skip > 0 {
         eprintln!("resuming: the first {skip} keys of {} were imported by an earlier run", path.display());
     }

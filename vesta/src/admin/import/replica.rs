@@ -186,7 +186,7 @@ fn master_offset(conn: &mut redis::Connection) -> Option<u64> {
 
 pub fn sync(flags: &ImportFlags, url: &str, stop: &AtomicBool, tally: &mut Tally) -> Result<(), ImportError> {
     let master = parse_url(url)?;
-    let mut proxy = Proxy::connect(&flags.proxy)?;
+    let mut proxy = Proxy::connect(flags)?;
     let stream = TcpStream::connect(&master.addr)
         .map_err(|e| ImportError::Master { addr: master.addr.clone(), message: format!("cannot connect: {e}") })?;
     let _ = stream.set_nodelay(true);
