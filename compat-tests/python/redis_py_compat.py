@@ -361,6 +361,43 @@ def section_watch(r, k, t, args):
         t.raises("exec after a delete", WatchError, p.execute)
 
 
+def section_dump(r, k, t, args):
+    t.check("set", r.set(k("s"), "hello"), True)
+    payload = r.dump(k("s"))
+    t.check_that("dump is a payload", payload, lambda p: isinstance(p, bytes) and len(p) > 10)
+    t.check("dump missing", r.dump(k("missing")), None)
+    t.record("restore", r.restore(k("copy"), 0, payload))
+    t.check("get restored", r.get(k("copy")), b"hello")
+    t.check("ttl of restored", r.ttl(k("copy")), -1)
+    t.raises("restore onto a busy key", ResponseError, r.restore, k("copy"), 0, payload)
+    t.record("restore replace with a ttl", r.restore(k("copy"), 5000, payload, replace=True))
+    t.check_that("pttl", r.pttl(k("copy")), lambda ms: 3000 < ms <= 5000)
+    at = int(time.time() * 1000) + 100_000
+    t.record("restore absttl", r.restore(k("abs"), at, payload, absttl=True))
+    t.check_that("pexpiretime of absttl", r.pexpiretime(k("abs")), lambda v: v == at)
+    past = int(time.time() * 1000) - 1000
+    t.record("restore absttl in the past", r.restore(k("abs"), past, payload, absttl=True, replace=True))
+    t.check("gone after a past absttl", r.exists(k("abs")), 0)
+    t.record("restore idletime", r.restore(k("idle"), 0, payload, idletime=10))
+    t.record("restore frequency", r.restore(k("freq"), 0, payload, frequency=5))
+    t.raises("bad payload", ResponseError, r.restore, k("bad"), 0, b"garbage")
+    damaged = payload[:-1] + bytes([payload[-1] ^ 1])
+    t.raises("damaged checksum", ResponseError, r.restore, k("bad"), 0, damaged)
+    t.raises("negative ttl", ResponseError, r.restore, k("bad"), -1, payload)
+    t.raises("frequency out of range", ResponseError, r.restore, k("bad"), 0, payload, frequency=256)
+    t.check("set an integer", r.set(k("n"), 12345), True)
+    t.record("restore an integer", r.restore(k("n2"), 0, r.dump(k("n"))))
+    t.check("incr the restored integer", r.incr(k("n2")), 12346)
+    long = b"abc" * 1000
+    t.check("set a long value", r.set(k("long"), long), True)
+    t.record("restore a long value", r.restore(k("long2"), 0, r.dump(k("long"))))
+    t.check("get the long value", r.get(k("long2")), long)
+    # Redis 7.0's DUMP of 100 x "a": LZF-compressed, RDB version 10.
+    lzf = b"\x00\xc3\t@d\x01aa\xe0W\x00\x01aa\n\x00\xe8\xa3\xb5\x07\xb0m\xf2q"
+    t.record("restore a payload of redis-server 7.0", r.restore(k("lzf"), 0, lzf))
+    t.check("get it", r.get(k("lzf")), b"a" * 100)
+
+
 SECTIONS = {
     "handshake": section_handshake,
     "basic": section_basic,
@@ -370,6 +407,7 @@ SECTIONS = {
     "scan": section_scan,
     "lock": section_lock,
     "watch": section_watch,
+    "dump": section_dump,
 }
 
 

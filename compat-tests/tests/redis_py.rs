@@ -107,6 +107,10 @@ macro_rules! sections {
             fn watch() {
                 super::section($major, "watch")
             }
+            #[test]
+            fn dump() {
+                super::section($major, "dump")
+            }
         }
     };
 }

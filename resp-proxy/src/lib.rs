@@ -15,6 +15,7 @@ pub mod edge;
 pub mod limits;
 pub mod metrics;
 pub mod pool;
+pub mod rdb;
 pub mod resp;
 pub mod server;
 pub mod session;

@@ -94,6 +94,8 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("renamenx", KEYSPACE_WRITE_FAST),
     ("copy", KEYSPACE_WRITE_SLOW),
     ("move", KEYSPACE_WRITE_FAST),
+    ("dump", KEYSPACE_READ_SLOW),
+    ("restore", KEYSPACE_WRITE_DANGEROUS),
     ("object", SLOW),
     ("object|encoding", KEYSPACE_READ_SLOW),
     ("object|freq", KEYSPACE_READ_SLOW),

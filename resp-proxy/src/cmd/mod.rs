@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod command;
 pub mod connection;
 pub mod counters;
+pub mod dump;
 mod expiry;
 pub mod info_keyspace;
 pub mod keys;
@@ -97,6 +98,8 @@ pub const TABLE: &[Spec] = &[
     Spec { name: "renamenx", arity: 3, flags: WO, keys: (1, 2, 1), group: "generic" },
     Spec { name: "copy", arity: -3, flags: W, keys: (1, 2, 1), group: "generic" },
     Spec { name: "move", arity: 3, flags: WO, keys: (1, 1, 1), group: "generic" },
+    Spec { name: "dump", arity: 2, flags: &["readonly"], keys: (1, 1, 1), group: "generic" },
+    Spec { name: "restore", arity: -4, flags: W, keys: (1, 1, 1), group: "generic" },
     Spec { name: "object", arity: -2, flags: &["readonly"], keys: (2, 2, 1), group: "generic" },
     Spec { name: "randomkey", arity: 1, flags: &["readonly"], keys: (0, 0, 0), group: "generic" },
     Spec { name: "scan", arity: -2, flags: &["readonly"], keys: (0, 0, 0), group: "generic" },
@@ -308,6 +311,7 @@ pub enum DataCommand {
     Counters(counters::Cmd),
     Scripts(scripts::Cmd),
     Memory(memory::Usage),
+    Dump(dump::Cmd),
 }
 
 impl DataCommand {
@@ -326,6 +330,9 @@ impl DataCommand {
         if name == "memory" && memory::is_usage(args) {
             return Some(memory::Usage::parse(args).map(DataCommand::Memory));
         }
+        if let Some(c) = dump::Cmd::parse(name, args) {
+            return Some(c.map(DataCommand::Dump));
+        }
         counters::Cmd::parse(name, args).map(|c| c.map(DataCommand::Counters))
     }
 
@@ -338,6 +345,7 @@ impl DataCommand {
             DataCommand::Counters(c) => vec![here(c.key().clone())],
             DataCommand::Scripts(c) => vec![here(c.key().clone())],
             DataCommand::Memory(c) => vec![here(c.key.clone())],
+            DataCommand::Dump(c) => vec![here(c.key().clone())],
         };
         let mut seen = std::collections::HashSet::new();
         keys.retain(|k| seen.insert(k.clone()));
@@ -351,6 +359,7 @@ impl DataCommand {
             DataCommand::Counters(_) => Access::Write(PrepareKind::ReadModifyWrite, true),
             DataCommand::Scripts(c) => c.access(),
             DataCommand::Memory(_) => Access::Read,
+            DataCommand::Dump(c) => c.access(),
         }
     }
 
@@ -362,6 +371,7 @@ impl DataCommand {
             DataCommand::Counters(c) => c.apply(s),
             DataCommand::Scripts(c) => c.apply(s),
             DataCommand::Memory(c) => c.apply(s),
+            DataCommand::Dump(c) => c.apply(s),
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod certs;
 mod copy;
+mod import;
 mod keys;
 mod progress;
 mod redistribute;
@@ -165,6 +166,10 @@ enum AdminCommand {
     /// online, shard by shard through a proxy; then count records per key id and say which keys may be
     /// retired (`--usage-only`: only count).
     Reencrypt(reencrypt::ReencryptFlags),
+    /// Migration in from Redis through a proxy: an RDB file (`--rdb`), or a live sync from a running
+    /// Redis as its replica (`--from redis://HOST:PORT`, until Ctrl-C). Strings are imported with their
+    /// TTLs, database N into `SELECT N`; keys and commands of other types are counted and reported.
+    Import(import::ImportFlags),
 }
 
 #[derive(Subcommand)]
@@ -214,6 +219,7 @@ pub fn run(flags: AdminFlags) -> Result<(), String> {
             AdminCommand::Keys { action: KeysAction::Add { file } } => keys::add(&file),
             AdminCommand::Repl { action } => repl::run(action).await,
             AdminCommand::Reencrypt(flags) => reencrypt::run(flags).await,
+            AdminCommand::Import(flags) => import::run(flags).await,
             AdminCommand::Init { spec, dry_run } => {
                 let spec_value = ClusterSpec::from_file(&spec).map_err(|e| format!("{}: {e}", spec.display()))?;
                 let map = ShardMap::initial(&spec_value);

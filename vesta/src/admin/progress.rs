@@ -16,6 +16,8 @@ pub struct Progress {
     resumed: (u64, u64),
     last_drawn: Option<Instant>,
     tty: bool,
+    /// Said after the counts (a live import's replication lag).
+    note: String,
 }
 
 const WIDTH: usize = 30;
@@ -32,6 +34,7 @@ impl Progress {
             resumed: (0, 0),
             last_drawn: None,
             tty: std::io::stderr().is_terminal(),
+            note: String::new(),
         }
     }
 
@@ -49,12 +52,46 @@ impl Progress {
         self.draw(false);
     }
 
+    /// Moves the bar to `done` of `total` (progress measured in bytes of a file rather than items).
+    pub fn set_done(&mut self, done: u64) {
+        // A total of 0 is unknown (a stream): nothing to clamp to.
+        self.done = if self.total == 0 { done } else { done.min(self.total) };
+        self.draw(false);
+    }
+
+    pub fn set_note(&mut self, note: String) {
+        self.note = note;
+    }
+
     pub fn finish_one(&mut self) {
         self.done += 1;
         self.draw(false);
     }
 
     pub fn line(&self) -> String {
+        if self.note.is_empty() {
+            self.counts()
+        } else {
+            format!("{}  {}", self.counts(), self.note)
+        }
+    }
+
+    fn counts(&self) -> String {
+        if self.total == 0 {
+            // No known end (a stream): no bar and no ETA, only how far and how fast.
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            if self.keys == 0 && self.bytes == 0 {
+                return format!("{} {}  {:.0}/s", self.done, self.what, self.done as f64 / secs);
+            }
+            return format!(
+                "{} {}  {} records  {}  {}/s",
+                self.done,
+                self.what,
+                self.keys,
+                human_bytes(self.bytes as f64),
+                human_bytes(self.bytes as f64 / secs)
+            );
+        }
         let filled = (self.done * WIDTH as u64).checked_div(self.total).map_or(WIDTH, |f| f as usize);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = (self.bytes - self.resumed.1) as f64 / secs;
