@@ -2,13 +2,18 @@
 //! by CoDel in front of it — the bouncer of eBay's HERA, and Facebook's CoDel for server queues.
 //!
 //! A command that finds every slot taken waits in a FIFO queue. CoDel watches the time commands spend
-//! there: while the *smallest* wait over an interval (`codel_interval_ms`, 100 ms) stays above the target
-//! (`codel_target_ms`, 5 ms), the queue is not absorbing a burst but standing, and the proxy is
+//! there: while the *smallest* wait over an interval (`codel_interval_ms`, 200 ms) stays above the target
+//! (`codel_target_ms`, 20 ms), the queue is not absorbing a burst but standing, and the proxy is
 //! overloaded. Then a waiting command that has waited more than twice the target is answered at once
 //! with `-TRYAGAIN proxy overloaded, try again` instead of being run, so the commands that do run have
 //! queued briefly and their latency stays bounded while the excess is refused. Nothing is dropped in
 //! silence and the queue is bounded: beyond `surge_queue_len` waiting commands, a new one is refused at
 //! once, and a command that has waited for its whole deadline is refused then.
+//!
+//! CoDel's usual 5 ms / 100 ms refused commands of well-behaved pipelining clients (50 connections × 16
+//! pipelined commands keep more than `max_in_flight` waiting, about 20 ms at capacity on 2 cores), so
+//! the defaults are 20 ms / 200 ms: a burst at 3x capacity was still refused in time (p99 of the commands
+//! that ran ~0.1 s, none past the deadline), and the pipelines ran unrefused.
 //!
 //! Only data commands (those that reach the store nodes) are admitted here; proxy-local commands (PING,
 //! INFO, CONFIG …) answer whatever the load.

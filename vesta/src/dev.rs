@@ -78,8 +78,17 @@ pub struct DevFlags {
     #[arg(long, default_value_t = 10_000, env = "VESTA_DEV_MAX_ACCEPT_RATE")]
     max_accept_rate: u64,
     /// Data commands executing at once; beyond it they wait in the surge queue (or are refused).
-    #[arg(long, default_value_t = 4096, env = "VESTA_DEV_MAX_IN_FLIGHT")]
+    #[arg(long, default_value_t = vesta_proxy::config::default_max_in_flight(), env = "VESTA_DEV_MAX_IN_FLIGHT")]
     max_in_flight: usize,
+    /// Commands that may wait for a slot; beyond it they are refused (-TRYAGAIN) at once.
+    #[arg(long, default_value_t = vesta_proxy::config::DEFAULT_SURGE_QUEUE_LEN, env = "VESTA_DEV_SURGE_QUEUE_LEN")]
+    surge_queue_len: usize,
+    /// CoDel target of the surge queue, ms.
+    #[arg(long, default_value_t = vesta_proxy::config::DEFAULT_CODEL_TARGET_MS, env = "VESTA_DEV_CODEL_TARGET_MS")]
+    codel_target_ms: u64,
+    /// CoDel interval of the surge queue, ms.
+    #[arg(long, default_value_t = vesta_proxy::config::DEFAULT_CODEL_INTERVAL_MS, env = "VESTA_DEV_CODEL_INTERVAL_MS")]
+    codel_interval_ms: u64,
 }
 
 /// Descriptors kept beside the clients: the proxy's own, and the three stores' RocksDB files.
@@ -141,6 +150,9 @@ pub fn run(flags: DevFlags) -> Result<(), String> {
         timeout: flags.timeout,
         max_accept_rate: flags.max_accept_rate,
         max_in_flight: flags.max_in_flight,
+        surge_queue_len: flags.surge_queue_len,
+        codel_target_ms: flags.codel_target_ms,
+        codel_interval_ms: flags.codel_interval_ms,
         reserved_fds: DEV_RESERVED_FDS,
         ..ProxyConfig::default()
     };
