@@ -363,9 +363,7 @@ fn databases_named(spec: &Spec, args: &[Bytes], current: u32) -> Vec<Db> {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter().map(|s| Bytes::from(s.to_string())).collect()
-    }
+    use crate::cmd::test_args as args;
 
     fn named(a: &[&str], current: u32) -> Vec<Db> {
         let a = args(a);

@@ -60,9 +60,7 @@ pub fn run(name: &str, a: &[Bytes]) -> Option<Reply> {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter().map(|s| Bytes::from(s.to_string())).collect()
-    }
+    use crate::cmd::test_args as args;
 
     #[test]
     fn answers_as_a_standalone_redis() {

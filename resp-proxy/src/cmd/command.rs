@@ -235,9 +235,7 @@ fn key_flags(name: &str, nth: usize, a: &[Bytes]) -> &'static [&'static str] {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter().map(|s| Bytes::from(s.to_string())).collect()
-    }
+    use crate::cmd::test_args as args;
 
     fn keys_of(a: &[&str]) -> Reply {
         command(&args(&[&["getkeys"], a].concat()))

@@ -134,9 +134,7 @@ impl LatencyMonitor {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter().map(|s| Bytes::from(s.to_string())).collect()
-    }
+    use crate::cmd::test_args as args;
 
     #[test]
     fn samples_above_the_threshold_only() {

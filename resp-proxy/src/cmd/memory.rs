@@ -110,9 +110,7 @@ fn jemalloc_size(size: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter().map(|s| Bytes::from(s.to_string())).collect()
-    }
+    use crate::cmd::test_args as args;
 
     #[test]
     fn footprints_as_redis_7_reports_them() {

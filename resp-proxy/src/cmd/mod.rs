@@ -36,6 +36,12 @@ use crate::coordinator::{CoordError, Coordinator, Decision, KeyName, ManyDecisio
 use crate::resp::Reply;
 use snapshot::Snapshot;
 
+/// A command's arguments from text, for the command families' unit tests.
+#[cfg(test)]
+pub(crate) fn test_args(a: &[&str]) -> Vec<Bytes> {
+    a.iter().map(|s| Bytes::from(s.to_string())).collect()
+}
+
 /// Name, arity (negative: at least that many), flags, first key, last key, key step — as `COMMAND` shows.
 pub struct Spec {
     pub name: &'static str,

@@ -185,9 +185,7 @@ fn may_write(spec: &Spec, args: &[Bytes], session: &Session) -> bool {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter().map(|s| Bytes::from(s.to_string())).collect()
-    }
+    use crate::cmd::test_args as args;
 
     fn session() -> Session {
         let addr = "127.0.0.1:1".parse().unwrap();

@@ -209,9 +209,7 @@ fn redacted_positions(args: &[Bytes]) -> impl Fn(usize) -> bool {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter().map(|s| Bytes::from(s.to_string())).collect()
-    }
+    use crate::cmd::test_args as args;
 
     #[test]
     fn logs_and_truncates_like_redis() {

@@ -218,9 +218,7 @@ pub fn info(current: &Option<Box<Tracking>>) -> Reply {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter().map(|s| Bytes::from(s.to_string())).collect()
-    }
+    use crate::cmd::test_args as args;
 
     fn track(state: &mut Option<Box<Tracking>>, a: &[&str]) -> Reply {
         match parse(&args(a), |id| id == 7) {
