@@ -62,8 +62,9 @@ impl RocksEngine {
         opts.set_keep_log_file_num(4);
         // Every key starts with its 4-byte shard. The memtable hashes on it (a skip list per shard)
         // instead of one skip list over everything: a point lookup walks a few hundred keys, not the
-        // whole memtable — the single largest CPU cost of a read in profiles. It needs one writer at a
-        // time, which the group-commit thread is anyway.
+        // whole memtable — the single largest CPU cost of a read in profiles. It cannot take concurrent
+        // inserts: with concurrent memtable writes off, RocksDB's write-group leader inserts for every
+        // writer, so writers on several threads (requests' tasks, the group-commit thread) are safe.
         opts.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(4));
         opts.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
             bucket_count: 1 << 16,
@@ -71,6 +72,12 @@ impl RocksEngine {
             branching_factor: 4,
         });
         opts.set_allow_concurrent_memtable_write(false);
+        // Compactions run at a lower CPU priority than the request handling they share the cores with:
+        // they can fall behind for a while, a request that waits for a core is latency a client sees.
+        // Flushes keep their priority (a late flush fills the memtables and stalls writes).
+        let mut env = rocksdb::Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        opts.set_env(&env);
 
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&Cache::new_lru_cache(o.block_cache_mb.max(1) << 20));
