@@ -83,16 +83,23 @@ if ! "$VESTA" dev --help | grep -q -- --max-clients; then
     max_clients=()
     [ "$N" -lt 10000 ] || { echo "this vesta has no --max-clients: use N < 10000" >&2; exit 2; }
 fi
+# wait_for_line PATTERN FILE PID TRIES PAUSE: until FILE has a line matching PATTERN; fails if PID exits
+# first or TRIES pauses pass.
+wait_for_line() {
+    local i
+    for ((i = 0; i < $4; i++)); do
+        grep -q "$1" "$2" 2>/dev/null && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep "$5"
+    done
+    grep -q "$1" "$2" 2>/dev/null
+}
+
 "$VESTA" dev --memory --port "$port" --data-dir "$work/data" --shards 64 "${max_clients[@]}" \
     "${tls_args[@]}" >"$work/dev.log" 2>&1 &
 dev=$!
 pids+=("$dev")
-for _ in $(seq 1 300); do
-    grep -q '^ready' "$work/dev.log" 2>/dev/null && break
-    kill -0 "$dev" 2>/dev/null || { cat "$work/dev.log" >&2; exit 1; }
-    sleep 0.1
-done
-grep -q '^ready' "$work/dev.log" || { echo "vesta dev did not start" >&2; exit 1; }
+wait_for_line '^ready' "$work/dev.log" "$dev" 300 0.1 || { cat "$work/dev.log" >&2; echo "vesta dev did not start" >&2; exit 1; }
 if grep -q 'lowered' "$work/dev.log"; then
     grep 'lowered' "$work/dev.log" >&2
 fi
@@ -174,12 +181,7 @@ python3 "$work/hold.py" "$N" "$target_port" "$SOURCES" <"$work/hold.in" >"$work/
 holder=$!
 pids+=("$holder")
 exec 3>"$work/hold.in" # keeps the holder's standard input open
-for _ in $(seq 1 1200); do
-    grep -q '^held' "$work/hold.out" 2>/dev/null && break
-    kill -0 "$holder" 2>/dev/null || { echo "the connection holder failed" >&2; exit 1; }
-    sleep 0.5
-done
-grep -q '^held' "$work/hold.out" || { echo "the connections did not open in time" >&2; exit 1; }
+wait_for_line '^held' "$work/hold.out" "$holder" 1200 0.5 || { echo "the connections did not open (holder failed or too slow)" >&2; exit 1; }
 sleep 2
 after=$(rss_kib "$dev")
 tcp_after=$(tcp_mem_kib)

@@ -22,15 +22,6 @@ async fn stat(c: &mut redis::aio::MultiplexedConnection, field: &str) -> u64 {
     info_field(&info, field).unwrap_or_else(|| panic!("no {field} in INFO stats:\n{info}"))
 }
 
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 /// The value of an unlabelled metric (0 when not reported yet).
 fn metric(port: u16, name: &str) -> f64 {
     let body = scrape(port);
@@ -41,6 +32,17 @@ fn metric(port: u16, name: &str) -> f64 {
 
 fn flags(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+/// A 256 KiB value at `key`, and a connection that has asked for it 256 times (64 MiB of replies) and
+/// reads none of them.
+async fn slow_reader(cluster: &Cluster, c: &mut redis::aio::MultiplexedConnection, key: &str) -> (String, RawConn) {
+    let value = "x".repeat(256 * 1024);
+    assert_eq!(call(c, &["SET", key, &value]).await, Value::Okay);
+    let mut slow = cluster.raw().await;
+    let gets: Vec<u8> = (0..256).flat_map(|_| encode_command(&["GET", key])).collect();
+    slow.send_raw(&gets).await;
+    (value, slow)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,14 +84,8 @@ async fn a_slow_reader_over_the_hard_output_limit_is_disconnected_and_other_clie
     let mut c = cluster.conn(false).await;
     let limit = call(&mut c, &["CONFIG", "SET", "client-output-buffer-limit", "normal 1mb 0 0"]).await;
     assert_eq!(limit, Value::Okay);
-    let value = "x".repeat(256 * 1024);
-    assert_eq!(call(&mut c, &["SET", "obl:big", &value]).await, Value::Okay);
+    let (value, mut slow) = slow_reader(&cluster, &mut c, "obl:big").await;
     assert_eq!(stat(&mut c, "client_output_buffer_limit_disconnections").await, 0);
-
-    // 64 MiB of replies asked for, none read.
-    let mut slow = cluster.raw().await;
-    let gets: Vec<u8> = (0..256).flat_map(|_| encode_command(&["GET", "obl:big"])).collect();
-    slow.send_raw(&gets).await;
 
     let started = Instant::now();
     let mut rounds = 0;
@@ -114,11 +110,7 @@ async fn a_slow_reader_over_the_soft_output_limit_for_too_long_is_disconnected()
     let mut c = cluster.conn(false).await;
     let limit = call(&mut c, &["CONFIG", "SET", "client-output-buffer-limit", "normal 0 512kb 1"]).await;
     assert_eq!(limit, Value::Okay);
-    let value = "y".repeat(256 * 1024);
-    assert_eq!(call(&mut c, &["SET", "obl:soft", &value]).await, Value::Okay);
-    let mut slow = cluster.raw().await;
-    let gets: Vec<u8> = (0..256).flat_map(|_| encode_command(&["GET", "obl:soft"])).collect();
-    slow.send_raw(&gets).await;
+    let (value, mut slow) = slow_reader(&cluster, &mut c, "obl:soft").await;
     // There is no hard limit: past the soft limit for over a second, it is closed.
     let started = Instant::now();
     while stat(&mut c, "client_output_buffer_limit_disconnections").await == 0 {

@@ -643,3 +643,13 @@ pub fn frame_len(buf: &[u8]) -> Option<usize> {
     }
     parse(buf, 0)
 }
+
+/// The Prometheus text a `/metrics` endpoint on `port` serves (HTTP/1.0, the whole response).
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
