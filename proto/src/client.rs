@@ -35,23 +35,83 @@ pub enum ClientError {
 /// A cheap-to-clone handle; the connection closes when every handle is dropped.
 #[derive(Clone)]
 pub struct NodeConnection {
-    outbound: mpsc::Sender<(Request, oneshot::Sender<Response>)>,
+    outbound: mpsc::Sender<(Request, usize, oneshot::Sender<Response>)>,
     max_frame: usize,
     /// Bytes received from the node so far.
     received: Arc<AtomicU64>,
 }
 
 /// Whether `request` fits in a frame of at most `max_frame` bytes (what a node's decoder accepts).
-pub fn check_frame(request: &Request, max_frame: usize) -> Result<(), ClientError> {
+pub fn check_frame(request: &Request, max_frame: usize) -> Result<usize, ClientError> {
     let len = frame_len(request).map_err(|e| ClientError::Encode(e.to_string()))?;
     if len > max_frame {
         return Err(ClientError::TooLarge { len, max: max_frame });
     }
-    Ok(())
+    Ok(len)
+}
+
+/// Who waits for the reply to one frame: one call, or every call of a batch (in order).
+enum Waiter {
+    One(oneshot::Sender<Response>),
+    Batch(Vec<oneshot::Sender<Response>>),
+}
+
+impl Waiter {
+    fn answer(self, response: Response) {
+        match (self, response) {
+            (Waiter::One(call), response) => {
+                let _ = call.send(response);
+            }
+            (Waiter::Batch(calls), Response::Batch(responses)) if responses.len() == calls.len() => {
+                for (call, response) in calls.into_iter().zip(responses) {
+                    let _ = call.send(response);
+                }
+            }
+            // One answer for the whole batch (refused as such: overloaded, malformed): every call's.
+            (Waiter::Batch(calls), response) => {
+                for call in calls {
+                    let _ = call.send(response.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Calls being folded into one batch frame.
+#[derive(Default)]
+struct Batching {
+    requests: Vec<Request>,
+    calls: Vec<oneshot::Sender<Response>>,
+    bytes: usize,
+}
+
+/// Framing a batch adds to its requests' own (the envelope, the variant, the length of the list).
+const BATCH_OVERHEAD: usize = 64;
+
+impl Batching {
+    fn add(&mut self, request: Request, len: usize, call: oneshot::Sender<Response>) {
+        self.requests.push(request);
+        self.calls.push(call);
+        self.bytes += len;
+    }
+
+    /// The frame the calls so far make (none, one alone, or a batch), leaving this empty.
+    fn frame(&mut self) -> Option<(Request, Waiter)> {
+        self.bytes = 0;
+        let (mut requests, mut calls) = (std::mem::take(&mut self.requests), std::mem::take(&mut self.calls));
+        match requests.len() {
+            0 => None,
+            1 => Some((requests.remove(0), Waiter::One(calls.remove(0)))),
+            _ => Some((Request::Batch(requests), Waiter::Batch(calls))),
+        }
+    }
 }
 
 /// Replies still owed by the node, by correlation id.
-type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+type Pending = Arc<std::sync::Mutex<HashMap<u64, Waiter>>>;
+
+/// Most calls the writer folds into one batch frame.
+const MAX_BATCH: usize = 256;
 
 impl NodeConnection {
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<Self, ClientError> {
@@ -82,7 +142,7 @@ impl NodeConnection {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (tx, mut rx) = mpsc::channel::<(Request, oneshot::Sender<Response>)>(4096);
+        let (tx, mut rx) = mpsc::channel::<(Request, usize, oneshot::Sender<Response>)>(4096);
         let pending: Pending = Arc::default();
         let next = Arc::new(AtomicU64::new(1));
         let closed = Arc::new(AtomicBool::new(false));
@@ -91,20 +151,42 @@ impl NodeConnection {
         let rd = Counting { inner: rd, received: received.clone() };
 
         let writer_pending = pending.clone();
+        let batches = Arc::new(AtomicBool::new(true));
+        let writer_batches = batches.clone();
         tokio::spawn(async move {
             let mut sink = FramedWrite::new(wr, FrameCodec::<Request, Response>::new(max_frame));
-            while let Some((body, reply)) = rx.recv().await {
-                let mut batch = vec![(body, reply)];
-                // Coalesce whatever else is queued into one write.
-                while batch.len() < 256 {
+            let mut queued = Vec::new();
+            while let Some(first) = rx.recv().await {
+                queued.push(first);
+                // Coalesce whatever else is queued into one write — and the key operations among it into
+                // one batch frame, which the node handles at once (one engine write for its commits).
+                while queued.len() < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(item) => batch.push(item),
+                        Ok(item) => queued.push(item),
                         Err(_) => break,
                     }
                 }
-                for (body, reply) in batch {
+                let mut frames = Vec::with_capacity(queued.len());
+                // Commits apart from the rest: a batch is answered once all of it is done, and a
+                // prepare or read must not wait for the commits' engine write (an fsync, with sync on).
+                let (mut commits, mut others) = (Batching::default(), Batching::default());
+                for (body, len, reply) in queued.drain(..) {
+                    if writer_batches.load(Ordering::Relaxed) && body.batchable() && len <= MAX_BATCHED_BYTES {
+                        let batch = if matches!(body, Request::Commit(_)) { &mut commits } else { &mut others };
+                        // A batch stays inside the node's frame limit (with room for its own framing).
+                        if batch.bytes + len + BATCH_OVERHEAD > max_frame {
+                            frames.extend(batch.frame());
+                        }
+                        batch.add(body, len, reply);
+                    } else {
+                        frames.push((body, Waiter::One(reply)));
+                    }
+                }
+                frames.extend(others.frame());
+                frames.extend(commits.frame());
+                for (body, waiter) in frames {
                     let corr = next.fetch_add(1, Ordering::Relaxed);
-                    lock(&writer_pending).insert(corr, reply);
+                    lock(&writer_pending).insert(corr, waiter);
                     if closed.load(Ordering::Acquire) {
                         // The reader is gone: nobody would ever complete this call.
                         lock(&writer_pending).clear();
@@ -122,6 +204,7 @@ impl NodeConnection {
             }
         });
 
+        let reader_batches = batches;
         tokio::spawn(async move {
             let mut stream = FramedRead::new(rd, FrameCodec::<Request, Response>::new(max_frame));
             while let Some(Ok(inbound)) = stream.next().await {
@@ -129,9 +212,14 @@ impl NodeConnection {
                     Ok(env) => (env.corr, env.body),
                     Err((corr, e)) => (corr, Response::Reply(Reply::error(Status::BadRequest, e.to_string()))),
                 };
-                if let Some(waiter) = lock(&pending).remove(&corr) {
-                    let _ = waiter.send(response);
+                let Some(waiter) = lock(&pending).remove(&corr) else { continue };
+                if matches!(&waiter, Waiter::Batch(_))
+                    && matches!(&response, Response::Reply(r) if r.status == Status::BadRequest)
+                {
+                    // A node of an older version cannot read a batch: later calls go to it one by one.
+                    reader_batches.store(false, Ordering::Relaxed);
                 }
+                waiter.answer(response);
             }
             // Dropping the senders wakes every caller still waiting with `Closed`.
             reader_closed.store(true, Ordering::Release);
@@ -146,9 +234,9 @@ impl NodeConnection {
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
         // Checked here, per call: once a frame is on the wire, the node's only answer to an over-long
         // one is to close the connection that every other call in flight shares.
-        check_frame(&request, self.max_frame)?;
+        let len = check_frame(&request, self.max_frame)?;
         let (tx, rx) = oneshot::channel();
-        self.outbound.send((request, tx)).await.map_err(|_| ClientError::Closed)?;
+        self.outbound.send((request, len, tx)).await.map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)
     }
 
@@ -167,6 +255,10 @@ impl NodeConnection {
         self.received.load(Ordering::Relaxed)
     }
 }
+
+/// Largest request folded into a batch frame: a large value gains nothing from company, and a batch
+/// must stay well inside the frame limit.
+pub const MAX_BATCHED_BYTES: usize = 16 * 1024;
 
 /// A read half that counts what it reads.
 struct Counting<R> {

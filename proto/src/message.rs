@@ -191,6 +191,10 @@ pub enum Request {
     /// Cross-site replication, between sites: copies made in the sending site, for the receiving site's
     /// replication endpoint (a proxy) to install. Store nodes refuse it.
     Replicate(Replicate),
+    /// Independent key operations of concurrent commands (prepares, commits, aborts, reads), handled as
+    /// one batch: the commits land in one engine write. Each is answered as if it came alone, in
+    /// order, by [`Response::Batch`]. Nothing in a batch depends on another item of it succeeding.
+    Batch(Vec<Request>),
 }
 
 /// A batch of one shard's writes made in site `from_origin`, in the order of copies, each once. The
@@ -267,6 +271,12 @@ pub enum RebuildStep {
 }
 
 impl Request {
+    /// Whether this request may travel in a [`Request::Batch`]: the key operations of the write and
+    /// read paths, which a node answers without waiting on anything but its own engine write.
+    pub fn batchable(&self) -> bool {
+        matches!(self, Request::Prepare(_) | Request::Commit(_) | Request::Abort(_) | Request::Read(_))
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Request::Prepare(_) => "prepare",
@@ -286,6 +296,7 @@ impl Request {
             Request::TrimLog(_) => "trim_log",
             Request::ReadLogs(_) => "read_logs",
             Request::Replicate(_) => "replicate",
+            Request::Batch(_) => "batch",
         }
     }
 }
@@ -385,6 +396,8 @@ pub enum Response {
     Log(LogPage),
     /// The answer to [`Request::ReadLogs`]: per requested shard, its page or why not.
     Logs(Vec<Result<LogPage, Reply>>),
+    /// The answer to [`Request::Batch`]: one response per request, in order.
+    Batch(Vec<Response>),
 }
 
 impl Response {
@@ -397,7 +410,8 @@ impl Response {
             | Response::Transferred(_)
             | Response::Inventory(_)
             | Response::Log(_)
-            | Response::Logs(_) => Status::Ok,
+            | Response::Logs(_)
+            | Response::Batch(_) => Status::Ok,
         }
     }
 }

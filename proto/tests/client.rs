@@ -112,3 +112,85 @@ async fn a_connection_runs_over_any_byte_stream() {
         assert!(r.message.contains(&format!("through: {through}")), "{r:?}");
     }
 }
+
+/// A node that answers each key operation with its key (in the reply's message), a batch item by item
+/// — or, like a node of an older version, refuses a batch as a bad request. Counts the frames it got.
+async fn echo_node(refuses_batches: bool) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let frames_seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = frames_seen.clone();
+    fn echo(request: &Request) -> Response {
+        match request {
+            Request::Abort(a) => Response::Reply(Reply::error(Status::Ok, String::from_utf8_lossy(&a.target.key))),
+            other => Response::Reply(Reply::error(Status::BadRequest, other.kind())),
+        }
+    }
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (rd, wr) = stream.into_split();
+        let mut frames = FramedRead::new(rd, FrameCodec::<Response, Request>::new(MAX_FRAME));
+        let mut sink = FramedWrite::new(wr, FrameCodec::<Response, Request>::new(MAX_FRAME));
+        while let Some(Ok(Ok(Envelope { corr, body }))) = frames.next().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let body = match body {
+                Request::Batch(_) if refuses_batches => {
+                    Response::Reply(Reply::error(Status::BadRequest, "unknown variant"))
+                }
+                Request::Batch(items) => Response::Batch(items.iter().map(echo).collect()),
+                one => echo(&one),
+            };
+            if sink.send(Envelope { corr, body }).await.is_err() {
+                return;
+            }
+        }
+    });
+    (addr, frames_seen)
+}
+
+fn abort(key: String) -> Request {
+    Request::Abort(vesta_proto::Abort {
+        req: RequestId(1),
+        target: KeyRef { shard: 0, namespace: Bytes::from_static(b"0"), key: key.into() },
+    })
+}
+
+/// Concurrent calls queued together travel as one batch frame, and each caller gets its own answer; a
+/// node that refuses a batch gets every later call alone.
+#[tokio::test]
+async fn concurrent_calls_travel_as_batches_with_an_answer_each() {
+    use std::sync::atomic::Ordering;
+    let calls = |conn: NodeConnection| async move {
+        let calls = (0..200).map(|i| {
+            let conn = conn.clone();
+            async move { conn.call(abort(format!("k{i}"))).await.ok().map(|r| r.status()) }
+        });
+        futures::future::join_all(calls).await
+    };
+    let (addr, frames) = echo_node(false).await;
+    let conn =
+        NodeConnection::from_stream_with_max_frame(tokio::net::TcpStream::connect(addr).await.unwrap(), MAX_FRAME);
+    let each: Vec<_> = (0..200)
+        .map(|i| {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.call(abort(format!("k{i}"))).await })
+        })
+        .collect();
+    for (i, answer) in each.into_iter().enumerate() {
+        match answer.await.unwrap().unwrap() {
+            Response::Reply(r) => assert_eq!((r.status, r.message), (Status::Ok, format!("k{i}"))),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(frames.load(Ordering::SeqCst) < 200, "{} frames for 200 calls", frames.load(Ordering::SeqCst));
+
+    let (addr, frames) = echo_node(true).await;
+    let conn =
+        NodeConnection::from_stream_with_max_frame(tokio::net::TcpStream::connect(addr).await.unwrap(), MAX_FRAME);
+    let first = calls(conn.clone()).await;
+    assert!(first.contains(&Some(Status::BadRequest)), "the refused batch's calls hear the refusal");
+    let before = frames.load(Ordering::SeqCst);
+    assert_eq!(calls(conn).await, vec![Some(Status::Ok); 200], "after a refusal, every call alone");
+    assert_eq!(frames.load(Ordering::SeqCst) - before, 200);
+}

@@ -201,7 +201,27 @@ fn arb_response() -> impl Strategy<Value = Response> {
     ]
 }
 
+/// A batch of key operations (no nesting: only batchable requests travel in one), and its answer.
+fn arb_batch() -> impl Strategy<Value = (Request, Response)> {
+    (
+        proptest::collection::vec(arb_request().prop_filter("batchable", Request::batchable), 0..6),
+        proptest::collection::vec(arb_response(), 0..6),
+    )
+        .prop_map(|(requests, responses)| (Request::Batch(requests), Response::Batch(responses)))
+}
+
 proptest! {
+    #[test]
+    fn batches_round_trip(corr in any::<u64>(), (request, response) in arb_batch()) {
+        let mut codec: FrameCodec<Request, Request> = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        codec.encode(Envelope { corr, body: request.clone() }, &mut buf).unwrap();
+        prop_assert_eq!(codec.decode(&mut buf).unwrap().unwrap().unwrap(), Envelope { corr, body: request });
+        let mut codec: FrameCodec<Response, Response> = FrameCodec::default();
+        codec.encode(Envelope { corr, body: response.clone() }, &mut buf).unwrap();
+        prop_assert_eq!(codec.decode(&mut buf).unwrap().unwrap().unwrap(), Envelope { corr, body: response });
+    }
+
     #[test]
     fn requests_round_trip(corr in any::<u64>(), body in arb_request()) {
         let mut codec: FrameCodec<Request, Request> = FrameCodec::default();

@@ -130,13 +130,6 @@ impl LeaseTable {
         self.leases.remove_if(key, |_, l| l.owner == owner).is_some()
     }
 
-    /// Releases `owner`'s leases on `keys`.
-    pub fn release_all(&self, keys: &[Vec<u8>], owner: RequestId) {
-        for key in keys {
-            self.release(key, owner);
-        }
-    }
-
     /// Whether a request other than `me` holds a live lease on `key`.
     pub fn held_by_other(&self, key: &[u8], me: RequestId, now: u64) -> Option<RequestId> {
         self.leases.get(key).filter(|l| l.owner != me && l.deadline > now).map(|l| l.owner)
@@ -179,19 +172,25 @@ impl LeaseTable {
 /// release waits for it: the write itself, once handed to the group-commit thread, always finishes.
 pub(crate) struct Pinned {
     table: Arc<LeaseTable>,
-    keys: Vec<Vec<u8>>,
-    owner: RequestId,
+    /// Each key with the request whose lease on it is pinned (a batch of commits pins several
+    /// requests' leases behind one engine write).
+    keys: Vec<(Vec<u8>, RequestId)>,
     write: Option<oneshot::Receiver<Result<(), String>>>,
 }
 
 impl Pinned {
     pub fn new(table: Arc<LeaseTable>, keys: Vec<Vec<u8>>, owner: RequestId) -> Self {
-        Pinned { table, keys, owner, write: None }
+        Pinned { table, keys: keys.into_iter().map(|k| (k, owner)).collect(), write: None }
     }
 
-    /// One more key whose lease this request has pinned.
-    pub fn add(&mut self, key: Vec<u8>) {
-        self.keys.push(key);
+    /// One more key whose lease `owner` has pinned.
+    pub fn add(&mut self, key: Vec<u8>, owner: RequestId) {
+        self.keys.push((key, owner));
+    }
+
+    /// Takes over the leases `other` pinned, to release them after this one's write.
+    pub fn absorb(&mut self, mut other: Pinned) {
+        self.keys.append(&mut other.keys);
     }
 
     /// Waits for an engine write handed over with the leases pinned; if this wait is abandoned, the
@@ -211,14 +210,18 @@ impl Drop for Pinned {
         }
         let keys = std::mem::take(&mut self.keys);
         if let (Some(write), Ok(runtime)) = (self.write.take(), tokio::runtime::Handle::try_current()) {
-            let (table, owner) = (self.table.clone(), self.owner);
+            let table = self.table.clone();
             runtime.spawn(async move {
                 let _ = write.await;
-                table.release_all(&keys, owner);
+                for (key, owner) in keys {
+                    table.release(&key, owner);
+                }
             });
             return;
         }
-        self.table.release_all(&keys, self.owner);
+        for (key, owner) in keys {
+            self.table.release(&key, owner);
+        }
     }
 }
 

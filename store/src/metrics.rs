@@ -20,6 +20,8 @@ pub const LEASES_HELD: &str = "vesta_store_leases_held";
 pub const IN_FLIGHT: &str = "vesta_store_in_flight_requests";
 /// Requests refused with `overloaded`.
 pub const OVERLOADED: &str = "vesta_store_overloaded_total";
+/// Requests per batch (`Request::Batch`: the key operations of concurrent commands, handled at once).
+pub const BATCH_REQUESTS: &str = "vesta_store_batch_requests";
 /// Commits folded into one engine write.
 pub const GROUP_COMMIT_JOBS: &str = "vesta_store_group_commit_jobs";
 /// Writes that would have stalled in RocksDB (memtables full, too many level-0 files) and went to the
@@ -69,6 +71,12 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Full(GROUP_COMMIT_JOBS.into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(BATCH_REQUESTS.into()),
                 &[1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0],
             )
         })

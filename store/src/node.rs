@@ -232,6 +232,11 @@ impl StoreNode {
 
     /// Runs one request, recording its metrics.
     pub async fn handle(&self, request: Request) -> Response {
+        let request = match request {
+            // Each request of a batch is counted as its own operation.
+            Request::Batch(requests) => return Response::Batch(self.batch(requests).await),
+            request => request,
+        };
         let op = request.kind();
         let started = Instant::now();
         let response = match request {
@@ -262,6 +267,7 @@ impl StoreNode {
             },
             Request::TrimLog(t) => Response::Reply(self.trim_log(t).await),
             Request::ReadLogs(reads) => Response::Logs(reads.into_iter().map(|r| self.read_log(r)).collect()),
+            Request::Batch(_) => Response::Reply(Reply::error(Status::BadRequest, "a batch inside a batch")),
             Request::Replicate(_) => Response::Reply(Reply::error(
                 Status::BadRequest,
                 "this is a store node; replicated copies go to a proxy's replication listener",

@@ -44,6 +44,7 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "connection");
                     let (node, in_flight, max_frame) = (node.clone(), in_flight.clone(), limits.max_frame_bytes);
+                    let max_in_flight = limits.max_in_flight;
                     let gate = gate.clone();
                     tokio::spawn(async move {
                         // Only proxies, the admin tool and other store nodes get in: by certificate, or
@@ -55,11 +56,11 @@ pub async fn serve(
                             }
                             Ok(Admitted::Plain(stream)) => {
                                 metrics::gauge!(m::CONNECTIONS).increment(1.0);
-                                connection(node, vesta_proto::serve::split(stream, max_frame), in_flight).await
+                                connection(node, vesta_proto::serve::split(stream, max_frame), in_flight, max_in_flight).await
                             }
                             Ok(Admitted::Tls(session)) => {
                                 metrics::gauge!(m::CONNECTIONS).increment(1.0);
-                                connection(node, vesta_proto::serve::split_io(*session, max_frame), in_flight).await
+                                connection(node, vesta_proto::serve::split_io(*session, max_frame), in_flight, max_in_flight).await
                             }
                         };
                         if let Err(e) = ended {
@@ -86,6 +87,7 @@ async fn connection<R: AsyncRead + Unpin>(
     node: Arc<StoreNode>,
     (mut frames, tx, writer): (Frames<R>, Replies, Writer),
     in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
 ) -> std::io::Result<()> {
     while let Some(frame) = frames.next().await {
         let env = match frame? {
@@ -96,7 +98,13 @@ async fn connection<R: AsyncRead + Unpin>(
                 continue;
             }
         };
-        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+        // A batch counts as the requests in it (but never as more than the cap, or no batch that large
+        // could ever run).
+        let weight = match &env.body {
+            vesta_proto::Request::Batch(items) => items.len().clamp(1, max_in_flight),
+            _ => 1,
+        };
+        let Ok(permit) = in_flight.clone().try_acquire_many_owned(u32::try_from(weight).unwrap_or(u32::MAX)) else {
             metrics::counter!(m::OVERLOADED).increment(1);
             let body = Response::Reply(Reply::error(Status::Overloaded, "too many requests in flight"));
             let _ = tx.send(Envelope { corr: env.corr, body });
@@ -107,9 +115,9 @@ async fn connection<R: AsyncRead + Unpin>(
         let corr = env.corr;
         let node2 = node.clone();
         let mut op = Box::pin(async move {
-            metrics::gauge!(m::IN_FLIGHT).increment(1.0);
+            metrics::gauge!(m::IN_FLIGHT).increment(weight as f64);
             let body = node2.handle(env.body).await;
-            metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
+            metrics::gauge!(m::IN_FLIGHT).decrement(weight as f64);
             drop(permit);
             body
         });

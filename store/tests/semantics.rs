@@ -59,6 +59,7 @@ on_both_engines!(
     no_change_log_unless_configured,
     a_commit_stamped_before_its_lease_is_refused_with_the_change_log_on,
     a_copy_from_another_site_keeps_its_writer,
+    a_batch_answers_each_request_as_if_alone_in_order,
 );
 
 async fn prepare_on_absent_record(h: Harness) {
@@ -848,4 +849,70 @@ async fn a_copy_from_another_site_keeps_its_writer(h: Harness) {
     assert_eq!(stored.meta.last_writer, RequestId(77));
     assert_eq!(stored.meta.order(), copy.meta.order());
     assert_eq!(h.reply(commit()).await.status, Status::AlreadyDone, "a retry");
+}
+
+/// A batch (the key operations of pipelined commands) answers every request in order as if it came
+/// alone: commits land (in one engine write), a commit without its lease is refused on its own without
+/// stopping the others, a prepare behind a commit of the same key finds it locked until the write has
+/// landed, and a request that cannot travel in a batch is refused alone. A read beside a commit of the
+/// same batch runs concurrently with it, as two requests in flight do: it sees the copy before.
+async fn a_batch_answers_each_request_as_if_alone_in_order(h: Harness) {
+    for (req, key) in [(1, "a"), (2, "b")] {
+        assert_eq!(h.prepare(req, key, PrepareKind::Set).await.status, Status::Ok);
+    }
+    let commit = |req: u128, key: &str, value: &str| {
+        Request::Commit(Commit {
+            req: RequestId(req),
+            target: target(key),
+            record: record(req, 10 + req as u64, value, 0),
+            keep_writer: false,
+        })
+    };
+    let prepare = |req: u128, key: &str| {
+        Request::Prepare(Prepare {
+            req: RequestId(req),
+            target: target(key),
+            kind: PrepareKind::Set,
+            condition: None,
+            want_value: true,
+        })
+    };
+    let batch = vec![
+        commit(1, "a", "one"),
+        prepare(3, "a"),
+        commit(9, "c", "no lease"),
+        commit(2, "b", "two"),
+        prepare(4, "d"),
+        Request::Read(Read { target: target("b"), want_value: true }),
+        Request::Abort(Abort { req: RequestId(4), target: target("d") }),
+        Request::Ping,
+    ];
+    let Response::Batch(answers) = h.call(Request::Batch(batch)).await else {
+        panic!("a batch is answered by a batch")
+    };
+    let statuses: Vec<Status> = answers.iter().map(Response::status).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::Ok,
+            Status::Locked,
+            Status::NoLease,
+            Status::Ok,
+            Status::Ok,
+            Status::Absent,
+            Status::Ok,
+            Status::BadRequest
+        ],
+        "{answers:?}"
+    );
+    assert_eq!(h.read("a").await.copy.unwrap().value, "one");
+    assert_eq!(h.read("b").await.copy.unwrap().value, "two");
+    assert_eq!(h.read("c").await.status, Status::Absent);
+    // Every lease of the batch is released once it has landed.
+    for (req, key) in [(5, "a"), (6, "b"), (7, "d")] {
+        assert_eq!(h.prepare(req, key, PrepareKind::Set).await.status, Status::Ok, "{key}");
+    }
+    // A batch is not an operation of its own: a nested one is refused, item by item.
+    let Response::Batch(nested) = h.call(Request::Batch(vec![Request::Batch(vec![])])).await else { panic!() };
+    assert_eq!(nested[0].status(), Status::BadRequest);
 }

@@ -558,17 +558,17 @@ fn a_live_import_under_write_load_ends_with_both_equal() {
                         .expect("SET EX");
                     let _: i64 = c0.incr("counter", 1).expect("INCR");
                     let _: i64 = c0.append(format!("log:{}", i % 50), "x").expect("APPEND");
-                    if i % 3 == 0 {
+                    if i.is_multiple_of(3) {
                         let _: i64 = c0.del(format!("before:{}", i % 20_000)).expect("DEL");
                     }
-                    if i % 11 == 0 {
+                    if i.is_multiple_of(11) {
                         let _: i64 = c0.expire(format!("live:{}", (i + 1) % 5000), 200_000).expect("EXPIRE");
                     }
-                    if i % 13 == 0 {
+                    if i.is_multiple_of(13) {
                         let _: () =
                             c0.mset(&[(format!("m:{}", i % 40), i), (format!("n:{}", i % 40), i + 1)]).expect("MSET");
                     }
-                    if i % 5 == 0 {
+                    if i.is_multiple_of(5) {
                         let _: i64 = c0.hset("live:hash", i, i).expect("HSET");
                         let _: i64 = c0.lpush("live:list", i).expect("LPUSH");
                     }

@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn options_are_checked_as_redis_does() {
         let p = rdb::dump_string(b"v");
-        let err = |a: &[&[u8]]| parse(a).err().expect("refused");
+        let err = |a: &[&[u8]]| parse(a).expect_err("refused");
         assert_eq!(err(&[b"k", b"0", &p, b"bogus"]), syntax_error());
         assert_eq!(err(&[b"k", b"0", &p, b"IDLETIME"]), syntax_error());
         assert_eq!(

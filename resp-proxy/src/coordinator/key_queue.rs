@@ -212,7 +212,10 @@ async fn carried(settled: oneshot::Receiver<Settled>) -> Settled {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        while self.held {
+        if !self.held {
+            return;
+        }
+        loop {
             let next = match self.keys.entry(self.key.clone()) {
                 dashmap::Entry::Occupied(mut o) => match o.get_mut().pop_front() {
                     Some(next) => next,

@@ -1,5 +1,6 @@
 use vesta_proto::{Commit, Reply, Status};
 
+use crate::engine::Mutation;
 use crate::lease::{Claim, Pinned};
 use crate::metrics as m;
 use crate::node::{Need, StoreNode};
@@ -15,22 +16,38 @@ impl StoreNode {
     /// a prepare delayed in the network can take its lease after a newer write committed here, and its
     /// coordinator, which decided on other replicas' copies, must not roll this one back.
     pub(crate) async fn commit(&self, c: Commit) -> Reply {
-        let skey = match self.locate_for(&c.target, Need::Lease) {
-            Ok(k) => k,
+        let mut staged = match self.stage_commit(c) {
+            Ok(staged) => staged,
             Err(reply) => return reply,
         };
+        match self.store_all(std::mem::take(&mut staged.mutations), &mut staged.pinned).await {
+            Ok(()) => {
+                if staged.logged {
+                    metrics::counter!(m::CHANGELOG_WRITTEN).increment(1);
+                }
+                Reply::status(Status::Ok)
+            }
+            Err(reply) => reply,
+        }
+    }
+
+    /// Everything of a commit but the engine write: the lease claimed and pinned, the checks made, the
+    /// mutations built. `Err` is the answer when nothing is to be written (`AlreadyDone` included). A
+    /// batch of commits stages each and writes them all at once (`ops/batch.rs`).
+    pub(crate) fn stage_commit(&self, c: Commit) -> Result<StagedCommit, Reply> {
+        let skey = self.locate_for(&c.target, Need::Lease)?;
         match self.leases.claim(&skey, c.req, self.clock.mono_ms()) {
             Claim::Pinned => {}
             refused => {
                 if refused == Claim::Expired {
                     metrics::counter!(m::LEASE_EXPIRIES).increment(1);
                 }
-                return match self.load(&skey, false) {
-                    Ok(Some(cur)) if cur.meta.last_writer == c.req => Reply::status(Status::AlreadyDone),
-                    Ok(Some(cur)) if c.keep_writer && cur.meta.order() == c.record.meta.order() => {
+                return Err(match self.load(&skey, false)? {
+                    Some(cur) if cur.meta.last_writer == c.req => Reply::status(Status::AlreadyDone),
+                    Some(cur) if c.keep_writer && cur.meta.order() == c.record.meta.order() => {
                         Reply::status(Status::AlreadyDone)
                     }
-                    Ok(_) => Reply::error(
+                    _ => Reply::error(
                         Status::NoLease,
                         match refused {
                             Claim::Expired => "the prepare's lease expired before the commit arrived",
@@ -38,18 +55,17 @@ impl StoreNode {
                             _ => "no prepare of this request holds the key",
                         },
                     ),
-                    Err(reply) => reply,
-                };
+                });
             }
         }
-        let mut pinned = Pinned::new(self.leases.clone(), vec![skey.clone()], c.req);
+        let pinned = Pinned::new(self.leases.clone(), vec![skey.clone()], c.req);
         if let Some(refusal) = self.too_far_ahead(c.record.meta.hlc) {
             metrics::counter!(m::CLOCK_AHEAD).increment(1);
-            return refusal;
+            return Err(refusal);
         }
         if let Some(refusal) = self.stamped_before_lease(&skey, c.req, &c.record) {
             metrics::counter!(m::CLOCK_BEHIND).increment(1);
-            return refusal;
+            return Err(refusal);
         }
         let mut record = c.record;
         if !c.keep_writer {
@@ -59,24 +75,22 @@ impl StoreNode {
         // again only when it is newer, to send it back.
         let seen = self.leases.seen(&skey, c.req);
         let settled = seen.is_some_and(|copy| copy.is_none_or(|order| order <= record.meta.order()));
-        match if settled { Ok(None) } else { self.load(&skey, false) } {
-            Err(reply) => return reply,
-            Ok(Some(cur)) if cur.meta.newer_than(&record.meta) => {
+        if !settled {
+            if let Some(cur) = self.load(&skey, false)?.filter(|cur| cur.meta.newer_than(&record.meta)) {
                 metrics::counter!(m::STALE_COMMITS).increment(1);
-                return Reply::with_copy(Status::ConditionFailed, Some(reply_copy(cur, false)));
+                return Err(Reply::with_copy(Status::ConditionFailed, Some(reply_copy(cur, false))));
             }
-            Ok(_) => {}
         }
-        let mut batch = Vec::with_capacity(2);
-        let logged = self.put_committed(skey, record, &mut batch);
-        match self.store_all(batch, &mut pinned).await {
-            Ok(()) => {
-                if logged {
-                    metrics::counter!(m::CHANGELOG_WRITTEN).increment(1);
-                }
-                Reply::status(Status::Ok)
-            }
-            Err(reply) => reply,
-        }
+        let mut mutations = Vec::with_capacity(2);
+        let logged = self.put_committed(skey, record, &mut mutations);
+        Ok(StagedCommit { mutations, pinned, logged })
     }
+}
+
+/// A commit ready for its engine write: what to write, and the lease held until it has landed.
+pub(crate) struct StagedCommit {
+    pub mutations: Vec<Mutation>,
+    pub pinned: Pinned,
+    /// Whether a change-log entry is among the mutations.
+    pub logged: bool,
 }

@@ -24,7 +24,7 @@ impl StoreNode {
         let mut refused = None;
         for skey in &skeys {
             match self.leases.claim(skey, c.req, now) {
-                Claim::Pinned => pinned.add(skey.clone()),
+                Claim::Pinned => pinned.add(skey.clone(), c.req),
                 other => {
                     refused = Some(other);
                     break;

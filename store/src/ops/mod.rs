@@ -2,8 +2,9 @@
 //! (prepare→commit, or the one-shot lease repair and mark-delete take), so no two writers interleave.
 
 mod abort;
+mod batch;
 mod clone;
-mod commit;
+pub(crate) mod commit;
 mod commit_batch;
 mod install;
 mod inventory;
