@@ -1,4 +1,4 @@
-use vesta_proto::{Commit, Reply, Status};
+use vesta_proto::{Commit, Record, Reply, RequestId, Status};
 
 use crate::engine::Mutation;
 use crate::lease::{Claim, Pinned};
@@ -59,21 +59,36 @@ impl StoreNode {
             }
         }
         let pinned = Pinned::new(self.leases.clone(), vec![skey.clone()], c.req);
-        if let Some(refusal) = self.too_far_ahead(c.record.meta.hlc) {
+        let mut mutations = Vec::with_capacity(2);
+        let logged = self.checked_commit(skey, c.req, c.record, c.keep_writer, &mut mutations)?;
+        Ok(StagedCommit { mutations, pinned, logged })
+    }
+
+    /// The checks of a commit of `record` at `skey`, whose lease `req` holds pinned, and its mutations
+    /// (added to `batch`; returns whether a change-log entry is among them): refused if stamped too far
+    /// ahead of this node's clock or before its lease, or if the copy here is newer.
+    pub(crate) fn checked_commit(
+        &self,
+        skey: Vec<u8>,
+        req: RequestId,
+        mut record: Record,
+        keep_writer: bool,
+        batch: &mut Vec<Mutation>,
+    ) -> Result<bool, Reply> {
+        if let Some(refusal) = self.too_far_ahead(record.meta.hlc) {
             metrics::counter!(m::CLOCK_AHEAD).increment(1);
             return Err(refusal);
         }
-        if let Some(refusal) = self.stamped_before_lease(&skey, c.req, &c.record) {
+        if let Some(refusal) = self.stamped_before_lease(&skey, req, &record) {
             metrics::counter!(m::CLOCK_BEHIND).increment(1);
             return Err(refusal);
         }
-        let mut record = c.record;
-        if !c.keep_writer {
-            record.meta.last_writer = c.req;
+        if !keep_writer {
+            record.meta.last_writer = req;
         }
         // The copy the prepare found is still the one here (the lease was ours throughout): read it
         // again only when it is newer, to send it back.
-        let seen = self.leases.seen(&skey, c.req);
+        let seen = self.leases.seen(&skey, req);
         let settled = seen.is_some_and(|copy| copy.is_none_or(|order| order <= record.meta.order()));
         if !settled {
             if let Some(cur) = self.load(&skey, false)?.filter(|cur| cur.meta.newer_than(&record.meta)) {
@@ -81,9 +96,7 @@ impl StoreNode {
                 return Err(Reply::with_copy(Status::ConditionFailed, Some(reply_copy(cur, false))));
             }
         }
-        let mut mutations = Vec::with_capacity(2);
-        let logged = self.put_committed(skey, record, &mut mutations);
-        Ok(StagedCommit { mutations, pinned, logged })
+        Ok(self.put_committed(skey, record, batch))
     }
 }
 

@@ -3,7 +3,6 @@ use vesta_proto::{CommitBatch, Reply, Status};
 use crate::lease::{Claim, Pinned};
 use crate::metrics as m;
 use crate::node::{Need, StoreNode};
-use crate::ops::reply_copy;
 
 impl StoreNode {
     /// Phase two of a multi-key write: installs every record of the batch in one engine write batch,
@@ -52,27 +51,11 @@ impl StoreNode {
             };
         }
         let (mut batch, mut logged) = (Vec::with_capacity(skeys.len()), 0u64);
-        for (skey, (_, mut record)) in skeys.iter().zip(c.items) {
-            if let Some(refusal) = self.too_far_ahead(record.meta.hlc) {
-                metrics::counter!(m::CLOCK_AHEAD).increment(1);
-                return refusal;
-            }
-            if let Some(refusal) = self.stamped_before_lease(skey, c.req, &record) {
-                metrics::counter!(m::CLOCK_BEHIND).increment(1);
-                return refusal;
-            }
-            record.meta.last_writer = c.req;
-            let seen = self.leases.seen(skey, c.req);
-            let settled = seen.is_some_and(|copy| copy.is_none_or(|order| order <= record.meta.order()));
-            match if settled { Ok(None) } else { self.load(skey, false) } {
+        for (skey, (_, record)) in skeys.into_iter().zip(c.items) {
+            match self.checked_commit(skey, c.req, record, false, &mut batch) {
+                Ok(was_logged) => logged += was_logged as u64,
                 Err(reply) => return reply,
-                Ok(Some(cur)) if cur.meta.newer_than(&record.meta) => {
-                    metrics::counter!(m::STALE_COMMITS).increment(1);
-                    return Reply::with_copy(Status::ConditionFailed, Some(reply_copy(cur, false)));
-                }
-                Ok(_) => {}
             }
-            logged += self.put_committed(skey.clone(), record, &mut batch) as u64;
         }
         match self.store_all(batch, &mut pinned).await {
             Ok(()) => {
