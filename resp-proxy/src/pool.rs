@@ -140,8 +140,12 @@ impl NodePool {
         n.local.is_some() || lock(&n.conn).as_ref().is_some_and(|c| !c.is_closed())
     }
 
-    pub async fn call(&self, node: NodeIndex, request: Request) -> Result<Response, NodeError> {
-        self.call_within(node, request, self.timeout).await
+    pub fn call(
+        &self,
+        node: NodeIndex,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, NodeError>> + Send + '_ {
+        self.call_within(node, request, self.timeout)
     }
 
     /// Like [`call`](Self::call) with another timeout (a commit may wait for the disk longer than a
@@ -159,7 +163,13 @@ impl NodePool {
             self.fits(&request)?;
             return tokio::time::timeout(timeout, local.call(request)).await.map_err(|_| NodeError::Timeout);
         }
-        let conn = self.connection(&n).await?;
+        // Boxed: the call over a connection holds the request a few times over (KiBs), and every call's
+        // future (in-process ones included) would otherwise be that large, copied as it moves.
+        Box::pin(self.call_remote(&n, request, timeout)).await
+    }
+
+    async fn call_remote(&self, n: &Node, request: Request, timeout: Duration) -> Result<Response, NodeError> {
+        let conn = self.connection(n).await?;
         let received = conn.bytes_received();
         match tokio::time::timeout(timeout, conn.call(request)).await {
             Ok(Ok(response)) => {
@@ -173,7 +183,7 @@ impl NodePool {
                 Err(NodeError::Unencodable)
             }
             Ok(Err(_closed)) => {
-                self.mark_down(&n);
+                self.mark_down(n);
                 Err(NodeError::Down)
             }
             // Silent only if nothing at all arrived meanwhile: a connection carrying a large value to
@@ -183,7 +193,7 @@ impl NodePool {
                 if n.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= TIMEOUTS_BEFORE_RECONNECT {
                     n.timeouts.store(0, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(node = %n.addr, "store node silent; reconnecting");
-                    self.mark_down(&n);
+                    self.mark_down(n);
                 }
                 Err(NodeError::Timeout)
             }
@@ -197,6 +207,12 @@ impl NodePool {
         if lock(&n.retry).0 > Instant::now() {
             return Err(NodeError::Down);
         }
+        // Dialling (a TLS handshake included) takes a large future; boxed, it does not make every
+        // call's future that large.
+        Box::pin(self.connect(n)).await
+    }
+
+    async fn connect(&self, n: &Node) -> Result<NodeConnection, NodeError> {
         let _one_at_a_time = n.connecting.lock().await;
         if let Some(c) = lock(&n.conn).as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());

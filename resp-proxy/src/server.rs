@@ -859,6 +859,9 @@ fn after_earlier(
     bounded: bool,
     reply: impl Future<Output = Reply> + Send + 'static,
 ) -> Outcome {
+    // A command's future holds its whole two-phase commit (KiBs): boxed once here, it is not copied
+    // again as it moves into its task.
+    let reply = Box::pin(reply);
     let (admitted, waiting) = match bounded.then(|| proxy.shared.admission.admit()) {
         None => (None, None),
         Some(Admit::Now(permit)) => (Some(permit), None),

@@ -230,29 +230,47 @@ impl StoreNode {
         &self.engine
     }
 
+    /// Answers a request that never waits (prepare, abort, read) at once, recording its metrics; gives
+    /// any other request back. An in-process caller (`vesta dev`) answers most requests this way
+    /// without building the future of [`handle`](Self::handle), whose size (every operation's state)
+    /// would be allocated and copied for each of them.
+    pub fn handle_now(&self, request: Request) -> Result<Response, Request> {
+        let (op, started) = (request.kind(), Instant::now());
+        let reply = match request {
+            Request::Prepare(p) => self.prepare(p),
+            Request::Abort(a) => self.abort(a),
+            Request::Read(r) => self.read(r),
+            other => return Err(other),
+        };
+        Ok(self.answered(op, started, Response::Reply(reply)))
+    }
+
     /// Runs one request, recording its metrics.
     pub async fn handle(&self, request: Request) -> Response {
-        let request = match request {
+        let request = match self.handle_now(request) {
+            Ok(response) => return response,
             // Each request of a batch is counted as its own operation.
-            Request::Batch(requests) => return Response::Batch(self.batch(requests).await),
-            request => request,
+            Err(Request::Batch(requests)) => return Response::Batch(self.batch(requests).await),
+            Err(request) => request,
         };
         let op = request.kind();
         let started = Instant::now();
+        // Operations other than commits are rare, and some have large futures: they are boxed, so that
+        // every request's future is only as large as a commit's.
         let response = match request {
             Request::Prepare(p) => Response::Reply(self.prepare(p)),
             Request::Commit(c) => Response::Reply(self.commit(c).await),
-            Request::CommitBatch(c) => Response::Reply(self.commit_batch(c).await),
+            Request::CommitBatch(c) => Response::Reply(Box::pin(self.commit_batch(c)).await),
             Request::Abort(a) => Response::Reply(self.abort(a)),
             Request::Read(r) => Response::Reply(self.read(r)),
-            Request::Repair(r) => Response::Reply(self.repair(r).await),
-            Request::MarkDelete(d) => Response::Reply(self.mark_delete(d).await),
+            Request::Repair(r) => Response::Reply(Box::pin(self.repair(r)).await),
+            Request::MarkDelete(d) => Response::Reply(Box::pin(self.mark_delete(d)).await),
             Request::Scan(s) => match self.scan(s) {
                 Ok(page) => Response::Scan(page),
                 Err(reply) => Response::Reply(reply),
             },
-            Request::Clone(c) => Response::Reply(self.clone_records(c).await),
-            Request::Transfer(t) => match self.transfer(t).await {
+            Request::Clone(c) => Response::Reply(Box::pin(self.clone_records(c)).await),
+            Request::Transfer(t) => match Box::pin(self.transfer(t)).await {
                 Ok(done) => Response::Transferred(done),
                 Err(reply) => Response::Reply(reply),
             },
@@ -260,12 +278,12 @@ impl StoreNode {
                 Ok(counts) => Response::Inventory(counts),
                 Err(reply) => Response::Reply(reply),
             },
-            Request::Rebuild(step) => Response::Reply(self.rebuild(step).await),
+            Request::Rebuild(step) => Response::Reply(Box::pin(self.rebuild(step)).await),
             Request::ReadLog(r) => match self.read_log(r) {
                 Ok(page) => Response::Log(page),
                 Err(reply) => Response::Reply(reply),
             },
-            Request::TrimLog(t) => Response::Reply(self.trim_log(t).await),
+            Request::TrimLog(t) => Response::Reply(Box::pin(self.trim_log(t)).await),
             Request::ReadLogs(reads) => Response::Logs(reads.into_iter().map(|r| self.read_log(r)).collect()),
             Request::Batch(_) => Response::Reply(Reply::error(Status::BadRequest, "a batch inside a batch")),
             Request::Replicate(_) => Response::Reply(Reply::error(
@@ -293,6 +311,10 @@ impl StoreNode {
                 })
             }
         };
+        self.answered(op, started, response)
+    }
+
+    fn answered(&self, op: &'static str, started: Instant, response: Response) -> Response {
         let status = response.status();
         metrics::counter!(m::OPERATIONS, "op" => op, "status" => status.as_str()).increment(1);
         metrics::histogram!(m::OPERATION_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
@@ -393,7 +415,8 @@ impl StoreNode {
         if forward.is_empty() {
             return Ok(());
         }
-        self.forward(forward).await
+        // Forwarding (during a handoff) is rare, and its future large.
+        Box::pin(self.forward(forward)).await
     }
 
     /// A write with no leases to release afterwards (housekeeping, dropping shards).

@@ -60,6 +60,7 @@ on_both_engines!(
     a_commit_stamped_before_its_lease_is_refused_with_the_change_log_on,
     a_copy_from_another_site_keeps_its_writer,
     a_batch_answers_each_request_as_if_alone_in_order,
+    handle_now_answers_what_never_waits_and_gives_back_the_rest,
 );
 
 async fn prepare_on_absent_record(h: Harness) {
@@ -915,4 +916,38 @@ async fn a_batch_answers_each_request_as_if_alone_in_order(h: Harness) {
     // A batch is not an operation of its own: a nested one is refused, item by item.
     let Response::Batch(nested) = h.call(Request::Batch(vec![Request::Batch(vec![])])).await else { panic!() };
     assert_eq!(nested[0].status(), Status::BadRequest);
+}
+
+/// `handle_now` (how `vesta dev` calls its in-process nodes) answers prepares, aborts and reads exactly
+/// as `handle` does, and gives every request that may wait (a commit) back untouched, unanswered.
+async fn handle_now_answers_what_never_waits_and_gives_back_the_rest(h: Harness) {
+    h.write(10, "k", 5, "v1", 0).await;
+    let prepare = |req: u128| {
+        Request::Prepare(Prepare {
+            req: RequestId(req),
+            target: target("k"),
+            kind: PrepareKind::Set,
+            condition: None,
+            want_value: true,
+        })
+    };
+    let Ok(Response::Reply(granted)) = h.node.handle_now(prepare(1)) else { panic!("a prepare is answered at once") };
+    assert_eq!((granted.status, granted.copy.map(|c| c.value)), (Status::Ok, Some(Bytes::from("v1"))));
+    assert_eq!(h.reply(prepare(2)).await.status, Status::Locked, "the lease handle_now granted holds");
+    let commit = Request::Commit(Commit {
+        req: RequestId(1),
+        target: target("k"),
+        record: record(1, 6, "v2", 0),
+        keep_writer: false,
+    });
+    let Err(given_back) = h.node.handle_now(commit.clone()) else { panic!("a commit is not answered at once") };
+    assert_eq!(given_back, commit);
+    assert_eq!(h.read("k").await.copy.unwrap().value, "v1", "nothing was committed");
+    assert_eq!(h.reply(given_back).await.status, Status::Ok);
+    let read = Request::Read(Read { target: target("k"), want_value: true });
+    let Ok(Response::Reply(now)) = h.node.handle_now(read) else { panic!("a read is answered at once") };
+    assert_eq!(now.copy.unwrap().value, "v2");
+    let abort = Request::Abort(Abort { req: RequestId(3), target: target("k") });
+    assert!(matches!(h.node.handle_now(abort), Ok(Response::Reply(_))));
+    assert!(h.node.handle_now(Request::Ping).is_err());
 }

@@ -118,6 +118,10 @@ impl LocalNode for InProcess {
     /// on a node across the network: a caller that stops waiting (the per-node timeout) must not cancel
     /// a commit half-way. Most operations finish at once and need no task.
     fn call(&self, request: Request) -> Pin<Box<dyn Future<Output = Response> + Send + 'static>> {
+        let request = match self.0.handle_now(request) {
+            Ok(done) => return Box::pin(std::future::ready(done)),
+            Err(request) => request,
+        };
         let node = self.0.clone();
         let mut op = Box::pin(async move { node.handle(request).await });
         if let Some(done) = op.as_mut().now_or_never() {
