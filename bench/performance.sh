@@ -3,7 +3,8 @@
 # measured in the same run, printed as one table with the ratios:
 #
 #  1. `vesta dev` (default flags): redis-benchmark SET, GET, INCR at pipeline 1 and 16 (50 clients,
-#     -r 100000 -d 16): requests/s, the ratio to redis-server, p50 and p99.
+#     -r 100000 -d 16): requests/s, the ratio to redis-server, p50 and p99, and the CPU time each server
+#     used per request (user + system, from /proc: it moves far less between runs than throughput).
 #  2. Separate processes over TCP: 3 `vesta store` (one per zone, RocksDB, --sync periodic) and one
 #     `vesta proxy` with a static topology file: SET and GET at pipeline 1.
 #  3. One hot counter, 50 clients INCR the same key: redis-benchmark (then GET must answer n), and
@@ -97,6 +98,22 @@ rb() {
     fi
 }
 
+# cpu_ticks PID: user + system CPU time the process has used so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo -; }
+declare -A cpu_us
+# rb_cpu KEY PID LABEL PORT REQUESTS PIPELINE ARGS…: rb, and the server's CPU microseconds per request in
+# cpu_us[KEY] — a figure that moves far less between runs than throughput on a shared machine, and that
+# tells where a ratio comes from (work per request, not waiting).
+rb_cpu() {
+    local key=$1 pid=$2 n=$5 before after
+    shift 2
+    before="$(cpu_ticks "$pid")"
+    rb "$key" "$@"
+    after="$(cpu_ticks "$pid")"
+    cpu_us[$key]="$(awk -v a="$before" -v b="$after" -v t="$(getconf CLK_TCK)" -v n="$n" \
+        'BEGIN { if (a == "-" || b == "-" || n == 0) print "-"; else printf "%.1f", (b - a) / t * 1e6 / n }')"
+}
+
 # --- vesta-bench ---------------------------------------------------------------------------------------
 # field FILE NAME: NAME=value of the `result:` line of a vesta-bench output ("-" if absent).
 field() {
@@ -149,6 +166,7 @@ declare -A goal=([dev|set|1]=0.5 [dev|get|1]=0.8 [dev|incr|1]=0.5 [dev|set|16]=0
 redis_port="$(free_port)"
 log "$(cores) cores; load average $load_before; starting redis-server $(redis_version) (no persistence)"
 start_redis redis "$redis_port"
+redis_pid=$last_pid
 
 # --- 1. vesta dev --------------------------------------------------------------------------------------
 dev_port=
@@ -174,13 +192,15 @@ if want dev || want half || want burst; then
         n=$requests
         ((pipe > 1)) && n=$requests_pipelined
         for t in "${dev_tests[@]}"; do
-            rb "redis|$t|$pipe" "${t^^} P$pipe -> redis-server" "$redis_port" "$n" "$pipe" -t "$t" -r "$keyspace" -d "$size"
-            rb "dev|$t|$pipe" "${t^^} P$pipe -> vesta dev" "$dev_port" "$n" "$pipe" -t "$t" -r "$keyspace" -d "$size"
+            rb_cpu "redis|$t|$pipe" "$redis_pid" "${t^^} P$pipe -> redis-server" "$redis_port" "$n" "$pipe" -t "$t" \
+                -r "$keyspace" -d "$size"
+            rb_cpu "dev|$t|$pipe" "$dev_pid" "${t^^} P$pipe -> vesta dev" "$dev_port" "$n" "$pipe" -t "$t" \
+                -r "$keyspace" -d "$size"
             row 1 "vesta dev ${t^^} P$pipe (req/s)" "${rps[redis|$t|$pipe]}" "${rps[dev|$t|$pipe]}" \
                 "$(ratio "${rps[dev|$t|$pipe]}" "${rps[redis|$t|$pipe]}")" \
                 "$(ms_pair "${p50[redis|$t|$pipe]}" "${p99[redis|$t|$pipe]}")" \
                 "$(ms_pair "${p50[dev|$t|$pipe]}" "${p99[dev|$t|$pipe]}")" \
-                "goal >= ${goal[dev|$t|$pipe]}; $(notes "redis|$t|$pipe" "dev|$t|$pipe")"
+                "goal >= ${goal[dev|$t|$pipe]}; CPU us/request redis ${cpu_us[redis|$t|$pipe]}, vesta ${cpu_us[dev|$t|$pipe]}; $(notes "redis|$t|$pipe" "dev|$t|$pipe")"
         done
     done
     log "step 1 took $((SECONDS - step_started)) s"
