@@ -256,7 +256,8 @@ impl StoreNode {
         let op = request.kind();
         let started = Instant::now();
         // Operations other than commits are rare, and some have large futures: they are boxed, so that
-        // every request's future is only as large as a commit's.
+        // every request's future is only as large as a commit's. (Prepares, aborts and reads were
+        // answered by `handle_now`; their arms keep this match whole.)
         let response = match request {
             Request::Prepare(p) => Response::Reply(self.prepare(p)),
             Request::Commit(c) => Response::Reply(self.commit(c).await),
