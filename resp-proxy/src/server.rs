@@ -847,6 +847,11 @@ fn finished(me: &Client, resp3: bool, reply: Reply) -> Pending {
 /// spawned first and admitted inside waited in the runtime's queue instead, where no bound sees them:
 /// measured at 1.5x capacity, 0.4 s mean wait between spawn and first poll, while the gate saw 0–1
 /// commands in flight and refused nothing.
+///
+/// A command that must follow earlier ones asks the gate only once they have finished. Its wait is its
+/// own connection's order, not the proxy's load: held in the gate, a pipeline of 1,000 commands on a few
+/// keys filled every slot with commands waiting for each other and stood in the queue long enough for
+/// CoDel to refuse its own commands (and others') on an idle proxy.
 #[allow(clippy::too_many_arguments)]
 fn after_earlier(
     proxy: &Arc<Proxy>,
@@ -862,6 +867,37 @@ fn after_earlier(
     // A command's future holds its whole two-phase commit (KiBs): boxed once here, it is not copied
     // again as it moves into its task.
     let reply = Box::pin(reply);
+    let started = Instant::now();
+    if earlier.is_empty() {
+        return admit_and_run(proxy, me, resp3, spec, args, done, bounded, started, reply);
+    }
+    let (proxy, me) = (proxy.clone(), me.clone());
+    Outcome::Later(Box::pin(async move {
+        for mut e in earlier {
+            // Resolves (with an error) once that command's sender is dropped, i.e. it finished.
+            let _ = e.wait_for(|_| false).await;
+        }
+        match admit_and_run(&proxy, &me, resp3, spec, args, done, bounded, started, reply) {
+            Outcome::Now(resp3, reply) => finished(&me, resp3, reply).await,
+            Outcome::Later(pending) => pending.await,
+        }
+    }))
+}
+
+/// [`after_earlier`] once nothing is left to follow: through the admission gate (when `bounded`) into
+/// a task of its own.
+#[allow(clippy::too_many_arguments)]
+fn admit_and_run<F: Future<Output = Reply> + Send + 'static>(
+    proxy: &Arc<Proxy>,
+    me: &Arc<Client>,
+    resp3: bool,
+    spec: &'static cmd::Spec,
+    args: Vec<Bytes>,
+    done: Option<watch::Sender<()>>,
+    bounded: bool,
+    started: Instant,
+    reply: Pin<Box<F>>,
+) -> Outcome {
     let (admitted, waiting) = match bounded.then(|| proxy.shared.admission.admit()) {
         None => (None, None),
         Some(Admit::Now(permit)) => (Some(permit), None),
@@ -878,11 +914,6 @@ fn after_earlier(
     let proxy = proxy.clone();
     let spawn = move |permit: Option<Permit>| {
         tokio::spawn(async move {
-            let started = Instant::now();
-            for mut e in earlier {
-                // Resolves (with an error) once that command's sender is dropped, i.e. it finished.
-                let _ = e.wait_for(|_| false).await;
-            }
             let running = Instant::now();
             let reply = reply.await;
             drop(permit);

@@ -171,6 +171,25 @@ async fn a_burst_beyond_max_in_flight_is_refused_at_once_while_the_rest_succeeds
     assert!(scrape(port).contains("vesta_proxy_overload_refusals_total{"), "{}", scrape(port));
 }
 
+/// Commands that wait for their own connection's earlier commands on the same key are not load: they
+/// ask the gate only once those have finished. With one slot and a queue of one, a pipeline of 200
+/// INCRs on one key used to take the slot and the queue with its first two commands and be refused the
+/// other 198 while they waited for each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_on_one_key_is_not_refused_for_waiting_on_itself() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        proxy_flags: flags(&["--max-in-flight", "1", "--surge-queue-len", "1"]),
+        ..ClusterOptions::default()
+    });
+    let n = 200;
+    let mut raw = cluster.raw().await;
+    let pipeline: Vec<u8> = (0..n).flat_map(|_| encode_command(&["INCR", "own-order:counter"])).collect();
+    raw.send_raw(&pipeline).await;
+    for i in 1..=n {
+        assert_eq!(raw.read_reply().await, format!(":{i}\r\n"), "reply {i}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_accept_rate_wait_instead_of_being_refused() {
     let port = free_port();
