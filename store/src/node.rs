@@ -236,13 +236,19 @@ impl StoreNode {
     /// would be allocated and copied for each of them.
     pub fn handle_now(&self, request: Request) -> Result<Response, Request> {
         let (op, started) = (request.kind(), Instant::now());
-        let reply = match request {
-            Request::Prepare(p) => self.prepare(p),
-            Request::Abort(a) => self.abort(a),
-            Request::Read(r) => self.read(r),
-            other => return Err(other),
-        };
+        let reply = self.answer_now(request)?;
         Ok(self.answered(op, started, Response::Reply(reply)))
+    }
+
+    /// The operations that never wait, answered (without metrics: the caller records them); any other
+    /// request given back.
+    pub(crate) fn answer_now(&self, request: Request) -> Result<Reply, Request> {
+        match request {
+            Request::Prepare(p) => Ok(self.prepare(p)),
+            Request::Abort(a) => Ok(self.abort(a)),
+            Request::Read(r) => Ok(self.read(r)),
+            other => Err(other),
+        }
     }
 
     /// Runs one request, recording its metrics.

@@ -35,13 +35,9 @@ impl StoreNode {
                     }
                     Err(reply) => Some(reply),
                 },
-                Request::Prepare(p) => Some(self.prepare(p)),
-                Request::Abort(a) => Some(self.abort(a)),
-                Request::Read(r) => Some(self.read(r)),
-                other => Some(Reply::error(
-                    Status::BadRequest,
-                    format!("a {} request cannot travel in a batch", other.kind()),
-                )),
+                other => Some(self.answer_now(other).unwrap_or_else(|other| {
+                    Reply::error(Status::BadRequest, format!("a {} request cannot travel in a batch", other.kind()))
+                })),
             };
             responses.push(answered.map(Response::Reply));
         }
