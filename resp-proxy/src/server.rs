@@ -864,12 +864,11 @@ fn after_earlier(
     bounded: bool,
     reply: impl Future<Output = Reply> + Send + 'static,
 ) -> Outcome {
-    // A command's future holds its whole two-phase commit (KiBs): boxed once here, it is not copied
-    // again as it moves into its task.
-    let reply = Box::pin(reply);
-    let started = Instant::now();
+    // A command's future holds its whole two-phase commit (KiBs): boxed once here (in `Run`), it is not
+    // copied again as it moves into its task.
+    let run = Run { resp3, spec, args, done, bounded, started: Instant::now(), reply: Box::pin(reply) };
     if earlier.is_empty() {
-        return admit_and_run(proxy, me, resp3, spec, args, done, bounded, started, reply);
+        return admit_and_run(proxy, me, run);
     }
     let (proxy, me) = (proxy.clone(), me.clone());
     Outcome::Later(Box::pin(async move {
@@ -877,27 +876,33 @@ fn after_earlier(
             // Resolves (with an error) once that command's sender is dropped, i.e. it finished.
             let _ = e.wait_for(|_| false).await;
         }
-        match admit_and_run(&proxy, &me, resp3, spec, args, done, bounded, started, reply) {
+        match admit_and_run(&proxy, &me, run) {
             Outcome::Now(resp3, reply) => finished(&me, resp3, reply).await,
             Outcome::Later(pending) => pending.await,
         }
     }))
 }
 
-/// [`after_earlier`] once nothing is left to follow: through the admission gate (when `bounded`) into
-/// a task of its own.
-#[allow(clippy::too_many_arguments)]
-fn admit_and_run<F: Future<Output = Reply> + Send + 'static>(
-    proxy: &Arc<Proxy>,
-    me: &Arc<Client>,
+/// A command of [`after_earlier`], with what it needs once it may start.
+struct Run<F> {
     resp3: bool,
     spec: &'static cmd::Spec,
     args: Vec<Bytes>,
+    /// Dropped when the command has finished (or will never run): later commands on its keys go on.
     done: Option<watch::Sender<()>>,
     bounded: bool,
     started: Instant,
     reply: Pin<Box<F>>,
+}
+
+/// [`after_earlier`] once nothing is left to follow: through the admission gate (when `bounded`) into
+/// a task of its own.
+fn admit_and_run<F: Future<Output = Reply> + Send + 'static>(
+    proxy: &Arc<Proxy>,
+    me: &Arc<Client>,
+    run: Run<F>,
 ) -> Outcome {
+    let Run { resp3, spec, args, done, bounded, started, reply } = run;
     let (admitted, waiting) = match bounded.then(|| proxy.shared.admission.admit()) {
         None => (None, None),
         Some(Admit::Now(permit)) => (Some(permit), None),
