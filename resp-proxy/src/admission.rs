@@ -14,10 +14,11 @@
 //! silence and the queue is bounded: beyond `surge_queue_len` waiting commands, a new one is refused at
 //! once, and a command that has waited for its whole deadline is refused then.
 //!
-//! CoDel's usual 5 ms / 100 ms refused commands of well-behaved pipelining clients (50 connections × 16
-//! pipelined commands keep more than `max_in_flight` waiting, about 20 ms at capacity on 2 cores), so
-//! the defaults are 20 ms / 200 ms: those pipelines run unrefused, and a burst at 3x capacity is still
-//! refused as it comes, with no timeouts (README → Benchmarks has the figures).
+//! CoDel's usual 5 ms / 100 ms refused most commands of pipelining clients at capacity (50 connections
+//! × 16 pipelined commands keep more than `max_in_flight` waiting), so the defaults are 20 ms / 200 ms.
+//! On 2 cores such a pipeline stands 30–40 ms in the queue and is still refused in part in some runs; a
+//! 50 ms target runs it unrefused but let a 3x burst's p99 past the client deadline, which 20 ms keeps
+//! (README → Benchmarks has the figures).
 //!
 //! Only data commands (those that reach the store nodes) are admitted here; proxy-local commands (PING,
 //! INFO, CONFIG …) answer whatever the load.
