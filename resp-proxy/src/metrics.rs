@@ -15,6 +15,9 @@ pub const QUORUM: &str = "vesta_proxy_quorum_total";
 /// Writes taken along by another write of the same key (`carried`/`carried_failed` in [`QUORUM`]):
 /// how many one write took, per write that took any.
 pub const RIDERS: &str = "vesta_proxy_write_riders";
+/// Commands of one pipeline run as one group (writes: one round of prepares and one of commits per
+/// store node; reads: one batch of reads per node), per group of more than one; `op` = write or read.
+pub const GROUPED: &str = "vesta_proxy_grouped_commands";
 /// Write attempts started over because the prepare leases were (nearly) over when the decision could
 /// be made (a stalled coordinator, slow replies).
 pub const LATE_DECISIONS: &str = "vesta_proxy_late_decisions_total";

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use vesta_proto::{PrepareKind, Record};
 
-use crate::coordinator::{CoordError, Coordinator, Decision, KeyName, ManyDecision};
+use crate::coordinator::{CoordError, Coordinator, Decision, KeyName, KeyWrite, ManyDecision};
 use crate::resp::Reply;
 use snapshot::Snapshot;
 
@@ -381,6 +381,31 @@ impl DataCommand {
         }
     }
 
+    /// The command as a write of one key (which [`Coordinator::write_group`] can run with others), or
+    /// back if it is not one.
+    pub fn into_key_write(self, ns: Bytes) -> Result<KeyWrite, DataCommand> {
+        let Access::Write(kind, want_value) = self.access() else { return Err(self) };
+        let keys = self.keys(&ns);
+        let [key] = keys.as_slice() else { return Err(self) };
+        let (namespace, key) = (key.namespace.clone(), key.key.clone());
+        let decide = move |live: Option<&Record>, now: u64| {
+            let mut s = Snapshot::new(ns.clone(), now, &keys, vec![live.cloned()]);
+            let reply = self.apply(&mut s);
+            match s.into_changes().pop() {
+                Some((_, change)) => Decision::Write(change, reply),
+                None => Decision::Answer(reply),
+            }
+        };
+        Ok(KeyWrite { namespace, key, kind, want_value, decide: Box::new(decide) })
+    }
+
+    /// The reply of a read of one key, `key`, on its newest live copy (as [`Coordinator::read`] returns
+    /// it) at `now`.
+    pub fn answer_read(&self, ns: Bytes, key: KeyName, copy: Option<Record>, now: u64) -> Reply {
+        let mut s = Snapshot::new(ns, now, &[key], vec![copy]);
+        self.apply(&mut s)
+    }
+
     /// Runs the command on its own: quorum reads for a read, one two-phase commit over all its keys for
     /// a write.
     pub async fn execute(self, coord: Arc<Coordinator>, ns: Bytes) -> Reply {
@@ -393,33 +418,24 @@ impl DataCommand {
                 }
                 Err(e) => Err(e),
             },
-            Access::Write(kind, want_value) if keys.len() == 1 => {
-                let key = keys[0].clone();
-                coord
-                    .write(&key.namespace, &key.key, kind, want_value, move |live, now| {
-                        let mut s = Snapshot::new(ns.clone(), now, &keys, vec![live.cloned()]);
-                        let reply = self.apply(&mut s);
-                        match s.into_changes().pop() {
-                            Some((_, change)) => Decision::Write(change, reply),
-                            None => Decision::Answer(reply),
-                        }
-                    })
-                    .await
-            }
-            Access::Write(..) => {
-                coord
-                    .write_many(&keys, |copies, now| {
-                        let mut s = Snapshot::new(ns.clone(), now, &keys, copies.iter().map(|c| c.cloned()).collect());
-                        let reply = self.apply(&mut s);
-                        let changes = s.into_changes();
-                        if changes.is_empty() {
-                            ManyDecision::Answer(reply)
-                        } else {
-                            ManyDecision::Write(changes, reply)
-                        }
-                    })
-                    .await
-            }
+            Access::Write(..) => match self.into_key_write(ns.clone()) {
+                Ok(w) => coord.write(&w.namespace, &w.key, w.kind, w.want_value, w.decide).await,
+                Err(command) => {
+                    coord
+                        .write_many(&keys, |copies, now| {
+                            let copies = copies.iter().map(|c| c.cloned()).collect();
+                            let mut s = Snapshot::new(ns.clone(), now, &keys, copies);
+                            let reply = command.apply(&mut s);
+                            let changes = s.into_changes();
+                            if changes.is_empty() {
+                                ManyDecision::Answer(reply)
+                            } else {
+                                ManyDecision::Write(changes, reply)
+                            }
+                        })
+                        .await
+                }
+            },
         };
         result.unwrap_or_else(|e| e.reply())
     }

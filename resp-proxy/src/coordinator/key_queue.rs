@@ -150,6 +150,19 @@ impl KeyQueue {
         }
     }
 
+    /// The turn on (namespace, key) if no write of this proxy holds it now; `None` (and nothing queued)
+    /// otherwise.
+    pub(super) fn try_turn(&self, namespace: &Bytes, key: &Bytes) -> Option<Turn> {
+        let k = (namespace.clone(), key.clone());
+        match self.keys.entry(k.clone()) {
+            dashmap::Entry::Vacant(v) => {
+                v.insert(VecDeque::new());
+                Some(Turn { keys: self.keys.clone(), key: k, held: true })
+            }
+            dashmap::Entry::Occupied(_) => None,
+        }
+    }
+
     /// Takes the turn if the key is free, or queues for it.
     fn enter(&self, namespace: &Bytes, key: &Bytes, ride: Option<Arc<Ride>>) -> Result<Turn, oneshot::Receiver<Turn>> {
         let k = (namespace.clone(), key.clone());

@@ -4,9 +4,11 @@
 //! anything) and what to answer — and the coordinator does the rest: prepare on the storage group,
 //! pick the newest copy of a write quorum, commit, repair, retry on contention.
 
+mod group;
 mod hlc;
 mod key_queue;
 mod read;
+mod read_group;
 mod reencrypt;
 mod scan;
 mod sealing;
@@ -24,6 +26,7 @@ use bytes::Bytes;
 use vesta_proto::clock::Clock;
 use vesta_proto::{KeyRef, Record, Request, RequestId};
 
+pub use group::KeyWrite;
 use hlc::Hlc;
 use key_queue::KeyQueue;
 pub use reencrypt::ReencryptPage;

@@ -117,6 +117,109 @@ impl CommitOutcome {
     }
 }
 
+/// What one key's prepares have come to so far: the replicas that granted a lease, with their copies
+/// and grants (same order), and why the others did not.
+pub(super) struct Leases {
+    granted: Vec<NodeIndex>,
+    copies: Vec<Option<Record>>,
+    grants: Vec<Grant>,
+    /// Replicas asked (the storage group).
+    group: usize,
+    answered: usize,
+    locked: usize,
+    failed: usize,
+    moved: usize,
+}
+
+impl Leases {
+    pub(super) fn new(group: usize) -> Self {
+        Leases {
+            granted: Vec::new(),
+            copies: Vec::new(),
+            grants: Vec::new(),
+            group,
+            answered: 0,
+            locked: 0,
+            failed: 0,
+            moved: 0,
+        }
+    }
+
+    /// Counts one replica's answer to the prepare (an `Err`: no answer).
+    pub(super) fn take(&mut self, node: NodeIndex, answer: Result<Response, NodeError>) {
+        self.answered += 1;
+        match answer {
+            Ok(Response::Reply(r)) if r.status.holds_lease() => {
+                self.granted.push(node);
+                self.copies.push(r.copy);
+                self.grants.push(Grant { lease_ms: r.lease_ms, node_wall_ms: r.node_wall_ms });
+            }
+            Ok(Response::Reply(NodeReply { status: Status::Locked, .. })) => self.locked += 1,
+            Ok(Response::Reply(NodeReply { status: Status::NotOwner, .. })) => self.moved += 1,
+            _ => self.failed += 1,
+        }
+    }
+
+    pub(super) fn enough(&self, w: usize) -> bool {
+        self.granted.len() >= w
+    }
+
+    /// Every replica answered (or failed to).
+    pub(super) fn all_in(&self) -> bool {
+        self.answered >= self.group
+    }
+
+    /// The replicas holding a lease for this write.
+    pub(super) fn nodes(&self) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.granted.iter().copied()
+    }
+
+    /// Why fewer than W leases were granted: the shard moving, contention (enough replicas answered),
+    /// or too few replicas reachable.
+    pub(super) fn shortfall(&self, w: usize) -> Failed {
+        let reached = self.group - self.failed - self.moved;
+        if self.moved > 0 {
+            Failed::Moved
+        } else if reached >= w && self.locked > 0 {
+            Failed::Contended
+        } else {
+            Failed::Final(CoordError::Unavailable { reached, needed: w })
+        }
+    }
+}
+
+/// A write's decision, made on its leases: answer without writing, or commit this record.
+pub(super) enum Decided {
+    Answer(Reply),
+    Commit { record: Record, reply: Reply, keep_writer: bool },
+}
+
+impl Decided {
+    fn into_reply(self) -> Reply {
+        match self {
+            Decided::Answer(reply) | Decided::Commit { reply, .. } => reply,
+        }
+    }
+}
+
+/// What one write's commits came to.
+#[derive(Default)]
+pub(super) struct Commits {
+    acked: usize,
+    /// Replicas whose commit went unanswered: repairable once W applied it.
+    unknown: Vec<NodeIndex>,
+}
+
+impl Commits {
+    pub(super) fn take(&mut self, node: NodeIndex, outcome: CommitOutcome) {
+        match outcome {
+            CommitOutcome::Applied => self.acked += 1,
+            CommitOutcome::Refused => {}
+            CommitOutcome::Unknown => self.unknown.push(node),
+        }
+    }
+}
+
 impl Coordinator {
     /// Runs one read-modify-write of `key` through two-phase commit. `decide` sees the newest live copy
     /// (value included when `want_value`) and may run more than once: a contended attempt is retried
@@ -134,6 +237,22 @@ impl Coordinator {
         decide: impl FnMut(Option<&Record>, u64) -> Decision + Send + 'static,
     ) -> Result<Reply, CoordError> {
         let deadline = Instant::now() + self.settings.deadline;
+        self.write_by(namespace, key, kind, want_value, decide, deadline, 0).await
+    }
+
+    /// [`Coordinator::write`] within `deadline`, `attempt` attempts made already (by a group, see
+    /// `group`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn write_by(
+        self: &Arc<Self>,
+        namespace: &Bytes,
+        key: &Bytes,
+        kind: PrepareKind,
+        want_value: bool,
+        decide: impl FnMut(Option<&Record>, u64) -> Decision + Send + 'static,
+        deadline: Instant,
+        mut attempt: u32,
+    ) -> Result<Reply, CoordError> {
         let (turn, mut own) = match self.queue.join(namespace, key, want_value, Box::new(decide), deadline).await {
             Joined::Turn(turn, own) => (turn, own),
             Joined::Settled(settled) => {
@@ -146,7 +265,6 @@ impl Coordinator {
         // A rider fits if the copy this write prepares has what its decision needs.
         let fits = |ride: &Ride| want_value || !ride.want_value;
         let mut riders: Vec<Rider> = Vec::new();
-        let mut attempt = 0;
         let outcome = loop {
             let mut decide = |live: Option<&Record>, now: u64| {
                 riders.extend(turn.take_riders(fits, MAX_RIDERS.saturating_sub(riders.len())));
@@ -288,125 +406,113 @@ impl Coordinator {
         let mut pending = self.fan_out(target.shard, &prepare);
 
         // Phase one: collect W leases (or learn that we cannot).
-        let group = pending.len();
-        // The replicas that granted a lease, with their copies and grants (same order).
-        let (mut nodes, mut copies, mut grants) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut locked, mut failed, mut moved) = (0, 0, 0);
-        while nodes.len() < w {
+        let mut leases = Leases::new(pending.len());
+        while !leases.enough(w) {
             let Some((node, answer)) = pending.next().await else { break };
-            match answer {
-                Ok(Response::Reply(r)) if r.status.holds_lease() => {
-                    nodes.push(node);
-                    copies.push(r.copy);
-                    grants.push(Grant { lease_ms: r.lease_ms, node_wall_ms: r.node_wall_ms });
-                }
-                Ok(Response::Reply(NodeReply { status: Status::Locked, .. })) => locked += 1,
-                Ok(Response::Reply(NodeReply { status: Status::NotOwner, .. })) => moved += 1,
-                _ => failed += 1,
-            }
+            leases.take(node, answer);
         }
-        let nodes = || nodes.iter().copied();
-        if copies.len() < w {
-            self.abort(req, target, nodes());
-            self.settle_late(pending, req, target.clone(), None);
-            let reached = group - failed - moved;
-            return Err(if moved > 0 {
-                Failed::Moved
-            } else if reached >= w && locked > 0 {
-                Failed::Contended
-            } else {
-                Failed::Final(CoordError::Unavailable { reached, needed: w })
-            });
-        }
-
-        // Decide on the newest copy of the quorum — if the leases still hold and the clocks agree.
-        let now = self.now_ms();
-        if let Err(failed) = self.ready_to_commit(sent, &grants, &copies, now) {
-            self.abort(req, target, nodes());
-            self.settle_late(pending, req, target.clone(), None);
-            return Err(failed);
-        }
-        // The copy decided on, in the clear (only when its value was read: without it there is nothing
-        // to open, and the decision looks at metadata only).
-        let newest = newest(copies.iter()).cloned();
-        let newest = if want_value { self.open_copy(&target.namespace, &target.key, newest) } else { Ok(newest) };
-        let newest = match newest {
-            Ok(n) => n,
-            Err(e) => {
-                self.abort(req, target, nodes());
-                self.settle_late(pending, req, target.clone(), None);
-                return Err(Failed::Final(e));
-            }
+        let decided = if leases.enough(w) {
+            self.decide_on(target, req, sent, &leases, want_value, decide)
+        } else {
+            Err(leases.shortfall(w))
         };
-        let live = newest.as_ref().filter(|r| r.meta.live_at(now));
-        let (record, reply, keep_writer) = match decide(live, now) {
-            Decision::Answer(reply) => {
-                self.abort(req, target, nodes());
+        let (record, reply, keep_writer) = match decided {
+            Ok(Decided::Commit { record, reply, keep_writer }) => (record, reply, keep_writer),
+            other => {
+                self.abort(req, target, leases.nodes());
                 self.settle_late(pending, req, target.clone(), None);
-                return Ok(reply);
-            }
-            Decision::Install(record) => match resolve_copy(newest.as_ref(), record) {
-                Resolution::Skip => {
-                    self.abort(req, target, nodes());
-                    self.settle_late(pending, req, target.clone(), None);
-                    return Ok(Reply::Int(0));
-                }
-                Resolution::Install(record) => (record, Reply::Int(1), true),
-                Resolution::Restamp(mut record) => {
-                    let seen = copies.iter().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
-                    record.meta.hlc = self.hlc.next(seen, now);
-                    (record, Reply::Int(1), false)
-                }
-            },
-            Decision::Write(value, reply) => {
-                let seen = copies.iter().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
-                (self.new_record(newest.as_ref(), value, self.hlc.next(seen, now), req, now), reply, false)
-            }
-        };
-        let record = match self.seal(&target.namespace, &target.key, record) {
-            Ok(r) => r,
-            Err(e) => {
-                self.abort(req, target, nodes());
-                self.settle_late(pending, req, target.clone(), None);
-                return Err(Failed::Final(e));
+                return other.map(|d| d.into_reply());
             }
         };
         let commit = Request::Commit(Commit { req, target: target.clone(), record: record.clone(), keep_writer });
-        // A commit no node would accept is refused now, while nothing is written (sent, it would fail
-        // on every replica and leave the leases to expire).
-        if let Err(e) = self.check_fits(&commit) {
-            self.abort(req, target, nodes());
-            self.settle_late(pending, req, target.clone(), None);
-            return Err(Failed::Final(e));
-        }
         // Late prepares that succeed still get this commit, where it is newer than their copy.
         self.settle_late(pending, req, target.clone(), Some((record.clone(), keep_writer)));
 
         // Phase two. From here on a failure means "outcome unknown", never "not written". These nodes
         // just answered, so a slow commit is a slow disk, not a dead node: it may use the client's
         // remaining time (but never less than the per-node timeout).
-        let commit_timeout = deadline.saturating_duration_since(Instant::now()).max(self.pool.timeout());
-        let mut commits: FuturesUnordered<_> = nodes()
+        let commit_timeout = self.commit_timeout(deadline);
+        let mut commits: FuturesUnordered<_> = leases
+            .nodes()
             .map(|node| {
                 let (this, commit) = (self.clone(), commit.clone());
                 async move { (node, this.pool.call_within(node, commit, commit_timeout).await) }
             })
             .collect();
-        let (mut acked, mut unknown) = (0, Vec::new());
+        let mut commits_in = Commits::default();
         while let Some((node, answer)) = commits.next().await {
-            match CommitOutcome::of(&answer) {
-                CommitOutcome::Applied => acked += 1,
-                CommitOutcome::Refused => {}
-                CommitOutcome::Unknown => unknown.push(node),
+            commits_in.take(node, CommitOutcome::of(&answer));
+        }
+        self.after_commits(target, &record, commits_in).map(|()| reply)
+    }
+
+    /// How long the commits of a write that must finish by `deadline` may take. The nodes just answered
+    /// its prepares, so a slow commit is a slow disk, not a dead node: it may use the client's remaining
+    /// time (but never less than the per-node timeout).
+    pub(super) fn commit_timeout(&self, deadline: Instant) -> std::time::Duration {
+        deadline.saturating_duration_since(Instant::now()).max(self.pool.timeout())
+    }
+
+    /// The decision of a write on the leases it holds: the newest copy of the quorum (opened when the
+    /// command wants the value) is given to `decide` — if the leases still hold and the clocks agree —
+    /// and what it decides is stamped, sealed, and checked to fit a store node's frame. Nothing is sent.
+    pub(super) fn decide_on(
+        &self,
+        target: &KeyRef,
+        req: RequestId,
+        sent: (Instant, u64),
+        leases: &Leases,
+        want_value: bool,
+        decide: &mut impl FnMut(Option<&Record>, u64) -> Decision,
+    ) -> Result<Decided, Failed> {
+        let now = self.now_ms();
+        self.ready_to_commit(sent, &leases.grants, &leases.copies, now)?;
+        // The copy decided on, in the clear (only when its value was read: without it there is nothing
+        // to open, and the decision looks at metadata only).
+        let newest = newest(leases.copies.iter()).cloned();
+        let newest = if want_value { self.open_copy(&target.namespace, &target.key, newest) } else { Ok(newest) };
+        let newest = newest.map_err(Failed::Final)?;
+        let seen = || leases.copies.iter().flatten().map(|r| r.meta.hlc).max().unwrap_or(0);
+        let live = newest.as_ref().filter(|r| r.meta.live_at(now));
+        let (record, reply, keep_writer) = match decide(live, now) {
+            Decision::Answer(reply) => return Ok(Decided::Answer(reply)),
+            Decision::Install(record) => match resolve_copy(newest.as_ref(), record) {
+                Resolution::Skip => return Ok(Decided::Answer(Reply::Int(0))),
+                Resolution::Install(record) => (record, Reply::Int(1), true),
+                Resolution::Restamp(mut record) => {
+                    record.meta.hlc = self.hlc.next(seen(), now);
+                    (record, Reply::Int(1), false)
+                }
+            },
+            Decision::Write(value, reply) => {
+                (self.new_record(newest.as_ref(), value, self.hlc.next(seen(), now), req, now), reply, false)
             }
+        };
+        let record = self.seal(&target.namespace, &target.key, record).map_err(Failed::Final)?;
+        // A commit no node would accept is refused now, while nothing is written (sent, it would fail
+        // on every replica and leave the leases to expire).
+        let commit = Request::Commit(Commit { req, target: target.clone(), record, keep_writer });
+        self.check_fits(&commit).map_err(Failed::Final)?;
+        let Request::Commit(Commit { record, .. }) = commit else { unreachable!("built as a commit just above") };
+        Ok(Decided::Commit { record, reply, keep_writer })
+    }
+
+    /// A write's outcome from its commits: W applied, and the replicas whose commit went unanswered are
+    /// repaired; fewer, and the outcome is unknown.
+    pub(super) fn after_commits(
+        self: &Arc<Self>,
+        target: &KeyRef,
+        record: &Record,
+        commits: Commits,
+    ) -> Result<(), Failed> {
+        let w = self.settings.write_quorum;
+        if commits.acked < w {
+            return Err(Failed::Final(CoordError::OutcomeUnknown { acked: commits.acked, needed: w }));
         }
-        if acked < w {
-            return Err(Failed::Final(CoordError::OutcomeUnknown { acked, needed: w }));
-        }
-        for node in unknown {
+        for node in commits.unknown {
             self.repair_in_background(node, target.clone(), record.clone());
         }
-        Ok(reply)
+        Ok(())
     }
 
     /// Whether a decision may be made and committed now, on prepares sent at `sent` (monotonic, and

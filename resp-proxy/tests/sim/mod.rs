@@ -90,6 +90,8 @@ pub struct Delivered {
     pub at: Duration,
     /// What the node answered.
     pub status: Status,
+    /// It came in a batch (logged once more as `op == "batch"`).
+    pub batched: bool,
 }
 
 pub struct SimNode {
@@ -155,16 +157,23 @@ impl LocalNode for Link {
             if let Some(Fault::DelayRequest(d)) = fault {
                 tokio::time::sleep(d).await;
             }
+            // A batch is logged as its requests, each with its own answer (and once as a batch).
+            let items: Vec<_> = match &request {
+                Request::Batch(requests) => requests.iter().map(|r| (r.kind(), req_of(r), key_of(r))).collect(),
+                _ => Vec::new(),
+            };
             let (op, req, key) = (request.kind(), req_of(&request), key_of(&request));
             let response = node.store.handle(request).await;
-            node.log.lock().unwrap().push(Delivered {
-                proxy,
-                op,
-                req,
-                key,
-                at: node.started.elapsed(),
-                status: response.status(),
-            });
+            let at = node.started.elapsed();
+            {
+                let mut log = node.log.lock().unwrap();
+                if let Response::Batch(answers) = &response {
+                    for ((op, req, key), answer) in items.into_iter().zip(answers) {
+                        log.push(Delivered { proxy, op, req, key, at, status: answer.status(), batched: true });
+                    }
+                }
+                log.push(Delivered { proxy, op, req, key, at, status: response.status(), batched: false });
+            }
             match fault {
                 Some(Fault::DropReply) => return,
                 Some(Fault::DelayReply(d)) => tokio::time::sleep(d).await,
@@ -355,6 +364,57 @@ impl SimProxy {
     pub fn heal(&self, zone: usize) -> &Self {
         self.links[zone].rules.lock().unwrap().clear();
         self
+    }
+
+    /// Runs single-key writes (as redis-cli would type them, distinct keys) as one group, as a pipeline
+    /// of them runs through a proxy.
+    pub async fn run_group(&self, commands: &[&[&str]]) -> Vec<Reply> {
+        let writes = commands
+            .iter()
+            .map(|args| {
+                let name = args[0].to_ascii_lowercase();
+                let params: Vec<Bytes> = args[1..].iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+                match DataCommand::parse(&name, &params, vesta_proxy::limits::DEFAULT_PROTO_MAX_BULK_LEN) {
+                    Some(Ok(command)) => match command.into_key_write(Bytes::from_static(NS)) {
+                        Ok(write) => write,
+                        Err(other) => panic!("{other:?} is not a write of one key"),
+                    },
+                    other => panic!("{args:?}: {other:?}"),
+                }
+            })
+            .collect();
+        self.coordinator.write_group(writes).await.into_iter().map(|r| r.unwrap_or_else(|e| e.reply())).collect()
+    }
+
+    /// Runs single-key reads (as redis-cli would type them) as one group, as a pipeline of them runs
+    /// through a proxy.
+    pub async fn run_read_group(&self, commands: &[&[&str]]) -> Vec<Reply> {
+        let ns = Bytes::from_static(NS);
+        let parsed: Vec<_> = commands
+            .iter()
+            .map(|args| {
+                let name = args[0].to_ascii_lowercase();
+                let params: Vec<Bytes> = args[1..].iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+                match DataCommand::parse(&name, &params, vesta_proxy::limits::DEFAULT_PROTO_MAX_BULK_LEN) {
+                    Some(Ok(command)) => {
+                        let key = command.keys(&ns).pop().expect("a command of one key");
+                        (command, key)
+                    }
+                    other => panic!("{args:?}: {other:?}"),
+                }
+            })
+            .collect();
+        let keys = parsed.iter().map(|(_, k)| (k.namespace.clone(), k.key.clone())).collect();
+        let copies = self.coordinator.read_group(keys).await;
+        let now = self.coordinator.now_ms();
+        parsed
+            .into_iter()
+            .zip(copies)
+            .map(|((command, key), copy)| match copy {
+                Ok(copy) => command.answer_read(ns.clone(), key, copy, now),
+                Err(e) => e.reply(),
+            })
+            .collect()
     }
 
     /// Runs one Redis data command (as redis-cli would type it) through this proxy's coordinator.
