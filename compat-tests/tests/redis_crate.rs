@@ -371,6 +371,63 @@ fn sync_pipeline(target: &Target, protocol: ProtocolVersion, p: &str, t: &mut Tr
     });
     t.record("pipeline with an error", outcome(&failed));
     t.check("PING after", redis::cmd("PING").query::<String>(&mut c).expect("PING"), "PONG".into());
+
+    // Writes of many keys in one pipeline (Vesta runs those that follow nothing on their key as one
+    // group): each answered, and applied, as if it ran alone; later commands on a key see the earlier.
+    let _: () = redis::pipe()
+        .set(k("g-text"), "abc")
+        .set(k("g-n"), 10)
+        .set(k("g-old"), "old")
+        .ignore()
+        .query(&mut c)
+        .expect("setup");
+    let mut group = redis::pipe();
+    group
+        .set(k("g-new"), "v")
+        .cmd("SET")
+        .arg(k("g-old"))
+        .arg("x")
+        .arg("NX")
+        .cmd("SETNX")
+        .arg(k("g-nx"))
+        .arg("1")
+        .incr(k("g-n"), 5)
+        .cmd("INCR")
+        .arg(k("g-text"))
+        .cmd("GETSET")
+        .arg(k("g-gs"))
+        .arg("first")
+        .cmd("APPEND")
+        .arg(k("g-app"))
+        .arg("abc")
+        .cmd("SET")
+        .arg(k("g-xx"))
+        .arg("v")
+        .arg("XX")
+        .cmd("INCRBYFLOAT")
+        .arg(k("g-f"))
+        .arg("1.5")
+        .cmd("DEL")
+        .arg(k("g-old"))
+        .cmd("EXPIRE")
+        .arg(k("g-new"))
+        .arg(100)
+        .cmd("GETDEL")
+        .arg(k("g-n"))
+        .cmd("SET")
+        .arg(k("g-old"))
+        .arg("again")
+        .arg("NX")
+        .arg("GET");
+    let written: Vec<RedisResult<Value>> = group.ignore_errors().query(&mut c).expect("pipeline of writes");
+    t.record("pipelined writes of many keys", written.iter().map(outcome).collect::<Vec<_>>());
+    let mut read = redis::pipe();
+    for key in ["g-new", "g-old", "g-nx", "g-n", "g-text", "g-gs", "g-app", "g-xx", "g-f"] {
+        read.get(k(key));
+    }
+    read.ttl(k("g-new"));
+    let after: Vec<RedisResult<Value>> = read.ignore_errors().query(&mut c).expect("reading them back");
+    t.record("the keys after the pipeline", after.iter().map(outcome).collect::<Vec<_>>());
 }
 
 fn sync_errors(target: &Target, protocol: ProtocolVersion, p: &str, t: &mut Transcript) {

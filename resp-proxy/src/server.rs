@@ -45,6 +45,10 @@ use crate::session::{ReplyMode, Session, Shared};
 use crate::topology::Topology;
 use vesta_tls::handshake::Side;
 
+mod gather;
+
+use gather::{Gather, Gathered, Op};
+
 /// A command's reply to come.
 type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
 
@@ -452,6 +456,8 @@ struct Held<'a> {
 struct Work {
     parser: RequestParser,
     order: KeyOrder,
+    /// Writes of the current parsing pass, to run as one group when it ends.
+    gather: Gather,
     /// Replies to come, in request order (commands run as tasks of their own).
     in_flight: FuturesOrdered<Pending>,
 }
@@ -496,7 +502,8 @@ async fn serve_client(
                 Some(wait) => paused = Some(Box::new(Held { wait, ..*h })),
                 None => {
                     let w = work.get_or_insert_with(Box::default);
-                    let (pending, after) = dispatch(proxy, session, me, &mut w.order, h.args);
+                    let (pending, after) = dispatch(proxy, session, me, &mut w.order, &mut w.gather, h.args);
+                    w.gather.start(proxy, me);
                     w.in_flight.push_back(pending);
                     if let After::Close = after {
                         closing = true;
@@ -530,7 +537,7 @@ async fn serve_client(
                             paused = Some(Box::new(Held { args, wait, _counted: shared.pause.count_held() }));
                             break;
                         }
-                        let (pending, after) = dispatch(proxy, session, me, &mut w.order, args);
+                        let (pending, after) = dispatch(proxy, session, me, &mut w.order, &mut w.gather, args);
                         w.in_flight.push_back(pending);
                         if let After::Close = after {
                             closing = true;
@@ -545,6 +552,8 @@ async fn serve_client(
                     }
                 }
             }
+            // What this pass gathered starts now, as one group.
+            w.gather.start(proxy, me);
         }
         if input.is_empty() {
             // Everything read was parsed: the buffer goes (the requests' arguments keep what they use),
@@ -902,8 +911,19 @@ fn admit_and_run<F: Future<Output = Reply> + Send + 'static>(
     me: &Arc<Client>,
     run: Run<F>,
 ) -> Outcome {
-    let Run { resp3, spec, args, done, bounded, started, reply } = run;
-    let (admitted, waiting) = match bounded.then(|| proxy.shared.admission.admit()) {
+    let admitted = run.bounded.then(|| proxy.shared.admission.admit());
+    start(proxy, me, run, admitted)
+}
+
+/// [`admit_and_run`] once the gate has answered (`None`: not bounded by it).
+fn start<F: Future<Output = Reply> + Send + 'static>(
+    proxy: &Arc<Proxy>,
+    me: &Arc<Client>,
+    run: Run<F>,
+    admitted: Option<Admit>,
+) -> Outcome {
+    let Run { resp3, spec, args, done, started, reply, .. } = run;
+    let (admitted, waiting) = match admitted {
         None => (None, None),
         Some(Admit::Now(permit)) => (Some(permit), None),
         Some(Admit::Wait(waiting)) => (None, Some(waiting)),
@@ -974,6 +994,7 @@ fn dispatch(
     session: &mut Session,
     me: &Arc<Client>,
     order: &mut KeyOrder,
+    gather: &mut Gather,
     mut args: Vec<Bytes>,
 ) -> (Pending, After) {
     let before = session.reply_mode;
@@ -983,7 +1004,7 @@ fn dispatch(
     let started = Instant::now();
     // A command that runs later takes its arguments along (and is timed where it runs); one answered
     // now leaves them here.
-    let (outcome, after) = run_command(proxy, session, me, order, &mut args);
+    let (outcome, after) = run_command(proxy, session, me, order, gather, &mut args);
     if matches!(outcome, Outcome::Now(..)) && !args.is_empty() {
         answered_now(proxy, me, started.elapsed(), &args);
     }
@@ -1031,6 +1052,7 @@ fn run_command(
     session: &mut Session,
     me: &Arc<Client>,
     order: &mut KeyOrder,
+    gather: &mut Gather,
     args: &mut Vec<Bytes>,
 ) -> (Outcome, After) {
     proxy.shared.total_commands.fetch_add(1, Ordering::Relaxed);
@@ -1142,7 +1164,13 @@ fn run_command(
     }
     let pending = match DataCommand::parse(&name, params, proxy.shared.limits.proto_max_bulk_len()) {
         Some(Ok(command)) => {
-            let (earlier, done) = order.enter(command.keys(&namespace));
+            let keys = command.keys(&namespace);
+            let single = (keys.len() == 1).then(|| keys[0].clone());
+            let (earlier, done) = order.enter(keys);
+            if let Some(key) = single.filter(|_| earlier.is_empty() && Gather::takes(args)) {
+                let outcome = gathered(proxy, me, gather, resp3, spec, args, done, command, namespace, key);
+                return (outcome, After::Continue);
+            }
             let run = command.execute(coordinator, namespace);
             after_earlier(proxy, me, resp3, spec, std::mem::take(args), earlier, Some(done), true, run)
         }
@@ -1150,6 +1178,47 @@ fn run_command(
         None => ready(resp3, cmd::unknown_command(&args[0], params)),
     };
     (pending, After::Continue)
+}
+
+/// A command of one key that follows nothing of its connection: gathered with the other commands of
+/// the parsing pass if the admission gate lets it in now (see `gather`), else on its own way through
+/// the gate like any command.
+#[allow(clippy::too_many_arguments)]
+fn gathered(
+    proxy: &Arc<Proxy>,
+    me: &Arc<Client>,
+    gather: &mut Gather,
+    resp3: bool,
+    spec: &'static cmd::Spec,
+    args: &mut Vec<Bytes>,
+    done: watch::Sender<()>,
+    command: DataCommand,
+    namespace: Bytes,
+    key: KeyName,
+) -> Outcome {
+    let args = std::mem::take(args);
+    let started = Instant::now();
+    let admitted = proxy.shared.admission.admit();
+    let permit = match admitted {
+        Admit::Now(permit) => permit,
+        admitted => {
+            let run = command.execute(proxy.coordinator.clone(), namespace);
+            let run = Run { resp3, spec, args, done: Some(done), bounded: true, started, reply: Box::pin(run) };
+            return start(proxy, me, run, Some(admitted));
+        }
+    };
+    let op = match command.access() {
+        cmd::Access::Read => Op::Read { command, key, namespace },
+        cmd::Access::Write(..) => match command.into_key_write(namespace.clone()) {
+            Ok(write) => Op::Write(write),
+            Err(command) => {
+                let run = command.execute(proxy.coordinator.clone(), namespace);
+                let run = Run { resp3, spec, args, done: Some(done), bounded: true, started, reply: Box::pin(run) };
+                return start(proxy, me, run, Some(Admit::Now(permit)));
+            }
+        },
+    };
+    Outcome::Later(gather.push(proxy, me, Gathered { op, resp3, spec, args, done, permit, started }))
 }
 
 /// EXEC: resolves the queued commands in order (connection commands take effect now, a queued SELECT

@@ -175,3 +175,59 @@ async fn concurrent_appends_each_see_the_length_their_own_append_made() {
     .await
     .expect("watchdog: the test hung");
 }
+
+/// Pipelines of INCRs over a few shared counters, from clients spread over two proxies: each proxy runs
+/// a pipeline's writes as one group (one batch of prepares and one of commits per store node), groups
+/// of the two proxies meet at the store leases, and a member that loses there retries alone. No
+/// increment may be lost or doubled: each counter's replies, over all clients, are exactly 1..=n, and
+/// each client's replies for a counter rise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_increments_of_many_counters_are_neither_lost_nor_doubled() {
+    const COUNTERS: usize = 8;
+    const ROUNDS: usize = 6;
+    let (addr, _cluster) = target();
+    tokio::time::timeout(WATCHDOG, async {
+        let conns = clients(&addr).await;
+        let keys: Vec<String> = (0..COUNTERS).map(|i| format!("pcounter:{}:{i}", common::run_id())).collect();
+        let start = Arc::new(tokio::sync::Barrier::new(conns.len()));
+        let mut tasks = Vec::new();
+        for (c, conn) in conns.iter().enumerate() {
+            let (mut conn, start, keys) = (conn.clone(), start.clone(), keys.clone());
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                // This client's replies, per counter.
+                let mut seen = vec![Vec::new(); COUNTERS];
+                for round in 0..ROUNDS {
+                    let mut pipe = redis::pipe();
+                    for key in &keys {
+                        pipe.cmd("INCR").arg(key);
+                    }
+                    let replies: Vec<i64> = match pipe.query_async(&mut conn).await {
+                        Ok(r) => r,
+                        Err(e) => panic!("client {c}, round {round}: {e}"),
+                    };
+                    for (i, v) in replies.into_iter().enumerate() {
+                        seen[i].push(v);
+                    }
+                }
+                seen
+            }));
+        }
+        let mut per_counter: Vec<Vec<i64>> = vec![Vec::new(); COUNTERS];
+        for task in tasks {
+            for (i, replies) in task.await.unwrap().into_iter().enumerate() {
+                assert!(replies.windows(2).all(|w| w[0] < w[1]), "one client's replies must rise: {replies:?}");
+                per_counter[i].extend(replies);
+            }
+        }
+        let total = (CLIENTS * ROUNDS) as i64;
+        let mut c = conns[0].clone();
+        for (key, mut all) in keys.iter().zip(per_counter) {
+            all.sort_unstable();
+            assert_eq!(all, (1..=total).collect::<Vec<_>>(), "{key}: replies not exactly 1..={total}");
+            assert_eq!(call(&mut c, &["GET", key]).await, bulk(&total.to_string()));
+        }
+    })
+    .await
+    .expect("watchdog: the test hung");
+}
