@@ -122,7 +122,8 @@ impl Shared {
     }
 }
 
-/// One client: sends commands one at a time (or a pipeline, when told to read slowly) until `stop`.
+/// One client: sends commands one at a time, or now and then a pipeline of four (of eight when told to
+/// read slowly), until `stop`.
 pub async fn client(id: usize, addr: SocketAddr, seed: u64, shared: Arc<Shared>) {
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut conn: Option<Client> = None;
@@ -136,7 +137,15 @@ pub async fn client(id: usize, addr: SocketAddr, seed: u64, shared: Arc<Shared>)
             continue;
         };
         let hold = shared.slow[id].swap(0, Ordering::Relaxed);
-        let batch = if hold > 0 { 8 } else { 1 };
+        // Some pipelines of a few commands: a proxy runs those on distinct keys as one group (one batch
+        // of prepares and commits per store node), whose members must each stay linearizable.
+        let batch = if hold > 0 {
+            8
+        } else if rng.random_range(0..4) == 0 {
+            4
+        } else {
+            1
+        };
         let commands: Vec<Planned> = (0..batch).map(|_| next_command(&mut state, &mut rng)).collect();
         let invoked = shared.recorder.now_us();
         let sent = c.send(&commands.iter().map(|(cmd, _)| cmd.args.clone()).collect::<Vec<_>>()).await;

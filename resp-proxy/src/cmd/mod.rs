@@ -441,10 +441,16 @@ impl DataCommand {
     }
 }
 
-/// The newest live copy of each key, read concurrently from read quorums.
+/// The newest live copy of each key, from read quorums: several keys (MGET, a read-only transaction)
+/// in one batch of reads per store node (see [`Coordinator::read_group`]).
 pub async fn read_all(coord: &Arc<Coordinator>, keys: &[KeyName]) -> Result<Vec<Option<Record>>, CoordError> {
-    let reads = keys.iter().map(|k| coord.read(&k.namespace, &k.key));
-    futures::future::join_all(reads).await.into_iter().collect()
+    match keys {
+        [key] => Ok(vec![coord.read(&key.namespace, &key.key).await?]),
+        _ => {
+            let keys = keys.iter().map(|k| (k.namespace.clone(), k.key.clone())).collect();
+            coord.read_group(keys).await.into_iter().collect()
+        }
+    }
 }
 
 /// Redis's `string2ll`: optional `-`, digits, no `+`, no spaces, no leading zeros, fits in i64.
