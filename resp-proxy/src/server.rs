@@ -456,7 +456,7 @@ struct Held<'a> {
 struct Work {
     parser: RequestParser,
     order: KeyOrder,
-    /// Writes of the current parsing pass, to run as one group when it ends.
+    /// Commands of the current parsing pass, to run as one group when it ends.
     gather: Gather,
     /// Replies to come, in request order (commands run as tasks of their own).
     in_flight: FuturesOrdered<Pending>,

@@ -428,9 +428,7 @@ impl Coordinator {
         // Late prepares that succeed still get this commit, where it is newer than their copy.
         self.settle_late(pending, req, target.clone(), Some((record.clone(), keep_writer)));
 
-        // Phase two. From here on a failure means "outcome unknown", never "not written". These nodes
-        // just answered, so a slow commit is a slow disk, not a dead node: it may use the client's
-        // remaining time (but never less than the per-node timeout).
+        // Phase two. From here on a failure means "outcome unknown", never "not written".
         let commit_timeout = self.commit_timeout(deadline);
         let mut commits: FuturesUnordered<_> = leases
             .nodes()
