@@ -59,10 +59,14 @@ async fn info(c: &mut redis::aio::MultiplexedConnection) -> String {
 /// Writes values holding the marker through every kind of write: SET, SET EX, MSET, APPEND,
 /// a MULTI/EXEC, and counters (INCRBY) whose per-site sums are sealed with them.
 async fn write_marked(c: &mut redis::aio::MultiplexedConnection, prefix: &str, n: usize) {
+    // Pipelined, so that the proxy seals them as groups of writes too (see `server/gather.rs`).
+    let mut pipe = redis::pipe();
     for i in 0..n {
         let value = format!("{MARKER}-{i}-{}", "x".repeat(i % 50));
-        assert_eq!(call(c, &["SET", &format!("{prefix}:set:{i}"), &value]).await, Value::Okay);
+        pipe.cmd("SET").arg(format!("{prefix}:set:{i}")).arg(value);
     }
+    let replies: Vec<Value> = pipe.query_async(c).await.expect("pipelined SETs");
+    assert!(replies.iter().all(|r| *r == Value::Okay), "{replies:?}");
     call(c, &["SET", &format!("{prefix}:ttl"), &format!("{MARKER}-ttl"), "EX", "1000"]).await;
     call(c, &["MSET", &format!("{prefix}:m1"), &format!("{MARKER}-m1"), &format!("{prefix}:m2"), MARKER]).await;
     call(c, &["APPEND", &format!("{prefix}:app"), MARKER]).await;
@@ -76,6 +80,15 @@ async fn write_marked(c: &mut redis::aio::MultiplexedConnection, prefix: &str, n
 }
 
 async fn check_marked(c: &mut redis::aio::MultiplexedConnection, prefix: &str, n: usize, counter: i64) {
+    // One pipeline of GETs (read as a group, each copy opened), and a few alone.
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("GET").arg(format!("{prefix}:set:{i}"));
+    }
+    let values: Vec<Value> = pipe.query_async(c).await.expect("pipelined GETs");
+    for (i, got) in values.iter().enumerate() {
+        assert_eq!(*got, bulk(&format!("{MARKER}-{i}-{}", "x".repeat(i % 50))), "{prefix}:set:{i}");
+    }
     for i in (0..n).step_by(7) {
         let value = format!("{MARKER}-{i}-{}", "x".repeat(i % 50));
         assert_eq!(call(c, &["GET", &format!("{prefix}:set:{i}")]).await, bulk(&value));
