@@ -1198,27 +1198,17 @@ fn gathered(
 ) -> Outcome {
     let args = std::mem::take(args);
     let started = Instant::now();
-    let admitted = proxy.shared.admission.admit();
-    let permit = match admitted {
-        Admit::Now(permit) => permit,
-        admitted => {
-            let run = command.execute(proxy.coordinator.clone(), namespace);
-            let run = Run { resp3, spec, args, done: Some(done), bounded: true, started, reply: Box::pin(run) };
-            return start(proxy, me, run, Some(admitted));
+    let op = Op::of(command, namespace, key);
+    match proxy.shared.admission.admit() {
+        Admit::Now(permit) => {
+            Outcome::Later(gather.push(proxy, me, Gathered { op, resp3, spec, args, done, permit, started }))
         }
-    };
-    let op = match command.access() {
-        cmd::Access::Read => Op::Read { command, key, namespace },
-        cmd::Access::Write(..) => match command.into_key_write(namespace.clone()) {
-            Ok(write) => Op::Write(write),
-            Err(command) => {
-                let run = command.execute(proxy.coordinator.clone(), namespace);
-                let run = Run { resp3, spec, args, done: Some(done), bounded: true, started, reply: Box::pin(run) };
-                return start(proxy, me, run, Some(Admit::Now(permit)));
-            }
-        },
-    };
-    Outcome::Later(gather.push(proxy, me, Gathered { op, resp3, spec, args, done, permit, started }))
+        admitted => {
+            let run = op.run_alone(proxy.coordinator.clone());
+            let run = Run { resp3, spec, args, done: Some(done), bounded: true, started, reply: Box::pin(run) };
+            start(proxy, me, run, Some(admitted))
+        }
+    }
 }
 
 /// EXEC: resolves the queued commands in order (connection commands take effect now, a queued SELECT

@@ -381,12 +381,11 @@ impl DataCommand {
         }
     }
 
-    /// The command as a write of one key (which [`Coordinator::write_group`] can run with others), or
-    /// back if it is not one.
-    pub fn into_key_write(self, ns: Bytes) -> Result<KeyWrite, DataCommand> {
-        let Access::Write(kind, want_value) = self.access() else { return Err(self) };
-        let keys = self.keys(&ns);
-        let [key] = keys.as_slice() else { return Err(self) };
+    /// The command, whose keys (`self.keys(&ns)`) are `keys`, as a write of one key (which
+    /// [`Coordinator::write_group`] can run with others), or both back if it is not one.
+    pub fn into_key_write(self, ns: Bytes, keys: Vec<KeyName>) -> Result<KeyWrite, (DataCommand, Vec<KeyName>)> {
+        let Access::Write(kind, want_value) = self.access() else { return Err((self, keys)) };
+        let [key] = keys.as_slice() else { return Err((self, keys)) };
         let (namespace, key) = (key.namespace.clone(), key.key.clone());
         let decide = move |live: Option<&Record>, now: u64| {
             let mut s = Snapshot::new(ns.clone(), now, &keys, vec![live.cloned()]);
@@ -418,9 +417,9 @@ impl DataCommand {
                 }
                 Err(e) => Err(e),
             },
-            Access::Write(..) => match self.into_key_write(ns.clone()) {
+            Access::Write(..) => match self.into_key_write(ns.clone(), keys) {
                 Ok(w) => coord.write(&w.namespace, &w.key, w.kind, w.want_value, w.decide).await,
-                Err(command) => {
+                Err((command, keys)) => {
                     coord
                         .write_many(&keys, |copies, now| {
                             let copies = copies.iter().map(|c| c.cloned()).collect();

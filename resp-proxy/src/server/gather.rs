@@ -50,6 +50,27 @@ pub(super) enum Op {
     },
 }
 
+impl Op {
+    /// A command of one key, `key`, run in the connection's `namespace`.
+    pub(super) fn of(command: DataCommand, namespace: Bytes, key: KeyName) -> Op {
+        match command.into_key_write(namespace.clone(), vec![key.clone()]) {
+            Ok(write) => Op::Write(write),
+            Err((command, _)) => Op::Read { command, key, namespace },
+        }
+    }
+
+    /// Runs the command on its own (not gathered: it waits in the admission gate's queue first).
+    pub(super) async fn run_alone(self, coordinator: Arc<Coordinator>) -> Reply {
+        match self {
+            Op::Write(w) => coordinator
+                .write(&w.namespace, &w.key, w.kind, w.want_value, w.decide)
+                .await
+                .unwrap_or_else(|e| e.reply()),
+            Op::Read { command, namespace, .. } => command.execute(coordinator, namespace).await,
+        }
+    }
+}
+
 /// A gathered command, and what its reply needs once the group has run.
 pub(super) struct Gathered {
     pub op: Op,

@@ -369,16 +369,20 @@ impl SimProxy {
     /// Runs single-key writes (as redis-cli would type them, distinct keys) as one group, as a pipeline
     /// of them runs through a proxy.
     pub async fn run_group(&self, commands: &[&[&str]]) -> Vec<Reply> {
+        let ns = Bytes::from_static(NS);
         let writes = commands
             .iter()
             .map(|args| {
                 let name = args[0].to_ascii_lowercase();
                 let params: Vec<Bytes> = args[1..].iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
                 match DataCommand::parse(&name, &params, vesta_proxy::limits::DEFAULT_PROTO_MAX_BULK_LEN) {
-                    Some(Ok(command)) => match command.into_key_write(Bytes::from_static(NS)) {
-                        Ok(write) => write,
-                        Err(other) => panic!("{other:?} is not a write of one key"),
-                    },
+                    Some(Ok(command)) => {
+                        let keys = command.keys(&ns);
+                        match command.into_key_write(ns.clone(), keys) {
+                            Ok(write) => write,
+                            Err((other, _)) => panic!("{other:?} is not a write of one key"),
+                        }
+                    }
                     other => panic!("{args:?}: {other:?}"),
                 }
             })
