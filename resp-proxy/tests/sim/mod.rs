@@ -373,17 +373,11 @@ impl SimProxy {
         let writes = commands
             .iter()
             .map(|args| {
-                let name = args[0].to_ascii_lowercase();
-                let params: Vec<Bytes> = args[1..].iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-                match DataCommand::parse(&name, &params, vesta_proxy::limits::DEFAULT_PROTO_MAX_BULK_LEN) {
-                    Some(Ok(command)) => {
-                        let keys = command.keys(&ns);
-                        match command.into_key_write(ns.clone(), keys) {
-                            Ok(write) => write,
-                            Err((other, _)) => panic!("{other:?} is not a write of one key"),
-                        }
-                    }
-                    other => panic!("{args:?}: {other:?}"),
+                let command = data_command(args).unwrap_or_else(|reply| panic!("{args:?}: {reply:?}"));
+                let keys = command.keys(&ns);
+                match command.into_key_write(ns.clone(), keys) {
+                    Ok(write) => write,
+                    Err((other, _)) => panic!("{other:?} is not a write of one key"),
                 }
             })
             .collect();
@@ -397,15 +391,9 @@ impl SimProxy {
         let parsed: Vec<_> = commands
             .iter()
             .map(|args| {
-                let name = args[0].to_ascii_lowercase();
-                let params: Vec<Bytes> = args[1..].iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-                match DataCommand::parse(&name, &params, vesta_proxy::limits::DEFAULT_PROTO_MAX_BULK_LEN) {
-                    Some(Ok(command)) => {
-                        let key = command.keys(&ns).pop().expect("a command of one key");
-                        (command, key)
-                    }
-                    other => panic!("{args:?}: {other:?}"),
-                }
+                let command = data_command(args).unwrap_or_else(|reply| panic!("{args:?}: {reply:?}"));
+                let key = command.keys(&ns).pop().expect("a command of one key");
+                (command, key)
             })
             .collect();
         let keys = parsed.iter().map(|(_, k)| (k.namespace.clone(), k.key.clone())).collect();
@@ -423,13 +411,21 @@ impl SimProxy {
 
     /// Runs one Redis data command (as redis-cli would type it) through this proxy's coordinator.
     pub async fn run(&self, args: &[&str]) -> Reply {
-        let name = args[0].to_ascii_lowercase();
-        let params: Vec<Bytes> = args[1..].iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-        match DataCommand::parse(&name, &params, vesta_proxy::limits::DEFAULT_PROTO_MAX_BULK_LEN) {
-            Some(Ok(command)) => command.execute(self.coordinator.clone(), Bytes::from_static(NS)).await,
-            Some(Err(reply)) => reply,
-            None => panic!("{name} is not a data command"),
+        match data_command(args) {
+            Ok(command) => command.execute(self.coordinator.clone(), Bytes::from_static(NS)).await,
+            Err(reply) => reply,
         }
+    }
+}
+
+/// A Redis data command as redis-cli would type it, parsed as the proxy parses it (its error reply if it
+/// is malformed).
+fn data_command(args: &[&str]) -> Result<DataCommand, Reply> {
+    let name = args[0].to_ascii_lowercase();
+    let params: Vec<Bytes> = args[1..].iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+    match DataCommand::parse(&name, &params, vesta_proxy::limits::DEFAULT_PROTO_MAX_BULK_LEN) {
+        Some(parsed) => parsed,
+        None => panic!("{name} is not a data command"),
     }
 }
 
