@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rocksdb::compaction_filter::Decision;
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
 use crate::key;
 
@@ -216,21 +216,36 @@ impl RocksEngine {
     }
 }
 
+thread_local! {
+    // RocksDB's option objects are C++ allocations: made once per thread rather than for every read and
+    // write (two allocations and a constructor each time, on every replica). The crate's types are
+    // `Send` but not `Sync`, hence one per thread rather than one per engine.
+    static READ: ReadOptions = ReadOptions::default();
+    static WRITE: WriteOptions = WriteOptions::default();
+    static WRITE_SYNC: WriteOptions = {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        wo
+    };
+    static WRITE_UNLESS_STALLED: WriteOptions = {
+        let mut wo = WriteOptions::default();
+        wo.set_no_slowdown(true);
+        wo
+    };
+}
+
 impl Engine for RocksEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        Ok(self.db.get(key)?)
+        Ok(READ.with(|ro| self.db.get_opt(key, ro))?)
     }
 
     fn write(&self, batch: &[Mutation], sync: bool) -> Result<(), EngineError> {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(sync);
-        Ok(self.db.write_opt(write_batch(batch), &wo)?)
+        let options = if sync { &WRITE_SYNC } else { &WRITE };
+        Ok(options.with(|wo| self.db.write_opt(write_batch(batch), wo))?)
     }
 
     fn write_unless_stalled(&self, batch: &[Mutation]) -> Result<bool, EngineError> {
-        let mut wo = WriteOptions::default();
-        wo.set_no_slowdown(true);
-        match self.db.write_opt(write_batch(batch), &wo) {
+        match WRITE_UNLESS_STALLED.with(|wo| self.db.write_opt(write_batch(batch), wo)) {
             Ok(()) => Ok(true),
             // RocksDB's answer to a write that would have had to wait.
             Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(false),
