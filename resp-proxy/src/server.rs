@@ -462,6 +462,39 @@ struct Work {
     in_flight: FuturesOrdered<Pending>,
 }
 
+thread_local! {
+    /// Work state of connections that went idle, for the next connection on this thread that has work.
+    /// A client that does not pipeline goes idle after every command: making its key order, reply queue
+    /// and the box again each time was four allocations per command.
+    static SPARE_WORK: std::cell::RefCell<Vec<Box<Work>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare work states kept per runtime thread (a few KiB at most, whatever the number of connections).
+const SPARE_WORK_KEPT: usize = 32;
+
+impl Work {
+    /// A work state: a spare one of this thread, else a new one.
+    fn take() -> Box<Work> {
+        SPARE_WORK.with(|spare| spare.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    /// Hands back the state of a connection with nothing to parse and nothing in flight (its parser is
+    /// then between requests, its gather empty).
+    fn give_back(mut self: Box<Self>) {
+        if !self.in_flight.is_empty() {
+            return;
+        }
+        self.parser = RequestParser::new();
+        self.order.forget();
+        SPARE_WORK.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_WORK_KEPT {
+                spare.push(self);
+            }
+        });
+    }
+}
+
 /// Commands of the connection in flight.
 fn in_flight(work: &Option<Box<Work>>) -> usize {
     work.as_ref().map_or(0, |w| w.in_flight.len())
@@ -501,7 +534,8 @@ async fn serve_client(
             match shared.pause.holds(session, &h.args) {
                 Some(wait) => paused = Some(Box::new(Held { wait, ..*h })),
                 None => {
-                    let w = work.get_or_insert_with(Box::default);
+                    let w = work.get_or_insert_with(Work::take);
+                    w.gather.more_follow(false);
                     let (pending, after) = dispatch(proxy, session, me, &mut w.order, &mut w.gather, h.args);
                     w.gather.start(proxy, me);
                     w.in_flight.push_back(pending);
@@ -513,9 +547,9 @@ async fn serve_client(
             }
         }
         if !input.is_empty() || in_flight(&work) > 0 {
-            let w = work.get_or_insert_with(Box::default);
+            let w = work.get_or_insert_with(Work::take);
             if w.in_flight.is_empty() {
-                w.order.reset();
+                w.order.forget();
             }
             let limits = shared.limits.request_limits();
             while !done_parsing && paused.is_none() && w.in_flight.len() < proxy.max_pipeline {
@@ -537,6 +571,7 @@ async fn serve_client(
                             paused = Some(Box::new(Held { args, wait, _counted: shared.pause.count_held() }));
                             break;
                         }
+                        w.gather.more_follow(!input.is_empty());
                         let (pending, after) = dispatch(proxy, session, me, &mut w.order, &mut w.gather, args);
                         w.in_flight.push_back(pending);
                         if let After::Close = after {
@@ -560,7 +595,9 @@ async fn serve_client(
             // and with nothing in flight, the parser, the key order and the reply queue too.
             input = BytesMut::new();
             if in_flight(&work) == 0 {
-                work = None;
+                if let Some(w) = work.take() {
+                    w.give_back();
+                }
             }
         } else {
             shrink_input(&mut input);
@@ -795,6 +832,9 @@ struct KeyOrder {
 /// would otherwise remember every key it ever touched).
 const KEY_ORDER_PRUNE_AT: usize = 4096;
 
+/// Capacity of the key order's table kept in a spare work state (see [`Work::give_back`]).
+const KEY_ORDER_KEPT: usize = 64;
+
 impl KeyOrder {
     /// Registers a command on `keys`; returns what it must wait for, and the sender it drops when done.
     fn enter(&mut self, mut keys: Vec<KeyName>) -> (Vec<watch::Receiver<()>>, watch::Sender<()>) {
@@ -819,10 +859,14 @@ impl KeyOrder {
         (waits, done_tx)
     }
 
-    /// Nothing is in flight: forget everything (and give back the memory: most connections are idle).
-    fn reset(&mut self) {
-        if self.last.capacity() > 0 || self.barrier.is_some() {
+    /// Nothing is in flight: forget everything, keeping a small table for the next commands (a large one
+    /// goes: an idle connection holds none at all, see [`Work::give_back`]).
+    fn forget(&mut self) {
+        if self.last.capacity() > KEY_ORDER_KEPT {
             *self = KeyOrder::default();
+        } else {
+            self.last.clear();
+            self.barrier = None;
         }
     }
 }
@@ -1181,8 +1225,8 @@ fn run_command(
 }
 
 /// A command of one key that follows nothing of its connection: gathered with the other commands of
-/// the parsing pass if the admission gate lets it in now (see `gather`), else on its own way through
-/// the gate like any command.
+/// the parsing pass if the admission gate lets it in now (see `gather`), else — alone in its pass, or
+/// not let in at once — on its own way through the gate like any command.
 #[allow(clippy::too_many_arguments)]
 fn gathered(
     proxy: &Arc<Proxy>,
@@ -1200,7 +1244,7 @@ fn gathered(
     let started = Instant::now();
     let op = Op::of(command, namespace, key);
     match proxy.shared.admission.admit() {
-        Admit::Now(permit) => {
+        Admit::Now(permit) if !gather.alone() => {
             Outcome::Later(gather.push(proxy, me, Gathered { op, resp3, spec, args, done, permit, started }))
         }
         admitted => {
@@ -1289,6 +1333,23 @@ mod tests {
         assert!(std::mem::size_of::<Client>() <= 192, "{}", std::mem::size_of::<Client>());
         // Only the plaintext connection's own state: the TLS handshake and session are boxed.
         assert!(task_size < std::mem::size_of::<Session>() + 768);
+    }
+
+    /// A connection's work state handed back when it went idle comes back to the next one empty: no key
+    /// of the last connection's commands ordered, no reply queued.
+    #[test]
+    fn a_spare_work_state_comes_back_empty() {
+        let mut work = Work::take();
+        let key = KeyName { namespace: Bytes::from_static(b"0"), key: Bytes::from_static(b"k") };
+        let (_, done) = work.order.enter(vec![key.clone()]);
+        let (_, barrier) = work.order.enter_everything();
+        drop((done, barrier));
+        work.give_back();
+        let mut again = Work::take();
+        assert!(again.order.last.is_empty() && again.order.barrier.is_none());
+        assert!(again.in_flight.is_empty());
+        let (earlier, _done) = again.order.enter(vec![key]);
+        assert!(earlier.is_empty(), "a command of the next connection waited for one of the last");
     }
 
     #[tokio::test]

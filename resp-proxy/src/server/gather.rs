@@ -6,8 +6,8 @@
 //! A command is gathered only when nothing earlier on its connection touches its key (it would wait
 //! for that command: see `KeyOrder`) and the admission gate lets it in at once; each keeps its own slot
 //! of the gate, its own key-order signal and its own reply. What one parsing pass gathered starts when
-//! the pass ends (or when the group is full), so a lone command — a client that does not pipeline —
-//! runs as it always did, through [`Coordinator::write`] or [`Coordinator::read`].
+//! the pass ends (or when the group is full). A lone command — a client that does not pipeline — is not
+//! gathered: it runs on its own way, through [`Coordinator::write`] or [`Coordinator::read`].
 //!
 //! [`Coordinator::write_group`]: crate::coordinator::Coordinator::write_group
 //! [`Coordinator::read_group`]: crate::coordinator::Coordinator::read_group
@@ -89,12 +89,27 @@ pub(super) struct Gathered {
 #[derive(Default)]
 pub(super) struct Gather {
     commands: Vec<(Gathered, oneshot::Sender<Done>)>,
+    /// More of the pass's input is left to parse after the command being dispatched.
+    more: bool,
 }
 
 impl Gather {
     /// Whether a command of these arguments may be gathered.
     pub(super) fn takes(args: &[Bytes]) -> bool {
         args.iter().map(Bytes::len).sum::<usize>() <= MAX_COMMAND_BYTES
+    }
+
+    /// Tells whether more input is left to parse after the command about to be dispatched.
+    pub(super) fn more_follow(&mut self, more: bool) {
+        self.more = more;
+    }
+
+    /// Whether a command dispatched now would be its group's only one: nothing gathered before it in
+    /// this pass, nothing left to parse after it (a client that does not pipeline). Such a command is
+    /// not gathered: a group of one would cost a channel, the group's vectors and a box more than the
+    /// command's own way.
+    pub(super) fn alone(&self) -> bool {
+        self.commands.is_empty() && !self.more
     }
 
     /// Gathers a command; its reply comes once its group has run.
