@@ -460,17 +460,25 @@ struct Work {
     gather: Gather,
     /// Replies to come, in request order (commands run as tasks of their own).
     in_flight: FuturesOrdered<Pending>,
+    /// It once held more than [`SPARE_WORK_DEPTH`] commands (its tables grew with them): not kept spare.
+    deep: bool,
 }
 
 thread_local! {
     /// Work state of connections that went idle, for the next connection on this thread that has work.
     /// A client that does not pipeline goes idle after every command: making its key order, reply queue
-    /// and the box again each time was four allocations per command.
+    /// and the box again each time was four allocations per command. (The boxes are what is kept: a
+    /// connection holds its work state boxed.)
+    #[allow(clippy::vec_box)]
     static SPARE_WORK: std::cell::RefCell<Vec<Box<Work>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Spare work states kept per runtime thread (a few KiB at most, whatever the number of connections).
-const SPARE_WORK_KEPT: usize = 32;
+/// Spare work states kept per runtime thread, whatever the number of connections.
+const SPARE_WORK_KEPT: usize = 16;
+
+/// Most commands in flight of a work state that is kept spare: a deeper pipeline's reply queue, gather and
+/// key order grew with it, and are freed with it (a spare one stays a few KiB).
+const SPARE_WORK_DEPTH: usize = 16;
 
 impl Work {
     /// A work state: a spare one of this thread, else a new one.
@@ -481,7 +489,7 @@ impl Work {
     /// Hands back the state of a connection with nothing to parse and nothing in flight (its parser is
     /// then between requests, its gather empty).
     fn give_back(mut self: Box<Self>) {
-        if !self.in_flight.is_empty() {
+        if self.deep || !self.in_flight.is_empty() {
             return;
         }
         self.parser = RequestParser::new();
@@ -589,6 +597,7 @@ async fn serve_client(
             }
             // What this pass gathered starts now, as one group.
             w.gather.start(proxy, me);
+            w.deep |= w.in_flight.len() > SPARE_WORK_DEPTH;
         }
         if input.is_empty() {
             // Everything read was parsed: the buffer goes (the requests' arguments keep what they use),
@@ -1346,7 +1355,7 @@ mod tests {
         drop((done, barrier));
         work.give_back();
         let mut again = Work::take();
-        assert!(again.order.last.is_empty() && again.order.barrier.is_none());
+        assert!(again.order.last.is_empty() && again.order.barrier.is_none() && !again.deep);
         assert!(again.in_flight.is_empty());
         let (earlier, _done) = again.order.enter(vec![key]);
         assert!(earlier.is_empty(), "a command of the next connection waited for one of the last");

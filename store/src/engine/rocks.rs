@@ -236,16 +236,26 @@ thread_local! {
 
 impl Engine for RocksEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        Ok(READ.with(|ro| self.db.get_opt(key, ro))?)
+        // (A thread past its thread-locals' teardown makes its options afresh.)
+        Ok(READ.try_with(|ro| self.db.get_opt(key, ro)).unwrap_or_else(|_| self.db.get(key))?)
     }
 
     fn write(&self, batch: &[Mutation], sync: bool) -> Result<(), EngineError> {
         let options = if sync { &WRITE_SYNC } else { &WRITE };
-        Ok(options.with(|wo| self.db.write_opt(write_batch(batch), wo))?)
+        let written = options.try_with(|wo| self.db.write_opt(write_batch(batch), wo)).unwrap_or_else(|_| {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(sync);
+            self.db.write_opt(write_batch(batch), &wo)
+        });
+        Ok(written?)
     }
 
     fn write_unless_stalled(&self, batch: &[Mutation]) -> Result<bool, EngineError> {
-        match WRITE_UNLESS_STALLED.with(|wo| self.db.write_opt(write_batch(batch), wo)) {
+        // Without its options (a thread past its thread-locals' teardown) the write goes the other way.
+        let Ok(written) = WRITE_UNLESS_STALLED.try_with(|wo| self.db.write_opt(write_batch(batch), wo)) else {
+            return Ok(false);
+        };
+        match written {
             Ok(()) => Ok(true),
             // RocksDB's answer to a write that would have had to wait.
             Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(false),
