@@ -155,8 +155,9 @@ const NODE_OWN_BUCKET: usize = 9;
 /// shard's log. With a 4-byte prefix there, every commit's log entry went into one bucket holding every
 /// entry since the last flush, a skip list of hundreds of thousands (with replication on, memtable
 /// inserts were 41% of `vesta dev`'s CPU under SET, 33% once each log had its bucket). In its own
-/// bucket a shard's entries, logged in about timestamp order, are mostly appended at its end. A truncation to a fixed length per range keeps what RocksDB requires of a prefix: it
-/// orders as its keys do, and keys sharing one are contiguous.
+/// bucket a shard's entries, logged in about timestamp order, are mostly appended at its end. A
+/// truncation to a fixed length per range keeps what RocksDB requires of a prefix: it orders as its keys
+/// do, and keys sharing one are contiguous.
 fn bucket(key: &[u8]) -> &[u8] {
     let len = if key::is_node_own(key) { NODE_OWN_BUCKET } else { 4 };
     &key[..len.min(key.len())]
